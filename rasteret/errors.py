@@ -1,0 +1,56 @@
+"""The exception types users catch.
+
+Every error rasteret raises on purpose derives from :class:`RasteretError`. Errors
+that have a natural builtin meaning also derive from it (a missing object is a
+:class:`FileNotFoundError`, denied access a :class:`PermissionError`) so that code
+written against the standard library keeps working.
+"""
+
+from __future__ import annotations
+
+
+class RasteretError(Exception):
+    """Base class of every error rasteret raises on purpose."""
+
+
+class TiffError(RasteretError):
+    """A TIFF could not be used; the base of the two cases below."""
+
+
+class UnsupportedTiffError(TiffError):
+    """The file is a valid TIFF that uses a feature rasteret does not read.
+
+    The message names the feature and the URL.
+    """
+
+
+class CorruptTiffError(TiffError, ValueError):
+    """The file's bytes are not a valid TIFF (or a tile does not decode)."""
+
+
+class BackendError(RasteretError):
+    """The storage layer failed: the base of the transport errors."""
+
+
+class ObjectNotFoundError(BackendError, FileNotFoundError):
+    """The object does not exist (HTTP 404 or a missing local file)."""
+
+
+class AccessDeniedError(BackendError, PermissionError):
+    """The store refused the request (HTTP 401/403): credentials are missing or wrong."""
+
+
+class NetworkError(BackendError, ConnectionError):
+    """The request failed after its retries (connection refused, reset, timeout, 5xx)."""
+
+
+class ForkAfterIOError(RasteretError, RuntimeError):
+    """This process was forked after its parent did rasteret I/O.
+
+    obstore's runtime does not survive ``fork``: any request from the child would hang.
+    Use ``multiprocessing_context="forkserver"`` (or ``"spawn"``) for DataLoader workers.
+    """
+
+
+class ConfigurationError(RasteretError, ValueError):
+    """An argument or configuration value is invalid; the message says which and why."""

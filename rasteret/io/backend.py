@@ -1,0 +1,292 @@
+"""Backends: a picklable description of how to reach object stores.
+
+A :class:`Backend` holds what the user configured (credential provider, region,
+S3 defaults, client and retry options). Live obstore stores are built lazily, one
+per bucket / container / HTTP origin, in the process that uses them: pickling a
+backend (into a DataLoader worker) drops its stores and each process builds and
+authenticates its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
+
+from rasteret.errors import ConfigurationError
+from rasteret.io.urls import StoreTarget, parse_url
+
+# Config keys whose values never appear in a repr, a log or an error message.
+SECRET_KEYS = frozenset(
+    {
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "token",
+        "sas_key",
+        "sas_token",
+        "account_key",
+        "client_secret",
+        "bearer_token",
+        "service_account_key",
+        "password",
+        "subscription_key",
+    }
+)
+
+_S3_ALIASES = {
+    "aws_access_key_id": "access_key_id",
+    "aws_secret_access_key": "secret_access_key",
+    "aws_session_token": "session_token",
+    "aws_region": "region",
+    "aws_endpoint": "endpoint",
+    "aws_endpoint_url": "endpoint",
+    "endpoint_url": "endpoint",
+    "aws_skip_signature": "skip_signature",
+    "aws_request_payer": "request_payer",
+    "requester_pays": "request_payer",
+}
+
+
+def normalize_s3_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Return ``config`` with boto-style keys (``aws_access_key_id``...) renamed to
+    obstore's (``access_key_id``...)."""
+    normalized: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        name = key.lower()
+        normalized[_S3_ALIASES.get(name, name)] = value
+    if normalized.get("request_payer") is True:
+        normalized["request_payer"] = "requester"
+    return normalized
+
+
+def provider_kind(provider: Any) -> str:
+    """Guess which store kind a credential provider serves: ``s3``, ``azure`` or ``gcs``."""
+    module = type(provider).__module__.lower()
+    name = type(provider).__name__.lower()
+    if "planetary" in module or "azure" in module or "azure" in name:
+        return "azure"
+    if "google" in module or "gcs" in name:
+        return "gcs"
+    return "s3"
+
+
+def mask(value: Any) -> str:
+    """Return a masked stand-in for a secret value."""
+    return "***" if value else repr(value)
+
+
+class Backend:
+    """How rasteret reaches object stores; pass the same one to builds and reads.
+
+    Create one with :func:`create_backend`. It pickles to its description, so each
+    DataLoader worker builds its own stores and fetches its own tokens.
+    """
+
+    def __init__(
+        self,
+        *,
+        credential_provider: Any = None,
+        region: str | None = None,
+        default_s3_config: dict[str, Any] | None = None,
+        client_options: dict[str, Any] | None = None,
+        retry_config: dict[str, Any] | None = None,
+        azure_config: dict[str, Any] | None = None,
+        gcs_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.credential_provider = credential_provider
+        self.region = region
+        self.default_s3_config = normalize_s3_config(default_s3_config)
+        self.client_options = dict(client_options or {})
+        self.retry_config = dict(retry_config) if retry_config else None
+        self.azure_config = dict(azure_config or {})
+        self.gcs_config = dict(gcs_config or {})
+        self._stores: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- pickling: the description travels, live stores do not -----------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stores"] = {}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        s3 = {k: (mask(v) if k in SECRET_KEYS else v) for k, v in self.default_s3_config.items()}
+        provider = type(self.credential_provider).__name__ if self.credential_provider else None
+        return (
+            f"Backend(credential_provider={provider}, region={self.region!r}, "
+            f"default_s3_config={s3}, client_options={self.client_options})"
+        )
+
+    # -- routing --------------------------------------------------------------------
+    def store_for(self, url: str) -> tuple[Any, str]:
+        """Return ``(store, path)`` for ``url``, building the store on first use."""
+        target = parse_url(url)
+        cache_key = (target.kind, target.key)
+        store = self._stores.get(cache_key)
+        if store is None:
+            with self._lock:
+                store = self._stores.get(cache_key)
+                if store is None:
+                    store = self._build_store(target)
+                    self._stores[cache_key] = store
+        return store, target.path
+
+    def describe_credentials(self, url: str) -> str:
+        """Say, without any secret, which credentials requests to ``url`` use."""
+        kind = parse_url(url).kind
+        if self.credential_provider is not None and provider_kind(self.credential_provider) == kind:
+            return f"credential provider {type(self.credential_provider).__name__}"
+        if kind == "s3":
+            config = self._s3_config(None)
+            if config.get("skip_signature"):
+                return "anonymous (unsigned) requests"
+            if "access_key_id" in config:
+                return "explicit access keys from default_s3_config"
+            if os.environ.get("AWS_ACCESS_KEY_ID"):
+                return "AWS keys from the environment (AWS_ACCESS_KEY_ID)"
+            return "the AWS default credential chain"
+        if kind in ("http", "file"):
+            return "no credentials"
+        return "the store's default credentials from the environment"
+
+    def _options_for(self, endpoint: str | None) -> dict[str, Any]:
+        options = dict(self.client_options)
+        if endpoint and endpoint.startswith("http://"):
+            options.setdefault("allow_http", True)
+        return options
+
+    def _s3_config(self, url_region: str | None) -> dict[str, Any]:
+        config = dict(self.default_s3_config)
+        region = (
+            config.get("region")
+            or self.region
+            or url_region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        if region:
+            config["region"] = region
+        has_provider = (
+            self.credential_provider is not None
+            and provider_kind(self.credential_provider) == "s3"
+        )
+        signs = (
+            has_provider
+            or "access_key_id" in config
+            or "skip_signature" in config
+            or os.environ.get("AWS_ACCESS_KEY_ID")
+            or os.environ.get("AWS_PROFILE")
+            or os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+            or os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            or os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        )
+        if not signs:
+            # No credentials anywhere: read public buckets anonymously rather than
+            # waiting on the instance-metadata service, which does not exist off EC2.
+            config["skip_signature"] = True
+        return config
+
+    def _build_store(self, target: StoreTarget) -> Any:
+        retry = {"retry_config": self.retry_config} if self.retry_config else {}
+        provider = self.credential_provider
+        if target.kind == "file":
+            return LocalStore()
+        if target.kind == "http":
+            return HTTPStore.from_url(
+                target.key, client_options=self._options_for(target.key), **retry
+            )
+        if target.kind == "s3":
+            config = self._s3_config(target.region)
+            kwargs: dict[str, Any] = {}
+            if provider is not None and provider_kind(provider) == "s3":
+                kwargs["credential_provider"] = provider
+            return S3Store(
+                target.key,
+                config=config,
+                client_options=self._options_for(config.get("endpoint")),
+                **retry,
+                **kwargs,
+            )
+        if target.kind == "azure":
+            account, _, container = target.key.partition("/")
+            config = dict(self.azure_config)
+            if account:
+                config.setdefault("account_name", account)
+            kwargs = {}
+            if provider is not None and provider_kind(provider) == "azure":
+                kwargs["credential_provider"] = provider
+            return AzureStore(
+                container,
+                config=config,
+                client_options=self._options_for(config.get("endpoint")),
+                **retry,
+                **kwargs,
+            )
+        if target.kind == "gcs":
+            kwargs = {}
+            if provider is not None and provider_kind(provider) == "gcs":
+                kwargs["credential_provider"] = provider
+            return GCSStore(
+                target.key,
+                config=dict(self.gcs_config),
+                client_options=self._options_for(None),
+                **retry,
+                **kwargs,
+            )
+        raise ConfigurationError(f"no store for {target.kind!r}")
+
+
+def create_backend(
+    *,
+    credential_provider: Any = None,
+    region: str | None = None,
+    default_s3_config: dict[str, Any] | None = None,
+    client_options: dict[str, Any] | None = None,
+    retry_config: dict[str, Any] | None = None,
+) -> Backend:
+    """Describe how to reach object stores; pass the result as ``backend=`` anywhere.
+
+    Args:
+        credential_provider: An obstore credential provider (for example
+            ``obstore.auth.planetary_computer.PlanetaryComputerCredentialProvider``,
+            ``obstore.auth.earthdata.NasaEarthdataCredentialProvider`` or
+            ``obstore.auth.boto3.Boto3CredentialProvider``). It is handed to the stores
+            of its kind (Azure providers to Azure stores, S3 providers to S3 stores).
+        region: Default region for S3 buckets.
+        default_s3_config: S3 settings for every bucket: ``region``,
+            ``skip_signature``, ``aws_access_key_id``, ``aws_secret_access_key``,
+            ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
+            obstore-style names both work).
+        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...).
+        retry_config: obstore retry settings (``max_retries``, ``retry_timeout``,
+            ``backoff``).
+
+    Returns:
+        A picklable :class:`Backend`.
+    """
+    return Backend(
+        credential_provider=credential_provider,
+        region=region,
+        default_s3_config=default_s3_config,
+        client_options=client_options,
+        retry_config=retry_config,
+    )
+
+
+_default_backend: Backend | None = None
+
+
+def default_backend() -> Backend:
+    """The backend used when a call passes none (anonymous S3, environment credentials)."""
+    global _default_backend
+    if _default_backend is None:
+        _default_backend = Backend()
+    return _default_backend

@@ -1,0 +1,158 @@
+"""Range fetching through obstore, with errors translated into rasteret's types.
+
+Every request of a read is in flight at once, bounded by one semaphore per
+process so that thousands of ranges never open thousands of connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import obstore
+from obstore.exceptions import (
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+
+from rasteret.errors import (
+    AccessDeniedError,
+    BackendError,
+    NetworkError,
+    ObjectNotFoundError,
+    RasteretError,
+)
+from rasteret.io.backend import Backend
+from rasteret.io.runtime import ensure_io_allowed
+from rasteret.io.urls import strip_query
+
+MAX_CONCURRENT_REQUESTS = int(os.environ.get("RASTERET_MAX_CONCURRENT_REQUESTS", "256"))
+
+_semaphores: dict[int, asyncio.Semaphore] = {}
+
+# Query strings and credential-looking fields are removed from store messages.
+_QUERY = re.compile(r"\?[^\s\"'<>)]*")
+_SECRET_FIELD = re.compile(
+    r"(?i)(signature|sig|token|secret|credential|key|password|x-amz-[a-z-]+)(\s*[=:]\s*)"
+    r"(\"[^\"]*\"|[^\s,&;]+)"
+)
+
+
+@dataclass
+class FetchStats:
+    """Requests and bytes a call made (our side's count; servers count too)."""
+
+    requests: int = 0
+    bytes: int = 0
+
+    def add(self, nbytes: int) -> None:
+        """Count one request that returned ``nbytes`` bytes."""
+        self.requests += 1
+        self.bytes += nbytes
+
+
+def _semaphore() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    semaphore = _semaphores.get(id(loop))
+    if semaphore is None:
+        semaphore = _semaphores[id(loop)] = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+    return semaphore
+
+
+def sanitize(message: str) -> str:
+    """Remove query strings and credential-looking values from a store's message."""
+    return _SECRET_FIELD.sub(r"\1\2***", _QUERY.sub("?***", message))
+
+
+def translate_error(
+    exc: BaseException, url: str, backend: Backend, what: str = "read"
+) -> RasteretError:
+    """Turn an obstore/OS exception into a typed rasteret error naming URL and fix."""
+    if isinstance(exc, RasteretError):
+        return exc
+    shown = strip_query(url)
+    detail = sanitize(str(exc).split("\n\nDebug source:", 1)[0]).strip()
+    if isinstance(exc, (NotFoundError, FileNotFoundError)):
+        return ObjectNotFoundError(f"{shown} does not exist (HTTP 404 / no such file): {detail}")
+    text = str(exc)
+    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or re.search(
+        r"\b(401|403)\b|Forbidden|AccessDenied|SignatureDoesNotMatch|InvalidAccessKeyId"
+        r"|AuthenticationFailed|AuthorizationFailure",
+        text,
+    ):
+        return AccessDeniedError(
+            f"access denied to {shown} using {backend.describe_credentials(url)}. "
+            "Check the credentials (aws configure / AWS_* variables, ~/.netrc for "
+            "Earthdata, a credential provider), pass the same backend= to both build "
+            "and read, and set request_payer for requester-pays buckets. "
+            f"Store said: {detail}"
+        )
+    if re.search(r"\b404\b|NoSuchKey|NoSuchBucket|BlobNotFound", text):
+        return ObjectNotFoundError(f"{shown} does not exist: {detail}")
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)) or "error sending request" in text:
+        return NetworkError(f"{what} of {shown} failed after retries: {detail}")
+    return BackendError(f"{what} of {shown} failed: {detail}")
+
+
+async def fetch_head(
+    backend: Backend, url: str, length: int, stats: FetchStats | None = None
+) -> tuple[bytes, int | None]:
+    """Fetch the first ``length`` bytes of ``url`` in one ranged GET (no HEAD).
+
+    Returns:
+        ``(data, total_size)``; ``data`` is shorter than ``length`` for small files.
+    """
+    ensure_io_allowed()
+    store, path = backend.store_for(url)
+    try:
+        async with _semaphore():
+            result = await obstore.get_async(store, path, options={"range": (0, length)})
+            data = await result.bytes_async()
+    except Exception as exc:  # noqa: BLE001 - translated into a typed error
+        raise translate_error(exc, url, backend, "header read") from None
+    if stats is not None:
+        stats.add(len(data))
+    size = result.meta.get("size") if isinstance(result.meta, dict) else None
+    return bytes(data), size
+
+
+async def fetch_range(
+    backend: Backend, url: str, start: int, end: int, stats: FetchStats | None = None
+) -> Any:
+    """Fetch bytes ``[start, end)`` of ``url``; the result supports the buffer protocol.
+
+    Raises:
+        NetworkError: The store returned fewer bytes than asked for.
+    """
+    ensure_io_allowed()
+    store, path = backend.store_for(url)
+    try:
+        async with _semaphore():
+            data = await obstore.get_range_async(store, path, start=start, end=end)
+    except Exception as exc:  # noqa: BLE001 - translated into a typed error
+        raise translate_error(exc, url, backend, f"read of bytes {start}-{end}") from None
+    if len(data) != end - start:
+        raise NetworkError(
+            f"{strip_query(url)} returned {len(data)} bytes for range {start}-{end} "
+            f"({end - start} expected): the object is shorter than its header says or "
+            "changed after it was indexed"
+        )
+    if stats is not None:
+        stats.add(len(data))
+    return data
+
+
+async def fetch_ranges(
+    backend: Backend,
+    url: str,
+    ranges: list[tuple[int, int]],
+    stats: FetchStats | None = None,
+) -> list[Any]:
+    """Fetch several ranges of one object concurrently, in the order given."""
+    return list(
+        await asyncio.gather(*(fetch_range(backend, url, s, e, stats) for s, e in ranges))
+    )

@@ -1,0 +1,110 @@
+"""The process's I/O runtime: one asyncio loop in a daemon thread, a decode pool,
+and the fork guard.
+
+Public rasteret methods are synchronous: they submit a coroutine to the loop
+thread and wait for it, so they work the same from scripts, notebooks (which
+already run a loop) and DataLoader workers. Decoding runs in a thread pool; the
+codecs release the GIL, so the network and the CPU overlap.
+
+obstore's Rust runtime does not survive ``fork``: a child forked after its parent
+did I/O hangs on its first request. :func:`ensure_io_allowed` turns that hang into
+a :class:`~rasteret.errors.ForkAfterIOError` raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from rasteret.errors import ForkAfterIOError
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_pool: ThreadPoolExecutor | None = None
+_io_started_in_pid: int | None = None
+_inherited_used_io = False
+
+
+def _after_fork_in_child() -> None:
+    global _loop, _pool, _inherited_used_io
+    # The parent's loop thread and pool threads do not exist in the child.
+    _loop = None
+    _pool = None
+    if _io_started_in_pid is not None:
+        _inherited_used_io = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def ensure_io_allowed() -> None:
+    """Mark this process as doing I/O, or refuse if it was forked after parent I/O.
+
+    Raises:
+        ForkAfterIOError: This process is a ``fork`` child of a process that already
+            did obstore I/O; any request would hang.
+    """
+    global _io_started_in_pid
+    if _inherited_used_io:
+        raise ForkAfterIOError(
+            f"process {os.getpid()} was forked after its parent read data with rasteret; "
+            "obstore cannot run in such a child and would hang. Start worker processes "
+            'with multiprocessing_context="forkserver" (or "spawn"), e.g. '
+            'DataLoader(..., num_workers=2, multiprocessing_context="forkserver"), or '
+            "create the workers before the first read."
+        )
+    if _io_started_in_pid is None:
+        _io_started_in_pid = os.getpid()
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def io_loop() -> asyncio.AbstractEventLoop:
+    """Return the process's I/O loop, starting its thread on first use."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=_run_loop, args=(loop,), name="rasteret-io", daemon=True
+            )
+            thread.start()
+            _loop = loop
+        return _loop
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """Return the thread pool that decodes chunks (one thread per core)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            workers = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else (os.cpu_count() or 2))
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rasteret-decode")
+        return _pool
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on the I/O loop and return its result (the sync API's engine).
+
+    Raises:
+        RuntimeError: When called from the I/O loop's own thread (use the async API).
+    """
+    loop = io_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coroutine.close()
+        raise RuntimeError("rasteret's sync API was called from its I/O loop; await the async API")
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()

@@ -1,0 +1,81 @@
+"""Execute read plans: fetch every range at once, decode each chunk in the thread
+pool as soon as its bytes arrive, and paste it into the output array."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from rasteret.io.backend import Backend
+from rasteret.io.fetch import FetchStats, fetch_range
+from rasteret.io.runtime import decode_pool
+from rasteret.read.plan import ChunkRead, ReadPlan
+from rasteret.tiff.codecs import decode_chunk
+from rasteret.tiff.header import ImageLevel
+
+
+def paste_chunk(
+    out: np.ndarray, tile: np.ndarray, chunk: ChunkRead, plan: ReadPlan, level: ImageLevel
+) -> None:
+    """Copy the part of a decoded chunk that falls in the plan's window into ``out``.
+
+    ``out`` is shaped ``(len(plan.bands), window.height, window.width)``; ``tile`` is
+    ``(rows, chunk_width, samples_per_chunk)``.
+    """
+    window = plan.window
+    top = max(chunk.row0, window.row_off, 0)
+    bottom = min(chunk.row0 + chunk.rows, window.row_off + window.height, level.height)
+    left = max(chunk.col0, window.col_off, 0)
+    right = min(chunk.col0 + level.chunk_width, window.col_off + window.width, level.width)
+    if top >= bottom or left >= right:
+        return
+    src = tile[top - chunk.row0 : bottom - chunk.row0, left - chunk.col0 : right - chunk.col0]
+    dst_rows = slice(top - window.row_off, bottom - window.row_off)
+    dst_cols = slice(left - window.col_off, right - window.col_off)
+    for slot, band in enumerate(plan.bands):
+        if chunk.plane == -1:
+            out[slot, dst_rows, dst_cols] = src[:, :, band]
+        elif chunk.plane == band:
+            out[slot, dst_rows, dst_cols] = src[:, :, 0]
+
+
+async def execute_plan(
+    plan: ReadPlan,
+    level: ImageLevel,
+    *,
+    backend: Backend,
+    url: str,
+    byteorder: str,
+    out: np.ndarray,
+    stats: FetchStats | None = None,
+) -> np.ndarray:
+    """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
+
+    All ranges are requested concurrently; each chunk is decoded in the decode pool
+    as soon as its range arrives, so decoding overlaps the remaining transfers.
+    """
+    loop = asyncio.get_running_loop()
+    pool = decode_pool()
+
+    def decode_and_paste(data: Any, chunk: ChunkRead) -> None:
+        tile = decode_chunk(data, level, byteorder, chunk.rows, url)
+        paste_chunk(out, tile, chunk, plan, level)
+
+    async def one_range(byte_range) -> None:
+        data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end, stats))
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool,
+                    decode_and_paste,
+                    data[c.start - byte_range.start : c.start - byte_range.start + c.length],
+                    c,
+                )
+                for c in byte_range.chunks
+            )
+        )
+
+    await asyncio.gather(*(one_range(r) for r in plan.ranges))
+    return out

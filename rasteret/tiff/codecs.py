@@ -1,0 +1,205 @@
+"""Chunk decoding: compressed tile or strip bytes -> a numpy array.
+
+Codecs and predictors come from imagecodecs, whose functions release the GIL, so
+decoding scales across the threads of the read path's pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import imagecodecs
+import numpy as np
+
+from rasteret.errors import CorruptTiffError, UnsupportedTiffError
+from rasteret.tiff.header import COMPRESSION_NAMES, ImageLevel
+
+# Compression tag -> function(bytes, expected_size) -> bytes or array.
+_LERC_DEFLATE = 1
+_LERC_ZSTD = 2
+
+
+def _zlib(data: bytes, size: int) -> bytes:
+    # libdeflate needs the output size; fall back to zlib for streams it rejects
+    # (for example a truncated or padded stream that zlib tolerates, as GDAL does).
+    try:
+        return imagecodecs.deflate_decode(data, out=size)
+    except Exception:  # noqa: BLE001 - any libdeflate failure gets the lenient decoder
+        return imagecodecs.zlib_decode(data)
+
+
+_BYTE_CODECS: dict[int, Callable[[bytes, int], bytes]] = {
+    1: lambda data, size: data,
+    5: lambda data, size: imagecodecs.lzw_decode(data, out=size),
+    8: _zlib,
+    32946: _zlib,
+    32773: lambda data, size: imagecodecs.packbits_decode(data),
+    34925: lambda data, size: imagecodecs.lzma_decode(data),
+    34926: lambda data, size: imagecodecs.zstd_decode(data, out=size),
+    50000: lambda data, size: imagecodecs.zstd_decode(data, out=size),
+}
+
+# Codecs that decode straight to pixels (their own layout, no predictor).
+_IMAGE_CODECS = {7, 34887, 34927, 50001, 34712, 50002}
+
+_AVAILABILITY = {
+    5: "LZW",
+    8: "DEFLATE",
+    32946: "DEFLATE",
+    32773: "PACKBITS",
+    34925: "LZMA",
+    34926: "ZSTD",
+    50000: "ZSTD",
+    7: "JPEG8",
+    34887: "LERC",
+    34927: "WEBP",
+    50001: "WEBP",
+    34712: "JPEG2K",
+    50002: "JPEGXL",
+}
+
+
+def check_supported(level: ImageLevel, url: str) -> None:
+    """Raise :class:`UnsupportedTiffError` if rasteret cannot decode ``level``.
+
+    Called once per file when it is opened, so that reads never meet a surprise.
+    """
+    compression = level.compression
+    name = COMPRESSION_NAMES.get(compression, str(compression))
+    if compression not in _BYTE_CODECS and compression not in _IMAGE_CODECS:
+        raise UnsupportedTiffError(f"compression {name} (tag value {compression}) in {url}")
+    codec = _AVAILABILITY.get(compression)
+    if codec is not None and not getattr(imagecodecs, codec).available:
+        raise UnsupportedTiffError(f"compression {name}: imagecodecs lacks {codec}, in {url}")
+    if level.predictor not in (1, 2, 3):
+        raise UnsupportedTiffError(f"predictor {level.predictor} in {url}")
+    if level.predictor == 3 and level.sample_format != 3:
+        raise UnsupportedTiffError(f"floating-point predictor on integer samples in {url}")
+    if level.predictor == 2 and level.bits_per_sample not in (8, 16, 32, 64):
+        raise UnsupportedTiffError(
+            f"horizontal predictor on {level.bits_per_sample}-bit samples in {url}"
+        )
+    if level.photometric in (32844, 32845):
+        raise UnsupportedTiffError(f"LogLuv photometric interpretation in {url}")
+    if level.photometric == 6 and compression != 7 and level.ycbcr_subsampling != (1, 1):
+        raise UnsupportedTiffError(f"subsampled YCbCr without JPEG compression in {url}")
+    if compression in _IMAGE_CODECS and level.bits_per_sample not in (8, 16, 32, 64):
+        raise UnsupportedTiffError(f"{name} with {level.bits_per_sample}-bit samples in {url}")
+    bits = level.bits_per_sample
+    if bits not in (8, 16, 32, 64) and (level.sample_format == 3 or bits > 32):
+        raise UnsupportedTiffError(f"{bits}-bit samples of format {level.sample_format} in {url}")
+
+
+def decode_chunk(
+    data: bytes, level: ImageLevel, byteorder: str, rows: int, url: str = "<bytes>"
+) -> np.ndarray:
+    """Decode one tile or strip.
+
+    Args:
+        data: The chunk's compressed bytes.
+        level: The image the chunk belongs to.
+        byteorder: The file's byte order (``"<"`` or ``">"``).
+        rows: Rows the chunk holds (the tile height; fewer for a file's last strip).
+        url: Named in error messages.
+
+    Returns:
+        An array shaped ``(rows, chunk_width, samples_per_chunk)`` in native byte order.
+
+    Raises:
+        CorruptTiffError: The bytes do not decode to the size the header promises.
+    """
+    width = level.chunk_width
+    samples = level.samples_per_chunk
+    dtype = level.dtype
+    try:
+        if level.compression in _IMAGE_CODECS:
+            array = _decode_image_codec(data, level)
+        else:
+            array = _decode_bytes(data, level, byteorder, rows)
+    except (UnsupportedTiffError, CorruptTiffError):
+        raise
+    except Exception as exc:  # codec errors come in many types
+        raise CorruptTiffError(
+            f"a {COMPRESSION_NAMES.get(level.compression, level.compression)} chunk of "
+            f"{len(data)} bytes does not decode in {url}: {exc}"
+        ) from exc
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.shape[1] != width or array.shape[2] != samples or array.shape[0] < rows:
+        raise CorruptTiffError(
+            f"a chunk decoded to shape {array.shape}, expected ({rows}, {width}, {samples}) "
+            f"in {url}"
+        )
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return array[:rows]
+
+
+def _decode_image_codec(data: bytes, level: ImageLevel) -> np.ndarray:
+    compression = level.compression
+    if compression == 7:
+        colorspace, outcolorspace = None, None
+        if level.planar_config == 1 and not level.extra_samples:
+            if level.photometric == 6:
+                outcolorspace = "RGB"  # YCbCr JPEG reads as RGB, as GDAL does
+            elif level.photometric == 2:
+                outcolorspace = "RGB"
+            elif level.photometric == 5:
+                outcolorspace = "CMYK"
+        return imagecodecs.jpeg_decode(
+            data,
+            tables=level.jpeg_tables,
+            colorspace=colorspace,
+            outcolorspace=outcolorspace,
+            shape=(level.chunk_height, level.chunk_width),
+        )
+    if compression in (34927, 50001):
+        return imagecodecs.webp_decode(data, hasalpha=level.samples_per_pixel == 4)
+    if compression == 34887:
+        extra = level.lerc_parameters[1] if len(level.lerc_parameters) > 1 else 0
+        if extra == _LERC_DEFLATE:
+            data = imagecodecs.zlib_decode(data)
+        elif extra == _LERC_ZSTD:
+            data = imagecodecs.zstd_decode(data)
+        array = imagecodecs.lerc_decode(data)
+        return np.asarray(array)
+    if compression == 34712:
+        return imagecodecs.jpeg2k_decode(data)
+    return imagecodecs.jpegxl_decode(data)
+
+
+def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, rows: int) -> np.ndarray:
+    width = level.chunk_width
+    samples = level.samples_per_chunk
+    bits = level.bits_per_sample
+    dtype = level.dtype
+    if bits in (8, 16, 32, 64):
+        expected = rows * width * samples * dtype.itemsize
+    else:
+        expected = rows * -(-(width * samples * bits) // 8)
+    raw = _BYTE_CODECS[level.compression](data, expected)
+    if level.fill_order == 2:
+        raw = imagecodecs.bitorder_decode(bytes(raw))
+    if bits not in (8, 16, 32, 64):
+        array = imagecodecs.packints_decode(bytes(raw)[:expected], dtype, bits, runlen=width * samples)
+        if array.size < rows * width * samples:
+            raise CorruptTiffError(f"a chunk holds {array.size} samples, too few")
+        return array[: rows * width * samples].reshape(rows, width, samples)
+    buffer = memoryview(raw).cast("B") if not isinstance(raw, np.ndarray) else raw
+    if len(buffer) < expected:
+        raise CorruptTiffError(
+            f"a chunk decompressed to {len(buffer)} bytes, {expected} expected"
+        )
+    if level.predictor == 3:
+        # The float predictor stores bytes most significant first whatever the file's
+        # byte order, and rebuilds values in the array's (native) order.
+        array = np.frombuffer(buffer, dtype=dtype, count=rows * width * samples)
+        array = array.reshape(rows, width, samples)
+        return imagecodecs.floatpred_decode(array, axis=-2)
+    array = np.frombuffer(buffer, dtype=dtype.newbyteorder(byteorder), count=rows * width * samples)
+    array = array.reshape(rows, width, samples)
+    if level.predictor == 2:
+        # Undo horizontal differencing in native byte order (faster, and in place).
+        array = array.astype(dtype, copy=True)
+        return imagecodecs.delta_decode(array, axis=-2, out=array)
+    return array
