@@ -4,7 +4,9 @@
 ``rasteret.torch``.
 """
 
-from rasteret import errors
+from rasteret import datasets, errors
+from rasteret.collection import Collection, delete_collection, list_collections, load
+from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.io.backend import Backend, create_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
@@ -14,9 +16,17 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "CogFile",
+    "Collection",
     "FetchStats",
+    "build",
+    "build_from_stac",
+    "build_from_table",
     "create_backend",
+    "datasets",
+    "delete_collection",
     "errors",
+    "list_collections",
+    "load",
     "open_cog",
     "open_cog_async",
 ]

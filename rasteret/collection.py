@@ -1,0 +1,383 @@
+"""The Collection: an Arrow table of scenes and their COG headers, with filters.
+
+A collection is built once (see :mod:`rasteret.ingest`) and then queried and read
+without touching any header on the network: every band column holds the tile
+layout a read needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.io.backend import Backend
+from rasteret.read.cog import CogFile
+from rasteret.schema import BAND_TYPE, METADATA_KEY, SCHEMA_VERSION, record_to_header
+from rasteret.storage import (
+    FAILURES,
+    collection_path,
+    read_manifest,
+    resolve_existing,
+    with_metadata,
+    workspace_dir,
+)
+
+BBox = tuple[float, float, float, float]
+DateRange = tuple[Any, Any]
+
+
+class CollectionNotFoundError(RasteretError, FileNotFoundError):
+    """No saved collection has that name or path."""
+
+
+def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
+    """Parse a date or datetime (string, date, datetime) into an aware UTC datetime.
+
+    A bare date as the end of a range means the whole day.
+    """
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, dt.date):
+        stamp = dt.datetime(value.year, value.month, value.day)
+        if end:
+            stamp += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    else:
+        text = str(value).strip().replace("Z", "+00:00")
+        stamp = dt.datetime.fromisoformat(text)
+        if end and len(text) <= 10:
+            stamp += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp.astimezone(dt.timezone.utc)
+
+
+def parse_date_range(date_range: DateRange | None) -> tuple[dt.datetime, dt.datetime] | None:
+    """Normalise ``(start, end)`` into aware UTC datetimes (end inclusive)."""
+    if date_range is None:
+        return None
+    if len(date_range) != 2:
+        raise ConfigurationError(f"date_range must be (start, end), got {date_range!r}")
+    start, end = _to_timestamp(date_range[0]), _to_timestamp(date_range[1], end=True)
+    if start > end:
+        raise ConfigurationError(f"date_range starts after it ends: {date_range!r}")
+    return start, end
+
+
+def check_bbox(bbox: Sequence[float]) -> BBox:
+    """Validate ``(minx, miny, maxx, maxy)`` in degrees."""
+    if len(bbox) != 4:
+        raise ConfigurationError(f"bbox must be (minx, miny, maxx, maxy), got {bbox!r}")
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if minx > maxx or miny > maxy:
+        raise ConfigurationError(f"bbox {bbox!r} has min greater than max")
+    return minx, miny, maxx, maxy
+
+
+class Collection:
+    """Scenes with per-band COG headers, ready to filter and read.
+
+    Attributes:
+        table: The Arrow table (one row per scene; GeoParquet columns, properties,
+            one struct column per band).
+        name: The collection's name in its workspace (None for an unsaved one).
+        manifest: Build information: dataset, band map, source, schema version.
+        path: The folder it was loaded from, if any.
+    """
+
+    def __init__(
+        self,
+        table: pa.Table,
+        *,
+        name: str | None = None,
+        manifest: dict[str, Any] | None = None,
+        failures: pa.Table | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.table = table
+        self.name = name
+        self.manifest = dict(manifest or {})
+        self.path = path
+        self._failures = failures
+
+    # -- description -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def bands(self) -> list[str]:
+        """The band names this collection can read."""
+        return [f.name for f in self.table.schema if f.type == BAND_TYPE]
+
+    @property
+    def dataset_id(self) -> str | None:
+        """The catalog dataset it was built from (None for custom sources)."""
+        return self.manifest.get("dataset_id")
+
+    @property
+    def epsg_codes(self) -> list[int]:
+        """The distinct raster CRS (EPSG codes) of its scenes."""
+        if "proj:epsg" not in self.table.column_names or not len(self):
+            return []
+        return sorted(int(v) for v in pc.unique(self.table["proj:epsg"]).to_pylist() if v)
+
+    @property
+    def crs(self):
+        """The raster CRS as a pyproj CRS when all scenes share one, else None."""
+        from pyproj import CRS
+
+        codes = self.epsg_codes
+        return CRS.from_epsg(codes[0]) if len(codes) == 1 else None
+
+    @property
+    def bounds(self) -> BBox | None:
+        """Union of the footprints' bounding boxes in degrees (CRS84), or None if empty."""
+        if not len(self):
+            return None
+        bbox = self.table["bbox"].combine_chunks()
+        return (
+            pc.min(bbox.field("xmin")).as_py(),
+            pc.min(bbox.field("ymin")).as_py(),
+            pc.max(bbox.field("xmax")).as_py(),
+            pc.max(bbox.field("ymax")).as_py(),
+        )
+
+    @property
+    def date_range(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """Earliest and latest scene datetimes, or None if empty."""
+        if not len(self):
+            return None
+        times = self.table["datetime"]
+        return pc.min(times).as_py(), pc.max(times).as_py()
+
+    @property
+    def failures(self) -> pa.Table:
+        """Assets that could not be indexed at build time, with their reasons."""
+        if self._failures is None:
+            path = self.path / FAILURES if self.path else None
+            self._failures = pq.read_table(path) if path and path.exists() else pa.table({})
+        return self._failures
+
+    def summary(self) -> dict[str, Any]:
+        """A plain dict describing the collection (used by ``repr`` and the CLI)."""
+        dates = self.date_range
+        return {
+            "name": self.name,
+            "dataset_id": self.dataset_id,
+            "scenes": len(self),
+            "bands": self.bands,
+            "epsg": self.epsg_codes,
+            "bounds": self.bounds,
+            "date_range": [d.isoformat() for d in dates] if dates else None,
+            "failures": self.failures.num_rows,
+            "schema_version": self.manifest.get("schema_version", SCHEMA_VERSION),
+            "path": str(self.path) if self.path else None,
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        dates = " to ".join(d[:10] for d in s["date_range"]) if s["date_range"] else "no dates"
+        return (
+            f"Collection({s['name']!r}: {s['scenes']} scenes, bands {s['bands']}, "
+            f"EPSG {s['epsg']}, {dates}, {s['failures']} failures)"
+        )
+
+    # -- views -----------------------------------------------------------------------
+    def to_pandas(self):
+        """The table as a pandas DataFrame (band columns as dicts)."""
+        return self.table.to_pandas()
+
+    def to_geopandas(self):
+        """The table as a GeoDataFrame with footprints in EPSG:4326 (needs geopandas)."""
+        import geopandas as gpd
+        import shapely
+
+        frame = self.table.drop_columns(["geometry"]).to_pandas()
+        geometry = shapely.from_wkb(self.table["geometry"].to_numpy(zero_copy_only=False))
+        return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+
+    # -- filters ---------------------------------------------------------------------
+    def _with(self, table: pa.Table) -> Collection:
+        return Collection(
+            table, name=self.name, manifest=self.manifest, failures=self._failures, path=self.path
+        )
+
+    def filter(self, expression: pc.Expression) -> Collection:
+        """Keep the rows matching an Arrow compute expression, e.g.
+        ``pc.field("platform") == "sentinel-2a"``."""
+        return self._with(self.table.filter(expression))
+
+    def subset(
+        self,
+        *,
+        bbox: Sequence[float] | None = None,
+        date_range: DateRange | None = None,
+        cloud_cover_lt: float | None = None,
+        ids: Sequence[str] | None = None,
+        **equals: Any,
+    ) -> Collection:
+        """Keep scenes intersecting ``bbox`` (degrees), within ``date_range``
+        (inclusive), with cloud cover below a limit, with given ids, and whose
+        properties equal ``equals`` (use ``platform="sentinel-2a"``; a property with a
+        colon is matched through :meth:`filter`)."""
+        table = self.table
+        conditions: list[Any] = []
+        if bbox is not None:
+            minx, miny, maxx, maxy = check_bbox(bbox)
+            box = table["bbox"]
+            conditions.append(pc.less_equal(pc.struct_field(box, "xmin"), maxx))
+            conditions.append(pc.greater_equal(pc.struct_field(box, "xmax"), minx))
+            conditions.append(pc.less_equal(pc.struct_field(box, "ymin"), maxy))
+            conditions.append(pc.greater_equal(pc.struct_field(box, "ymax"), miny))
+        window = parse_date_range(date_range)
+        if window is not None:
+            start = pa.scalar(window[0], pa.timestamp("us", tz="UTC"))
+            end = pa.scalar(window[1], pa.timestamp("us", tz="UTC"))
+            times = table["datetime"]
+            conditions.append(pc.and_(pc.greater_equal(times, start), pc.less_equal(times, end)))
+        if cloud_cover_lt is not None:
+            if "eo:cloud_cover" not in table.column_names:
+                raise ConfigurationError(
+                    "cloud_cover_lt needs an eo:cloud_cover column, which this collection "
+                    "lacks"
+                )
+            conditions.append(pc.less(table["eo:cloud_cover"], cloud_cover_lt))
+        if ids is not None:
+            conditions.append(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string())))
+        for column, value in equals.items():
+            if column not in table.column_names:
+                raise ConfigurationError(
+                    f"no column {column!r}; columns are {table.column_names}"
+                )
+            conditions.append(pc.equal(table[column], value))
+        if not conditions:
+            return self._with(table)
+        mask = conditions[0]
+        for condition in conditions[1:]:
+            mask = pc.and_(mask, condition)
+        return self._with(table.filter(mask))
+
+    # -- scenes and headers ----------------------------------------------------------
+    def check_bands(self, bands: Sequence[str]) -> list[str]:
+        """Validate band names, listing the available ones when one is unknown."""
+        available = self.bands
+        unknown = [b for b in bands if b not in available]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown band(s) {unknown} in collection {self.name!r}; available bands: "
+                f"{available}"
+            )
+        return list(bands)
+
+    def band_record(self, row: int, band: str) -> dict[str, Any] | None:
+        """The stored header record of one band of one scene (None if it failed)."""
+        self.check_bands([band])
+        return self.table[band][row].as_py()
+
+    def cog(self, row: int, band: str, *, backend: Backend | None = None) -> CogFile:
+        """A :class:`CogFile` for one band of one scene, built from the stored header
+        (no network request).
+
+        Raises:
+            ConfigurationError: Unknown band, or the band was not indexed for this scene.
+        """
+        from rasteret.io.cloud_config import backend_for_dataset
+
+        record = self.band_record(row, band)
+        if record is None:
+            raise ConfigurationError(
+                f"band {band!r} of scene {self.table['id'][row].as_py()!r} was not indexed "
+                "(see collection.failures)"
+            )
+        return CogFile(
+            record["href"],
+            record_to_header(record),
+            backend=backend_for_dataset(self.dataset_id, backend),
+            size=record["size"],
+        )
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Yield each scene as a dict (band columns as records)."""
+        yield from self.table.to_pylist()
+
+    # -- saving ----------------------------------------------------------------------
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
+        pyarrow) and return its path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(with_metadata(self.table, self.manifest), tmp, compression="zstd")
+        os.replace(tmp, target)
+        return target
+
+
+def _read_folder(folder: Path) -> pa.Table:
+    parts = sorted(folder.glob("part-*.parquet"))
+    if not parts:
+        raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+
+
+def load(
+    path_or_name: str | os.PathLike, *, workspace_dir: str | os.PathLike | None = None
+) -> Collection:
+    """Load a saved collection by name (in the workspace) or by path (a collection
+    folder or a GeoParquet file written by :meth:`Collection.export`).
+
+    Raises:
+        CollectionNotFoundError: Nothing by that name or path; the message lists the
+            saved collections.
+    """
+    candidate = Path(path_or_name).expanduser()
+    if candidate.is_file():
+        table = pq.read_table(candidate)
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        manifest = json.loads(raw) if raw else {}
+        return Collection(table, name=manifest.get("name"), manifest=manifest)
+    folder = None
+    if candidate.is_dir():
+        folder = resolve_existing(candidate)
+    elif os.sep not in str(path_or_name):
+        folder = resolve_existing(collection_path(str(path_or_name), workspace_dir))
+    if folder is None:
+        names = list_collections(workspace_dir)
+        raise CollectionNotFoundError(
+            f"no collection {str(path_or_name)!r}; saved collections: {names or 'none'} "
+            f"(workspace {_workspace(workspace_dir)})"
+        )
+    manifest = read_manifest(folder)
+    return Collection(_read_folder(folder), name=manifest.get("name"), manifest=manifest,
+                      path=folder)
+
+
+def _workspace(workspace: str | os.PathLike | None) -> Path:
+    return workspace_dir(workspace)
+
+
+def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
+    """Names of the collections saved in the workspace."""
+    root = _workspace(workspace)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and resolve_existing(p))
+
+
+def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:
+    """Delete a saved collection.
+
+    Raises:
+        CollectionNotFoundError: No collection by that name.
+    """
+    folder = collection_path(name, workspace_dir)
+    if not folder.exists():
+        raise CollectionNotFoundError(f"no collection {name!r} in {folder.parent}")
+    shutil.rmtree(folder)
+

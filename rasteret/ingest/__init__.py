@@ -1,0 +1,16 @@
+"""Ingest: STAC searches, static catalogs, user tables and the dataset catalog,
+indexed concurrently into a saved Collection."""
+
+from rasteret.ingest.api import build, build_from_stac, build_from_table
+from rasteret.ingest.build import NoScenesError, build_collection
+from rasteret.ingest.indexer import IndexFailure, IndexingError
+
+__all__ = [
+    "IndexFailure",
+    "IndexingError",
+    "NoScenesError",
+    "build",
+    "build_collection",
+    "build_from_stac",
+    "build_from_table",
+]

@@ -1,0 +1,277 @@
+"""The build verbs: ``build`` (a registered dataset), ``build_from_stac`` (any STAC API
+or static catalog) and ``build_from_table`` (a user's table of hrefs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rasteret.collection import Collection, parse_date_range
+from rasteret.errors import ConfigurationError
+from rasteret.ingest import catalog
+from rasteret.ingest.build import build_collection
+from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
+from rasteret.ingest.records import BandSource, SceneRecord, parse_datetime, unsigned
+from rasteret.ingest.stac import BandMap, item_to_record, search_items
+from rasteret.io.backend import Backend
+from rasteret.io.fetch import FetchStats
+
+
+def _rewriter(dataset_id: str | None):
+    if dataset_id is None:
+        return None
+    from rasteret.io.cloud_config import CloudConfig
+
+    config = CloudConfig.get(dataset_id)
+    return config.rewrite_url if config is not None else None
+
+
+def build_from_stac(
+    *,
+    name: str,
+    stac_api: str,
+    collection: str | None,
+    bbox: Sequence[float] | None = None,
+    date_range: tuple[Any, Any] | None = None,
+    backend: Backend | None = None,
+    band_map: BandMap | None = None,
+    query: Mapping[str, Any] | None = None,
+    max_items: int | None = None,
+    workspace_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    on_error: str = "raise",
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    progress: bool = True,
+    stats: FetchStats | None = None,
+    dataset_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Collection:
+    """Build a collection from a STAC API search or a static catalog.
+
+    Args:
+        name: The collection's name in the workspace.
+        stac_api: A STAC API root URL, or a static ``catalog.json`` (local or remote).
+        collection: The STAC collection id.
+        bbox: ``(minx, miny, maxx, maxy)`` in degrees.
+        date_range: ``(start, end)``, inclusive; dates or ISO strings.
+        backend: How to reach the assets' stores (used for header parsing; pass the
+            same backend to reads).
+        band_map: User band code -> asset key or ``(asset key, band index)``; default:
+            every GeoTIFF asset under its own key.
+        query: STAC property filters, e.g. ``{"eo:cloud_cover": {"lt": 20}}``, also
+            applied on the client side.
+        max_items: Stop after this many items.
+        workspace_dir, force, on_error, max_concurrent, progress, stats: See
+            :func:`rasteret.ingest.build.build_collection`.
+        dataset_id: The catalog id this build belongs to (set by :func:`build`).
+        headers: Extra HTTP headers for the STAC API.
+
+    Returns:
+        The saved :class:`~rasteret.collection.Collection`.
+    """
+    from rasteret.storage import collection_path, resolve_existing
+
+    if not force and resolve_existing(collection_path(name, workspace_dir)):
+        from rasteret.collection import load
+
+        return load(name, workspace_dir=workspace_dir)
+    items = search_items(
+        stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
+        max_items=max_items, headers=headers,
+    )
+    rewrite = _rewriter(dataset_id)
+    records = [item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items]
+    window = parse_date_range(date_range)
+    manifest = {
+        "dataset_id": dataset_id,
+        "source": {
+            "kind": "stac",
+            "stac_api": stac_api,
+            "collection": collection,
+            "bbox": list(bbox) if bbox else None,
+            "date_range": [w.isoformat() for w in window] if window else None,
+            "query": dict(query) if query else None,
+        },
+        "band_map": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in (band_map or {}).items()},
+    }
+    return build_collection(
+        records, name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
+        force=force, on_error=on_error, max_concurrent=max_concurrent, progress=progress,
+        stats=stats,
+    )
+
+
+def build(
+    dataset_id: str,
+    *,
+    name: str,
+    bbox: Sequence[float],
+    date_range: tuple[Any, Any],
+    backend: Backend | None = None,
+    query: Mapping[str, Any] | None = None,
+    bands: Sequence[str] | None = None,
+    workspace_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    on_error: str = "raise",
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    progress: bool = True,
+    stac_api: str | None = None,
+) -> Collection:
+    """Build a collection of a registered dataset (see ``rasteret.datasets.list()``).
+
+    Building a name that exists loads it unless ``force=True``.
+
+    Args:
+        dataset_id: E.g. ``"earthsearch/sentinel-2-l2a"`` or ``"pc/sentinel-2-l2a"``.
+        name: The collection's name in the workspace.
+        bbox: ``(minx, miny, maxx, maxy)`` in degrees.
+        date_range: ``(start, end)``, inclusive.
+        backend: How to reach the stores; default: the dataset's registered
+            CloudConfig (region, requester pays, provider).
+        query: STAC property filters (merged over the dataset's default query).
+        bands: Restrict to these band codes of the dataset's band map.
+        stac_api: Override the dataset's STAC API (a mirror, or a local test server).
+        workspace_dir, force, on_error, max_concurrent, progress: See
+            :func:`build_from_stac`.
+    """
+    from rasteret.io.cloud_config import backend_for_dataset
+
+    info = catalog.get(dataset_id)
+    band_map = dict(info.band_map)
+    if bands is not None:
+        unknown = [b for b in bands if b not in band_map]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown band(s) {unknown} for {dataset_id}; its bands: {sorted(band_map)}"
+            )
+        band_map = {b: band_map[b] for b in bands}
+    merged_query = {**(info.query or {}), **(query or {})} or None
+    return build_from_stac(
+        name=name, stac_api=stac_api or info.stac_api, collection=info.collection, bbox=bbox,
+        date_range=date_range, backend=backend_for_dataset(dataset_id, backend),
+        band_map=band_map, query=merged_query, workspace_dir=workspace_dir, force=force,
+        on_error=on_error, max_concurrent=max_concurrent, progress=progress,
+        dataset_id=dataset_id,
+    )
+
+
+def _as_arrow(table: Any) -> pa.Table:
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, (str, os.PathLike)):
+        return pq.read_table(Path(table))
+    if hasattr(table, "to_wkb") or type(table).__name__ == "GeoDataFrame":
+        frame = table.copy()
+        frame[frame.geometry.name] = frame.geometry.to_wkb()
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    if hasattr(table, "columns") and hasattr(table, "to_dict"):  # pandas
+        return pa.Table.from_pandas(table, preserve_index=False)
+    raise ConfigurationError(
+        f"build_from_table takes a pyarrow Table, a Parquet path or a pandas/GeoPandas "
+        f"DataFrame, not {type(table).__name__}"
+    )
+
+
+def _geometry_of(value: Any) -> dict[str, Any] | None:
+    import shapely
+    from shapely.geometry import mapping
+
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return mapping(shapely.from_wkb(bytes(value)))
+    if isinstance(value, str):
+        return mapping(shapely.from_wkt(value))
+    if isinstance(value, dict):
+        return value
+    return mapping(value)
+
+
+def build_from_table(
+    table: Any,
+    *,
+    name: str,
+    href_columns: Mapping[str, str] | Sequence[str] | None = None,
+    assets_column: str | None = None,
+    band_map: BandMap | None = None,
+    id_column: str = "id",
+    datetime_column: str | None = "datetime",
+    geometry_column: str | None = "geometry",
+    backend: Backend | None = None,
+    workspace_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    on_error: str = "raise",
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    progress: bool = True,
+    stats: FetchStats | None = None,
+) -> Collection:
+    """Build a collection from a table of hrefs.
+
+    Args:
+        table: A pyarrow Table, a Parquet/GeoParquet path, or a pandas/GeoPandas
+            DataFrame; one row per scene.
+        name: The collection's name in the workspace.
+        href_columns: Band name -> column holding that band's href (a list means the
+            column names are the band names).
+        assets_column: Alternatively, a column of STAC-like assets
+            (``{key: {"href": ...}}`` or ``{key: href}``), mapped by ``band_map``.
+        band_map: Band -> asset key (or ``(key, band index)``) for ``assets_column``.
+        id_column: Scene ids (default ``id``; row numbers when absent).
+        datetime_column: Acquisition times (optional).
+        geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
+            (optional: without it, footprints come from the headers).
+        backend, workspace_dir, force, on_error, max_concurrent, progress, stats: See
+            :func:`build_from_stac`.
+    """
+    arrow = _as_arrow(table)
+    columns = set(arrow.column_names)
+    if href_columns is None and assets_column is None:
+        raise ConfigurationError("pass href_columns={band: column} or assets_column=")
+    if isinstance(href_columns, Sequence) and not isinstance(href_columns, str):
+        href_columns = {c: c for c in href_columns}
+    for column in (href_columns or {}).values():
+        if column not in columns:
+            raise ConfigurationError(f"no column {column!r}; columns are {sorted(columns)}")
+    if assets_column is not None and assets_column not in columns:
+        raise ConfigurationError(f"no column {assets_column!r}; columns are {sorted(columns)}")
+    used = {id_column, datetime_column, geometry_column, assets_column,
+            *(href_columns or {}).values()}
+    records = []
+    for index, row in enumerate(arrow.to_pylist()):
+        bands: dict[str, BandSource | None] = {}
+        for band, column in (href_columns or {}).items():
+            href = row[column]
+            bands[band] = BandSource(unsigned(str(href))) if href else None
+        if assets_column is not None:
+            assets = row[assets_column] or {}
+            if isinstance(assets, list):  # map<string, ...> arrives as key/value pairs
+                assets = dict(assets)
+            item = {"id": "_", "properties": {}, "assets": {
+                k: (v if isinstance(v, dict) else {"href": v, "type": "image/tiff"})
+                for k, v in assets.items()}}
+            bands.update(item_to_record(item, band_map=band_map).bands)
+        geometry = _geometry_of(row.get(geometry_column)) if geometry_column else None
+        properties = {k: v for k, v in row.items() if k not in used}
+        records.append(
+            SceneRecord(
+                id=str(row.get(id_column, index) if id_column in columns else index),
+                datetime=parse_datetime(row.get(datetime_column)) if datetime_column else None,
+                geometry=geometry,
+                bbox=None,
+                collection=None,
+                properties=properties,
+                bands=bands,
+            )
+        )
+    manifest = {"dataset_id": None, "source": {"kind": "table", "rows": arrow.num_rows}}
+    return build_collection(
+        records, name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
+        force=force, on_error=on_error, max_concurrent=max_concurrent, progress=progress,
+        stats=stats,
+    )

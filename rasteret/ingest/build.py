@@ -1,0 +1,259 @@
+"""From scene records to a saved collection: index in batches, resume, publish atomically.
+
+Progress is kept in a private ``.<name>.partial`` folder next to the collection:
+each finished batch of scenes is one Parquet file there, so a killed build loses at
+most one batch and a re-run skips what is done. The collection folder itself is
+replaced only once everything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rasteret.collection import Collection, load
+from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.io.backend import Backend, default_backend
+from rasteret.io.fetch import FetchStats
+from rasteret.io.runtime import run_sync
+from rasteret.ingest.indexer import (
+    DEFAULT_MAX_CONCURRENT,
+    IndexFailure,
+    IndexingError,
+    band_record,
+    index_hrefs,
+)
+from rasteret.ingest.records import SceneRecord, records_to_table
+from rasteret.storage import (
+    FAILURES,
+    collection_path,
+    publish,
+    resolve_existing,
+    staging_dir,
+    write_manifest,
+    write_parts,
+)
+
+log = logging.getLogger("rasteret")
+
+BATCH_SCENES = 2000
+
+_FAILURE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("band", pa.string()),
+        ("href", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+
+class NoScenesError(RasteretError):
+    """The source returned no scenes; the message says what was asked."""
+
+
+def _fingerprint(records: list[SceneRecord]) -> str:
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.id):
+        digest.update(record.id.encode())
+        for band, source in sorted(record.bands.items()):
+            where = f"{source.href}#{source.band_index}" if source else "-"
+            digest.update(f"{band}={where}".encode())
+    return digest.hexdigest()
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _index_batch(
+    batch: list[SceneRecord],
+    *,
+    backend: Backend,
+    max_concurrent: int,
+    progress: bool,
+    stats: FetchStats | None,
+) -> tuple[list[SceneRecord], list[dict[str, Any]], list[IndexFailure]]:
+    hrefs = list(dict.fromkeys(s.href for r in batch for s in r.bands.values() if s))
+    parsed = run_sync(
+        index_hrefs(
+            hrefs, backend=backend, max_concurrent=max_concurrent, progress=progress, stats=stats
+        )
+    )
+    kept: list[SceneRecord] = []
+    kept_bands: list[dict[str, Any]] = []
+    failures: list[IndexFailure] = []
+    for record in batch:
+        bands: dict[str, Any] = {}
+        scene_failures = []
+        for band, source in record.bands.items():
+            if source is None:
+                scene_failures.append(
+                    IndexFailure(record.id, band, "", "MissingAsset",
+                                 f"scene {record.id} has no asset for band {band!r}")
+                )
+                continue
+            result = parsed[source.href]
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                bands[band] = band_record(result, source.href, source.band_index)
+            except RasteretError as exc:
+                scene_failures.append(
+                    IndexFailure(record.id, band, source.href, type(exc).__name__, str(exc))
+                )
+        if scene_failures:
+            failures.extend(scene_failures)
+        else:
+            kept.append(record)
+            kept_bands.append(bands)
+    return kept, kept_bands, failures
+
+
+def build_collection(
+    records: list[SceneRecord],
+    *,
+    name: str,
+    manifest: dict[str, Any],
+    backend: Backend | None = None,
+    workspace_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    on_error: str = "raise",
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    progress: bool = True,
+    stats: FetchStats | None = None,
+) -> Collection:
+    """Index ``records`` and save them as the collection ``name``.
+
+    Args:
+        records: Scenes with one unsigned href per band.
+        name: The collection's name in the workspace.
+        manifest: Build information stored with the collection (no secrets).
+        backend: How to reach the stores.
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``).
+        force: Rebuild even if a collection with that name exists.
+        on_error: ``"raise"`` stops with :class:`IndexingError` when an asset fails
+            (finished batches are kept, so a re-run resumes); ``"skip"`` leaves failed
+            scenes out and records every failure in ``collection.failures``.
+        max_concurrent: Headers in flight at once.
+        progress: Show a progress bar.
+        stats: Optional counter of requests and bytes.
+
+    Returns:
+        The saved collection.
+
+    Raises:
+        NoScenesError: ``records`` is empty.
+        IndexingError: Some assets failed and ``on_error="raise"``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ConfigurationError(f'on_error must be "raise" or "skip", not {on_error!r}')
+    final = collection_path(name, workspace_dir)
+    if not force and resolve_existing(final):
+        return load(final)
+    if not records:
+        raise NoScenesError(
+            f"no scenes to index for collection {name!r} (source: {manifest.get('source')}); "
+            "widen the bbox or date range, or check the query"
+        )
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError(f"scene ids are not unique in the source of {name!r}")
+    backend = backend or default_backend()
+
+    partial = final.with_name(f".{final.name}.partial")
+    fingerprint = _fingerprint(records)
+    state_file = partial / "build.json"
+    if partial.exists():
+        try:
+            same = json.loads(state_file.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"fingerprint": fingerprint}))
+
+    done: set[str] = set()
+    for path in partial.glob("batch-*.parquet"):
+        done.update(pq.read_table(path, columns=["id"])["id"].to_pylist())
+    if on_error == "skip":
+        for path in partial.glob("failures-*.parquet"):
+            done.update(pq.read_table(path, columns=["id"])["id"].to_pylist())
+    todo = [r for r in records if r.id not in done]
+    if done:
+        log.info("resuming %s: %d scenes already indexed, %d to go", name, len(done), len(todo))
+
+    all_failures: list[IndexFailure] = []
+    batch_number = len(list(partial.glob("batch-*.parquet")))
+    for start in range(0, len(todo), BATCH_SCENES):
+        batch = todo[start : start + BATCH_SCENES]
+        kept, kept_bands, failures = _index_batch(
+            batch, backend=backend, max_concurrent=max_concurrent, progress=progress, stats=stats
+        )
+        suffix = f"{batch_number:05d}-{os.getpid()}"
+        if kept:
+            _write_atomic(records_to_table(kept, kept_bands), partial / f"batch-{suffix}.parquet")
+        if failures and on_error == "skip":
+            table = pa.Table.from_pylist([f.as_row() for f in failures], schema=_FAILURE_SCHEMA)
+            _write_atomic(table, partial / f"failures-{suffix}.parquet")
+        batch_number += 1
+        all_failures.extend(failures)
+        if failures and on_error == "raise":
+            raise IndexingError(failures)
+
+    batches = [pq.read_table(p) for p in sorted(partial.glob("batch-*.parquet"))]
+    failure_tables = [pq.read_table(p) for p in sorted(partial.glob("failures-*.parquet"))]
+    failures_table = (
+        pa.concat_tables(failure_tables) if failure_tables else _FAILURE_SCHEMA.empty_table()
+    )
+    if not batches:
+        raise IndexingError(all_failures) if all_failures else NoScenesError(
+            f"no scene of {name!r} could be indexed"
+        )
+    table = pa.concat_tables(batches, promote_options="permissive").sort_by(
+        [("datetime", "ascending"), ("id", "ascending")]
+    )
+    manifest = {
+        **manifest,
+        "name": name,
+        "bands": [f.name for f in table.schema if f.name in _band_names(records)],
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "scenes": table.num_rows,
+        "failures": failures_table.num_rows,
+    }
+    staging = staging_dir(final)
+    try:
+        write_parts(table, staging, manifest)
+        pq.write_table(failures_table, staging / FAILURES)
+        write_manifest(staging, manifest)
+        publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(partial, ignore_errors=True)
+    if failures_table.num_rows:
+        warnings.warn(
+            f"collection {name!r}: {failures_table.num_rows} asset(s) could not be indexed "
+            "and were left out; see collection.failures",
+            stacklevel=2,
+        )
+    return load(final)
+
+
+def _band_names(records: list[SceneRecord]) -> set[str]:
+    return {band for r in records for band in r.bands}

@@ -1,0 +1,114 @@
+"""Concurrent header indexing: many headers in flight, about one request each.
+
+Every failure is kept with its reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rasteret.errors import RasteretError
+from rasteret.io.backend import Backend
+from rasteret.io.fetch import FetchStats
+from rasteret.io.urls import strip_query
+from rasteret.read.cog import HEADER_BYTES, read_header
+from rasteret.schema import header_to_record
+
+DEFAULT_MAX_CONCURRENT = 256
+
+
+@dataclass(frozen=True)
+class IndexFailure:
+    """One asset that could not be indexed."""
+
+    scene_id: str
+    band: str
+    href: str
+    error_type: str
+    message: str
+
+    def as_row(self) -> dict[str, str]:
+        """The failure as a plain dict (a row of ``failures.parquet``)."""
+        return {
+            "id": self.scene_id,
+            "band": self.band,
+            "href": strip_query(self.href),
+            "error_type": self.error_type,
+            "message": self.message,
+        }
+
+
+class IndexingError(RasteretError):
+    """Indexing failed for some assets (``on_error="raise"``); ``failures`` lists them."""
+
+    def __init__(self, failures: list[IndexFailure]) -> None:
+        self.failures = failures
+        lines = [f"  {f.scene_id}/{f.band} {strip_query(f.href)}: {f.error_type}: {f.message}"
+                 for f in failures[:10]]
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        super().__init__(
+            f"{len(failures)} asset(s) could not be indexed:\n" + "\n".join(lines) + more
+            + '\nPass on_error="skip" to build without them (they are kept in '
+            "collection.failures); re-running the build resumes where it stopped."
+        )
+
+
+async def index_hrefs(
+    hrefs: list[str],
+    *,
+    backend: Backend,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    progress: bool = True,
+    header_bytes: int = HEADER_BYTES,
+    stats: FetchStats | None = None,
+    description: str = "Indexing COG headers",
+) -> dict[str, tuple[Any, int | None] | BaseException]:
+    """Parse the headers of ``hrefs`` concurrently.
+
+    Returns:
+        href -> ``(CogHeader, size)`` or the exception that stopped it.
+    """
+    semaphore = asyncio.Semaphore(max_concurrent)
+    results: dict[str, tuple[Any, int | None] | BaseException] = {}
+    bar = tqdm(total=len(hrefs), desc=description, unit="asset", disable=not progress)
+
+    async def one(href: str) -> None:
+        async with semaphore:
+            try:
+                results[href] = await read_header(
+                    href, backend=backend, header_bytes=header_bytes, stats=stats
+                )
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded
+                results[href] = exc
+        bar.update(1)
+        failed = sum(isinstance(r, BaseException) for r in results.values())
+        if failed:
+            bar.set_postfix(failed=failed, refresh=False)
+
+    try:
+        await asyncio.gather(*(one(h) for h in hrefs))
+    finally:
+        bar.close()
+    return results
+
+
+def band_record(
+    parsed: tuple[Any, int | None], href: str, band_index: int
+) -> dict[str, Any]:
+    """The stored record of one band, checking a multi-band asset has the sample.
+
+    Raises:
+        RasteretError: ``band_index`` exceeds the asset's samples per pixel.
+    """
+    header, size = parsed
+    samples = header.levels[0].samples_per_pixel
+    if not 1 <= band_index <= samples:
+        raise RasteretError(
+            f"band index {band_index} does not exist in {strip_query(href)} "
+            f"({samples} band(s))"
+        )
+    return header_to_record(header, href=href, size=size, band_index=band_index)

@@ -1,0 +1,170 @@
+"""Scene records: one scene, its footprint, properties and one unsigned href per band.
+
+Every source (STAC API, static catalog, user table) becomes a list of
+:class:`SceneRecord`; the indexer adds headers; :func:`records_to_table` turns the
+result into the collection's Arrow table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import shapely
+from shapely.geometry import box, shape
+
+from rasteret.io.urls import strip_query
+from rasteret.schema import BAND_TYPE, BASE_FIELDS, BBOX_TYPE
+
+# STAC properties that are not kept as scalar columns (they live elsewhere or are
+# too nested to be useful as columns).
+_SKIPPED_PROPERTIES = {"datetime", "proj:epsg", "proj:code"}
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """Where one band of a scene lives: an unsigned href and, for multi-band assets,
+    the 1-based sample to read."""
+
+    href: str
+    band_index: int = 1
+
+
+@dataclass
+class SceneRecord:
+    """One scene before indexing."""
+
+    id: str
+    datetime: dt.datetime | None
+    geometry: dict[str, Any] | None
+    bbox: tuple[float, float, float, float] | None
+    collection: str | None
+    properties: dict[str, Any] = field(default_factory=dict)
+    bands: dict[str, BandSource | None] = field(default_factory=dict)
+    epsg: int | None = None
+
+
+def parse_datetime(value: Any) -> dt.datetime | None:
+    """Parse a STAC datetime string (or datetime) into an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        stamp = value
+    else:
+        stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp.astimezone(dt.timezone.utc)
+
+
+def epsg_of(properties: dict[str, Any]) -> int | None:
+    """The EPSG code from ``proj:epsg`` or ``proj:code`` (``"EPSG:32633"``)."""
+    code = properties.get("proj:epsg")
+    if code is None and isinstance(properties.get("proj:code"), str):
+        authority, _, number = properties["proj:code"].partition(":")
+        if authority.upper() == "EPSG" and number.isdigit():
+            code = int(number)
+    return int(code) if code is not None else None
+
+
+def unsigned(href: str) -> str:
+    """Drop a query string that carries a signature or SAS token: collections store
+    unsigned hrefs and credentials are added at read time."""
+    lowered = href.lower()
+    if "?" in href and any(k in lowered for k in ("sig=", "x-amz-signature", "se=", "token")):
+        return strip_query(href)
+    return href
+
+
+def _scalar_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    kept = {}
+    for key, value in properties.items():
+        if key in _SKIPPED_PROPERTIES:
+            continue
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            kept[key] = value
+        elif isinstance(value, (list, dict)):
+            kept[key] = json.dumps(value)  # keep nested values queryable as JSON text
+    return kept
+
+
+def _property_column(values: list[Any]) -> pa.Array:
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {bool}:
+        return pa.array(values, pa.bool_())
+    if kinds <= {int}:
+        return pa.array(values, pa.int64())
+    if kinds <= {int, float}:
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def footprint_from_header(record: dict[str, Any] | None):
+    """The footprint of a band's image in degrees, from its stored header, or None."""
+    if not record or not record.get("transform") or not record.get("epsg"):
+        return None
+    from affine import Affine
+    from pyproj import Transformer
+
+    transform = Affine(*record["transform"])
+    level = record["levels"][0]
+    left, top = transform * (0, 0)
+    right, bottom = transform * (level["width"], level["height"])
+    to_degrees = Transformer.from_crs(record["epsg"], 4326, always_xy=True)
+    minx, miny, maxx, maxy = to_degrees.transform_bounds(
+        min(left, right), min(top, bottom), max(left, right), max(top, bottom), densify_pts=21
+    )
+    return box(minx, miny, maxx, maxy)
+
+
+def records_to_table(
+    records: list[SceneRecord], band_records: list[dict[str, dict[str, Any] | None]]
+) -> pa.Table:
+    """Build the collection table from scenes and their per-band header records.
+
+    Args:
+        records: The scenes.
+        band_records: For each scene, band name -> header record (None: not indexed).
+    """
+    band_names: list[str] = []
+    for bands in band_records:
+        for name in bands:
+            if name not in band_names:
+                band_names.append(name)
+    geometries, bboxes = [], []
+    for record, bands in zip(records, band_records):
+        if record.geometry:
+            geom = shape(record.geometry)
+        elif record.bbox:
+            geom = box(*record.bbox)
+        else:
+            geom = footprint_from_header(next((b for b in bands.values() if b), None))
+        geometries.append(shapely.to_wkb(geom) if geom is not None else None)
+        if geom is not None:
+            minx, miny, maxx, maxy = geom.bounds
+            bboxes.append({"xmin": minx, "ymin": miny, "xmax": maxx, "ymax": maxy})
+        else:
+            bboxes.append(None)
+    epsgs = []
+    for record, bands in zip(records, band_records):
+        header_epsg = next((b["epsg"] for b in bands.values() if b and b.get("epsg")), None)
+        epsgs.append(header_epsg or record.epsg)
+    columns: dict[str, pa.Array] = {
+        "id": pa.array([r.id for r in records], pa.string()),
+        "datetime": pa.array([r.datetime for r in records], pa.timestamp("us", tz="UTC")),
+        "geometry": pa.array(geometries, pa.binary()),
+        "bbox": pa.array(bboxes, BBOX_TYPE),
+        "collection": pa.array([r.collection for r in records], pa.string()),
+        "proj:epsg": pa.array(epsgs, pa.int32()),
+    }
+    base = {f.name for f in BASE_FIELDS}
+    properties = [_scalar_properties(r.properties) for r in records]
+    property_names = sorted({k for p in properties for k in p} - base - set(band_names))
+    for name in property_names:
+        columns[name] = _property_column([p.get(name) for p in properties])
+    for name in band_names:
+        columns[name] = pa.array([bands.get(name) for bands in band_records], BAND_TYPE)
+    return pa.table(columns)

@@ -1,0 +1,177 @@
+"""STAC sources: searches through pystac-client (with paging) and static catalogs.
+
+Items become :class:`~rasteret.ingest.records.SceneRecord` through a band map from
+user band codes (``B04``) to the provider's asset keys (``red`` on Earth Search,
+``B04`` on Planetary Computer), optionally with a band index for multi-band assets.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from rasteret.collection import check_bbox, parse_date_range
+from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, parse_datetime, unsigned
+
+BandMap = Mapping[str, str | tuple[str, int]]
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "neq": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "in": lambda value, options: value in options,
+}
+
+
+class StacSearchError(RasteretError):
+    """The STAC API or catalog could not be searched; the message names it."""
+
+
+def matches_query(properties: Mapping[str, Any], query: Mapping[str, Any] | None) -> bool:
+    """Apply a STAC ``query`` (``{"eo:cloud_cover": {"lt": 20}}``) on the client side,
+    since some servers ignore it."""
+    for name, condition in (query or {}).items():
+        value = properties.get(name)
+        tests = condition if isinstance(condition, Mapping) else {"eq": condition}
+        for op, expected in tests.items():
+            if op not in _OPERATORS:
+                raise ConfigurationError(f"unknown query operator {op!r} for {name!r}")
+            if value is None or not _OPERATORS[op](value, expected):
+                return False
+    return True
+
+
+def _is_image_asset(asset: Mapping[str, Any]) -> bool:
+    media = (asset.get("type") or "").lower()
+    href = asset.get("href", "").split("?", 1)[0].lower()
+    return "tiff" in media or href.endswith((".tif", ".tiff"))
+
+
+def item_to_record(
+    item: Mapping[str, Any],
+    *,
+    band_map: BandMap | None = None,
+    rewrite: Callable[[str], str] | None = None,
+) -> SceneRecord:
+    """Turn a STAC item (as a dict) into a scene record.
+
+    A band whose asset is missing maps to None and is recorded as a failure at build.
+    """
+    properties = dict(item.get("properties") or {})
+    assets = item.get("assets") or {}
+    if band_map is None:
+        band_map = {key: key for key, asset in assets.items() if _is_image_asset(asset)}
+    bands: dict[str, BandSource | None] = {}
+    for band, target in band_map.items():
+        key, index = (target, 1) if isinstance(target, str) else (target[0], int(target[1]))
+        asset = assets.get(key)
+        if asset is None:
+            bands[band] = None
+            continue
+        href = unsigned(asset["href"])
+        bands[band] = BandSource(rewrite(href) if rewrite else href, index)
+    when = properties.get("datetime") or properties.get("start_datetime")
+    bbox = item.get("bbox")
+    return SceneRecord(
+        id=str(item["id"]),
+        datetime=parse_datetime(when),
+        geometry=item.get("geometry"),
+        bbox=tuple(bbox[:2] + bbox[-2:]) if bbox and len(bbox) >= 4 else None,
+        collection=item.get("collection"),
+        properties=properties,
+        bands=bands,
+        epsg=epsg_of(properties),
+    )
+
+
+def _in_window(item: Mapping[str, Any], bbox, window) -> bool:
+    if bbox is not None and item.get("bbox"):
+        b = item["bbox"]
+        minx, miny, maxx, maxy = b[0], b[1], b[-2], b[-1]
+        if minx > bbox[2] or maxx < bbox[0] or miny > bbox[3] or maxy < bbox[1]:
+            return False
+    if window is not None:
+        props = item.get("properties") or {}
+        start = parse_datetime(props.get("start_datetime") or props.get("datetime"))
+        end = parse_datetime(props.get("end_datetime") or props.get("datetime"))
+        if start is None or end is None or end < window[0] or start > window[1]:
+            return False
+    return True
+
+
+def _is_static_catalog(source: str) -> bool:
+    lowered = source.split("?", 1)[0].lower()
+    return lowered.endswith(".json") or not lowered.startswith(("http://", "https://"))
+
+
+def search_items(
+    stac_api: str,
+    *,
+    collection: str | None,
+    bbox: Iterable[float] | None = None,
+    date_range: tuple[Any, Any] | None = None,
+    query: Mapping[str, Any] | None = None,
+    max_items: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Items from a STAC API (paged through pystac-client) or a static catalog
+    (a local or remote ``catalog.json``, relative hrefs resolved).
+
+    Bbox, dates and ``query`` are applied on the client side as well, since some
+    servers ignore ``query``.
+
+    Raises:
+        StacSearchError: The API or catalog could not be read.
+    """
+    box = check_bbox(list(bbox)) if bbox is not None else None
+    window = parse_date_range(date_range)
+    try:
+        if _is_static_catalog(stac_api):
+            items = _static_items(stac_api, collection)
+        else:
+            items = _api_items(stac_api, collection, box, window, query, max_items, headers)
+    except RasteretError:
+        raise
+    except Exception as exc:  # network and parsing errors come in many types
+        raise StacSearchError(f"searching {stac_api} failed: {type(exc).__name__}: {exc}") from exc
+    selected = [i for i in items if _in_window(i, box, window)
+                and matches_query(i.get("properties") or {}, query)]
+    return selected[:max_items] if max_items else selected
+
+
+def _api_items(stac_api, collection, box, window, query, max_items, headers) -> list[dict]:
+    from pystac_client import Client
+
+    client = Client.open(stac_api, headers=dict(headers or {}))
+    datetime = None
+    if window is not None:
+        datetime = f"{window[0].isoformat().replace('+00:00', 'Z')}/" \
+                   f"{window[1].isoformat().replace('+00:00', 'Z')}"
+    search = client.search(
+        collections=[collection] if collection else None,
+        bbox=list(box) if box else None,
+        datetime=datetime,
+        max_items=max_items,
+    )
+    # Property filters are applied client side (matches_query): servers that ignore
+    # `query` would otherwise return nothing or everything.
+    return [item.to_dict() for item in search.items()]
+
+
+def _static_items(source: str, collection: str | None) -> list[dict]:
+    import pystac
+
+    root = pystac.read_file(source)
+    if isinstance(root, pystac.Item):
+        return [root.to_dict()]
+    items = []
+    for item in root.get_items(recursive=True):
+        item.make_asset_hrefs_absolute()
+        if collection is None or item.collection_id in (None, collection):
+            items.append(item.to_dict())
+    return items
