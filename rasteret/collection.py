@@ -309,6 +309,44 @@ class Collection:
         """Yield each scene as a dict (band columns as records)."""
         yield from self.table.to_pylist()
 
+    # -- pixels ----------------------------------------------------------------------
+    def get_numpy(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+        """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
+
+        See :func:`rasteret.read.analysis.get_numpy` for the options.
+        """
+        from rasteret.read.analysis import get_numpy
+
+        return get_numpy(self, geometries, bands, **options)
+
+    def get_xarray(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+        """Pixels as an ``xarray.Dataset`` (one variable per band, dims time/y/x, CF
+        grid mapping). See :func:`rasteret.read.analysis.get_xarray`."""
+        from rasteret.read.analysis import get_xarray
+
+        return get_xarray(self, geometries, bands, **options)
+
+    def get_gdf(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+        """One row per scene x geometry with its arrays and transform. See
+        :func:`rasteret.read.analysis.get_gdf`."""
+        from rasteret.read.analysis import get_gdf
+
+        return get_gdf(self, geometries, bands, **options)
+
+    def sample_points(self, points: Any, bands: Sequence[str], **options: Any) -> Any:
+        """Values of ``bands`` at ``points`` (nearest pixel). See
+        :func:`rasteret.read.analysis.sample_points`."""
+        from rasteret.read.analysis import sample_points
+
+        return sample_points(self, points, bands, **options)
+
+    def to_torchgeo_dataset(self, bands: Sequence[str], **options: Any) -> Any:
+        """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
+        ``torch`` extra). See :class:`rasteret.torch.RasteretDataset`."""
+        from rasteret.torch.dataset import RasteretDataset
+
+        return RasteretDataset(self, bands, **options)
+
     # -- saving ----------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,

@@ -1,0 +1,188 @@
+"""The ``rasteret`` command line: datasets, builds and saved collections.
+
+Every command takes ``--json`` for machine-readable output; errors print one line
+naming the problem and the fix, and exit with status 2 (usage) or 1 (failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rasteret.errors import RasteretError
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    elif isinstance(data, list):
+        for entry in data:
+            print(entry if isinstance(entry, str) else json.dumps(entry, default=str))
+    elif isinstance(data, dict):
+        width = max((len(k) for k in data), default=0)
+        for key, value in data.items():
+            print(f"{key:<{width}}  {value}")
+    else:
+        print(data)
+
+
+def _datasets_list(args: argparse.Namespace) -> None:
+    from rasteret import datasets
+
+    entries = datasets.list()
+    if args.json:
+        _print([d.as_dict() for d in entries], True)
+        return
+    for entry in entries:
+        print(f"{entry.id:<28} {entry.description}  [auth: {entry.auth}]")
+
+
+def _datasets_info(args: argparse.Namespace) -> None:
+    from rasteret import datasets
+
+    _print(datasets.info(args.dataset_id), args.json)
+
+
+def _parse_bbox(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bbox must be minx,miny,maxx,maxy, got {text!r}")
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"bbox must have 4 numbers, got {text!r}")
+    return values
+
+
+def _parse_dates(text: str) -> tuple[str, str]:
+    start, sep, end = text.partition("/")
+    if not sep:
+        start, sep, end = text.partition(",")
+    if not sep or not start or not end:
+        raise argparse.ArgumentTypeError(f"dates must be START/END, got {text!r}")
+    return start, end
+
+
+def _build(args: argparse.Namespace) -> None:
+    import rasteret
+
+    query = json.loads(args.query) if args.query else None
+    common: dict[str, Any] = dict(
+        name=args.name,
+        bbox=args.bbox,
+        date_range=args.dates,
+        query=query,
+        workspace_dir=args.workspace,
+        force=args.force,
+        on_error=args.on_error,
+        progress=not args.json,
+    )
+    if args.stac_api and not args.dataset_id:
+        collection = rasteret.build_from_stac(
+            stac_api=args.stac_api, collection=args.collection, **common
+        )
+    elif args.dataset_id:
+        collection = rasteret.build(
+            args.dataset_id, bands=args.bands, stac_api=args.stac_api, **common
+        )
+    else:
+        raise RasteretError("give a DATASET_ID (see `rasteret datasets list`) or --stac-api")
+    _print(collection.summary(), args.json)
+
+
+def _collections_list(args: argparse.Namespace) -> None:
+    import rasteret
+
+    names = rasteret.list_collections(args.workspace)
+    if args.json:
+        _print([rasteret.load(n, workspace_dir=args.workspace).summary() for n in names], True)
+    else:
+        for name in names:
+            print(repr(rasteret.load(name, workspace_dir=args.workspace)))
+        if not names:
+            print("no collections yet: build one with `rasteret build DATASET_ID ...`")
+
+
+def _collections_info(args: argparse.Namespace) -> None:
+    import rasteret
+
+    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    summary = collection.summary()
+    if args.failures:
+        summary["failure_list"] = collection.failures.to_pylist()
+    _print(summary, args.json)
+
+
+def _collections_delete(args: argparse.Namespace) -> None:
+    import rasteret
+
+    rasteret.delete_collection(args.name, workspace_dir=args.workspace)
+    _print({"deleted": args.name}, args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``rasteret`` command."""
+    parser = argparse.ArgumentParser(
+        prog="rasteret", description="Index cloud COGs into collections and read them fast."
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--workspace", help="collections folder (default $RASTERET_WORKSPACE)")
+    # The same options are accepted after the subcommand (`rasteret datasets list --json`).
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    shared.add_argument("--workspace", default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    datasets = commands.add_parser("datasets", help="the dataset catalog")
+    datasets_commands = datasets.add_subparsers(dest="action", required=True)
+    datasets_commands.add_parser("list", help="list registered datasets", parents=[shared]).set_defaults(
+        run=_datasets_list
+    )
+    info = datasets_commands.add_parser("info", help="describe one dataset", parents=[shared])
+    info.add_argument("dataset_id")
+    info.set_defaults(run=_datasets_info)
+
+    build = commands.add_parser("build", help="build a collection", parents=[shared])
+    build.add_argument("dataset_id", nargs="?", help="a registered dataset id")
+    build.add_argument("--name", required=True)
+    build.add_argument("--bbox", type=_parse_bbox, required=True, help="minx,miny,maxx,maxy")
+    build.add_argument("--dates", type=_parse_dates, required=True, help="START/END")
+    build.add_argument("--bands", nargs="+", help="band codes to index (default: all)")
+    build.add_argument("--stac-api", help="a STAC API or static catalog.json")
+    build.add_argument("--collection", help="STAC collection id (with --stac-api)")
+    build.add_argument("--query", help='JSON, e.g. \'{"eo:cloud_cover": {"lt": 20}}\'')
+    build.add_argument("--force", action="store_true", help="rebuild an existing collection")
+    build.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    build.set_defaults(run=_build)
+
+    collections = commands.add_parser("collections", help="saved collections")
+    collections_commands = collections.add_subparsers(dest="action", required=True)
+    collections_commands.add_parser("list", help="list saved collections", parents=[shared]).set_defaults(
+        run=_collections_list
+    )
+    show = collections_commands.add_parser("info", help="describe a collection", parents=[shared])
+    show.add_argument("name")
+    show.add_argument("--failures", action="store_true", help="list indexing failures")
+    show.set_defaults(run=_collections_info)
+    delete = collections_commands.add_parser("delete", help="delete a collection", parents=[shared])
+    delete.add_argument("name")
+    delete.set_defaults(run=_collections_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except RasteretError as exc:
+        print(f"rasteret: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
