@@ -1,0 +1,94 @@
+"""A local STAC API (rustac, in-memory) serving items written to a folder."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rustac_binary() -> str:
+    found = shutil.which("rustac") or str(Path(sys.executable).with_name("rustac"))
+    if not Path(found).exists():
+        raise RuntimeError("rustac is not installed: run `make test` (it installs .[dev])")
+    return found
+
+
+class StacApiServer:
+    """``rustac serve`` on a free loopback port with a collection and its items.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Attributes:
+        url: The API root, e.g. ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, collection: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        self.collection = collection
+        self.items = items
+        self.url = ""
+        self._process: subprocess.Popen | None = None
+        self._folder: Path | None = None
+
+    def start(self) -> StacApiServer:
+        """Write the documents, start the server and wait until it answers."""
+        self._folder = Path(tempfile.mkdtemp(prefix="rasteret-stac-"))
+        collection_path = self._folder / "collection.json"
+        items_path = self._folder / "items.json"
+        collection_path.write_text(json.dumps(self.collection))
+        items_path.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen(
+            [_rustac_binary(), "serve", "--addr", f"127.0.0.1:{port}", "--use-duckdb", "false",
+             str(collection_path), str(items_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace")
+                raise RuntimeError(f"rustac serve exited: {error}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/collections", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("rustac serve did not answer within 20 s")
+
+    def stop(self) -> None:
+        """Stop the server (by its PID) and remove its files."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._process = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> StacApiServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,20 @@
+"""TorchGeo and Lightning integration: datasets, samplers, loaders, datamodule, chips.
+
+Importing this package imports torch, torchgeo and lightning (the ``torch`` extra);
+``import rasteret`` alone does not.
+"""
+
+from rasteret.torch.dataset import RasteretDataset
+from rasteret.torch.loader import dataloader
+from rasteret.torch.samplers import TileAlignedSampler
+
+__all__ = ["RasteretDataModule", "RasteretDataset", "TileAlignedSampler", "dataloader"]
+
+
+def __getattr__(name: str):
+    # Lightning is imported only when the datamodule is asked for.
+    if name == "RasteretDataModule":
+        from rasteret.torch.datamodule import RasteretDataModule
+
+        return RasteretDataModule
+    raise AttributeError(name)

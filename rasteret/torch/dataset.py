@@ -1,0 +1,356 @@
+"""``RasteretDataset``: a TorchGeo ``GeoDataset`` over a rasteret collection.
+
+Samples are read straight from the collection's stored tile tables: a chip becomes
+the byte ranges of the tiles it covers, fetched concurrently and decoded in threads.
+No header is read and no file handle is opened per sample; the dataset pickles to a
+description so each DataLoader worker builds its own stores and credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import torch
+from affine import Affine
+from pyproj import CRS
+from torchgeo.datasets import GeoDataset
+from torchgeo.datasets.utils import GeoSlice, Sample
+
+from rasteret.collection import Collection
+from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.io.backend import Backend
+from rasteret.io.cloud_config import backend_for_dataset
+from rasteret.io.fetch import FetchStats
+from rasteret.io.runtime import run_sync
+from rasteret.read.cog import CogFile
+from rasteret.read.warp import GridSpec, read_into_grid, transformer
+from rasteret.schema import record_to_header
+from rasteret.tiff.geo import nodata_for_dtype
+
+MOSAIC_ORDERS = ("latest", "earliest", "least_cloudy")
+
+# Scenes read at once while filling a mosaic: the first scene usually covers a chip,
+# so reading more in the first round would waste bytes.
+_FIRST_ROUND = 1
+_LATER_ROUNDS = 4
+
+
+def widen_for_torch(array: np.ndarray) -> np.ndarray:
+    """Widen dtypes torch cannot hold without loss (uint16 -> int32, uint32 -> int64)."""
+    if array.dtype == np.uint16:
+        return array.astype(np.int32)
+    if array.dtype == np.uint32:
+        return array.astype(np.int64)
+    if array.dtype == np.uint64:
+        raise ConfigurationError("uint64 pixels do not fit a torch dtype; pass dtype=float")
+    return array
+
+
+def _squeeze_channel(tensor: torch.Tensor) -> torch.Tensor:
+    """Drop a single channel axis, as TorchGeo's mask datasets do."""
+    return tensor.squeeze(-3) if tensor.shape[-3] == 1 else tensor
+
+
+class RasteretDataset(GeoDataset):
+    """A TorchGeo ``GeoDataset`` whose samples come from a rasteret collection.
+
+    It follows TorchGeo 0.10's contract: an ``index`` GeoDataFrame (one footprint per
+    scene, datetime ``IntervalIndex``), ``__getitem__`` taking a ``GeoSlice``, ``crs``
+    and ``res``, samples with ``image`` (or ``mask``), ``bounds`` and ``transform``
+    tensors that ``torchgeo.datasets.stack_samples`` collates. It works with
+    TorchGeo's samplers, ``IntersectionDataset`` (``images & labels``),
+    ``UnionDataset`` and ``GeoDataModule``, and with
+    :class:`rasteret.torch.TileAlignedSampler` for tile-exact chips.
+
+    Overlapping scenes are merged first-valid-pixel in ``mosaic_order`` (latest scene
+    first by default). With ``time_series=True`` samples are ``[T, C, H, W]``, one
+    slice per scene in the query's time slice, oldest first.
+
+    Args:
+        collection: The collection to read.
+        bands: Band names, in the order of the output channels.
+        chip_size: Default chip size in pixels, used by :class:`TileAlignedSampler`
+            and the datamodule when they are not given one.
+        time_series: Stack scenes along a time axis instead of mosaicking.
+        backend: How to reach the stores (default: the dataset's CloudConfig, else
+            anonymous/environment credentials). Rebuilt in each worker process.
+        target_crs: The dataset CRS (default: the most common CRS of the scenes);
+            scenes in other CRS are reprojected.
+        res: Resolution in CRS units (default: the first band's native resolution).
+        is_image: True for inputs (``image`` key), False for labels (``mask`` key).
+        dtype: Cast samples to this torch dtype (e.g. ``torch.float32``); default keeps
+            the data's values, widening uint16/uint32 losslessly.
+        mosaic_order: ``"latest"``, ``"earliest"`` or ``"least_cloudy"``.
+        resampling: ``"nearest"`` or ``"bilinear"`` when the grid differs from a
+            scene's own.
+        transforms: A function applied to each sample.
+        mask_bands: Bands returned as the sample's ``mask`` (labels) next to the
+            ``image`` bands, read in the same pass; a single mask band is squeezed to
+            ``[H, W]`` (``[T, H, W]`` for time series), as TorchGeo's label datasets do.
+        on_error: ``"raise"`` (default) or ``"skip"``: a scene that fails to read is
+            left out of the sample with a warning, and counted in ``errors``.
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        bands: Sequence[str],
+        *,
+        chip_size: int | None = None,
+        time_series: bool = False,
+        backend: Backend | None = None,
+        target_crs: CRS | str | int | None = None,
+        res: float | tuple[float, float] | None = None,
+        is_image: bool = True,
+        dtype: torch.dtype | None = None,
+        mosaic_order: str = "latest",
+        resampling: str = "nearest",
+        transforms: Callable[[Sample], Sample] | None = None,
+        mask_bands: Sequence[str] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if not len(collection):
+            raise ConfigurationError(
+                f"collection {collection.name!r} is empty; widen its bbox/date range or check "
+                "its failures"
+            )
+        self.bands = collection.check_bands(list(bands))
+        self.mask_bands = collection.check_bands(list(mask_bands or []))
+        if mosaic_order not in MOSAIC_ORDERS:
+            raise ConfigurationError(f"mosaic_order must be one of {MOSAIC_ORDERS}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigurationError('on_error must be "raise" or "skip"')
+        self.collection = collection
+        self.chip_size = chip_size
+        self.time_series = time_series
+        self.backend = backend_for_dataset(collection.dataset_id, backend)
+        self.is_image = is_image
+        self.dtype = dtype
+        self.mosaic_order = mosaic_order
+        self.resampling = resampling
+        self.transforms = transforms
+        self.on_error = on_error
+        self.paths = []
+        self.errors = 0
+        self.stats = FetchStats()
+        self._cogs: dict[tuple[int, str], CogFile] = {}
+
+        table = collection.table
+        epsgs = table["proj:epsg"].to_pylist()
+        if target_crs is None:
+            common = pd.Series([e for e in epsgs if e]).mode()
+            if common.empty:
+                raise ConfigurationError("the collection's scenes have no CRS")
+            crs = CRS.from_epsg(int(common.iloc[0]))
+        else:
+            crs = CRS.from_user_input(target_crs)
+        first = table[self.bands[0]].to_pylist()
+        footprints, intervals = [], []
+        for row, record in enumerate(first):
+            footprints.append(self._footprint(record, crs))
+            when = table["datetime"][row].as_py()
+            when = when or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+            stamp = pd.Timestamp(when).tz_convert(None)
+            intervals.append((stamp, stamp))
+        if res is None:
+            res = self._native_res(first, epsgs, crs)
+        self._res = (float(res), float(res)) if isinstance(res, (int, float)) else (
+            float(res[0]), float(res[1]))
+        index = pd.IntervalIndex.from_tuples(intervals, closed="both", name="datetime")
+        self.index = gpd.GeoDataFrame(
+            {"row": np.arange(len(first)), "id": table["id"].to_pylist()},
+            index=index,
+            geometry=footprints,
+            crs=crs,
+        )
+        cloud = (table["eo:cloud_cover"].to_pylist() if "eo:cloud_cover" in table.column_names
+                 else [None] * len(first))
+        self._cloud = [c if c is not None else 100.0 for c in cloud]
+
+    # -- construction helpers --------------------------------------------------------
+    @staticmethod
+    def _footprint(record: dict[str, Any], crs: CRS) -> shapely.Polygon:
+        transform = Affine(*record["transform"])
+        level = record["levels"][0]
+        left, top = transform.c, transform.f
+        right = left + transform.a * level["width"]
+        bottom = top + transform.e * level["height"]
+        bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        source = CRS.from_epsg(record["epsg"])
+        if not source.equals(crs):
+            bounds = transformer(source, crs).transform_bounds(*bounds, densify_pts=21)
+        return shapely.box(*bounds)
+
+    @staticmethod
+    def _native_res(records: list[dict], epsgs: list[int | None], crs: CRS) -> tuple[float, float]:
+        for record, epsg in zip(records, epsgs):
+            if epsg and CRS.from_epsg(epsg).equals(crs):
+                t = record["transform"]
+                return abs(t[0]), abs(t[4])
+        # No scene is natively in the target CRS: use the first scene's pixel size there.
+        record = records[0]
+        t = Affine(*record["transform"])
+        to_crs = transformer(CRS.from_epsg(record["epsg"]), crs)
+        x0, y0 = to_crs.transform(t.c, t.f)
+        x1, y1 = to_crs.transform(t.c + t.a, t.f + t.e)
+        return abs(x1 - x0), abs(y1 - y0)
+
+    # -- pickling: the description travels, live stores and caches do not ------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cogs"] = {}
+        state["stats"] = FetchStats()
+        return state
+
+    def _cog(self, row: int, band: str) -> tuple[CogFile, int]:
+        """The file of one band of one scene (from the stored header) and its sample."""
+        key = (row, band)
+        cached = self._cogs.get(key)
+        if cached is None:
+            record = self.collection.table[band][row].as_py()
+            cog = CogFile(record["href"], record_to_header(record), backend=self.backend,
+                          size=record["size"])
+            cached = self._cogs[key] = (cog, record["band_index"])
+        return cached
+
+    # -- sampling --------------------------------------------------------------------
+    def _grid(self, index: GeoSlice) -> tuple[GridSpec, slice, slice, slice]:
+        x, y, t = self._disambiguate_slice(index)
+        width = max(1, round((x.stop - x.start) / x.step))
+        height = max(1, round((y.stop - y.start) / y.step))
+        transform = Affine(x.step, 0.0, x.start, 0.0, -y.step, y.stop)
+        return GridSpec(self.crs, transform, width, height), x, y, t
+
+    def _scenes(self, x: slice, y: slice, t: slice) -> list[int]:
+        interval = pd.Interval(pd.Timestamp(t.start), pd.Timestamp(t.stop), closed="both")
+        frame = self.index.iloc[self.index.index.overlaps(interval)]
+        frame = frame.iloc[:: t.step or 1] if t.step and t.step != 1 else frame
+        frame = frame.cx[x.start : x.stop, y.start : y.stop]
+        rows = [int(r) for r in frame["row"]]
+        # Touching footprints are not overlap: keep scenes that cover some area.
+        box = shapely.box(x.start, y.start, x.stop, y.stop)
+        rows = [r for r, g in zip(rows, frame.geometry) if g.intersection(box).area > 0]
+        times = self.collection.table["datetime"]
+        if self.time_series or self.mosaic_order == "earliest":
+            rows.sort(key=lambda r: (times[r].as_py() is None, times[r].as_py()))
+        elif self.mosaic_order == "latest":
+            rows.sort(key=lambda r: times[r].as_py(), reverse=True)
+        else:
+            rows.sort(key=lambda r: self._cloud[r])
+        return rows
+
+    async def _read_band(self, row: int, band: str, grid: GridSpec) -> np.ndarray:
+        cog, band_index = self._cog(row, band)
+        return await read_into_grid(
+            cog, grid, bands=[band_index], resampling=self.resampling, stats=self.stats
+        )
+
+    async def _read_scene(self, row: int, grid: GridSpec) -> np.ndarray | None:
+        """All bands of one scene on ``grid`` as ``(C, H, W)`` (None: skipped on error)."""
+        try:
+            arrays = await asyncio.gather(
+                *(self._read_band(row, b, grid) for b in self.bands + self.mask_bands)
+            )
+        except RasteretError as exc:
+            if self.on_error == "raise":
+                raise
+            self.errors += 1
+            warnings.warn(f"skipped scene {self.index['id'].iloc[row]}: {exc}", stacklevel=2)
+            return None
+        dtype = np.result_type(*(a.dtype for a in arrays))
+        return np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=0)
+
+    def _fill_values(self, row: int) -> list[Any]:
+        cogs = [self._cog(row, band)[0] for band in self.bands + self.mask_bands]
+        return [nodata_for_dtype(cog.nodata, cog.dtype) for cog in cogs]
+
+    async def _mosaic(self, rows: list[int], grid: GridSpec) -> np.ndarray:
+        out: np.ndarray | None = None
+        missing: np.ndarray | None = None
+        position = 0
+        while position < len(rows) and (missing is None or missing.any()):
+            size = _FIRST_ROUND if position == 0 else _LATER_ROUNDS
+            group = rows[position : position + size]
+            position += size
+            scenes = await asyncio.gather(*(self._read_scene(r, grid) for r in group))
+            for row, data in zip(group, scenes):
+                if data is None:
+                    continue
+                fill = np.array(self._fill_values(row), dtype=data.dtype)[:, None, None]
+                valid = data != fill
+                if data.dtype.kind == "f":
+                    valid &= ~np.isnan(data)
+                if out is None:
+                    out, missing = data.copy(), ~valid
+                    continue
+                take = missing & valid
+                out[take] = data.astype(out.dtype)[take]
+                missing &= ~take
+        if out is None:
+            raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        return out
+
+    async def _sample_async(self, index: GeoSlice) -> Sample:
+        grid, x, y, t = self._grid(index)
+        rows = self._scenes(x, y, t)
+        if not rows:
+            raise IndexError(
+                f"index: {index} not found in dataset with bounds: {self.bounds}"
+            )
+        if self.time_series:
+            scenes = await asyncio.gather(*(self._read_scene(r, grid) for r in rows))
+            kept = [s for s in scenes if s is not None]
+            if not kept:
+                raise IndexError(f"no readable scene covers {grid.bounds}")
+            dtype = np.result_type(*(s.dtype for s in kept))
+            data = np.stack([s.astype(dtype, copy=False) for s in kept])
+        else:
+            data = await self._mosaic(rows, grid)
+        sample: Sample = {
+            "bounds": self._slice_to_tensor(index),
+            "transform": torch.tensor(list(grid.transform)),
+        }
+        channels = len(self.bands)
+        image = torch.from_numpy(widen_for_torch(data[..., :channels, :, :]))
+        if self.dtype is not None:
+            image = image.to(self.dtype)
+        if self.is_image:
+            sample["image"] = image
+        else:
+            sample["mask"] = _squeeze_channel(image)
+        if self.mask_bands:
+            labels = torch.from_numpy(widen_for_torch(data[..., channels:, :, :])).long()
+            sample["mask"] = _squeeze_channel(labels)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def __getitem__(self, index: GeoSlice) -> Sample:
+        """Read the sample at a ``GeoSlice`` ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]``.
+
+        Raises:
+            IndexError: No scene of the dataset covers the slice.
+        """
+        return run_sync(self._sample_async(index))
+
+    def __getitems__(self, indices: Sequence[GeoSlice]) -> list[Sample]:
+        """Read a whole batch in one concurrent pass (used by DataLoader batching)."""
+
+        async def read_all() -> list[Sample]:
+            return list(await asyncio.gather(*(self._sample_async(i) for i in indices)))
+
+        return run_sync(read_all())
+
+    def __str__(self) -> str:
+        return (
+            f"RasteretDataset({self.collection.name!r}, bands={self.bands}, "
+            f"{len(self)} scenes, crs=EPSG:{self.crs.to_epsg()}, res={self.res})"
+        )

@@ -1,0 +1,174 @@
+"""``TileAlignedSampler``: chips aligned to the COGs' internal tile grid.
+
+A chip that never straddles a tile boundary (or spans whole tiles) reads exactly
+the tiles it covers: read amplification 1. Each chip is tied to one scene's time
+stamp, so a mosaic reads one scene per chip instead of every overlapping one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+import torch.distributed as dist
+from affine import Affine
+from pyproj import CRS
+from torchgeo.samplers import GeoSampler
+
+from rasteret.errors import ConfigurationError
+from rasteret.torch.dataset import RasteretDataset
+
+MODES = ("random", "grid")
+
+
+def _chip_offsets(extent: int, tile: int, chip: int) -> np.ndarray:
+    """Pixel offsets of aligned chips along one axis of an image."""
+    if chip <= tile:
+        step = chip if tile % chip == 0 else tile
+    else:
+        step = tile * math.ceil(chip / tile)
+    return np.arange(0, extent - chip + 1, step, dtype=np.int64)
+
+
+def distributed_share() -> tuple[int, int]:
+    """``(rank, world_size)`` under ``torch.distributed`` (Lightning DDP), else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class TileAlignedSampler(GeoSampler):
+    """Sample chips aligned to the internal tiles of each scene's COGs.
+
+    Chips of ``size`` pixels start on tile boundaries (or on sub-multiples of the
+    tile when ``size`` divides the tile size), so every chip reads exactly the tiles
+    it covers. Each chip carries its scene's time stamp: the dataset reads that
+    scene only.
+
+    Args:
+        dataset: The dataset to sample from (its scenes must be on their native grid:
+            same CRS and resolution as the dataset).
+        size: Chip size in pixels (default: the dataset's ``chip_size``).
+        mode: ``"random"`` (chips drawn with replacement) or ``"grid"`` (every chip
+            once, in order).
+        length: Chips per epoch in random mode (default: the number of distinct
+            chips of this rank's share).
+        roi: Keep chips inside this polygon (dataset CRS).
+        time_range: Keep scenes within ``(start, end)``.
+        seed: Seed of the random generator (random mode).
+        rank, world_size: This process's share under distributed training; default
+            from ``torch.distributed``. Shares are disjoint sets of chips.
+
+    Raises:
+        ConfigurationError: No aligned chip fits (a chip larger than the scenes, or
+            scenes not on their native grid).
+    """
+
+    def __init__(
+        self,
+        dataset: RasteretDataset,
+        *,
+        size: int | None = None,
+        mode: str = "random",
+        length: int | None = None,
+        roi: shapely.Geometry | None = None,
+        time_range: tuple[Any, Any] | None = None,
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {MODES}, not {mode!r}")
+        size = size or dataset.chip_size
+        if not size or size <= 0:
+            raise ConfigurationError("give size= (chip size in pixels) or the dataset's chip_size")
+        default_rank, default_world = distributed_share()
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        self.size = int(size)
+        self.mode = mode
+        self.res = dataset.res
+        self.generator = np.random.default_rng(seed)
+        self._chips = self._candidates(dataset, roi, time_range)
+        if not len(self._chips["xmin"]):
+            raise ConfigurationError(
+                f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
+                "(inside the roi and time range) for this rank"
+            )
+        self._length = length if (length and mode == "random") else len(self._chips["xmin"])
+
+    def _candidates(
+        self, dataset: RasteretDataset, roi: shapely.Geometry | None, time_range
+    ) -> dict[str, np.ndarray]:
+        band = dataset.bands[0]
+        records = dataset.collection.table[band].to_pylist()
+        xs, ys, starts, stops = [], [], [], []
+        window = None
+        if time_range is not None:
+            window = (pd.Timestamp(time_range[0]), pd.Timestamp(time_range[1]))
+        for (interval, entry) in zip(dataset.index.index, dataset.index.itertuples()):
+            if window and (interval.right < window[0] or interval.left > window[1]):
+                continue
+            record = records[entry.row]
+            if not CRS.from_epsg(record["epsg"]).equals(dataset.crs):
+                continue
+            transform = Affine(*record["transform"])
+            if not (math.isclose(abs(transform.a), dataset.res[0], rel_tol=1e-6)
+                    and math.isclose(abs(transform.e), dataset.res[1], rel_tol=1e-6)):
+                continue
+            level = record["levels"][0]
+            cols = _chip_offsets(level["width"], level["chunk_width"], self.size)
+            rows = _chip_offsets(level["height"], level["chunk_height"], self.size)
+            grid_cols, grid_rows = np.meshgrid(cols, rows)
+            xs.append(transform.c + grid_cols.ravel() * transform.a)
+            ys.append(transform.f + grid_rows.ravel() * transform.e)
+            count = grid_cols.size
+            starts.append(np.full(count, interval.left.value, dtype=np.int64))
+            stops.append(np.full(count, interval.right.value, dtype=np.int64))
+        if not xs:
+            return {"xmin": np.empty(0), "ymax": np.empty(0), "t0": np.empty(0), "t1": np.empty(0)}
+        chips = {
+            "xmin": np.concatenate(xs),
+            "ymax": np.concatenate(ys),
+            "t0": np.concatenate(starts),
+            "t1": np.concatenate(stops),
+        }
+        width = self.size * dataset.res[0]
+        height = self.size * dataset.res[1]
+        if roi is not None:
+            boxes = shapely.box(chips["xmin"], chips["ymax"] - height,
+                                chips["xmin"] + width, chips["ymax"])
+            keep = shapely.contains(roi, boxes)
+            chips = {k: v[keep] for k, v in chips.items()}
+        # Disjoint shares per rank: every world_size-th chip in a fixed order.
+        share = np.arange(len(chips["xmin"])) % self.world_size == self.rank
+        return {k: v[share] for k, v in chips.items()}
+
+    def _slice(self, i: int) -> tuple[slice, slice, slice]:
+        xres, yres = self.res
+        xmin = float(self._chips["xmin"][i])
+        ymax = float(self._chips["ymax"][i])
+        return (
+            slice(xmin, xmin + self.size * xres, xres),
+            slice(ymax - self.size * yres, ymax, yres),
+            slice(pd.Timestamp(int(self._chips["t0"][i])),
+                  pd.Timestamp(int(self._chips["t1"][i])), 1),
+        )
+
+    def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
+        """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of aligned chips."""
+        count = len(self._chips["xmin"])
+        if self.mode == "grid":
+            order = np.arange(count)
+        else:
+            order = self.generator.integers(0, count, size=len(self))
+        for i in order:
+            yield self._slice(int(i))
+
+    def __len__(self) -> int:
+        """Chips per epoch."""
+        return self._length
