@@ -53,6 +53,8 @@ class RasteretDataModule(L.LightningDataModule):
         workspace_dir: Where named collections are looked up.
         dataset_options: Extra keyword arguments of :class:`RasteretDataset`
             (``dtype``, ``mosaic_order``, ``time_series``, ``target_crs``, ``res``...).
+        image_scale: Multiply images by this after each batch reaches the device (e.g.
+            ``1e-4`` for Sentinel-2 reflectance); images become float32.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class RasteretDataModule(L.LightningDataModule):
         backend: Backend | None = None,
         workspace_dir: str | None = None,
         dataset_options: dict[str, Any] | None = None,
+        image_scale: float | None = None,
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -98,6 +101,7 @@ class RasteretDataModule(L.LightningDataModule):
         self.backend = backend
         self.workspace_dir = workspace_dir
         self.dataset_options = dict(dataset_options or {})
+        self.image_scale = image_scale
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
 
@@ -186,6 +190,12 @@ class RasteretDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             multiprocessing_context=self.multiprocessing_context,
         )
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        """Scale images on the device (cheaper than in every worker)."""
+        if self.image_scale is not None and "image" in batch:
+            batch["image"] = batch["image"].float() * self.image_scale
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Random (or tile-aligned random) chips of the training split."""
