@@ -122,6 +122,19 @@ def _collections_delete(args: argparse.Namespace) -> None:
     _print({"deleted": args.name}, args.json)
 
 
+def _chips_export(args: argparse.Namespace) -> None:
+    import rasteret
+
+    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    manifest = collection.export_chips(
+        args.bands, args.out, chip_size=args.size, mode=args.mode, length=args.count,
+        seed=args.seed, png=args.png, overwrite=args.overwrite,
+    )
+    import pyarrow.parquet as pq
+
+    _print({"manifest": str(manifest), "chips": pq.read_metadata(manifest).num_rows}, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rasteret`` command."""
     parser = argparse.ArgumentParser(
@@ -169,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     delete = collections_commands.add_parser("delete", help="delete a collection", parents=[shared])
     delete.add_argument("name")
     delete.set_defaults(run=_collections_delete)
+
+    chips = commands.add_parser("chips", help="chips for labelling")
+    chips_commands = chips.add_subparsers(dest="action", required=True)
+    export = chips_commands.add_parser("export", help="export chips of a collection",
+                                       parents=[shared])
+    export.add_argument("name", help="a saved collection")
+    export.add_argument("--bands", nargs="+", required=True)
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--size", type=int, default=256, help="chip size in pixels")
+    export.add_argument("--mode", choices=["grid", "random"], default="grid")
+    export.add_argument("--count", type=int, help="number of random chips")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--png", action="store_true", help="also write PNG chips")
+    export.add_argument("--overwrite", action="store_true")
+    export.set_defaults(run=_chips_export)
     return parser
 
 
@@ -178,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except RasteretError as exc:
+    except (RasteretError, FileExistsError) as exc:
         print(f"rasteret: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -347,6 +347,15 @@ class Collection:
 
         return RasteretDataset(self, bands, **options)
 
+    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike,
+                     **options: Any) -> Path:
+        """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
+        labelling (needs the ``torch`` extra). See
+        :func:`rasteret.torch.export.export_chips`."""
+        from rasteret.torch.export import export_chips
+
+        return export_chips(self, bands, out_dir, **options)
+
     # -- saving ----------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
