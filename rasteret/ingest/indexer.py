@@ -74,9 +74,11 @@ async def index_hrefs(
     """
     semaphore = asyncio.Semaphore(max_concurrent)
     results: dict[str, tuple[Any, int | None] | BaseException] = {}
+    failed = 0
     bar = tqdm(total=len(hrefs), desc=description, unit="asset", disable=not progress)
 
     async def one(href: str) -> None:
+        nonlocal failed
         async with semaphore:
             try:
                 results[href] = await read_header(
@@ -84,10 +86,9 @@ async def index_hrefs(
                 )
             except Exception as exc:  # noqa: BLE001 - every failure is recorded
                 results[href] = exc
+                failed += 1
+                bar.set_postfix(failed=failed, refresh=False)
         bar.update(1)
-        failed = sum(isinstance(r, BaseException) for r in results.values())
-        if failed:
-            bar.set_postfix(failed=failed, refresh=False)
 
     try:
         await asyncio.gather(*(one(h) for h in hrefs))

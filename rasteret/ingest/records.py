@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -102,18 +103,24 @@ def _property_column(values: list[Any]) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
+@lru_cache(maxsize=64)
+def _to_degrees(epsg: int):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
 def footprint_from_header(record: dict[str, Any] | None):
     """The footprint of a band's image in degrees, from its stored header, or None."""
     if not record or not record.get("transform") or not record.get("epsg"):
         return None
     from affine import Affine
-    from pyproj import Transformer
 
     transform = Affine(*record["transform"])
     level = record["levels"][0]
     left, top = transform * (0, 0)
     right, bottom = transform * (level["width"], level["height"])
-    to_degrees = Transformer.from_crs(record["epsg"], 4326, always_xy=True)
+    to_degrees = _to_degrees(record["epsg"])
     minx, miny, maxx, maxy = to_degrees.transform_bounds(
         min(left, right), min(top, bottom), max(left, right), max(top, bottom), densify_pts=21
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rasteret.errors import ConfigurationError
@@ -61,7 +60,8 @@ def parse_url(url: str) -> StoreTarget:
     scheme = parts.scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
         local = unquote(parts.path) if scheme == "file" else url
-        return StoreTarget("file", "", str(Path(local).expanduser().resolve()).lstrip("/"))
+        # abspath, not resolve(): no filesystem calls on the indexing hot path.
+        return StoreTarget("file", "", os.path.abspath(os.path.expanduser(local)).lstrip("/"))
     if scheme in ("s3", "s3a"):
         return StoreTarget("s3", parts.netloc, parts.path.lstrip("/"))
     if scheme in ("gs", "gcs"):

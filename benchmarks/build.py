@@ -1,0 +1,179 @@
+"""Collection build benchmark: indexing 2,000 COG headers on local nginx.
+
+Every asset is a link to one synthetic Sentinel-2-like COG (4096 px, 512-px tiles,
+overviews), served by nginx behind a loopback proxy adding 0 or 20 ms per request.
+rasteret's build (``build_from_table``) runs next to rasterio opening the same URLs
+with 16 threads (GDAL /vsicurl/). A second table times loading and filtering a
+100,000-row collection.
+
+    .venv/bin/python benchmarks/build.py [--assets 2000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assets", type=int, default=2000)
+    parser.add_argument("--latencies", default="0,0.02", help="seconds per request")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="400 assets, 1 repetition")
+    parser.add_argument("--data", default=".cache/bench/build")
+    return parser.parse_args()
+
+
+def make_assets(folder: Path, count: int) -> list[str]:
+    """One real COG and ``count`` hard links to it (distinct URLs, same header)."""
+    from rasteret.testing.scenes import write_scenes
+
+    source = folder / "source" / "S2X_SYN_000" / "B04.tif"
+    if not source.exists():
+        write_scenes(folder / "source", count=1, size=4096, tile=512, bands=("B04",),
+                     label=False)
+    assets = folder / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index in range(count):
+        link = assets / f"asset{index:05d}.tif"
+        if not link.exists():
+            os.link(source, link)
+        names.append(f"assets/{link.name}")
+    return names
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def rasterio_open_all(urls: list[str]) -> None:
+    import rasterio
+
+    def open_one(url: str) -> tuple:
+        with rasterio.open(f"/vsicurl/{url}") as src:
+            return src.profile["blockxsize"], src.overviews(1)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(open_one, urls))
+
+
+def build_once(urls: list[str], workspace: str) -> tuple[float, int, float]:
+    import rasteret
+
+    table = pa.Table.from_pylist([{"id": f"a{i}", "B04": u} for i, u in enumerate(urls)])
+    stats = rasteret.FetchStats()
+    start = time.perf_counter()
+    rasteret.build_from_table(table, name="bench", href_columns=["B04"],
+                              workspace_dir=workspace, force=True, progress=False, stats=stats)
+    seconds = time.perf_counter() - start
+    return seconds, stats.requests, peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_and_filter_table(rows: int) -> list[tuple[str, float]]:
+    """Time loading and filtering a ``rows``-row collection built from a real one."""
+    import pyarrow.compute as pc
+
+    import rasteret
+    from rasteret.storage import write_manifest, write_parts
+
+    workspace = Path(tempfile.mkdtemp(prefix="bench-100k-"))
+    base = rasteret.load("bench", workspace_dir=os.environ["BENCH_WORKSPACE"]).table
+    repeats = -(-rows // base.num_rows)
+    table = pa.concat_tables([base] * repeats).slice(0, rows)
+    # Spread ids, times and footprints so filters select a realistic share.
+    ids = pa.array([f"scene{i:06d}" for i in range(rows)])
+    table = table.set_column(table.schema.get_field_index("id"), "id", ids)
+    bbox = table["bbox"].combine_chunks()
+    shift = pa.array([(i % 360) - 180.0 for i in range(rows)])
+    shifted = pa.StructArray.from_arrays(
+        [pc.add(bbox.field("xmin"), shift), bbox.field("ymin"),
+         pc.add(bbox.field("xmax"), shift), bbox.field("ymax")],
+        names=["xmin", "ymin", "xmax", "ymax"],
+    )
+    table = table.set_column(table.schema.get_field_index("bbox"), "bbox", shifted)
+    folder = workspace / "big"
+    write_parts(table, folder, {"name": "big"})
+    write_manifest(folder, {"name": "big"})
+    timings = []
+    start = time.perf_counter()
+    big = rasteret.load("big", workspace_dir=workspace)
+    timings.append(("load", time.perf_counter() - start))
+    start = time.perf_counter()
+    subset = big.subset(bbox=(10, -10, 20, 10), date_range=("2000-01-01", "2100-01-01"))
+    timings.append((f"subset bbox+dates ({len(subset)} rows)", time.perf_counter() - start))
+    start = time.perf_counter()
+    big.filter(pc.field("id") == "scene050000")
+    timings.append(("filter expression", time.perf_counter() - start))
+    shutil.rmtree(workspace, ignore_errors=True)
+    return timings
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.assets, args.repeat = 400, 1
+    from rasteret.testing.servers import LatencyProxy, NginxServer
+
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True)
+    names = make_assets(data, args.assets)
+    os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "VSI_CACHE": "FALSE",
+                       "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/"})
+    workspace = tempfile.mkdtemp(prefix="bench-build-")
+    os.environ["BENCH_WORKSPACE"] = workspace
+    rows = []
+    with NginxServer(root=data) as nginx:
+        for latency in [float(v) for v in args.latencies.split(",")]:
+            with LatencyProxy(nginx.url, delay=latency) as proxy:
+                urls = [f"{proxy.url}/{name}" for name in names]
+                ours, requests, peaks = [], [], []
+                for _ in range(args.repeat):
+                    nginx.clear_log()
+                    seconds, _, peak = build_once(urls, workspace)
+                    ours.append(seconds)
+                    requests.append(len(nginx.requests()))
+                    peaks.append(peak)
+                theirs, their_requests = [], []
+                for _ in range(args.repeat):
+                    nginx.clear_log()
+                    start = time.perf_counter()
+                    rasterio_open_all(urls)
+                    theirs.append(time.perf_counter() - start)
+                    their_requests.append(len(nginx.requests()))
+                rows.append((latency, "rasteret build", median(ours), median(requests),
+                             max(peaks)))
+                # rasterio runs after ours, so the process peak below is ours alone.
+                rows.append((latency, "rasterio open, 16 threads", median(theirs),
+                             median(their_requests), float("nan")))
+    print(f"\nBuild: {args.assets} assets (4096 px COG, 512-px tiles, overviews), local nginx, "
+          f"medians of {args.repeat}")
+    print("latency | reader | seconds | assets/s | requests/asset | process peak RSS MB")
+    print("--- | --- | --- | --- | --- | ---")
+    for latency, reader, seconds, requests, peak in rows:
+        print(f"{latency * 1000:.0f} ms | {reader} | {seconds:.2f} | {args.assets / seconds:.0f} | "
+              f"{requests / args.assets:.2f} | {peak:.0f}")
+    print("\nCollection of 100,000 rows")
+    print("operation | seconds")
+    print("--- | ---")
+    for name, seconds in load_and_filter_table(100_000):
+        print(f"{name} | {seconds:.3f}")
+
+
+if __name__ == "__main__":
+    main()

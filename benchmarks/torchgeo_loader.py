@@ -1,0 +1,206 @@
+"""TorchGeo loader benchmark: RasteretDataset vs TorchGeo's RasterDataset over GDAL.
+
+Both read the same synthetic Sentinel-2-like COGs (non-overlapping scenes, 4 bands,
+uint16, deflate + predictor 2, 512-px tiles) from local nginx behind a loopback
+proxy adding a fixed delay per request. 256-px chips of 4 bands, batch 16,
+``num_workers=2`` (spawn for GDAL, forkserver for rasteret), same sampler seeds.
+
+    .venv/bin/python benchmarks/torchgeo_loader.py            # full run
+    .venv/bin/python benchmarks/torchgeo_loader.py --quick    # smaller data
+
+Prints one table: samples/s, requests and MB per chip (from the nginx log), read
+amplification (bytes fetched / bytes of the tiles the chips cover), peak RSS per
+worker, worker start-up time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+BANDS = ["B02", "B03", "B04", "B08"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 scenes of 2048 px")
+    parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--chips", type=int, default=160, help="chips per measurement")
+    parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", default=".cache/bench/torchgeo", help="scene cache folder")
+    return parser.parse_args()
+
+
+def make_scenes(folder: Path, count: int, size: int) -> list[Path]:
+    """Non-overlapping scenes on a grid (5 per row), files ``<id>_<band>.tif``."""
+    from rasteret.testing.scenes import write_scenes
+
+    marker = folder / f"done-{count}-{size}"
+    if not marker.exists():
+        for index in range(count):
+            row, col = divmod(index, 5)
+            origin = (500_000.0 + col * size * 10, 4_500_000.0 - row * size * 10)
+            written = write_scenes(folder / f"s{index:02d}", count=1, size=size, tile=512,
+                                   bands=tuple(BANDS), label=False, origin=origin,
+                                   seed=index)
+            for band, path in written[0].files.items():
+                path.rename(folder / f"scene{index:02d}_{band}.tif")
+        marker.write_text("ok")
+    return sorted(folder.glob("scene*_B02.tif"))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of the calling process in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _record_worker_memory(worker_id: int) -> None:
+    # Runs in each worker at start: memory is sampled again when it exits.
+    import atexit
+
+    path = os.environ.get("BENCH_MEMORY_DIR")
+    if path:
+        atexit.register(
+            lambda: Path(path, f"{os.getpid()}.txt").write_text(f"{peak_rss_mb():.1f}")
+        )
+
+
+def run_loader(dataset, sampler, workers: int, context: str, chips: int) -> dict[str, float]:
+    """Iterate a DataLoader over ``chips`` samples; time the first batch separately."""
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import stack_samples
+
+    memory_dir = tempfile.mkdtemp(prefix="bench-mem-")
+    os.environ["BENCH_MEMORY_DIR"] = memory_dir
+    loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
+                        multiprocessing_context=context, collate_fn=stack_samples,
+                        worker_init_fn=_record_worker_memory)
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for batch in loader:
+        if first is None:
+            first = time.perf_counter() - start
+            steady_start = time.perf_counter()
+        count += batch["image"].shape[0]
+    total = time.perf_counter() - start
+    steady = time.perf_counter() - steady_start
+    del loader  # workers exit and write their peak memory
+    time.sleep(1.0)
+    peaks = [float(p.read_text()) for p in Path(memory_dir).glob("*.txt")]
+    return {
+        "samples_per_s": (count - 16) / steady if count > 16 else count / total,
+        "startup_s": first or 0.0,
+        "worker_peak_mb": max(peaks) if peaks else float("nan"),
+        "samples": count,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.scenes, args.size, args.chips = 4, 2048, 96
+    import torch  # noqa: F401 - fail early without the torch extra
+    from torchgeo.datasets import RasterDataset
+    from torchgeo.samplers import RandomPatchSampler
+
+    import rasteret
+    from rasteret.testing.servers import LatencyProxy, NginxServer
+    from rasteret.torch import TileAlignedSampler
+
+    data = Path(args.data) / f"{args.scenes}x{args.size}"
+    data.mkdir(parents=True, exist_ok=True)
+    make_scenes(data, args.scenes, args.size)
+    rows = []
+    with NginxServer(root=data) as nginx, LatencyProxy(nginx.url, delay=args.latency) as proxy:
+        base = proxy.url
+        table_rows = []
+        for path in sorted(data.glob("scene*_B02.tif")):
+            scene = path.name.split("_")[0]
+            table_rows.append({"id": scene, **{b: f"{base}/{scene}_{b}.tif" for b in BANDS}})
+        import pyarrow as pa
+
+        workspace = tempfile.mkdtemp(prefix="bench-ws-")
+        collection = rasteret.build_from_table(pa.Table.from_pylist(table_rows), name="bench",
+                                               href_columns=BANDS, workspace_dir=workspace,
+                                               progress=False)
+        ours = collection.to_torchgeo_dataset(BANDS, chip_size=256)
+
+        class SyntheticS2(RasterDataset):
+            filename_glob = "scene*_B02.tif"
+            filename_regex = r"^(?P<scene>scene\d+)_(?P<band>B\d\d)\.tif$"
+            separate_files = True
+            all_bands = tuple(BANDS)
+            rgb_bands = ("B04", "B03", "B02")
+
+        os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+                           "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
+                           "GDAL_HTTP_MULTIPLEX": "YES", "VSI_CACHE": "FALSE"})
+        paths = [f"/vsicurl/{base}/{p.name}" for p in sorted(data.glob("scene*_B02.tif"))]
+        gdal = SyntheticS2(paths=paths, bands=BANDS, cache=True)
+
+        def tile_bytes(slices) -> int:
+            total = 0
+            for chip in slices:
+                x, y, t = ours._disambiguate_slice(chip)
+                row = ours._scenes(x, y, t)[0]
+                for band in BANDS:
+                    record = collection.band_record(row, band)
+                    level = record["levels"][0]
+                    transform = record["transform"]
+                    c0 = int(round((x.start - transform[2]) / 10)) // 512
+                    c1 = int(round((x.stop - transform[2]) / 10) - 1) // 512
+                    r0 = int(round((transform[5] - y.stop) / 10)) // 512
+                    r1 = int(round((transform[5] - y.start) / 10) - 1) // 512
+                    across = -(-level["width"] // 512)
+                    for r in range(r0, r1 + 1):
+                        for c in range(c0, c1 + 1):
+                            total += level["byte_counts"][r * across + c]
+            return total
+
+        cases = [
+            ("rasteret", "tile-aligned", ours,
+             lambda: TileAlignedSampler(ours, size=256, length=args.chips, seed=0),
+             "forkserver"),
+            ("rasteret", "RandomPatch", ours,
+             lambda: RandomPatchSampler(ours, size=256, length=args.chips, generator=0),
+             "forkserver"),
+            ("torchgeo+GDAL", "RandomPatch", gdal,
+             lambda: RandomPatchSampler(gdal, size=256, length=args.chips, generator=0),
+             "spawn"),
+        ]
+        for reader, sampler_name, dataset, make_sampler, context in cases:
+            nginx.clear_log()
+            result = run_loader(dataset, make_sampler(), args.workers, context, args.chips)
+            records = nginx.requests()
+            fetched = sum(r.body_bytes for r in records)
+            covering = tile_bytes(list(make_sampler()))
+            rows.append((reader, sampler_name, result, len(records), fetched, covering))
+
+    baseline = rows[-1][2]["samples_per_s"]
+    print(f"\nTorchGeo loader: {args.scenes} scenes x 4 bands, {args.size} px, 512-px tiles, "
+          f"256-px chips, batch 16, {args.workers} workers, +{args.latency * 1000:.0f} ms")
+    header = ("reader", "sampler", "samples/s", "x torchgeo", "req/chip", "MB/chip",
+              "read ampl.", "worker MB", "start s")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for reader, sampler_name, result, requests, fetched, covering in rows:
+        samples = result["samples"]
+        print(" | ".join([
+            reader, sampler_name, f"{result['samples_per_s']:.1f}",
+            f"{result['samples_per_s'] / baseline:.2f}", f"{requests / samples:.2f}",
+            f"{fetched / samples / 1e6:.2f}", f"{fetched / covering:.2f}" if covering else "-",
+            f"{result['worker_peak_mb']:.0f}", f"{result['startup_s']:.1f}",
+        ]))
+    print(f"(peak RSS of this process: {peak_rss_mb():.0f} MB; requests and bytes from the "
+          "nginx log, including headers GDAL reads)")
+
+
+if __name__ == "__main__":
+    main()
