@@ -107,11 +107,11 @@ def main() -> None:
     if args.quick:
         args.scenes, args.size, args.chips = 4, 2048, 96
     import torch  # noqa: F401 - fail early without the torch extra
+    from rasteret.testing.servers import LatencyProxy, NginxServer
     from torchgeo.datasets import RasterDataset
     from torchgeo.samplers import RandomPatchSampler
 
     import rasteret
-    from rasteret.testing.servers import LatencyProxy, NginxServer
     from rasteret.torch import TileAlignedSampler
 
     data = Path(args.data) / f"{args.scenes}x{args.size}"

@@ -50,7 +50,9 @@ def _parse_bbox(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bbox must be minx,miny,maxx,maxy, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"bbox must be minx,miny,maxx,maxy, got {text!r}"
+        ) from None
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"bbox must have 4 numbers, got {text!r}")
     return values
@@ -150,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="the dataset catalog")
     datasets_commands = datasets.add_subparsers(dest="action", required=True)
-    datasets_commands.add_parser("list", help="list registered datasets", parents=[shared]).set_defaults(
-        run=_datasets_list
-    )
+    listing = datasets_commands.add_parser("list", help="list registered datasets",
+                                           parents=[shared])
+    listing.set_defaults(run=_datasets_list)
     info = datasets_commands.add_parser("info", help="describe one dataset", parents=[shared])
     info.add_argument("dataset_id")
     info.set_defaults(run=_datasets_info)
@@ -172,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     collections = commands.add_parser("collections", help="saved collections")
     collections_commands = collections.add_subparsers(dest="action", required=True)
-    collections_commands.add_parser("list", help="list saved collections", parents=[shared]).set_defaults(
-        run=_collections_list
-    )
+    saved = collections_commands.add_parser("list", help="list saved collections",
+                                            parents=[shared])
+    saved.set_defaults(run=_collections_list)
     show = collections_commands.add_parser("info", help="describe a collection", parents=[shared])
     show.add_argument("name")
     show.add_argument("--failures", action="store_true", help="list indexing failures")

@@ -57,8 +57,8 @@ def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
         if end and len(text) <= 10:
             stamp += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return stamp.astimezone(dt.timezone.utc)
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.astimezone(dt.UTC)
 
 
 def parse_date_range(date_range: DateRange | None) -> tuple[dt.datetime, dt.datetime] | None:

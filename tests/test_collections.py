@@ -178,7 +178,8 @@ def test_failures_are_recorded_with_reasons(scenes, tmp_path, workspace):
     rows = [
         {"id": s.id, "datetime": s.datetime, "red": str(s.files["B04"])} for s in scenes[:2]
     ]
-    rows.append({"id": "missing", "datetime": scenes[0].datetime, "red": str(tmp_path / "nope.tif")})
+    missing = str(tmp_path / "nope.tif")
+    rows.append({"id": "missing", "datetime": scenes[0].datetime, "red": missing})
     rows.append({"id": "broken", "datetime": scenes[0].datetime, "red": str(broken)})
     table = pa.Table.from_pylist(rows)
     with pytest.raises(IndexingError) as caught:
@@ -244,7 +245,7 @@ def test_static_catalog_with_relative_hrefs(scenes, tmp_path, workspace):
         data = json.loads(item_json.read_text())
         if data.get("type") != "Feature":
             continue
-        for key, asset in data["assets"].items():
+        for asset in data["assets"].values():
             source = Path(asset["href"])
             shutil.copy(source, item_json.parent / source.name)
             asset["href"] = f"./{source.name}"

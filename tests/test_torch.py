@@ -16,18 +16,22 @@ torch = pytest.importorskip("torch")
 torchgeo = pytest.importorskip("torchgeo")
 
 import rasterio  # noqa: E402
-from torchgeo.datasets import IntersectionDataset, UnionDataset, VectorDataset  # noqa: E402
-from torchgeo.datasets import stack_samples  # noqa: E402
+from torchgeo.datasets import (  # noqa: E402
+    IntersectionDataset,
+    UnionDataset,
+    VectorDataset,
+    stack_samples,  # noqa: E402
+)
 from torchgeo.samplers import (  # noqa: E402
-    GridGeoSampler,
     GriddedPatchSampler,
+    GridGeoSampler,
     RandomGeoSampler,
     RandomPatchSampler,
 )
 
 import rasteret  # noqa: E402
 from rasteret.testing.scenes import write_scenes  # noqa: E402
-from rasteret.torch import RasteretDataset, TileAlignedSampler, dataloader  # noqa: E402
+from rasteret.torch import TileAlignedSampler, dataloader  # noqa: E402
 
 pytestmark = pytest.mark.torch
 BANDS = ["B02", "B04", "B08"]

@@ -23,9 +23,6 @@ import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, load
 from rasteret.errors import ConfigurationError, RasteretError
-from rasteret.io.backend import Backend, default_backend
-from rasteret.io.fetch import FetchStats
-from rasteret.io.runtime import run_sync
 from rasteret.ingest.indexer import (
     DEFAULT_MAX_CONCURRENT,
     IndexFailure,
@@ -34,6 +31,9 @@ from rasteret.ingest.indexer import (
     index_hrefs,
 )
 from rasteret.ingest.records import SceneRecord, records_to_table
+from rasteret.io.backend import Backend, default_backend
+from rasteret.io.fetch import FetchStats
+from rasteret.io.runtime import run_sync
 from rasteret.storage import (
     FAILURES,
     collection_path,
@@ -232,7 +232,7 @@ def build_collection(
         **manifest,
         "name": name,
         "bands": [f.name for f in table.schema if f.name in _band_names(records)],
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created": dt.datetime.now(dt.UTC).isoformat(),
         "scenes": table.num_rows,
         "failures": failures_table.num_rows,
     }

@@ -57,8 +57,8 @@ def parse_datetime(value: Any) -> dt.datetime | None:
     else:
         stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return stamp.astimezone(dt.timezone.utc)
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.astimezone(dt.UTC)
 
 
 def epsg_of(properties: dict[str, Any]) -> int | None:

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rasteret.testing.servers import MotoServer
+
 from rasteret.collection import Collection
 from rasteret.ingest.api import build_from_stac
 from rasteret.io.backend import Backend, create_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.testing.scenes import stac_collection, stac_item, write_scenes
-from rasteret.testing.servers import MotoServer
 from rasteret.testing.stac import StacApiServer
 
 BUCKET = "demo-sentinel"

@@ -64,7 +64,7 @@ def write_scenes(
     origin: tuple[float, float] = (500_000.0, 4_100_000.0),
     res: float = 10.0,
     shift: int = 0,
-    start: dt.datetime = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.timezone.utc),
+    start: dt.datetime = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC),
     days_between: int = 5,
     seed: int = 0,
     nodata: int | None = 0,

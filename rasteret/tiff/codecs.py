@@ -181,7 +181,9 @@ def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, rows: int) -> 
     if level.fill_order == 2:
         raw = imagecodecs.bitorder_decode(bytes(raw))
     if bits not in (8, 16, 32, 64):
-        array = imagecodecs.packints_decode(bytes(raw)[:expected], dtype, bits, runlen=width * samples)
+        array = imagecodecs.packints_decode(
+            bytes(raw)[:expected], dtype, bits, runlen=width * samples
+        )
         if array.size < rows * width * samples:
             raise CorruptTiffError(f"a chunk holds {array.size} samples, too few")
         return array[: rows * width * samples].reshape(rows, width, samples)

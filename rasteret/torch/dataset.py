@@ -157,7 +157,7 @@ class RasteretDataset(GeoDataset):
         for row, record in enumerate(first):
             footprints.append(self._footprint(record, crs))
             when = table["datetime"][row].as_py()
-            when = when or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+            when = when or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
             stamp = pd.Timestamp(when).tz_convert(None)
             intervals.append((stamp, stamp))
         if res is None:

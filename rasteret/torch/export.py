@@ -170,7 +170,7 @@ def export_chips(
                             ("xmax", pa.float64()), ("ymax", pa.float64())])),
     ]))
     manifest = {"kind": "chips", "collection": collection.name, "bands": list(bands),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat()}
+                "created": dt.datetime.now(dt.UTC).isoformat()}
     pq.write_table(with_metadata(table, manifest), staging / "manifest.parquet")
     if quicklook:
         (staging / "quicklook.png").write_bytes(imagecodecs.png_encode(quicklook_grid(looks)))
