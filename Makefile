@@ -1,0 +1,79 @@
+# rasteret: set-up, tests and the demo. Every install step lives here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+AZURITE := .cache/azurite/node_modules/.bin/azurite-blob
+PYTEST_ARGS ?= -q
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+
+# A Python >= 3.12 (torchgeo 0.10 needs it): a working python3.12 on PATH, else
+# pyenv's 3.12, else python3 if it is >= 3.11 (core only, with a warning).
+define find_python
+for candidate in python3.12 "PYENV_VERSION=3.12.1 python3.12"; do \
+  if env $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then \
+    echo "env $$candidate"; exit 0; fi; \
+done; \
+if command -v pyenv >/dev/null 2>&1; then \
+  for version in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]' | sort -rV); do \
+    bin="$$(pyenv prefix $$version)/bin/python3"; \
+    if [ -x "$$bin" ]; then echo "$$bin"; exit 0; fi; \
+  done; \
+fi; \
+if python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then \
+  echo "python3"; exit 0; fi; \
+echo "none"
+endef
+
+.PHONY: venv servers test lint demo clean
+
+$(STAMP): pyproject.toml
+	@python="$$( $(find_python) )"; \
+	if [ "$$python" = none ]; then echo "need Python >= 3.11 (3.12 for torch)"; exit 1; fi; \
+	echo "using $$python"; \
+	[ -x $(PY) ] || $$python -m venv $(VENV); \
+	if ! $(PY) -c 'import sys; assert sys.version_info >= (3, 12)'; then \
+	  echo "warning: Python < 3.12: installing the core without the torch extra"; \
+	  $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -e '.[dev,aws]'; \
+	else \
+	  $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q $(TORCH_PINS) && \
+	  $(PY) -m pip install -q -e '.[torch,dev,aws]'; \
+	fi
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+servers:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  echo "installing nginx (Debian package)"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq nginx >/dev/null; \
+	fi
+	@if [ ! -x $(AZURITE) ]; then \
+	  echo "installing Azurite (npm) into .cache/azurite"; \
+	  mkdir -p .cache/azurite && npm install --silent --no-audit --no-fund \
+	    --prefix .cache/azurite azurite >/dev/null; \
+	fi
+
+test: venv servers
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
+	exit $$status
+
+lint: venv
+	$(VENV)/bin/ruff check rasteret tests benchmarks training_examples
+
+demo: venv
+	$(PY) training_examples/demo.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache *.egg-info demo-output

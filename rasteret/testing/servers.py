@@ -1,0 +1,282 @@
+"""Real local servers on loopback for tests, benchmarks and the demo.
+
+- :class:`NginxServer`: static files with HTTP Range support and a parsed access log
+  (requests and bytes are counted on the server side).
+- :class:`MotoServer`: an S3 API (moto) with fake credentials.
+- :class:`LatencyProxy`: a reverse proxy adding a fixed delay per request, run as a
+  separate process so it does not compete with the measured code for the GIL.
+
+Every server starts on a free port, is stopped by its PID (never by name), and is
+stopped at interpreter exit if the caller forgot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"{name} exited with status {process.returncode}: {error}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    _stop_process(process)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s")
+
+
+def _stop_process(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+class _Server:
+    """Start/stop plumbing shared by the servers: context manager and atexit."""
+
+    _process: subprocess.Popen | None = None
+
+    def start(self) -> Any:  # pragma: no cover - overridden
+        raise TypeError("subclasses start themselves")
+
+    def stop(self) -> None:
+        """Stop the server process (by PID)."""
+        _stop_process(self._process)
+        self._process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One request as nginx logged it."""
+
+    method: str
+    path: str
+    status: int
+    range: str
+    body_bytes: int
+
+
+_LOG_FORMAT = "$request_method\\t$uri\\t$status\\t$http_range\\t$body_bytes_sent"
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or a RuntimeError saying how to install it."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    if not found:
+        raise RuntimeError("nginx is not installed: run `make test` (it installs nginx)")
+    return found
+
+
+class NginxServer(_Server):
+    """nginx serving ``root`` with Range support on a free loopback port.
+
+    Attributes:
+        url: ``http://127.0.0.1:PORT``.
+        root: The served folder.
+        access_log_path: The access log (tab-separated, one request per line).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).resolve()
+        self.url = ""
+        self._dir = Path(tempfile.mkdtemp(prefix="rasteret-nginx-"))
+        self.access_log_path = self._dir / "access.log"
+
+    def start(self) -> NginxServer:
+        """Write a private config and start nginx in the foreground (as a child)."""
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        temp = self._dir / "tmp"
+        temp.mkdir(exist_ok=True)
+        config = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self._dir}/nginx.pid;
+error_log {self._dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    log_format rasteret "{_LOG_FORMAT}";
+    sendfile on;
+    tcp_nopush off;
+    tcp_nodelay on;
+    keepalive_requests 100000;
+    keepalive_timeout 120s;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    types {{ image/tiff tif tiff; application/json json; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {self.root};
+        access_log {self.access_log_path} rasteret;
+        location / {{ }}
+    }}
+}}
+"""
+        (self._dir / "nginx.conf").write_text(config)
+        self.access_log_path.touch()
+        self._process = subprocess.Popen(
+            [nginx_binary(), "-p", str(self._dir), "-c", str(self._dir / "nginx.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        _wait_for_port(port, self._process, "nginx")
+        return self
+
+    def requests(self) -> list[AccessRecord]:
+        """Every request logged since the last :meth:`clear_log`."""
+        records = []
+        for line in self.access_log_path.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) != 5:
+                continue
+            method, path, status, byte_range, body = parts
+            records.append(AccessRecord(method, path, int(status),
+                                        "" if byte_range == "-" else byte_range, int(body)))
+        return records
+
+    def count(self, path_prefix: str = "/") -> int:
+        """Requests whose path starts with ``path_prefix``."""
+        return sum(1 for r in self.requests() if r.path.startswith(path_prefix))
+
+    def bytes_sent(self, path_prefix: str = "/") -> int:
+        """Body bytes sent for paths starting with ``path_prefix``."""
+        return sum(r.body_bytes for r in self.requests() if r.path.startswith(path_prefix))
+
+    def clear_log(self) -> None:
+        """Forget logged requests (truncates the log in place; nginx keeps appending)."""
+        with open(self.access_log_path, "r+") as log:
+            log.truncate(0)
+
+    def stop(self) -> None:
+        """Stop nginx and remove its private folder."""
+        super().stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class MotoServer(_Server):
+    """moto's S3 server on a free loopback port with fake credentials.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:PORT``.
+        region: ``us-east-1``.
+        access_key_id, secret_access_key: Fake keys moto accepts (auth is off).
+    """
+
+    region = "us-east-1"
+    access_key_id = "testing-access-key"
+    secret_access_key = "testing-secret-key"
+
+    def __init__(self) -> None:
+        self.endpoint = ""
+
+    def start(self) -> MotoServer:
+        """Start ``moto_server`` and wait until it answers."""
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+        if not Path(binary).exists():
+            raise RuntimeError("moto is not installed: run `make test` (it installs .[dev])")
+        self._process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        _wait_for_port(port, self._process, "moto_server")
+        return self
+
+    def boto3_client(self) -> Any:
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+        )
+
+    def create_bucket(self, name: str, public: bool = False) -> None:
+        """Create a bucket (``public`` gives it a public-read ACL)."""
+        client = self.boto3_client()
+        client.create_bucket(Bucket=name, **({"ACL": "public-read"} if public else {}))
+
+    def upload(self, bucket: str, key: str, data: bytes | str | os.PathLike,
+               public_read: bool = False) -> None:
+        """Upload bytes or a file; ``public_read`` allows anonymous reads of it."""
+        body = data if isinstance(data, bytes) else Path(data).read_bytes()
+        extra = {"ACL": "public-read"} if public_read else {}
+        self.boto3_client().put_object(Bucket=bucket, Key=key, Body=body, **extra)
+
+    def reset(self) -> None:
+        """Delete every bucket and object."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+class LatencyProxy(_Server):
+    """A loopback reverse proxy adding ``delay`` seconds before each request.
+
+    Runs ``python -m rasteret.testing.latency_proxy`` as a child process.
+
+    Attributes:
+        url: The proxy's ``http://127.0.0.1:PORT`` (same paths as the target).
+    """
+
+    def __init__(self, target_url: str, *, delay: float = 0.02) -> None:
+        self.target_url = target_url
+        self.delay = delay
+        self.url = ""
+
+    def start(self) -> LatencyProxy:
+        """Start the proxy process and wait until it listens."""
+        port = free_port()
+        target = self.target_url.split("://", 1)[1].rstrip("/")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "rasteret.testing.latency_proxy", "--target", target,
+             "--delay", str(self.delay), "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        _wait_for_port(port, self._process, "latency proxy")
+        self.url = f"http://127.0.0.1:{port}"
+        return self

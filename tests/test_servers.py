@@ -1,0 +1,58 @@
+"""The local test servers themselves: ranges, logs, S3, the latency proxy."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import time
+import urllib.request
+
+from rasteret.testing.servers import LatencyProxy
+
+
+def test_nginx_serves_ranges_and_logs_them(nginx_server):
+    (nginx_server.root / "blob.bin").write_bytes(bytes(range(256)) * 100)
+    nginx_server.clear_log()
+    request = urllib.request.Request(f"{nginx_server.url}/blob.bin",
+                                     headers={"Range": "bytes=10-19"})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 206
+        assert response.read() == bytes(range(10, 20))
+    (record,) = nginx_server.requests()
+    assert (record.method, record.path, record.status) == ("GET", "/blob.bin", 206)
+    assert record.range == "bytes=10-19" and record.body_bytes == 10
+
+
+def test_moto_upload_ranged_get_and_anonymous_public_read(moto_server):
+    moto_server.create_bucket("servers-test")
+    moto_server.upload("servers-test", "a.bin", b"0123456789", public_read=True)
+    client = moto_server.boto3_client()
+    body = client.get_object(Bucket="servers-test", Key="a.bin", Range="bytes=2-4")["Body"]
+    assert body.read() == b"234"
+    with urllib.request.urlopen(f"{moto_server.endpoint}/servers-test/a.bin") as response:
+        assert response.read() == b"0123456789"
+
+
+def test_latency_proxy_delays_each_keep_alive_request(nginx_server):
+    payload = bytes(range(256)) * 4000
+    (nginx_server.root / "proxied.bin").write_bytes(payload)
+    with LatencyProxy(nginx_server.url, delay=0.05) as proxy:
+        host, port = proxy.url.split("//")[1].split(":")
+
+        def fetch_twice(index: int) -> float:
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            start = time.perf_counter()
+            for _ in range(2):
+                start_byte = index * 100
+                connection.request("GET", "/proxied.bin",
+                                   headers={"Range": f"bytes={start_byte}-{start_byte + 99999}"})
+                response = connection.getresponse()
+                assert response.status == 206
+                assert response.read() == payload[start_byte : start_byte + 100000]
+            connection.close()
+            return time.perf_counter() - start
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            durations = list(pool.map(fetch_twice, range(50)))
+    # Two requests on one connection: at least twice the delay each.
+    assert min(durations) >= 0.1
