@@ -8,6 +8,7 @@ from rasteret import datasets, errors
 from rasteret.collection import Collection, delete_collection, list_collections, load
 from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.io.backend import Backend, create_backend
+from rasteret.io.cloud_config import CloudConfig
 from rasteret.io.fetch import FetchStats
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
 
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "CloudConfig",
     "CogFile",
     "Collection",
     "FetchStats",

@@ -62,33 +62,12 @@ def collection_path(name: str, workspace: str | os.PathLike | None = None) -> Pa
 
 def geo_metadata(bbox_covering: bool = True) -> dict[str, Any]:
     """GeoParquet 1.1 ``geo`` metadata for the footprint column (WKB, CRS84)."""
+    from pyproj import CRS
+
     column: dict[str, Any] = {
         "encoding": "WKB",
         "geometry_types": ["Polygon", "MultiPolygon"],
-        "crs": {
-            "$schema": "https://proj.org/schemas/v0.7/projjson.schema.json",
-            "type": "GeographicCRS",
-            "name": "WGS 84 (CRS84)",
-            "datum_ensemble": {
-                "name": "World Geodetic System 1984 ensemble",
-                "members": [{"name": "World Geodetic System 1984 (G730)"}],
-                "ellipsoid": {
-                    "name": "WGS 84",
-                    "semi_major_axis": 6378137,
-                    "inverse_flattening": 298.257223563,
-                },
-            },
-            "coordinate_system": {
-                "subtype": "ellipsoidal",
-                "axis": [
-                    {"name": "Longitude", "abbreviation": "lon", "direction": "east",
-                     "unit": "degree"},
-                    {"name": "Latitude", "abbreviation": "lat", "direction": "north",
-                     "unit": "degree"},
-                ],
-            },
-            "id": {"authority": "OGC", "code": "CRS84"},
-        },
+        "crs": CRS("OGC:CRS84").to_json_dict(),
         "edges": "planar",
     }
     if bbox_covering:

@@ -2,7 +2,7 @@
 indexed concurrently into a saved Collection."""
 
 from rasteret.ingest.api import build, build_from_stac, build_from_table
-from rasteret.ingest.build import NoScenesError, build_collection
+from rasteret.ingest.builder import NoScenesError, build_collection
 from rasteret.ingest.indexer import IndexFailure, IndexingError
 
 __all__ = [

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from rasteret.collection import Collection, parse_date_range
 from rasteret.errors import ConfigurationError
 from rasteret.ingest import catalog
-from rasteret.ingest.build import build_collection
+from rasteret.ingest.builder import build_collection
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, parse_datetime, unsigned
 from rasteret.ingest.stac import BandMap, item_to_record, search_items
@@ -67,7 +67,7 @@ def build_from_stac(
             applied on the client side.
         max_items: Stop after this many items.
         workspace_dir, force, on_error, max_concurrent, progress, stats: See
-            :func:`rasteret.ingest.build.build_collection`.
+            :func:`rasteret.ingest.builder.build_collection`.
         dataset_id: The catalog id this build belongs to (set by :func:`build`).
         headers: Extra HTTP headers for the STAC API.
 

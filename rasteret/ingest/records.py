@@ -118,8 +118,9 @@ def footprint_from_header(record: dict[str, Any] | None):
 
     transform = Affine(*record["transform"])
     level = record["levels"][0]
-    left, top = transform * (0, 0)
-    right, bottom = transform * (level["width"], level["height"])
+    left, top = transform.c, transform.f
+    right = left + transform.a * level["width"]
+    bottom = top + transform.e * level["height"]
     to_degrees = _to_degrees(record["epsg"])
     minx, miny, maxx, maxy = to_degrees.transform_bounds(
         min(left, right), min(top, bottom), max(left, right), max(top, bottom), densify_pts=21

@@ -66,7 +66,7 @@ def provider_kind(provider: Any) -> str:
     """Guess which store kind a credential provider serves: ``s3``, ``azure`` or ``gcs``."""
     module = type(provider).__module__.lower()
     name = type(provider).__name__.lower()
-    if "planetary" in module or "azure" in module or "azure" in name:
+    if "planetary" in module or "planetary" in name or "azure" in module or "azure" in name:
         return "azure"
     if "google" in module or "gcs" in name:
         return "gcs"
@@ -194,6 +194,20 @@ class Backend:
             config["skip_signature"] = True
         return config
 
+    def _azure_provider(self, account: str, container: str) -> Any:
+        """The user's Azure provider, or a Planetary Computer provider for this
+        container cloned from the user's (one provider serves one container)."""
+        from rasteret.io.credentials import planetary_computer_template
+
+        provider = self.credential_provider
+        template = planetary_computer_template(provider)
+        if template is None:
+            return provider
+        bound = getattr(provider, "config", None) or {}
+        if bound.get("account_name") == account and bound.get("container_name") == container:
+            return provider
+        return template.for_container(account, container)
+
     def _build_store(self, target: StoreTarget) -> Any:
         retry = {"retry_config": self.retry_config} if self.retry_config else {}
         provider = self.credential_provider
@@ -222,7 +236,7 @@ class Backend:
                 config.setdefault("account_name", account)
             kwargs = {}
             if provider is not None and provider_kind(provider) == "azure":
-                kwargs["credential_provider"] = provider
+                kwargs["credential_provider"] = self._azure_provider(account, container)
             return AzureStore(
                 container,
                 config=config,
@@ -251,6 +265,8 @@ def create_backend(
     default_s3_config: dict[str, Any] | None = None,
     client_options: dict[str, Any] | None = None,
     retry_config: dict[str, Any] | None = None,
+    azure_config: dict[str, Any] | None = None,
+    gcs_config: dict[str, Any] | None = None,
 ) -> Backend:
     """Describe how to reach object stores; pass the result as ``backend=`` anywhere.
 
@@ -268,6 +284,9 @@ def create_backend(
         client_options: obstore HTTP client options (timeouts, ``allow_http``, ...).
         retry_config: obstore retry settings (``max_retries``, ``retry_timeout``,
             ``backoff``).
+        azure_config: Azure settings for every container (``endpoint`` for an emulator,
+            ``account_name``...).
+        gcs_config: Google Cloud Storage settings.
 
     Returns:
         A picklable :class:`Backend`.
@@ -278,6 +297,8 @@ def create_backend(
         default_s3_config=default_s3_config,
         client_options=client_options,
         retry_config=retry_config,
+        azure_config=azure_config,
+        gcs_config=gcs_config,
     )
 
 
