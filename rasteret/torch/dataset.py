@@ -234,10 +234,9 @@ class RasteretDataset(GeoDataset):
         frame = self.index.iloc[self.index.index.overlaps(interval)]
         frame = frame.iloc[:: t.step or 1] if t.step and t.step != 1 else frame
         frame = frame.cx[x.start : x.stop, y.start : y.stop]
+        # Scenes that only touch the slice are kept, as TorchGeo does: reading them
+        # costs no request (no tile is covered) and yields nodata.
         rows = [int(r) for r in frame["row"]]
-        # Touching footprints are not overlap: keep scenes that cover some area.
-        box = shapely.box(x.start, y.start, x.stop, y.stop)
-        rows = [r for r, g in zip(rows, frame.geometry) if g.intersection(box).area > 0]
         times = self.collection.table["datetime"]
         if self.time_series or self.mosaic_order == "earliest":
             rows.sort(key=lambda r: (times[r].as_py() is None, times[r].as_py()))
