@@ -95,8 +95,10 @@ class Backend:
         retry_config: dict[str, Any] | None = None,
         azure_config: dict[str, Any] | None = None,
         gcs_config: dict[str, Any] | None = None,
+        max_concurrent_requests: int | None = None,
     ) -> None:
         self.credential_provider = credential_provider
+        self.max_concurrent_requests = max_concurrent_requests
         self.region = region
         self.default_s3_config = normalize_s3_config(default_s3_config)
         self.client_options = dict(client_options or {})
@@ -267,6 +269,7 @@ def create_backend(
     retry_config: dict[str, Any] | None = None,
     azure_config: dict[str, Any] | None = None,
     gcs_config: dict[str, Any] | None = None,
+    max_concurrent_requests: int | None = None,
 ) -> Backend:
     """Describe how to reach object stores; pass the result as ``backend=`` anywhere.
 
@@ -287,6 +290,8 @@ def create_backend(
         azure_config: Azure settings for every container (``endpoint`` for an emulator,
             ``account_name``...).
         gcs_config: Google Cloud Storage settings.
+        max_concurrent_requests: Requests in flight at once through this backend in
+            each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
 
     Returns:
         A picklable :class:`Backend`.
@@ -299,6 +304,7 @@ def create_backend(
         retry_config=retry_config,
         azure_config=azure_config,
         gcs_config=gcs_config,
+        max_concurrent_requests=max_concurrent_requests,
     )
 
 

@@ -32,7 +32,7 @@ from rasteret.io.urls import strip_query
 
 MAX_CONCURRENT_REQUESTS = int(os.environ.get("RASTERET_MAX_CONCURRENT_REQUESTS", "256"))
 
-_semaphores: dict[int, asyncio.Semaphore] = {}
+_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
 
 # Query strings and credential-looking fields are removed from store messages.
 _QUERY = re.compile(r"\?[^\s\"'<>)]*")
@@ -55,11 +55,15 @@ class FetchStats:
         self.bytes += nbytes
 
 
-def _semaphore() -> asyncio.Semaphore:
+def _semaphore(backend: Backend) -> asyncio.Semaphore:
+    """The bound on requests in flight: per event loop, and per backend when it sets
+    ``max_concurrent_requests`` (a small server may need fewer connections)."""
     loop = asyncio.get_running_loop()
-    semaphore = _semaphores.get(id(loop))
+    limit = backend.max_concurrent_requests
+    key = (id(loop), id(backend) if limit else 0)
+    semaphore = _semaphores.get(key)
     if semaphore is None:
-        semaphore = _semaphores[id(loop)] = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        semaphore = _semaphores[key] = asyncio.Semaphore(limit or MAX_CONCURRENT_REQUESTS)
     return semaphore
 
 
@@ -109,7 +113,7 @@ async def fetch_head(
     ensure_io_allowed()
     store, path = backend.store_for(url)
     try:
-        async with _semaphore():
+        async with _semaphore(backend):
             result = await obstore.get_async(store, path, options={"range": (0, length)})
             data = await result.bytes_async()
     except Exception as exc:  # noqa: BLE001 - translated into a typed error
@@ -131,7 +135,7 @@ async def fetch_range(
     ensure_io_allowed()
     store, path = backend.store_for(url)
     try:
-        async with _semaphore():
+        async with _semaphore(backend):
             data = await obstore.get_range_async(store, path, start=start, end=end)
     except Exception as exc:  # noqa: BLE001 - translated into a typed error
         raise translate_error(exc, url, backend, f"read of bytes {start}-{end}") from None

@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rasteret.testing.servers import MotoServer
-
 from rasteret.collection import Collection
 from rasteret.ingest.api import build_from_stac
 from rasteret.io.backend import Backend, create_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.testing.scenes import stac_collection, stac_item, write_scenes
+from rasteret.testing.servers import MotoServer
 from rasteret.testing.stac import StacApiServer
 
 BUCKET = "demo-sentinel"
@@ -49,7 +48,7 @@ def demo_backend(moto: MotoServer) -> Backend:
             "aws_secret_access_key": moto.secret_access_key,
             "region": moto.region,
         },
-        retry_config={"max_retries": 2, "retry_timeout": dt.timedelta(seconds=10)},
+        retry_config={"max_retries": 3, "retry_timeout": dt.timedelta(seconds=60)},
     )
 
 

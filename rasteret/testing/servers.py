@@ -34,11 +34,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def log_file(name: str) -> Any:
+    """A temporary file for a server's output.
+
+    Never a pipe: a server that logs every request (moto, rustac) blocks forever once
+    a pipe nobody reads is full.
+    """
+    return tempfile.NamedTemporaryFile(prefix=f"rasteret-{name}-", suffix=".log", delete=False)
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            output = getattr(process, "log_path", None)
+            error = Path(output).read_text(errors="replace")[-4000:] if output else ""
             raise RuntimeError(f"{name} exited with status {process.returncode}: {error}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -49,15 +59,28 @@ def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: flo
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s")
 
 
+def start_process(command: list[str], name: str) -> subprocess.Popen:
+    """Start a server process whose output goes to a temporary log file."""
+    log = log_file(name)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    process.log_path = log.name  # type: ignore[attr-defined]
+    return process
+
+
 def _stop_process(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
+    if process is None:
         return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    log_path = getattr(process, "log_path", None)
+    if log_path:
+        Path(log_path).unlink(missing_ok=True)
 
 
 class _Server:
@@ -156,9 +179,8 @@ http {{
 """
         (self._dir / "nginx.conf").write_text(config)
         self.access_log_path.touch()
-        self._process = subprocess.Popen(
-            [nginx_binary(), "-p", str(self._dir), "-c", str(self._dir / "nginx.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        self._process = start_process(
+            [nginx_binary(), "-p", str(self._dir), "-c", str(self._dir / "nginx.conf")], "nginx"
         )
         atexit.register(self.stop)
         _wait_for_port(port, self._process, "nginx")
@@ -218,10 +240,7 @@ class MotoServer(_Server):
         binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
         if not Path(binary).exists():
             raise RuntimeError("moto is not installed: run `make test` (it installs .[dev])")
-        self._process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        self._process = start_process([binary, "-H", "127.0.0.1", "-p", str(port)], "moto")
         atexit.register(self.stop)
         _wait_for_port(port, self._process, "moto_server")
         return self
@@ -271,10 +290,9 @@ class LatencyProxy(_Server):
         """Start the proxy process and wait until it listens."""
         port = free_port()
         target = self.target_url.split("://", 1)[1].rstrip("/")
-        self._process = subprocess.Popen(
+        self._process = start_process(
             [sys.executable, "-m", "rasteret.testing.latency_proxy", "--target", target,
-             "--delay", str(self.delay), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--delay", str(self.delay), "--port", str(port)], "latency-proxy",
         )
         atexit.register(self.stop)
         _wait_for_port(port, self._process, "latency proxy")

@@ -53,17 +53,19 @@ class StacApiServer:
         items_path.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
-            [_rustac_binary(), "serve", "--addr", f"127.0.0.1:{port}", "--use-duckdb", "false",
-             str(collection_path), str(items_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # Output goes to a file, never a pipe nobody reads (a full pipe blocks it).
+        log_path = self._folder / "rustac.log"
+        with open(log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [_rustac_binary(), "serve", "--addr", f"127.0.0.1:{port}", "--use-duckdb",
+                 "false", str(collection_path), str(items_path)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         atexit.register(self.stop)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace")
+                error = log_path.read_text(errors="replace")[-4000:]
                 raise RuntimeError(f"rustac serve exited: {error}")
             try:
                 with urllib.request.urlopen(f"{self.url}/collections", timeout=1) as response:
