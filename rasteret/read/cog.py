@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -349,20 +350,21 @@ class CogFile:
 
 
 async def open_cog_async(
-    url: str,
+    url: str | os.PathLike,
     *,
     backend: Backend | None = None,
     header_bytes: int = HEADER_BYTES,
     stats: FetchStats | None = None,
 ) -> CogFile:
     """Async twin of :func:`open_cog`."""
+    url = os.fspath(url)
     backend = backend or default_backend()
     header, size = await read_header(url, backend=backend, header_bytes=header_bytes, stats=stats)
     return CogFile(url, header, backend=backend, size=size)
 
 
 def open_cog(
-    url: str,
+    url: str | os.PathLike,
     *,
     backend: Backend | None = None,
     header_bytes: int = HEADER_BYTES,
