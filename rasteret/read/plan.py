@@ -13,6 +13,10 @@ from rasteret.tiff.header import ImageLevel
 
 # Merged ranges are capped so that one huge request does not serialise a read.
 MAX_MERGED_RANGE = 16 * 1024 * 1024
+#: Chunks closer than this are fetched in one request: GDAL COGs put a few bytes (tile
+#: leaders, interleaved mask tiles) between image tiles, and a request costs far more
+#: than a kilobyte of transfer.
+MERGE_GAP = 1024
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def plan_window(
     bands: tuple[int, ...],
     *,
     file_size: int | None = None,
-    gap: int = 0,
+    gap: int = MERGE_GAP,
 ) -> ReadPlan:
     """Plan the read of ``window`` (0-based ``bands``) from ``level``."""
     chunks = covering_chunks(level, window, bands, file_size)

@@ -277,7 +277,8 @@ class _Reader:
         body_length = n_entries * entry_size + offset_size
         body = self.source.get(offset + count_size, body_length)
         if body is None:
-            self.need(offset, count_size + body_length)
+            # Writers put tag values right after their IFD: one read gets both.
+            self.need(offset, max(count_size + body_length, IFD_READ_SIZE))
             return None
         tags: dict[int, Any] = {}
         for i in range(n_entries):
