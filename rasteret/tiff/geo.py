@@ -87,9 +87,15 @@ def parse_geokeys(tags: dict[int, Any]) -> dict[int, Any]:
     directory = tags.get(_TAG_GEO_KEY_DIRECTORY)
     if directory is None or len(directory) < 4:
         return {}
+    if isinstance(directory, (str, bytes)):
+        return {}
     directory = [int(v) for v in directory]
     doubles = tags.get(_TAG_GEO_DOUBLE_PARAMS)
-    ascii_params = tags.get(_TAG_GEO_ASCII_PARAMS) or ""
+    if isinstance(doubles, (str, bytes)):
+        doubles = None
+    ascii_params = tags.get(_TAG_GEO_ASCII_PARAMS)
+    if not isinstance(ascii_params, str):
+        ascii_params = ""
     count = directory[3]
     keys: dict[int, Any] = {}
     for i in range(count):
@@ -205,7 +211,10 @@ def parse_geo(
             "Reproject the file to an EPSG CRS (gdalwarp -t_srs EPSG:...) to read its CRS"
         )
     nodata_text = tags.get(_TAG_GDAL_NODATA)
-    scales, offsets, metadata = _parse_gdal_metadata(tags.get(_TAG_GDAL_METADATA), samples)
+    metadata_text = tags.get(_TAG_GDAL_METADATA)
+    scales, offsets, metadata = _parse_gdal_metadata(
+        metadata_text if isinstance(metadata_text, str) else None, samples
+    )
     return GeoInfo(
         transform=transform,
         epsg=epsg,

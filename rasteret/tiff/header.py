@@ -486,7 +486,13 @@ def parse_header(source: ByteSource, *, url: str = "<bytes>") -> CogHeader:
         raise MissingBytes(reader.missing)
     if not ifds:
         raise CorruptTiffError(f"{url} holds no image")
-    return _assemble(ifds, byteorder, bigtiff, url)
+    try:
+        return _assemble(ifds, byteorder, bigtiff, url)
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
+        if isinstance(exc, CorruptTiffError):
+            raise
+        # A tag of an unexpected type or shape: the file is malformed.
+        raise CorruptTiffError(f"malformed tag values in {url}: {exc}") from exc
 
 
 def _assemble(ifds: list[dict[int, Any]], byteorder: str, bigtiff: bool, url: str) -> CogHeader:
