@@ -7,6 +7,7 @@ decoding scales across the threads of the read path's pool.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -19,24 +20,29 @@ _LERC_DEFLATE = 1
 _LERC_ZSTD = 2
 
 
-def _zlib(data: bytes, size: int) -> bytes:
+def _zlib(data: bytes, size: int) -> np.ndarray | bytes:
     # libdeflate needs the output size; fall back to zlib for streams it rejects
     # (for example a truncated or padded stream that zlib tolerates, as GDAL does).
     try:
-        return imagecodecs.deflate_decode(data, out=size)
+        return imagecodecs.deflate_decode(data, out=np.empty(size, np.uint8))
     except Exception:  # noqa: BLE001 - any libdeflate failure gets the lenient decoder
         return imagecodecs.zlib_decode(data)
 
 
-_BYTE_CODECS: dict[int, Callable[[bytes, int], bytes]] = {
+def _into_buffer(decode: Callable[..., Any]) -> Callable[[bytes, int], np.ndarray]:
+    # Decoding into a fresh writable array lets predictors run in place (no copy).
+    return lambda data, size: decode(data, out=np.empty(size, np.uint8))
+
+
+_BYTE_CODECS: dict[int, Callable[[bytes, int], Any]] = {
     1: lambda data, size: data,
-    5: lambda data, size: imagecodecs.lzw_decode(data, out=size),
+    5: _into_buffer(imagecodecs.lzw_decode),
     8: _zlib,
     32946: _zlib,
     32773: lambda data, size: imagecodecs.packbits_decode(data),
     34925: lambda data, size: imagecodecs.lzma_decode(data),
-    34926: lambda data, size: imagecodecs.zstd_decode(data, out=size),
-    50000: lambda data, size: imagecodecs.zstd_decode(data, out=size),
+    34926: _into_buffer(imagecodecs.zstd_decode),
+    50000: _into_buffer(imagecodecs.zstd_decode),
 }
 
 # Codecs that decode straight to pixels (their own layout, no predictor).
@@ -201,7 +207,9 @@ def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, rows: int) -> 
     array = np.frombuffer(buffer, dtype=dtype.newbyteorder(byteorder), count=rows * width * samples)
     array = array.reshape(rows, width, samples)
     if level.predictor == 2:
-        # Undo horizontal differencing in native byte order (faster, and in place).
-        array = array.astype(dtype, copy=True)
+        # Undo horizontal differencing in native byte order, in place when the
+        # decompressed buffer is ours to change.
+        if not array.flags.writeable or not array.dtype.isnative:
+            array = array.astype(dtype, copy=True)
         return imagecodecs.delta_decode(array, axis=-2, out=array)
     return array

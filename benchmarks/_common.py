@@ -1,0 +1,75 @@
+"""Shared pieces of the benchmarks: scene sets, timing, tables, server counts."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BANDS = ("B02", "B03", "B04", "B08")
+
+#: GDAL settings for a fair /vsicurl/ baseline: no directory listing, no caching
+#: between measurements, HTTP/2 multiplexing off (nginx here speaks HTTP/1.1).
+GDAL_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
+    "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
+    "VSI_CACHE": "FALSE",
+    "GDAL_HTTP_MULTIPLEX": "NO",
+    "GDAL_CACHEMAX": "64",
+}
+
+
+def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
+              bands: tuple[str, ...] = BANDS) -> list[dict[str, Path]]:
+    """Non-overlapping synthetic Sentinel-2-like scenes (uint16, deflate + predictor 2,
+    ``tile``-px tiles, overviews), written once and reused: one dict band -> path each.
+
+    Scenes sit on a grid, five per row, so a window or chip touches one scene.
+    """
+    from rasteret.testing.scenes import write_scenes
+
+    marker = folder / f"done-{scenes}-{size}-{tile}"
+    if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(scenes):
+            row, col = divmod(index, 5)
+            origin = (500_000.0 + col * size * 10, 4_500_000.0 - row * size * 10)
+            written = write_scenes(folder / f"tmp{index:03d}", count=1, size=size, tile=tile,
+                                   bands=bands, label=False, origin=origin, seed=index)
+            for band, path in written[0].files.items():
+                path.rename(folder / f"scene{index:03d}_{band}.tif")
+        marker.write_text("ok")
+    return [
+        {band: folder / f"scene{index:03d}_{band}.tif" for band in bands}
+        for index in range(scenes)
+    ]
+
+
+def median_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None
+                ) -> float:
+    """Median wall time of ``run`` over ``repeat`` runs (``before`` runs untimed first)."""
+    times = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a Markdown table."""
+    print(f"\n{title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,0 +1,215 @@
+"""COG engine benchmark: headers and windows, rasteret vs rasterio (GDAL) with 16 threads.
+
+Synthetic Sentinel-2-like scenes (20 scenes x 4 bands, 4096 px, uint16, deflate +
+predictor 2, 512-px tiles, overviews) on local nginx behind a loopback proxy adding
+0 and 20 ms per request:
+
+(a) open all 80 headers;
+(b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader).
+
+Requests and bytes come from the nginx log. The decode-bound floor is the
+single-core time to decode exactly the needed tiles, divided by the cores.
+
+    .venv/bin/python benchmarks/cog_read.py [--quick] [--repeat 3] [--latencies 0,0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import GDAL_ENV, cores, median_time, print_table, scene_set  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--windows", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latencies", default="0,0.02")
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="5 scenes of 2048 px, 1 repeat")
+    parser.add_argument("--data", default=".cache/bench/scenes")
+    return parser.parse_args()
+
+
+def random_windows(count: int, size: int, scenes: int, seed: int = 0):
+    """``(scene, band pair, window)`` triples: 256-px windows anywhere in a scene."""
+    rng = np.random.default_rng(seed)
+    pairs = [("B04", "B08"), ("B02", "B03")]
+    out = []
+    for _ in range(count):
+        scene = int(rng.integers(0, scenes))
+        col, row = (int(v) for v in rng.integers(0, size - 256, 2))
+        out.append((scene, pairs[int(rng.integers(0, 2))], (col, row, 256, 256)))
+    return out
+
+
+def decode_floor(cogs, windows) -> float:
+    """Single-core seconds to decode exactly the tiles the windows need, / cores."""
+    from rasteret.read.plan import Window, covering_chunks
+    from rasteret.tiff.codecs import decode_chunk
+
+    jobs = []
+    for scene, bands, window in windows:
+        for band in bands:
+            cog, data = cogs[(scene, band)]
+            level = cog.header.levels[0]
+            for chunk in covering_chunks(level, Window(*window), (0,)):
+                jobs.append((data[chunk.start : chunk.start + chunk.length], level, chunk.rows))
+    start = time.perf_counter()
+    for raw, level, rows in jobs:
+        decode_chunk(raw, level, "<", rows)
+    return (time.perf_counter() - start) / cores()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.scenes, args.size, args.repeat, args.windows = 5, 2048, 1, 100
+    import rasterio
+    from rasterio.windows import Window
+
+    import rasteret
+    from rasteret.io.runtime import run_sync
+    from rasteret.testing.servers import LatencyProxy, NginxServer
+
+    data = Path(args.data) / f"{args.scenes}x{args.size}"
+    scenes = scene_set(data, scenes=args.scenes, size=args.size)
+    names = [(i, band, path.name) for i, files in enumerate(scenes) for band, path in files.items()]
+    windows = random_windows(args.windows, args.size, args.scenes)
+    os.environ.update(GDAL_ENV)
+
+    # The floor, measured on local bytes.
+    local = {}
+    for index, band, _ in names:
+        path = scenes[index][band]
+        local[(index, band)] = (rasteret.open_cog(path), path.read_bytes())
+    floor = decode_floor(local, windows)
+
+    rows = []
+    with NginxServer(root=data) as nginx:
+        for latency in [float(v) for v in args.latencies.split(",")]:
+            with LatencyProxy(nginx.url, delay=latency) as proxy:
+                urls = {(i, b): f"{proxy.url}/{name}" for i, b, name in names}
+
+                def counted(run, nginx=nginx):
+                    nginx.clear_log()
+                    run()
+                    records = nginx.requests()
+                    return len(records), sum(r.body_bytes for r in records)
+
+                # (a) headers
+                async def open_all():
+                    return await asyncio.gather(
+                        *(rasteret.open_cog_async(u) for u in urls.values()))
+
+                ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
+                ours_counts = counted(lambda: run_sync(open_all()))
+
+                def gdal_open_all():
+                    def one(url):
+                        with rasterio.open(f"/vsicurl/{url}") as src:
+                            return src.profile
+                    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                        list(pool.map(one, urls.values()))
+
+                gdal_headers = median_time(gdal_open_all, args.repeat)
+                gdal_counts = counted(gdal_open_all)
+                label = f"{latency * 1000:.0f} ms"
+                rows.append(["headers (80 files)", label, "rasteret", f"{ours_headers:.3f}",
+                             f"{gdal_headers / ours_headers:.1f}x", f"{ours_counts[0]}",
+                             f"{ours_counts[1] / 1e6:.2f}", "-", "-"])
+                rows.append(["headers (80 files)", label, f"rasterio {args.threads} threads",
+                             f"{gdal_headers:.3f}", "1.0x", f"{gdal_counts[0]}",
+                             f"{gdal_counts[1] / 1e6:.2f}", "-", "-"])
+
+                # (b) windows: ours from parsed headers, everything in flight at once
+                cogs = dict(zip(urls, run_sync(open_all())))
+
+                async def read_windows():
+                    return await asyncio.gather(*(
+                        cogs[(scene, band)].read_async(window)
+                        for scene, bands, window in windows for band in bands
+                    ))
+
+                ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
+                ours_win_counts = counted(lambda: run_sync(read_windows()))
+
+                def gdal_windows_opening():
+                    def one(job):
+                        scene, band, window = job
+                        with rasterio.open(f"/vsicurl/{urls[(scene, band)]}") as src:
+                            return src.read(1, window=Window(*window))
+                    jobs = [(s, b, w) for s, bands, w in windows for b in bands]
+                    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                        list(pool.map(one, jobs))
+
+                handles = threading.local()
+
+                def open_cached(key):
+                    cache = getattr(handles, "cache", None)
+                    if cache is None:
+                        cache = handles.cache = {}
+                    if key not in cache:
+                        cache[key] = rasterio.open(f"/vsicurl/{urls[key]}")
+                    return cache[key]
+
+                pool = concurrent.futures.ThreadPoolExecutor(args.threads)
+                barrier = threading.Barrier(args.threads)
+
+                def warm(_):
+                    # Every thread opens every file once, before timing.
+                    barrier.wait()
+                    for key in urls:
+                        open_cached(key)
+
+                list(pool.map(warm, range(args.threads)))
+
+                def gdal_windows_open():
+                    def one(job):
+                        scene, band, window = job
+                        return open_cached((scene, band)).read(1, window=Window(*window))
+                    jobs = [(s, b, w) for s, bands, w in windows for b in bands]
+                    list(pool.map(one, jobs))
+
+                gdal_open_time = median_time(gdal_windows_opening, args.repeat)
+                gdal_open_counts = counted(gdal_windows_opening)
+                gdal_warm_time = median_time(gdal_windows_open, args.repeat)
+                gdal_warm_counts = counted(gdal_windows_open)
+                pool.shutdown()
+                op = f"{args.windows} windows x 2 bands"
+                rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
+                             f"{gdal_open_time / ours_windows:.2f}x",
+                             f"{ours_win_counts[0]}", f"{ours_win_counts[1] / 1e6:.1f}",
+                             f"{floor:.3f}", f"{ours_windows / floor:.2f}"])
+                rows.append([op, label, f"rasterio {args.threads} thr, opening files",
+                             f"{gdal_open_time:.3f}", "1.00x", f"{gdal_open_counts[0]}",
+                             f"{gdal_open_counts[1] / 1e6:.1f}", f"{floor:.3f}",
+                             f"{gdal_open_time / floor:.2f}"])
+                rows.append([op, label, f"rasterio {args.threads} thr, files open",
+                             f"{gdal_warm_time:.3f}",
+                             f"{gdal_open_time / gdal_warm_time:.2f}x",
+                             f"{gdal_warm_counts[0]}", f"{gdal_warm_counts[1] / 1e6:.1f}",
+                             f"{floor:.3f}", f"{gdal_warm_time / floor:.2f}"])
+    print_table(
+        f"COG reads: {args.scenes} scenes x 4 bands, {args.size} px, uint16 deflate+pred2, "
+        f"512-px tiles, local nginx + latency proxy, {cores()} cores, medians of {args.repeat}",
+        ["operation", "latency", "reader", "median s", "speed-up vs rasterio", "requests", "MB",
+         "decode floor s", "x floor"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
