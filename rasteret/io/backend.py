@@ -234,6 +234,7 @@ class Backend:
         if target.kind == "azure":
             account, _, container = target.key.partition("/")
             config = dict(self.azure_config)
+            account = account or config.get("account_name", "")
             if account:
                 config.setdefault("account_name", account)
             kwargs = {}
