@@ -97,111 +97,116 @@ def main() -> None:
         local[(index, band)] = (rasteret.open_cog(path), path.read_bytes())
     floor = decode_floor(local, windows)
 
+    def measure(nginx, latency: float) -> list[list[str]]:
+        rows = []
+        with LatencyProxy(nginx.url, delay=latency) as proxy:
+            urls = {(i, b): f"{proxy.url}/{name}" for i, b, name in names}
+
+            def counted(run):
+                nginx.clear_log()
+                run()
+                records = nginx.requests()
+                return len(records), sum(r.body_bytes for r in records)
+
+            # (a) headers
+            async def open_all():
+                return await asyncio.gather(
+                    *(rasteret.open_cog_async(u) for u in urls.values()))
+
+            ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
+            ours_counts = counted(lambda: run_sync(open_all()))
+
+            def gdal_open_all():
+                def one(url):
+                    with rasterio.open(f"/vsicurl/{url}") as src:
+                        return src.profile
+                with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                    list(pool.map(one, urls.values()))
+
+            gdal_headers = median_time(gdal_open_all, args.repeat)
+            gdal_counts = counted(gdal_open_all)
+            label = f"{latency * 1000:.0f} ms"
+            rows.append([f"headers ({len(urls)} files)", label, "rasteret", f"{ours_headers:.3f}",
+                         f"{gdal_headers / ours_headers:.1f}x", f"{ours_counts[0]}",
+                         f"{ours_counts[1] / 1e6:.2f}", "-", "-"])
+            rows.append([f"headers ({len(urls)} files)", label, f"rasterio {args.threads} threads",
+                         f"{gdal_headers:.3f}", "1.0x", f"{gdal_counts[0]}",
+                         f"{gdal_counts[1] / 1e6:.2f}", "-", "-"])
+
+            # (b) windows: ours from parsed headers, everything in flight at once
+            cogs = dict(zip(urls, run_sync(open_all())))
+
+            async def read_windows():
+                return await asyncio.gather(*(
+                    cogs[(scene, band)].read_async(window)
+                    for scene, bands, window in windows for band in bands
+                ))
+
+            ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
+            ours_win_counts = counted(lambda: run_sync(read_windows()))
+
+            def gdal_windows_opening():
+                def one(job):
+                    scene, band, window = job
+                    with rasterio.open(f"/vsicurl/{urls[(scene, band)]}") as src:
+                        return src.read(1, window=Window(*window))
+                jobs = [(s, b, w) for s, bands, w in windows for b in bands]
+                with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                    list(pool.map(one, jobs))
+
+            handles = threading.local()
+
+            def open_cached(key):
+                cache = getattr(handles, "cache", None)
+                if cache is None:
+                    cache = handles.cache = {}
+                if key not in cache:
+                    cache[key] = rasterio.open(f"/vsicurl/{urls[key]}")
+                return cache[key]
+
+            pool = concurrent.futures.ThreadPoolExecutor(args.threads)
+            barrier = threading.Barrier(args.threads)
+
+            def warm(_):
+                # Every thread opens every file once, before timing.
+                barrier.wait()
+                for key in urls:
+                    open_cached(key)
+
+            list(pool.map(warm, range(args.threads)))
+
+            def gdal_windows_open():
+                def one(job):
+                    scene, band, window = job
+                    return open_cached((scene, band)).read(1, window=Window(*window))
+                jobs = [(s, b, w) for s, bands, w in windows for b in bands]
+                list(pool.map(one, jobs))
+
+            gdal_open_time = median_time(gdal_windows_opening, args.repeat)
+            gdal_open_counts = counted(gdal_windows_opening)
+            gdal_warm_time = median_time(gdal_windows_open, args.repeat)
+            gdal_warm_counts = counted(gdal_windows_open)
+            pool.shutdown()
+            op = f"{args.windows} windows x 2 bands"
+            rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
+                         f"{gdal_open_time / ours_windows:.2f}x",
+                         f"{ours_win_counts[0]}", f"{ours_win_counts[1] / 1e6:.1f}",
+                         f"{floor:.3f}", f"{ours_windows / floor:.2f}"])
+            rows.append([op, label, f"rasterio {args.threads} thr, opening files",
+                         f"{gdal_open_time:.3f}", "1.00x", f"{gdal_open_counts[0]}",
+                         f"{gdal_open_counts[1] / 1e6:.1f}", f"{floor:.3f}",
+                         f"{gdal_open_time / floor:.2f}"])
+            rows.append([op, label, f"rasterio {args.threads} thr, files open",
+                         f"{gdal_warm_time:.3f}",
+                         f"{gdal_open_time / gdal_warm_time:.2f}x",
+                         f"{gdal_warm_counts[0]}", f"{gdal_warm_counts[1] / 1e6:.1f}",
+                         f"{floor:.3f}", f"{gdal_warm_time / floor:.2f}"])
+        return rows
+
     rows = []
     with NginxServer(root=data) as nginx:
         for latency in [float(v) for v in args.latencies.split(",")]:
-            with LatencyProxy(nginx.url, delay=latency) as proxy:
-                urls = {(i, b): f"{proxy.url}/{name}" for i, b, name in names}
-
-                def counted(run, nginx=nginx):
-                    nginx.clear_log()
-                    run()
-                    records = nginx.requests()
-                    return len(records), sum(r.body_bytes for r in records)
-
-                # (a) headers
-                async def open_all():
-                    return await asyncio.gather(
-                        *(rasteret.open_cog_async(u) for u in urls.values()))
-
-                ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
-                ours_counts = counted(lambda: run_sync(open_all()))
-
-                def gdal_open_all():
-                    def one(url):
-                        with rasterio.open(f"/vsicurl/{url}") as src:
-                            return src.profile
-                    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
-                        list(pool.map(one, urls.values()))
-
-                gdal_headers = median_time(gdal_open_all, args.repeat)
-                gdal_counts = counted(gdal_open_all)
-                label = f"{latency * 1000:.0f} ms"
-                rows.append(["headers (80 files)", label, "rasteret", f"{ours_headers:.3f}",
-                             f"{gdal_headers / ours_headers:.1f}x", f"{ours_counts[0]}",
-                             f"{ours_counts[1] / 1e6:.2f}", "-", "-"])
-                rows.append(["headers (80 files)", label, f"rasterio {args.threads} threads",
-                             f"{gdal_headers:.3f}", "1.0x", f"{gdal_counts[0]}",
-                             f"{gdal_counts[1] / 1e6:.2f}", "-", "-"])
-
-                # (b) windows: ours from parsed headers, everything in flight at once
-                cogs = dict(zip(urls, run_sync(open_all())))
-
-                async def read_windows():
-                    return await asyncio.gather(*(
-                        cogs[(scene, band)].read_async(window)
-                        for scene, bands, window in windows for band in bands
-                    ))
-
-                ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
-                ours_win_counts = counted(lambda: run_sync(read_windows()))
-
-                def gdal_windows_opening():
-                    def one(job):
-                        scene, band, window = job
-                        with rasterio.open(f"/vsicurl/{urls[(scene, band)]}") as src:
-                            return src.read(1, window=Window(*window))
-                    jobs = [(s, b, w) for s, bands, w in windows for b in bands]
-                    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
-                        list(pool.map(one, jobs))
-
-                handles = threading.local()
-
-                def open_cached(key):
-                    cache = getattr(handles, "cache", None)
-                    if cache is None:
-                        cache = handles.cache = {}
-                    if key not in cache:
-                        cache[key] = rasterio.open(f"/vsicurl/{urls[key]}")
-                    return cache[key]
-
-                pool = concurrent.futures.ThreadPoolExecutor(args.threads)
-                barrier = threading.Barrier(args.threads)
-
-                def warm(_):
-                    # Every thread opens every file once, before timing.
-                    barrier.wait()
-                    for key in urls:
-                        open_cached(key)
-
-                list(pool.map(warm, range(args.threads)))
-
-                def gdal_windows_open():
-                    def one(job):
-                        scene, band, window = job
-                        return open_cached((scene, band)).read(1, window=Window(*window))
-                    jobs = [(s, b, w) for s, bands, w in windows for b in bands]
-                    list(pool.map(one, jobs))
-
-                gdal_open_time = median_time(gdal_windows_opening, args.repeat)
-                gdal_open_counts = counted(gdal_windows_opening)
-                gdal_warm_time = median_time(gdal_windows_open, args.repeat)
-                gdal_warm_counts = counted(gdal_windows_open)
-                pool.shutdown()
-                op = f"{args.windows} windows x 2 bands"
-                rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
-                             f"{gdal_open_time / ours_windows:.2f}x",
-                             f"{ours_win_counts[0]}", f"{ours_win_counts[1] / 1e6:.1f}",
-                             f"{floor:.3f}", f"{ours_windows / floor:.2f}"])
-                rows.append([op, label, f"rasterio {args.threads} thr, opening files",
-                             f"{gdal_open_time:.3f}", "1.00x", f"{gdal_open_counts[0]}",
-                             f"{gdal_open_counts[1] / 1e6:.1f}", f"{floor:.3f}",
-                             f"{gdal_open_time / floor:.2f}"])
-                rows.append([op, label, f"rasterio {args.threads} thr, files open",
-                             f"{gdal_warm_time:.3f}",
-                             f"{gdal_open_time / gdal_warm_time:.2f}x",
-                             f"{gdal_warm_counts[0]}", f"{gdal_warm_counts[1] / 1e6:.1f}",
-                             f"{floor:.3f}", f"{gdal_warm_time / floor:.2f}"])
+            rows += measure(nginx, latency)
     print_table(
         f"COG reads: {args.scenes} scenes x 4 bands, {args.size} px, uint16 deflate+pred2, "
         f"512-px tiles, local nginx + latency proxy, {cores()} cores, medians of {args.repeat}",

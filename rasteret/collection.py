@@ -157,7 +157,8 @@ class Collection:
         if not len(self):
             return None
         times = self.table["datetime"]
-        return pc.min(times).as_py(), pc.max(times).as_py()
+        first, last = pc.min(times).as_py(), pc.max(times).as_py()
+        return (first, last) if first is not None else None
 
     @property
     def failures(self) -> pa.Table:

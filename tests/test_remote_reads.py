@@ -46,7 +46,7 @@ def files(tmp_path_factory, nginx_server, moto_server):
     served = Path(nginx_server.root) / "remote"
     served.mkdir(exist_ok=True)
     moto_server.create_bucket(BUCKET)
-    for name, path in paths.items():
+    for path in paths.values():
         shutil.copy(path, served / path.name)
         moto_server.upload(BUCKET, path.name, path)
     not_tiff = served / "not-a-tiff.tif"

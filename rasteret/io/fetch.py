@@ -35,7 +35,7 @@ MAX_CONCURRENT_REQUESTS = int(os.environ.get("RASTERET_MAX_CONCURRENT_REQUESTS",
 _semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
 
 # Query strings and credential-looking fields are removed from store messages.
-_QUERY = re.compile(r"\?[^\s\"'<>)]*")
+_QUERY = re.compile(r"(?<=[\w/.-])\?(?!xml)[^\s\"'<>)]*")
 _SECRET_FIELD = re.compile(
     r"(?i)(signature|sig|token|secret|credential|key|password|x-amz-[a-z-]+)(\s*[=:]\s*)"
     r"(\"[^\"]*\"|[^\s,&;]+)"
@@ -83,6 +83,13 @@ def translate_error(
     if isinstance(exc, (NotFoundError, FileNotFoundError)):
         return ObjectNotFoundError(f"{shown} does not exist (HTTP 404 / no such file): {detail}")
     text = str(exc)
+    if re.search(r"InvalidToken|ExpiredToken|TokenRefreshRequired|AuthenticationFailed.*expired",
+                 text):
+        return AccessDeniedError(
+            f"the store rejected the session token for {shown} (expired or invalid) using "
+            f"{backend.describe_credentials(url)}: refresh the credentials (a credential "
+            "provider refreshes them itself). Store said: " + detail
+        )
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or re.search(
         r"\b(401|403)\b|Forbidden|AccessDenied|SignatureDoesNotMatch|InvalidAccessKeyId"
         r"|AuthenticationFailed|AuthorizationFailure",

@@ -77,7 +77,7 @@ class AzuriteServer(_Server):
         return generate_container_sas(
             account_name=AZURITE_ACCOUNT, container_name=container, account_key=AZURITE_KEY,
             permission=ContainerSasPermissions(read=read, list=read),
-            expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes),
+            expiry=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes),
         )
 
 
@@ -126,7 +126,7 @@ class CredentialEndpoints:
         return f"{self.url}/s3credentials"
 
     def _answer(self, path: str) -> tuple[int, dict[str, Any]]:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         parts = path.strip("/").split("/")
         if parts[0] == "sas" and len(parts) == 3 and self.sas_token:
             expiry = now + dt.timedelta(seconds=self.sas_lifetime)
