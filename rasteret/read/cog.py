@@ -210,7 +210,7 @@ class CogFile:
         if self.transform is None or overview is None:
             return self.transform
         level = self._level(overview)
-        return self.transform * Affine.scale(self.width / level.width, self.height / level.height)
+        return self.transform @ Affine.scale(self.width / level.width, self.height / level.height)
 
     def _level(self, overview: int | None):
         if overview is None:

@@ -140,7 +140,7 @@ def _transform(tags: dict[int, Any], pixel_is_point: bool, url: str) -> Affine |
         transform = Affine(sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy)
     if pixel_is_point:
         # GDAL's default: the tie point names a pixel centre, so shift to its corner.
-        transform = transform * Affine.translation(-0.5, -0.5)
+        transform = transform @ Affine.translation(-0.5, -0.5)
     return transform
 
 

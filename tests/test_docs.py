@@ -1,0 +1,36 @@
+"""The guides' Python examples are valid code that names only real API."""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import rasteret
+
+ROOT = Path(__file__).parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def blocks():
+    for path in DOCS:
+        for number, code in enumerate(BLOCK.findall(path.read_text())):
+            yield pytest.param(textwrap.dedent(code), id=f"{path.name}-{number}")
+
+
+@pytest.mark.parametrize("code", list(blocks()))
+def test_example_parses_and_uses_existing_rasteret_names(code):
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        # rasteret.<name> must exist on the package.
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id == "rasteret"):
+            assert hasattr(rasteret, node.attr), f"rasteret.{node.attr} does not exist"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rasteret"):
+            module = __import__(node.module, fromlist=[a.name for a in node.names])
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module}.{alias.name} is missing"
