@@ -244,7 +244,7 @@ def test_tile_aligned_chips_request_exactly_the_covering_tiles(scenes, tmp_path,
         scenes, tmp_path / "ws", name="served",
         hrefs=lambda s, b, p: f"{nginx_server.url}/torch-test/{s.id}/{p.name}",
     )
-    dataset = served.to_torchgeo_dataset(BANDS)
+    dataset = served.to_torchgeo_dataset(BANDS, cache_bytes=0)
     sampler = TileAlignedSampler(dataset, size=128, length=12, seed=4)
     nginx_server.clear_log()
     for chip in sampler:
@@ -263,6 +263,41 @@ def test_tile_aligned_chips_request_exactly_the_covering_tiles(scenes, tmp_path,
             line = round((record["transform"][5] - chip[1].stop) / 10) // 256
             expected_bytes += level["byte_counts"][line * 2 + col]
     assert sum(r.body_bytes for r in records) == expected_bytes  # read amplification 1.0
+
+
+def test_tile_caches_serve_repeated_chips_and_later_epochs(scenes, tmp_path, nginx_server):
+    root = Path(nginx_server.root) / "cache-test"
+    for scene in scenes:
+        for path in scene.files.values():
+            target = root / scene.id / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    served = collection_of(
+        scenes, tmp_path / "ws", name="cached",
+        hrefs=lambda s, b, p: f"{nginx_server.url}/cache-test/{s.id}/{p.name}",
+    )
+    cache_dir = tmp_path / "tiles"
+    dataset = served.to_torchgeo_dataset(BANDS, cache_dir=str(cache_dir))
+    chips = list(TileAlignedSampler(dataset, size=64, mode="grid"))[:32]
+    nginx_server.clear_log()
+    first = [dataset[c]["image"] for c in chips]
+    requests = len(nginx_server.requests())
+    # Sixteen 64-px chips share each 256-px tile: every tile is fetched once.
+    assert 0 < requests <= len(chips) * len(BANDS) // 4 + len(BANDS) * 2
+    nginx_server.clear_log()
+    again = [dataset[c]["image"] for c in chips]
+    assert nginx_server.requests() == []  # decoded tiles from memory
+    assert dataset.caches.memory.hits > 0
+    fresh = pickle.loads(pickle.dumps(dataset))  # a new worker: empty memory cache
+    later = [fresh[c]["image"] for c in chips]
+    assert nginx_server.requests() == []  # compressed tiles from disk
+    assert fresh.caches.disk.hits > 0
+    for a, b, c in zip(first, again, later):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    tiny = served.to_torchgeo_dataset(BANDS, cache_bytes=200_000)
+    for chip in chips:
+        tiny[chip]
+    assert tiny.caches.memory.bytes <= 200_000
 
 
 def test_intersection_with_vector_labels_and_union(collection, tmp_path):

@@ -16,6 +16,7 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats, fetch_head, fetch_ranges
 from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
+from rasteret.read.cache import ChunkCaches
 from rasteret.read.execute import execute_plan
 from rasteret.read.plan import Window, plan_window
 from rasteret.tiff.bytesource import ByteSource, MissingBytes
@@ -90,13 +91,16 @@ class CogFile:
         url: Where the file lives.
         header: The parsed header (every level, mask and tile table).
         size: The file's size in bytes, when the store reported it.
+        caches: Optional chunk caches (decoded tiles in memory, bytes on disk).
     """
 
-    def __init__(self, url: str, header: CogHeader, *, backend: Backend, size: int | None):
+    def __init__(self, url: str, header: CogHeader, *, backend: Backend, size: int | None,
+                 caches: ChunkCaches | None = None):
         self.url = url
         self.header = header
         self.backend = backend
         self.size = size
+        self.caches = caches
 
     def __repr__(self) -> str:
         return (
@@ -261,6 +265,7 @@ class CogFile:
             byteorder=self.header.byteorder,
             out=out,
             stats=stats,
+            caches=self.caches,
         )
 
     def read(

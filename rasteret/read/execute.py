@@ -11,7 +11,8 @@ import numpy as np
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, fetch_range
 from rasteret.io.runtime import decode_pool
-from rasteret.read.plan import ChunkRead, ReadPlan
+from rasteret.read.cache import ChunkCaches, chunk_key
+from rasteret.read.plan import MERGE_GAP, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
 from rasteret.tiff.header import ImageLevel
 
@@ -50,21 +51,49 @@ async def execute_plan(
     byteorder: str,
     out: np.ndarray,
     stats: FetchStats | None = None,
+    caches: ChunkCaches | None = None,
 ) -> np.ndarray:
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
     All ranges are requested concurrently; each chunk is decoded in the decode pool
     as soon as its range arrives, so decoding overlaps the remaining transfers.
+    With ``caches``, chunks decoded earlier are pasted from memory, chunks stored on
+    disk are decoded without a request, and only the rest is fetched (and stored).
     """
     loop = asyncio.get_running_loop()
     pool = decode_pool()
+    memory = caches.memory if caches else None
+    disk = caches.disk if caches else None
 
     def decode_and_paste(data: Any, chunk: ChunkRead) -> None:
         tile = decode_chunk(data, level, byteorder, chunk.rows, url)
+        if memory is not None:
+            memory.put(chunk_key(url, level, chunk.index), tile)
         paste_chunk(out, tile, chunk, plan, level)
+
+    ranges = plan.ranges
+    pending: list[Any] = []
+    if caches is not None:
+        missing = []
+        for chunk in (c for r in plan.ranges for c in r.chunks):
+            key = chunk_key(url, level, chunk.index)
+            tile = memory.get(key) if memory is not None else None
+            if tile is not None:
+                paste_chunk(out, tile, chunk, plan, level)
+                continue
+            stored = disk.get(key) if disk is not None else None
+            if stored is not None:
+                pending.append(loop.run_in_executor(pool, decode_and_paste, stored, chunk))
+                continue
+            missing.append(chunk)
+        ranges = merge_ranges(missing, MERGE_GAP)
 
     async def one_range(byte_range) -> None:
         data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end, stats))
+        if disk is not None:
+            for c in byte_range.chunks:
+                offset = c.start - byte_range.start
+                disk.put(chunk_key(url, level, c.index), data[offset : offset + c.length])
         await asyncio.gather(
             *(
                 loop.run_in_executor(
@@ -77,5 +106,5 @@ async def execute_plan(
             )
         )
 
-    await asyncio.gather(*(one_range(r) for r in plan.ranges))
+    await asyncio.gather(*pending, *(one_range(r) for r in ranges))
     return out

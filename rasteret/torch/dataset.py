@@ -30,6 +30,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_dataset
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
+from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.schema import record_to_header
@@ -97,6 +98,10 @@ class RasteretDataset(GeoDataset):
             ``[H, W]`` (``[T, H, W]`` for time series), as TorchGeo's label datasets do.
         on_error: ``"raise"`` (default) or ``"skip"``: a scene that fails to read is
             left out of the sample with a warning, and counted in ``errors``.
+        cache_bytes: Per-process memory for decoded tiles (0 disables): overlapping
+            chips and repeated samples decode each tile once.
+        cache_dir: A folder for compressed tile bytes: later epochs (and other
+            processes) read tiles from disk instead of the network.
     """
 
     def __init__(
@@ -116,6 +121,8 @@ class RasteretDataset(GeoDataset):
         transforms: Callable[[Sample], Sample] | None = None,
         mask_bands: Sequence[str] | None = None,
         on_error: str = "raise",
+        cache_bytes: int = 256 * 1024 * 1024,
+        cache_dir: str | None = None,
     ) -> None:
         if not len(collection):
             raise ConfigurationError(
@@ -141,7 +148,10 @@ class RasteretDataset(GeoDataset):
         self.paths = []
         self.errors = 0
         self.stats = FetchStats()
-        self._cogs: dict[tuple[int, str], CogFile] = {}
+        self.cache_bytes = cache_bytes
+        self.cache_dir = cache_dir
+        self._caches: ChunkCaches | None = None
+        self._cogs: dict[tuple[int, str], tuple[CogFile, int]] = {}
 
         table = collection.table
         epsgs = table["proj:epsg"].to_pylist()
@@ -207,8 +217,16 @@ class RasteretDataset(GeoDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cogs"] = {}
+        state["_caches"] = None
         state["stats"] = FetchStats()
         return state
+
+    @property
+    def caches(self) -> ChunkCaches:
+        """This process's chunk caches (built on first use in each worker)."""
+        if self._caches is None:
+            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir)
+        return self._caches
 
     def _cog(self, row: int, band: str) -> tuple[CogFile, int]:
         """The file of one band of one scene (from the stored header) and its sample."""
@@ -217,7 +235,7 @@ class RasteretDataset(GeoDataset):
         if cached is None:
             record = self.collection.table[band][row].as_py()
             cog = CogFile(record["href"], record_to_header(record), backend=self.backend,
-                          size=record["size"])
+                          size=record["size"], caches=self.caches)
             cached = self._cogs[key] = (cog, record["band_index"])
         return cached
 

@@ -1,0 +1,109 @@
+"""Chunk caches: decoded tiles in memory (bounded in bytes) and compressed tile
+bytes on disk, so overlapping chips and later epochs skip the network.
+
+Keys name a chunk by file, level and index: ``(href, level key, chunk index)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rasteret.tiff.header import ImageLevel
+
+ChunkKey = tuple[str, tuple[int, int, bool], int]
+
+
+def chunk_key(url: str, level: ImageLevel, index: int) -> ChunkKey:
+    """The cache key of chunk ``index`` of ``level`` in the file at ``url``."""
+    return (url, (level.width, level.height, level.is_mask), index)
+
+
+class TileCache:
+    """Decoded chunks, least recently used first out, at most ``max_bytes`` in total.
+
+    Thread-safe: decode threads add to it while the event loop reads from it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: ChunkKey) -> np.ndarray | None:
+        """The cached array, or None (counted as a hit or a miss)."""
+        with self._lock:
+            array = self._items.get(key)
+            if array is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return array
+
+    def put(self, key: ChunkKey, array: np.ndarray) -> None:
+        """Keep ``array`` (read-only from now on), evicting the oldest entries."""
+        if array.nbytes > self.max_bytes:
+            return
+        array.flags.writeable = False
+        with self._lock:
+            previous = self._items.pop(key, None)
+            if previous is not None:
+                self.bytes -= previous.nbytes
+            self._items[key] = array
+            self.bytes += array.nbytes
+            while self.bytes > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self.bytes -= evicted.nbytes
+
+
+class DiskCache:
+    """Compressed chunk bytes under ``folder``, one file per chunk, written atomically.
+
+    Holds only pixel bytes (no URLs' query strings, no credentials): a file name is a
+    hash of the unsigned href and the chunk's position.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+
+    def _path(self, key: ChunkKey) -> Path:
+        url, (width, height, mask), index = key
+        digest = hashlib.sha1(url.split("?", 1)[0].encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}-{width}x{height}{'m' if mask else ''}-{index}"
+
+    def get(self, key: ChunkKey) -> bytes | None:
+        """The stored bytes, or None."""
+        try:
+            data = self._path(key).read_bytes()
+        except OSError:
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, key: ChunkKey, data: Any) -> None:
+        """Store ``data`` (written to a temporary name, then renamed into place)."""
+        path = self._path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(bytes(data))
+        os.replace(tmp, path)
+
+
+class ChunkCaches:
+    """The caches a reader consults: memory (decoded) and, optionally, disk (bytes)."""
+
+    def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None):
+        self.memory = TileCache(memory_bytes) if memory_bytes > 0 else None
+        self.disk = DiskCache(disk_dir) if disk_dir else None
