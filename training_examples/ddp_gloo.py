@@ -28,6 +28,8 @@ def main() -> None:
             world.collection, BANDS, mask_bands=[LABEL], chip_size=args.chip_size,
             batch_size=args.batch_size, length=args.steps * args.batch_size,
             num_workers=args.workers, backend=world.backend, image_scale=1e-4,
+            split_by="date",
+            splits={"train": ("2024-05-01", "2024-05-25"), "val": ("2024-05-26", "2024-12-31")},
         )
         task = SemanticSegmentation(model="unet", backbone="resnet18", weights=None,
                                     in_channels=len(BANDS), num_classes=4, lr=3e-3)
@@ -35,7 +37,7 @@ def main() -> None:
         # Lightning must not wrap it in a DistributedSampler.
         trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=2,
                             strategy="ddp_spawn", use_distributed_sampler=False,
-                            logger=False, enable_checkpointing=False, limit_val_batches=0,
+                            logger=False, enable_checkpointing=False, limit_val_batches=1,
                             num_sanity_val_steps=0)
         trainer.fit(task, datamodule=datamodule)
         print(f"ddp done: world size {trainer.world_size}, "
