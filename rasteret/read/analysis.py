@@ -1,0 +1,483 @@
+"""Pixels for analysis: areas over time as NumPy or xarray, rows per scene, points.
+
+Every read uses the collection's stored headers (no header request) and keeps all
+tiles of all scenes of a request in flight at once. Scenes in one CRS come back on
+their native grid (equal to rasterio's windowed reads); a request spanning several
+CRS is reprojected to one grid: the most common CRS among the scenes that cover the
+geometry, at the native resolution of its first scene, unless ``target_crs`` /
+``resolution`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+import shapely.geometry
+import shapely.ops
+from affine import Affine
+from pyproj import CRS
+
+from rasteret.errors import ConfigurationError
+from rasteret.io.backend import Backend
+from rasteret.io.runtime import run_sync
+from rasteret.read.cache import ChunkCaches
+from rasteret.read.cog import CogFile
+from rasteret.read.warp import GridSpec, read_into_grid, transformer
+from rasteret.schema import record_to_header
+from rasteret.tiff.geo import nodata_for_dtype
+
+
+class NoCoverageError(ConfigurationError):
+    """No scene of the collection covers the requested area or point."""
+
+
+@dataclass
+class AreaResult:
+    """The pixels of one geometry: ``data`` is ``(time, band, y, x)``."""
+
+    data: np.ndarray
+    grid: GridSpec
+    rows: list[int]
+    bands: list[str]
+    nodata: list[Any]
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def to_geometries(geometries: Any, geometry_crs: Any) -> tuple[list[shapely.Geometry], CRS]:
+    """Normalise the accepted geometry inputs to shapely geometries and their CRS.
+
+    Accepts a ``(minx, miny, maxx, maxy)`` tuple, a shapely geometry, a GeoJSON
+    geometry/Feature/FeatureCollection dict, a GeoSeries/GeoDataFrame (its CRS wins),
+    an Arrow array or column of WKB, or a list of any of these.
+    """
+    crs = CRS.from_user_input(geometry_crs)
+    if hasattr(geometries, "geometry") and hasattr(geometries, "crs"):  # GeoDataFrame
+        geometries = geometries.geometry
+    if hasattr(geometries, "crs") and hasattr(geometries, "values"):  # GeoSeries
+        if geometries.crs is not None:
+            crs = CRS.from_user_input(geometries.crs)
+        return list(geometries.values), crs
+    if hasattr(geometries, "to_pylist"):  # pyarrow WKB array / chunked array
+        return [shapely.from_wkb(v) for v in geometries.to_pylist()], crs
+    if isinstance(geometries, shapely.Geometry):
+        return [geometries], crs
+    if isinstance(geometries, dict):
+        if geometries.get("type") == "FeatureCollection":
+            return [shapely.geometry.shape(f["geometry"]) for f in geometries["features"]], crs
+        if geometries.get("type") == "Feature":
+            return [shapely.geometry.shape(geometries["geometry"])], crs
+        return [shapely.geometry.shape(geometries)], crs
+    if (isinstance(geometries, (tuple, list)) and len(geometries) == 4
+            and all(isinstance(v, (int, float)) for v in geometries)):
+        return [shapely.box(*geometries)], crs
+    if isinstance(geometries, (list, tuple)):
+        out: list[shapely.Geometry] = []
+        for item in geometries:
+            out.extend(to_geometries(item, crs)[0])
+        return out, crs
+    raise ConfigurationError(
+        f"cannot read geometries from {type(geometries).__name__}: pass a bbox tuple, shapely "
+        "geometries, GeoJSON, a GeoSeries/GeoDataFrame or an Arrow WKB column"
+    )
+
+
+def _check_degrees(geometry: shapely.Geometry, crs: CRS) -> None:
+    if not crs.is_geographic:
+        return
+    minx, miny, maxx, maxy = geometry.bounds
+    if min(minx, miny) < -180 or maxx > 360 or maxy > 90 or miny < -90:
+        raise ConfigurationError(
+            f"coordinates {geometry.bounds} look projected but geometry_crs is {crs.name} "
+            "(degrees): pass geometry_crs= the geometry's CRS, e.g. geometry_crs=32633"
+        )
+
+
+def _check_collection(collection: Any) -> None:
+    if not len(collection):
+        source = collection.manifest.get("source")
+        raise NoCoverageError(
+            f"collection {collection.name!r} is empty (built from {source}); rebuild it with "
+            "a wider bbox or date range"
+        )
+
+
+# -- grids ----------------------------------------------------------------------------------
+def _records(collection: Any, rows: list[int], band: str) -> list[dict[str, Any]]:
+    column = collection.table[band]
+    return [column[r].as_py() for r in rows]
+
+
+def choose_grid(
+    collection: Any,
+    rows: list[int],
+    band: str,
+    geometry: shapely.Geometry,
+    geometry_crs: CRS,
+    *,
+    target_crs: Any = None,
+    resolution: float | tuple[float, float] | None = None,
+) -> GridSpec:
+    """The output grid for ``geometry``: native when possible, snapped to the pixel
+    grid of the first scene in the chosen CRS."""
+    records = _records(collection, rows, band)
+    if target_crs is not None:
+        crs = CRS.from_user_input(target_crs)
+    else:
+        code = Counter(r["epsg"] for r in records).most_common(1)[0][0]
+        crs = CRS.from_epsg(code)
+    reference = next((r for r in records if CRS.from_epsg(r["epsg"]).equals(crs)), None)
+    # Snap to the first native scene's pixel grid so its pixels are read unresampled.
+    origin = (reference["transform"][2], reference["transform"][5]) if reference else (0.0, 0.0)
+    if resolution is not None:
+        xres, yres = (resolution, resolution) if isinstance(resolution, (int, float)) \
+            else resolution
+    elif reference is not None:
+        xres, yres = abs(reference["transform"][0]), abs(reference["transform"][4])
+    else:
+        t = Affine(*records[0]["transform"])
+        to_crs = transformer(CRS.from_epsg(records[0]["epsg"]), crs)
+        x0, y0 = to_crs.transform(t.c, t.f)
+        x1, y1 = to_crs.transform(t.c + t.a, t.f + t.e)
+        xres, yres = abs(x1 - x0), abs(y1 - y0)
+    shape = geometry if geometry_crs.equals(crs) else shapely.ops.transform(
+        transformer(geometry_crs, crs).transform, shapely.segmentize(geometry, _segment(geometry))
+    )
+    minx, miny, maxx, maxy = shape.bounds
+    ox, oy = origin
+    left = ox + math.floor(round((minx - ox) / xres, 6)) * xres
+    right = ox + math.ceil(round((maxx - ox) / xres, 6)) * xres
+    top = oy + math.ceil(round((maxy - oy) / yres, 6)) * yres
+    bottom = oy + math.floor(round((miny - oy) / yres, 6)) * yres
+    width = max(1, round((right - left) / xres))
+    height = max(1, round((top - bottom) / yres))
+    return GridSpec(crs, Affine(xres, 0.0, left, 0.0, -yres, top), width, height)
+
+
+def _segment(geometry: shapely.Geometry) -> float:
+    minx, miny, maxx, maxy = geometry.bounds
+    return max(maxx - minx, maxy - miny, 1e-9) / 20
+
+
+def covering_rows(collection: Any, geometry: shapely.Geometry, crs: CRS,
+                  date_range: Any = None) -> list[int]:
+    """Rows (oldest first) whose footprint bbox meets ``geometry``."""
+    degrees = geometry if crs.equals(CRS.from_epsg(4326)) else shapely.ops.transform(
+        transformer(crs, CRS.from_epsg(4326)).transform, geometry)
+    subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
+    ids = set(subset.table["id"].to_pylist())
+    table = collection.table
+    rows = [i for i, scene in enumerate(table["id"].to_pylist()) if scene in ids]
+    times = table["datetime"].to_pylist()
+    return sorted(rows, key=lambda r: (times[r] is None, times[r]))
+
+
+# -- reading --------------------------------------------------------------------------------
+def _cog(collection: Any, row: int, band: str, backend: Backend, caches: ChunkCaches | None
+         ) -> tuple[CogFile, int]:
+    record = collection.table[band][row].as_py()
+    return CogFile(record["href"], record_to_header(record), backend=backend,
+                   size=record["size"], caches=caches), record["band_index"]
+
+
+def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.ndarray:
+    shape = geometry if crs.equals(grid.crs) else shapely.ops.transform(
+        transformer(crs, grid.crs).transform, shapely.segmentize(geometry, _segment(geometry)))
+    t = grid.transform
+    cols = t.c + (np.arange(grid.width) + 0.5) * t.a
+    rows = t.f + (np.arange(grid.height) + 0.5) * t.e
+    xx, yy = np.meshgrid(cols, rows)
+    return shapely.contains_xy(shape, xx, yy)
+
+
+async def _read_area(
+    collection: Any, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
+    backend: Backend, target_crs: Any, resolution: Any, resampling: str, mask: bool,
+    date_range: Any,
+) -> AreaResult:
+    _check_degrees(geometry, crs)
+    rows = covering_rows(collection, geometry, crs, date_range)
+    if not rows:
+        raise NoCoverageError(
+            f"no scene of collection {collection.name!r} covers {geometry.bounds} "
+            f"({crs.name}); its scenes cover {collection.bounds} in degrees"
+        )
+    grid = choose_grid(collection, rows, bands[0], geometry, crs, target_crs=target_crs,
+                       resolution=resolution)
+    caches = ChunkCaches(memory_bytes=64 * 1024 * 1024)
+    cogs = {(r, b): _cog(collection, r, b, backend, caches) for r in rows for b in bands}
+    arrays = await asyncio.gather(*(
+        read_into_grid(cogs[(r, b)][0], grid, bands=[cogs[(r, b)][1]], resampling=resampling)
+        for r in rows for b in bands
+    ))
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    data = np.stack([a[0].astype(dtype, copy=False) for a in arrays]).reshape(
+        len(rows), len(bands), grid.height, grid.width)
+    nodata = [nodata_for_dtype(cogs[(rows[0], b)][0].nodata, dtype) for b in bands]
+    if mask and not isinstance(geometry, shapely.Point):
+        outside = ~_inside_mask(grid, geometry, crs)
+        for index, value in enumerate(nodata):
+            data[:, index][:, outside] = value
+    return AreaResult(data, grid, rows, bands, nodata)
+
+
+def _scaled(collection: Any, result: AreaResult) -> np.ndarray:
+    data = result.data.astype(np.float32)
+    for index, band in enumerate(result.bands):
+        record = collection.table[band][result.rows[0]].as_py()
+        sample = record["band_index"] - 1
+        scale = (record["scales"] or [1.0])[sample] if record["scales"] else 1.0
+        offset = (record["offsets"] or [0.0])[sample] if record["offsets"] else 0.0
+        values = data[:, index]
+        invalid = result.data[:, index] == result.nodata[index]
+        values *= scale
+        values += offset
+        values[invalid] = np.nan
+    return data
+
+
+def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
+               geometry_crs: Any = 4326, backend: Backend | None = None,
+               target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
+               mask: bool = True, date_range: Any = None) -> tuple[list[AreaResult], list, CRS]:
+    """Read every geometry in one concurrent pass (shared by the public functions)."""
+    from rasteret.io.cloud_config import backend_for_dataset
+
+    _check_collection(collection)
+    bands = collection.check_bands(list(bands))
+    shapes, crs = to_geometries(geometries, geometry_crs)
+    backend = backend_for_dataset(collection.dataset_id, backend)
+
+    async def read_all() -> list[AreaResult]:
+        return list(await asyncio.gather(*(
+            _read_area(collection, g, crs, bands, backend=backend, target_crs=target_crs,
+                       resolution=resolution, resampling=resampling, mask=mask,
+                       date_range=date_range)
+            for g in shapes
+        )))
+
+    return run_sync(read_all()), shapes, crs
+
+
+def _single_geometry(geometries: Any) -> bool:
+    if isinstance(geometries, (shapely.Geometry, dict)):
+        return not (isinstance(geometries, dict) and geometries.get("type") == "FeatureCollection")
+    return (isinstance(geometries, (tuple, list)) and len(geometries) == 4
+            and all(isinstance(v, (int, float)) for v in geometries))
+
+
+# -- public functions -----------------------------------------------------------------------
+def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
+              geometry_crs: Any = 4326, backend: Backend | None = None,
+              target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
+              apply_scale: bool = False, mask: bool = True, date_range: Any = None,
+              ) -> np.ndarray | list[np.ndarray]:
+    """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
+
+    Args:
+        collection: The collection to read.
+        geometries: A bbox tuple, shapely geometries, GeoJSON, a GeoSeries/GeoDataFrame
+            or an Arrow WKB column.
+        bands: Band names in output order.
+        geometry_crs: CRS of the geometries (default EPSG:4326; a GeoSeries' own CRS
+            wins).
+        backend: How to reach the stores (default: the dataset's CloudConfig).
+        target_crs: Output CRS (default: the most common CRS of the covering scenes).
+        resolution: Output pixel size in ``target_crs`` units (default: native).
+        resampling: ``"nearest"`` or ``"bilinear"`` when a scene is not on the grid.
+        apply_scale: Apply per-band scale/offset; returns float32 with NaN nodata.
+        mask: Set pixels whose centre is outside a polygon to nodata.
+        date_range: Only scenes within ``(start, end)``.
+
+    Returns:
+        One array for a single geometry (bbox, shapely geometry or GeoJSON geometry),
+        else a list of arrays; time ascending.
+
+    Raises:
+        ConfigurationError: Unknown band (the message lists the available ones), or
+            projected-looking coordinates with a geographic ``geometry_crs``.
+        NoCoverageError: No scene covers a geometry, or the collection is empty.
+    """
+    results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
+                               backend=backend, target_crs=target_crs, resolution=resolution,
+                               resampling=resampling, mask=mask, date_range=date_range)
+    arrays = [_scaled(collection, r) if apply_scale else r.data for r in results]
+    return arrays[0] if _single_geometry(geometries) else arrays
+
+
+def _coords(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
+    t = grid.transform
+    return (t.c + (np.arange(grid.width) + 0.5) * t.a,
+            t.f + (np.arange(grid.height) + 0.5) * t.e)
+
+
+def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: bool):
+    import pandas as pd
+    import xarray as xr
+
+    xs, ys = _coords(result.grid)
+    times = pd.to_datetime(
+        [collection.table["datetime"][r].as_py() for r in result.rows], utc=True
+    ).tz_convert(None)
+    data = _scaled(collection, result) if apply_scale else result.data
+    if masked and not apply_scale:
+        data = data.astype(np.float32)
+        for index, value in enumerate(result.nodata):
+            data[:, index][result.data[:, index] == value] = np.nan
+    t = result.grid.transform
+    spatial_ref = xr.DataArray(0, attrs={
+        **result.grid.crs.to_cf(),
+        "crs_wkt": result.grid.crs.to_wkt(),
+        "spatial_ref": result.grid.crs.to_wkt(),
+        "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+    })
+    variables = {}
+    for index, band in enumerate(result.bands):
+        record = collection.table[band][result.rows[0]].as_py()
+        sample = record["band_index"] - 1
+        attrs = {"grid_mapping": "spatial_ref"}
+        if not (apply_scale or masked):
+            attrs["nodata"] = result.nodata[index].item()
+            attrs["_FillValue"] = result.nodata[index].item()
+        if not apply_scale and record["scales"]:
+            attrs["scale_factor"] = record["scales"][sample]
+            attrs["add_offset"] = record["offsets"][sample]
+        variables[band] = xr.DataArray(data[:, index], dims=("time", "y", "x"), attrs=attrs)
+    dataset = xr.Dataset(variables, coords={"time": times, "y": ys, "x": xs,
+                                            "spatial_ref": spatial_ref})
+    dataset["id"] = ("time", [collection.table["id"][r].as_py() for r in result.rows])
+    dataset.attrs["crs"] = f"EPSG:{result.grid.crs.to_epsg()}"
+    return dataset
+
+
+def get_xarray(collection: Any, geometries: Any, bands: Sequence[str], *,
+               masked: bool = False, apply_scale: bool = False, **options: Any):
+    """Pixels as an ``xarray.Dataset``: one variable per band, dims ``(time, y, x)``,
+    pixel-centre ``x``/``y`` coordinates, a CF ``spatial_ref`` grid mapping (WKT and
+    GeoTransform, as rioxarray and odc read it), nodata and scale/offset attributes.
+
+    Args:
+        collection: The collection to read.
+        geometries: As for :func:`get_numpy`.
+        bands: Band names.
+        masked: Return float32 with NaN where pixels are nodata.
+        apply_scale: Apply scale/offset (float32, NaN nodata).
+        **options: As for :func:`get_numpy`.
+
+    Returns:
+        A Dataset for one geometry, else a list of Datasets.
+    """
+    results, _, _ = read_areas(collection, geometries, bands, **options)
+    datasets = [_dataset(collection, r, apply_scale, masked) for r in results]
+    return datasets[0] if _single_geometry(geometries) else datasets
+
+
+def get_gdf(collection: Any, geometries: Any, bands: Sequence[str], **options: Any):
+    """One row per scene x geometry with its arrays and transform.
+
+    Columns: the user's columns (when ``geometries`` is a GeoDataFrame), ``geometry``,
+    ``geometry_index``, ``id``, ``datetime``, ``crs``, ``transform`` (6 numbers) and one
+    column per band holding a 2-D array.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    results, shapes, crs = read_areas(collection, geometries, bands, **options)
+    user = geometries.drop(columns=geometries.geometry.name) \
+        if isinstance(geometries, gpd.GeoDataFrame) else None
+    records = []
+    for index, (result, shape) in enumerate(zip(results, shapes)):
+        for t, row in enumerate(result.rows):
+            entry: dict[str, Any] = {} if user is None else dict(user.iloc[index])
+            entry.update({
+                "geometry_index": index,
+                "id": collection.table["id"][row].as_py(),
+                "datetime": collection.table["datetime"][row].as_py(),
+                "crs": f"EPSG:{result.grid.crs.to_epsg()}",
+                "transform": list(result.grid.transform)[:6],
+                "geometry": shape,
+            })
+            for b, band in enumerate(result.bands):
+                entry[band] = result.data[t, b]
+            records.append(entry)
+    frame = pd.DataFrame.from_records(records)
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
+
+
+def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
+                  geometry_crs: Any = 4326, backend: Backend | None = None,
+                  scenes: str = "all", date_range: Any = None):
+    """Values of ``bands`` at ``points`` (the pixel containing each point, in each
+    scene's own grid).
+
+    Args:
+        collection: The collection.
+        points: Shapely points, ``(x, y)`` pairs, GeoJSON, or a GeoDataFrame (its other
+            columns, e.g. ids, are kept).
+        bands: Band names.
+        geometry_crs: CRS of the points (default EPSG:4326).
+        backend: How to reach the stores.
+        scenes: ``"all"`` (one row per point and scene) or ``"latest"``.
+        date_range: Only scenes within ``(start, end)``.
+
+    Returns:
+        A pandas DataFrame: the user's columns, ``point_index``, ``id``, ``datetime`` and
+        one column per band.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    from rasteret.io.cloud_config import backend_for_dataset
+
+    if scenes not in ("all", "latest"):
+        raise ConfigurationError('scenes must be "all" or "latest"')
+    _check_collection(collection)
+    bands = collection.check_bands(list(bands))
+    if isinstance(points, (list, tuple)) and points and isinstance(points[0], (tuple, list)):
+        points = [shapely.Point(*p) for p in points]
+    shapes, crs = to_geometries(points, geometry_crs)
+    user = points.drop(columns=points.geometry.name) \
+        if isinstance(points, gpd.GeoDataFrame) else None
+    backend = backend_for_dataset(collection.dataset_id, backend)
+    caches = ChunkCaches(memory_bytes=128 * 1024 * 1024)
+    jobs = []
+    for index, point in enumerate(shapes):
+        _check_degrees(point, crs)
+        rows = covering_rows(collection, point, crs, date_range)
+        if scenes == "latest":
+            rows = rows[-1:]
+        for row in rows:
+            jobs.append((index, row))
+
+    async def value(index: int, row: int, band: str):
+        cog, band_index = _cog(collection, row, band, backend, caches)
+        x, y = shapes[index].x, shapes[index].y
+        if not crs.equals(cog.crs):
+            x, y = transformer(crs, cog.crs).transform(x, y)
+        inverse = ~cog.transform
+        col = inverse.a * x + inverse.b * y + inverse.c
+        line = inverse.d * x + inverse.e * y + inverse.f
+        window = (math.floor(col), math.floor(line), 1, 1)
+        return (await cog.read_async(window, bands=[band_index]))[0, 0, 0]
+
+    async def read_all():
+        return await asyncio.gather(*(value(i, r, b) for i, r in jobs for b in bands))
+
+    values = run_sync(read_all()) if jobs else []
+    records = []
+    for number, (index, row) in enumerate(jobs):
+        entry: dict[str, Any] = {} if user is None else dict(user.iloc[index])
+        entry.update({"point_index": index, "id": collection.table["id"][row].as_py(),
+                      "datetime": collection.table["datetime"][row].as_py()})
+        for b, band in enumerate(bands):
+            entry[band] = values[number * len(bands) + b]
+        records.append(entry)
+    if not records:
+        raise NoCoverageError(f"no scene of collection {collection.name!r} covers the points")
+    return pd.DataFrame.from_records(records)
