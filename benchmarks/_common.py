@@ -23,11 +23,12 @@ GDAL_ENV = {
 
 
 def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
-              bands: tuple[str, ...] = BANDS) -> list[dict[str, Path]]:
-    """Non-overlapping synthetic Sentinel-2-like scenes (uint16, deflate + predictor 2,
-    ``tile``-px tiles, overviews), written once and reused: one dict band -> path each.
+              bands: tuple[str, ...] = BANDS, stacked: bool = False) -> list[dict[str, Path]]:
+    """Synthetic Sentinel-2-like scenes (uint16, deflate + predictor 2, ``tile``-px
+    tiles, overviews), written once and reused: one dict band -> path each.
 
-    Scenes sit on a grid, five per row, so a window or chip touches one scene.
+    Scenes sit on a grid, five per row, so a window or chip touches one scene; with
+    ``stacked`` they share one footprint (a time series of the same tile).
     """
     from rasteret.testing.scenes import write_scenes
 
@@ -35,7 +36,7 @@ def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
     if not marker.exists():
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(scenes):
-            row, col = divmod(index, 5)
+            row, col = (0, 0) if stacked else divmod(index, 5)
             origin = (500_000.0 + col * size * 10, 4_500_000.0 - row * size * 10)
             written = write_scenes(folder / f"tmp{index:03d}", count=1, size=size, tile=tile,
                                    bands=bands, label=False, origin=origin, seed=index)

@@ -34,3 +34,24 @@ def test_example_parses_and_uses_existing_rasteret_names(code):
             module = __import__(node.module, fromlist=[a.name for a in node.names])
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{node.module}.{alias.name} is missing"
+
+
+def _example():
+    import importlib.util
+
+    path = ROOT / "examples" / "landsat_ndvi_requester_pays.py"
+    spec = importlib.util.spec_from_file_location("landsat_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_landsat_example_parses_its_arguments():
+    args = _example().parse_args(["--bbox", "1,2,3,4", "--dates", "2023-01-01/2023-02-01"])
+    assert args.bbox == "1,2,3,4" and args.max_cloud == 20.0
+
+
+@pytest.mark.network
+def test_landsat_example_against_the_real_bucket(tmp_path, monkeypatch):
+    monkeypatch.setenv("RASTERET_WORKSPACE", str(tmp_path))
+    _example().main(["--dates", "2023-07-01/2023-07-20"])

@@ -1,0 +1,166 @@
+"""Area-over-time benchmark: a 2x2 km area over 20 and 100 scenes, 2 bands.
+
+rasteret's ``get_numpy`` (headers from the collection, every tile of every scene in
+flight at once) vs rasterio with 16 threads reading the same windows through GDAL
+/vsicurl/, opening each file or with every file opened in advance; local nginx behind
+a loopback proxy adding 0 and 20 ms per request. Requests and bytes come from the
+nginx log; the decode-bound floor is the single-core decode time of the needed
+tiles divided by the cores.
+
+    .venv/bin/python benchmarks/aoi.py [--quick] [--scenes 20,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import GDAL_ENV, cores, median_time, print_table, scene_set  # noqa: E402
+
+BANDS = ("B04", "B08")
+# 2 x 2 km inside the stacked scenes (origin 500000, 4500000; 10 m pixels).
+AOI = (505_030.0, 4_483_020.0, 507_030.0, 4_485_020.0)
+#: File name -> bytes, for measuring the decode floor without the network.
+LOCAL: dict[str, bytes] = {}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", default="20,100")
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--latencies", default="0,0.02")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="10 scenes, 1 repeat")
+    parser.add_argument("--data", default=".cache/bench/aoi")
+    return parser.parse_args()
+
+
+def decode_floor(collection) -> float:
+    """Single-core seconds to decode the tiles the AOI needs, divided by the cores."""
+    from rasteret.read.plan import Window, covering_chunks
+    from rasteret.tiff.codecs import decode_chunk
+
+    jobs = []
+    for row in range(len(collection)):
+        for band in BANDS:
+            cog = collection.cog(row, band)
+            t = cog.transform
+            window = Window(round((AOI[0] - t.c) / t.a), round((AOI[3] - t.f) / t.e), 200, 200)
+            for chunk in covering_chunks(cog.header.levels[0], window, (0,)):
+                jobs.append((cog, chunk))
+    start = time.perf_counter()
+    for cog, chunk in jobs:
+        raw = LOCAL[cog.url.rsplit("/", 1)[-1]][chunk.start : chunk.start + chunk.length]
+        decode_chunk(raw, cog.header.levels[0], "<", chunk.rows)
+    return (time.perf_counter() - start) / cores()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.scenes, args.repeat = "10", 1
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    import rasteret
+    from rasteret.testing.servers import LatencyProxy, NginxServer
+
+    os.environ.update(GDAL_ENV)
+    rows = []
+    for count in [int(v) for v in args.scenes.split(",")]:
+        folder = Path(args.data) / f"{count}x{args.size}"
+        scenes = scene_set(folder, scenes=count, size=args.size, bands=BANDS, stacked=True)
+        LOCAL.clear()
+        for files in scenes:
+            for path in files.values():
+                LOCAL[path.name] = path.read_bytes()
+        with NginxServer(root=folder) as nginx:
+            for latency in [float(v) for v in args.latencies.split(",")]:
+                with LatencyProxy(nginx.url, delay=latency) as proxy:
+                    table = pa.Table.from_pylist([
+                        {"id": f"s{i:03d}", "datetime": "2024-01-01T00:00:00Z",
+                         **{b: f"{proxy.url}/{files[b].name}" for b in BANDS}}
+                        for i, files in enumerate(scenes)
+                    ])
+                    workspace = tempfile.mkdtemp(prefix="bench-aoi-")
+                    collection = rasteret.build_from_table(
+                        table, name="aoi", href_columns=list(BANDS), workspace_dir=workspace,
+                        progress=False)
+                    floor = decode_floor(collection)
+                    urls = [u for row in table.to_pylist() for u in (row["B04"], row["B08"])]
+
+                    def ours(collection=collection):
+                        return collection.get_numpy(AOI, list(BANDS), geometry_crs=32633)
+
+                    def gdal_opening(urls=urls):
+                        def one(url):
+                            with rasterio.open(f"/vsicurl/{url}") as src:
+                                return src.read(1, window=from_bounds(*AOI, src.transform))
+                        with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                            return list(pool.map(one, urls))
+
+                    local = threading.local()
+                    pool = concurrent.futures.ThreadPoolExecutor(args.threads)
+                    barrier = threading.Barrier(args.threads)
+
+                    def handle(url, local=local):
+                        cache = getattr(local, "cache", None)
+                        if cache is None:
+                            cache = local.cache = {}
+                        if url not in cache:
+                            cache[url] = rasterio.open(f"/vsicurl/{url}")
+                        return cache[url]
+
+                    def warm(_, urls=urls, barrier=barrier, handle=handle):
+                        barrier.wait()
+                        for url in urls:
+                            handle(url)
+
+                    list(pool.map(warm, range(args.threads)))
+
+                    def gdal_open(urls=urls, pool=pool, handle=handle):
+                        def one(url):
+                            src = handle(url)
+                            return src.read(1, window=from_bounds(*AOI, src.transform))
+                        return list(pool.map(one, urls))
+
+                    label = f"{latency * 1000:.0f} ms"
+                    measured = {}
+                    for name, run in [("rasteret get_numpy", ours),
+                                      (f"rasterio {args.threads} thr, opening files",
+                                       gdal_opening),
+                                      (f"rasterio {args.threads} thr, files open", gdal_open)]:
+                        seconds = median_time(run, args.repeat)
+                        nginx.clear_log()
+                        run()
+                        records = nginx.requests()
+                        measured[name] = (seconds, len(records),
+                                          sum(r.body_bytes for r in records))
+                    pool.shutdown()
+                    baseline = measured[f"rasterio {args.threads} thr, opening files"][0]
+                    for name, (seconds, requests, sent) in measured.items():
+                        rows.append([f"{count} scenes", label, name, f"{seconds:.3f}",
+                                     f"{baseline / seconds:.2f}x", str(requests),
+                                     f"{sent / 1e6:.1f}", f"{floor:.3f}",
+                                     f"{seconds / floor:.2f}"])
+    print_table(
+        f"2x2 km area, 2 bands, stacked {args.size}-px scenes (512-px tiles), local nginx + "
+        f"latency proxy, {cores()} cores, medians of {args.repeat}",
+        ["scenes", "latency", "reader", "median s", "speed-up vs rasterio opening", "requests",
+         "MB", "decode floor s", "x floor"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
