@@ -18,11 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-BANDS = ["B02", "B03", "B04", "B08"]
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import BANDS as BAND_TUPLE  # noqa: E402
+from _common import scene_set  # noqa: E402
+
+BANDS = list(BAND_TUPLE)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,26 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chips", type=int, default=160, help="chips per measurement")
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data", default=".cache/bench/torchgeo", help="scene cache folder")
+    parser.add_argument("--data", default=".cache/bench/scenes", help="scene cache folder")
     return parser.parse_args()
-
-
-def make_scenes(folder: Path, count: int, size: int) -> list[Path]:
-    """Non-overlapping scenes on a grid (5 per row), files ``<id>_<band>.tif``."""
-    from rasteret.testing.scenes import write_scenes
-
-    marker = folder / f"done-{count}-{size}"
-    if not marker.exists():
-        for index in range(count):
-            row, col = divmod(index, 5)
-            origin = (500_000.0 + col * size * 10, 4_500_000.0 - row * size * 10)
-            written = write_scenes(folder / f"s{index:02d}", count=1, size=size, tile=512,
-                                   bands=tuple(BANDS), label=False, origin=origin,
-                                   seed=index)
-            for band, path in written[0].files.items():
-                path.rename(folder / f"scene{index:02d}_{band}.tif")
-        marker.write_text("ok")
-    return sorted(folder.glob("scene*_B02.tif"))
 
 
 def peak_rss_mb() -> float:
@@ -107,16 +94,15 @@ def main() -> None:
     if args.quick:
         args.scenes, args.size, args.chips = 4, 2048, 96
     import torch  # noqa: F401 - fail early without the torch extra
-    from rasteret.testing.servers import LatencyProxy, NginxServer
     from torchgeo.datasets import RasterDataset
     from torchgeo.samplers import RandomPatchSampler
 
     import rasteret
+    from rasteret.testing.servers import LatencyProxy, NginxServer
     from rasteret.torch import TileAlignedSampler
 
     data = Path(args.data) / f"{args.scenes}x{args.size}"
-    data.mkdir(parents=True, exist_ok=True)
-    make_scenes(data, args.scenes, args.size)
+    scene_set(data, scenes=args.scenes, size=args.size)
     rows = []
     with NginxServer(root=data) as nginx, LatencyProxy(nginx.url, delay=args.latency) as proxy:
         base = proxy.url

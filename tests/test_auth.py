@@ -406,3 +406,54 @@ def test_planted_secrets_never_reach_files_reprs_or_errors(iam_moto, tmp_path, c
     blob = "\n".join(texts)
     for secret in (FAKE_SECRET, FAKE_SESSION, keys["session"][1], keys["session"][2]):
         assert secret not in blob
+
+
+def test_aws_profile_is_read_through_boto3(iam_moto, expected, tmp_path, monkeypatch):
+    moto, keys = iam_moto
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[reader]\naws_access_key_id = {keys['reader'][0]}\n"
+                           f"aws_secret_access_key = {keys['reader'][1]}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "reader")
+    backend = rasteret.create_backend(
+        default_s3_config={"endpoint": moto.endpoint, "region": "us-east-1"},
+        retry_config=FAST_RETRY,
+    )
+    assert "boto3" in backend.describe_credentials("s3://private-bucket/scene.tif")
+    cog = rasteret.open_cog("s3://private-bucket/scene.tif", backend=backend)
+    np.testing.assert_array_equal(cog.read(), expected)
+
+
+def test_wrong_region_names_the_bucket_region():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class WrongRegion(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                    b"AuthorizationHeaderMalformed</Code><Message>The authorization header is "
+                    b"malformed; the region 'us-east-1' is wrong; expecting 'us-west-2'"
+                    b"</Message><Region>us-west-2</Region></Error>")
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WrongRegion)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = rasteret.create_backend(default_s3_config={
+            "endpoint": f"http://127.0.0.1:{server.server_address[1]}", "region": "us-east-1",
+            "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": FAKE_SECRET},
+            retry_config=FAST_RETRY)
+        with pytest.raises(rasteret.errors.ConfigurationError, match="us-west-2") as caught:
+            rasteret.open_cog("s3://somebucket/scene.tif", backend=backend)
+        assert "region=" in str(caught.value) and FAKE_SECRET not in str(caught.value)
+    finally:
+        server.shutdown()

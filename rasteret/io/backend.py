@@ -73,6 +73,25 @@ def provider_kind(provider: Any) -> str:
     return "s3"
 
 
+def _aws_profile_configured() -> bool:
+    """True when AWS credentials come from a profile or ``~/.aws`` (boto3's chain)."""
+    return bool(os.environ.get("AWS_PROFILE")) or os.path.exists(
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", os.path.expanduser("~/.aws/credentials"))
+    )
+
+
+def _needs_boto3_chain(config: dict[str, Any]) -> bool:
+    if config.get("skip_signature") or "access_key_id" in config:
+        return False
+    if os.environ.get("AWS_ACCESS_KEY_ID") or not _aws_profile_configured():
+        return False
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def mask(value: Any) -> str:
     """Return a masked stand-in for a secret value."""
     return "***" if value else repr(value)
@@ -154,6 +173,8 @@ class Backend:
                 return "explicit access keys from default_s3_config"
             if os.environ.get("AWS_ACCESS_KEY_ID"):
                 return "AWS keys from the environment (AWS_ACCESS_KEY_ID)"
+            if _needs_boto3_chain(config):
+                return "the AWS profile / ~/.aws credentials through boto3"
             return "the AWS default credential chain"
         if kind in ("http", "file"):
             return "no credentials"
@@ -185,10 +206,10 @@ class Backend:
             or "access_key_id" in config
             or "skip_signature" in config
             or os.environ.get("AWS_ACCESS_KEY_ID")
-            or os.environ.get("AWS_PROFILE")
             or os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE")
             or os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
             or os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            or _aws_profile_configured()
         )
         if not signs:
             # No credentials anywhere: read public buckets anonymously rather than
@@ -224,6 +245,11 @@ class Backend:
             kwargs: dict[str, Any] = {}
             if provider is not None and provider_kind(provider) == "s3":
                 kwargs["credential_provider"] = provider
+            elif _needs_boto3_chain(config):
+                # obstore reads AWS_* variables but not profiles or ~/.aws: boto3 does.
+                from obstore.auth.boto3 import Boto3CredentialProvider
+
+                kwargs["credential_provider"] = Boto3CredentialProvider()
             return S3Store(
                 target.key,
                 config=config,

@@ -22,6 +22,7 @@ from obstore.exceptions import (
 from rasteret.errors import (
     AccessDeniedError,
     BackendError,
+    ConfigurationError,
     NetworkError,
     ObjectNotFoundError,
     RasteretError,
@@ -89,6 +90,14 @@ def translate_error(
             f"the store rejected the session token for {shown} (expired or invalid) using "
             f"{backend.describe_credentials(url)}: refresh the credentials (a credential "
             "provider refreshes them itself). Store said: " + detail
+        )
+    if re.search(r"PermanentRedirect|AuthorizationHeaderMalformed|IllegalLocationConstraint"
+                 r"|301 Moved Permanently|wrong region", text):
+        found = re.search(r"(?:region|Region)[^a-z0-9]{1,40}([a-z]{2}-[a-z]+-\d)", text)
+        where = f"the bucket is in {found.group(1)}: " if found else ""
+        return ConfigurationError(
+            f"{shown} is in another region than the one requested; {where}set region= in "
+            f"create_backend (or AWS_REGION). Store said: {detail}"
         )
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or re.search(
         r"\b(401|403)\b|Forbidden|AccessDenied|SignatureDoesNotMatch|InvalidAccessKeyId"
