@@ -132,22 +132,20 @@ def main() -> None:
         gdal = SyntheticS2(paths=paths, bands=BANDS, cache=True)
 
         def tile_bytes(slices) -> int:
+            """Bytes of the tiles the chips cover, in every scene they touch."""
+            from rasteret.read.plan import Window, covering_chunks
+
             total = 0
             for chip in slices:
                 x, y, t = ours._disambiguate_slice(chip)
-                row = ours._scenes(x, y, t)[0]
-                for band in BANDS:
-                    record = collection.band_record(row, band)
-                    level = record["levels"][0]
-                    transform = record["transform"]
-                    c0 = int(round((x.start - transform[2]) / 10)) // 512
-                    c1 = int(round((x.stop - transform[2]) / 10) - 1) // 512
-                    r0 = int(round((transform[5] - y.stop) / 10)) // 512
-                    r1 = int(round((transform[5] - y.start) / 10) - 1) // 512
-                    across = -(-level["width"] // 512)
-                    for r in range(r0, r1 + 1):
-                        for c in range(c0, c1 + 1):
-                            total += level["byte_counts"][r * across + c]
+                for row in ours._scenes(x, y, t):
+                    for band in BANDS:
+                        cog, _ = ours._cog(row, band)
+                        tr = cog.transform
+                        window = Window(round((x.start - tr.c) / tr.a),
+                                        round((y.stop - tr.f) / tr.e), 256, 256)
+                        chunks = covering_chunks(cog.header.levels[0], window, (0,))
+                        total += sum(c.length for c in chunks)
             return total
 
         cases = [

@@ -25,6 +25,7 @@ from rasteret.read.cog import CogFile
 from rasteret.schema import BAND_TYPE, METADATA_KEY, SCHEMA_VERSION, record_to_header
 from rasteret.storage import (
     FAILURES,
+    PARQUET_OPTIONS,
     collection_path,
     read_manifest,
     resolve_existing,
@@ -364,7 +365,7 @@ class Collection:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(with_metadata(self.table, self.manifest), tmp, compression="zstd")
+        pq.write_table(with_metadata(self.table, self.manifest), tmp, **PARQUET_OPTIONS)
         os.replace(tmp, target)
         return target
 

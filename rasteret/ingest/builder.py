@@ -36,6 +36,7 @@ from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.storage import (
     FAILURES,
+    PARQUET_OPTIONS,
     collection_path,
     publish,
     resolve_existing,
@@ -75,7 +76,7 @@ def _fingerprint(records: list[SceneRecord]) -> str:
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, **PARQUET_OPTIONS)
     os.replace(tmp, path)
 
 

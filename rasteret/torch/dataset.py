@@ -181,6 +181,8 @@ class RasteretDataset(GeoDataset):
             geometry=footprints,
             crs=crs,
         )
+        # Sort keys per row; scenes without a time sort as the oldest.
+        self._stamps = [stamp for stamp, _ in intervals]
         cloud = (table["eo:cloud_cover"].to_pylist() if "eo:cloud_cover" in table.column_names
                  else [None] * len(first))
         self._cloud = [c if c is not None else 100.0 for c in cloud]
@@ -255,11 +257,10 @@ class RasteretDataset(GeoDataset):
         # Scenes that only touch the slice are kept, as TorchGeo does: reading them
         # costs no request (no tile is covered) and yields nodata.
         rows = [int(r) for r in frame["row"]]
-        times = self.collection.table["datetime"]
         if self.time_series or self.mosaic_order == "earliest":
-            rows.sort(key=lambda r: (times[r].as_py() is None, times[r].as_py()))
+            rows.sort(key=lambda r: self._stamps[r])
         elif self.mosaic_order == "latest":
-            rows.sort(key=lambda r: times[r].as_py(), reverse=True)
+            rows.sort(key=lambda r: self._stamps[r], reverse=True)
         else:
             rows.sort(key=lambda r: self._cloud[r])
         return rows
