@@ -42,20 +42,41 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _make_dataset_class():
+    """TorchGeo's RasterDataset for the benchmark files (one file per band), bound at
+    module level so spawn workers can unpickle it."""
+    from torchgeo.datasets import RasterDataset
+
+    class SyntheticS2(RasterDataset):
+        filename_glob = "scene*_B02.tif"
+        filename_regex = r"^(?P<scene>scene\d+)_(?P<band>B\d\d)\.tif$"
+        separate_files = True
+        all_bands = tuple(BANDS)
+        rgb_bands = ("B04", "B03", "B02")
+
+    SyntheticS2.__qualname__ = "SyntheticS2"
+    return SyntheticS2
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of the calling process in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _record_worker_memory(worker_id: int) -> None:
-    # Runs in each worker at start: memory is sampled again when it exits.
-    import atexit
+    # Workers are terminated, not exited, so write the peak RSS as it grows.
+    import threading
 
     path = os.environ.get("BENCH_MEMORY_DIR")
-    if path:
-        atexit.register(
-            lambda: Path(path, f"{os.getpid()}.txt").write_text(f"{peak_rss_mb():.1f}")
-        )
+    if not path:
+        return
+
+    def loop() -> None:
+        while True:
+            Path(path, f"{os.getpid()}.txt").write_text(f"{peak_rss_mb():.1f}")
+            time.sleep(0.2)
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 def run_loader(dataset, sampler, workers: int, context: str, chips: int) -> dict[str, float]:
@@ -94,7 +115,6 @@ def main() -> None:
     if args.quick:
         args.scenes, args.size, args.chips = 4, 2048, 96
     import torch  # noqa: F401 - fail early without the torch extra
-    from torchgeo.datasets import RasterDataset
     from torchgeo.samplers import RandomPatchSampler
 
     import rasteret
@@ -117,13 +137,6 @@ def main() -> None:
                                                href_columns=BANDS, workspace_dir=workspace,
                                                progress=False)
         ours = collection.to_torchgeo_dataset(BANDS, chip_size=256)
-
-        class SyntheticS2(RasterDataset):
-            filename_glob = "scene*_B02.tif"
-            filename_regex = r"^(?P<scene>scene\d+)_(?P<band>B\d\d)\.tif$"
-            separate_files = True
-            all_bands = tuple(BANDS)
-            rgb_bands = ("B04", "B03", "B02")
 
         os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
                            "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
@@ -185,6 +198,8 @@ def main() -> None:
     print(f"(peak RSS of this process: {peak_rss_mb():.0f} MB; requests and bytes from the "
           "nginx log, including headers GDAL reads)")
 
+
+SyntheticS2 = _make_dataset_class()
 
 if __name__ == "__main__":
     main()
