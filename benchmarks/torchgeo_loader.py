@@ -63,13 +63,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _record_worker_memory(worker_id: int) -> None:
+def _record_worker_memory(path: str, worker_id: int) -> None:
     # Workers are terminated, not exited, so write the peak RSS as it grows.
     import threading
-
-    path = os.environ.get("BENCH_MEMORY_DIR")
-    if not path:
-        return
 
     def loop() -> None:
         while True:
@@ -84,11 +80,12 @@ def run_loader(dataset, sampler, workers: int, context: str, chips: int) -> dict
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
 
+    import functools
+
     memory_dir = tempfile.mkdtemp(prefix="bench-mem-")
-    os.environ["BENCH_MEMORY_DIR"] = memory_dir
     loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
                         multiprocessing_context=context, collate_fn=stack_samples,
-                        worker_init_fn=_record_worker_memory)
+                        worker_init_fn=functools.partial(_record_worker_memory, memory_dir))
     start = time.perf_counter()
     first = None
     count = 0
