@@ -77,10 +77,10 @@ def _record_worker_memory(path: str, worker_id: int) -> None:
 
 def run_loader(dataset, sampler, workers: int, context: str, chips: int) -> dict[str, float]:
     """Iterate a DataLoader over ``chips`` samples; time the first batch separately."""
+    import functools
+
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
-
-    import functools
 
     memory_dir = tempfile.mkdtemp(prefix="bench-mem-")
     loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
