@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
@@ -97,6 +98,24 @@ def mask(value: Any) -> str:
     return "***" if value else repr(value)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How rasteret retries transient failures (5xx, 429, resets, timeouts, short
+    bodies): exponential backoff with full jitter, bounded in attempts and time.
+
+    Attributes:
+        attempts: Tries in total (1 disables retrying).
+        base_delay: Seconds before the first retry (doubled each time, randomised).
+        max_delay: Longest wait between two tries.
+        budget: Seconds a request may spend retrying before it fails.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.1
+    max_delay: float = 4.0
+    budget: float = 60.0
+
+
 class Backend:
     """How rasteret reaches object stores; pass the same one to builds and reads.
 
@@ -115,8 +134,10 @@ class Backend:
         azure_config: dict[str, Any] | None = None,
         gcs_config: dict[str, Any] | None = None,
         max_concurrent_requests: int | None = None,
+        retries: RetryPolicy | None = None,
     ) -> None:
         self.credential_provider = credential_provider
+        self.retry_policy = retries or RetryPolicy()
         self.max_concurrent_requests = max_concurrent_requests
         self.region = region
         self.default_s3_config = normalize_s3_config(default_s3_config)
@@ -232,7 +253,9 @@ class Backend:
         return template.for_container(account, container)
 
     def _build_store(self, target: StoreTarget) -> Any:
-        retry = {"retry_config": self.retry_config} if self.retry_config else {}
+        # rasteret retries (and counts retries) itself; obstore's own retries stay off
+        # unless the caller configured them.
+        retry = {"retry_config": self.retry_config or {"max_retries": 0}}
         provider = self.credential_provider
         if target.kind == "file":
             return LocalStore()
@@ -297,6 +320,7 @@ def create_backend(
     azure_config: dict[str, Any] | None = None,
     gcs_config: dict[str, Any] | None = None,
     max_concurrent_requests: int | None = None,
+    retries: RetryPolicy | None = None,
 ) -> Backend:
     """Describe how to reach object stores; pass the result as ``backend=`` anywhere.
 
@@ -319,6 +343,8 @@ def create_backend(
         gcs_config: Google Cloud Storage settings.
         max_concurrent_requests: Requests in flight at once through this backend in
             each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
+        retries: rasteret's retry policy for transient failures (default: 5 attempts
+            within 60 s); retries are counted in ``FetchStats.retries``.
 
     Returns:
         A picklable :class:`Backend`.
@@ -332,6 +358,7 @@ def create_backend(
         azure_config=azure_config,
         gcs_config=gcs_config,
         max_concurrent_requests=max_concurrent_requests,
+        retries=retries,
     )
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +47,74 @@ _SECRET_FIELD = re.compile(
 
 @dataclass
 class FetchStats:
-    """Requests and bytes a call made (our side's count; servers count too)."""
+    """Requests, bytes and retries a call made (our side's count; servers count too)."""
 
     requests: int = 0
     bytes: int = 0
+    retries: int = 0
 
     def add(self, nbytes: int) -> None:
         """Count one request that returned ``nbytes`` bytes."""
         self.requests += 1
         self.bytes += nbytes
+
+
+#: Retries made by this process since it started (all calls, all backends).
+PROCESS_STATS = FetchStats()
+
+
+class ShortReadError(NetworkError):
+    """A range came back shorter or longer than asked: never turned into pixels."""
+
+
+_TRANSIENT = re.compile(
+    r"status code: (5\d\d|429)|\b(5\d\d|429) [A-Z]|timed? ?out|connection"
+    r"|error sending request|reset|broken pipe|incomplete|unexpected eof|body error"
+    r"|error decoding response body|SlowDown|ServiceUnavailable",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: RasteretError) -> bool:
+    """True for failures worth retrying: network errors, 5xx, 429, short bodies."""
+    if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError)):
+        return False
+    if isinstance(error, NetworkError):
+        return True
+    return isinstance(error, BackendError) and bool(_TRANSIENT.search(str(error)))
+
+
+async def with_retries(backend: Backend, url: str, what: str, attempt_once,
+                       stats: FetchStats | None):
+    """Run ``attempt_once()`` until it succeeds, retrying transient failures with
+    exponential backoff and full jitter within the backend's retry policy.
+
+    Raises:
+        NetworkError: The attempts or the time budget ran out; names the URL, what was
+            read and how many attempts were made.
+        RasteretError: A failure that retrying cannot fix (denied, missing, ...).
+    """
+    policy = backend.retry_policy
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await attempt_once()
+        except RasteretError as error:
+            elapsed = time.monotonic() - started
+            if not is_transient(error):
+                raise
+            delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** attempt))
+            if attempt >= policy.attempts or elapsed + delay > policy.budget:
+                raise NetworkError(
+                    f"{what} of {strip_query(url)} failed after {attempt} attempt(s) in "
+                    f"{elapsed:.1f} s: {error}"
+                ) from None
+            for counter in (stats, PROCESS_STATS):
+                if counter is not None:
+                    counter.retries += 1
+            await asyncio.sleep(delay)
 
 
 def _semaphore(backend: Backend) -> asyncio.Semaphore:
@@ -100,7 +161,8 @@ def translate_error(
             f"create_backend (or AWS_REGION). Store said: {detail}"
         )
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or re.search(
-        r"\b(401|403)\b|Forbidden|AccessDenied|SignatureDoesNotMatch|InvalidAccessKeyId"
+        r"status code: (401|403)|40[13] (Unauthorized|Forbidden)|AccessDenied|SignatureDoesNotMatch"
+        r"|InvalidAccessKeyId"
         r"|AuthenticationFailed|AuthorizationFailure",
         text,
     ):
@@ -111,7 +173,7 @@ def translate_error(
             "and read, and set request_payer for requester-pays buckets. "
             f"Store said: {detail}"
         )
-    if re.search(r"\b404\b|NoSuchKey|NoSuchBucket|BlobNotFound", text):
+    if re.search(r"status code: 404|404 Not Found|NoSuchKey|NoSuchBucket|BlobNotFound", text):
         return ObjectNotFoundError(f"{shown} does not exist: {detail}")
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)) or "error sending request" in text:
         return NetworkError(f"{what} of {shown} failed after retries: {detail}")
@@ -128,16 +190,25 @@ async def fetch_head(
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
-    try:
-        async with _semaphore(backend):
-            result = await obstore.get_async(store, path, options={"range": (0, length)})
-            data = await result.bytes_async()
-    except Exception as exc:  # noqa: BLE001 - translated into a typed error
-        raise translate_error(exc, url, backend, "header read") from None
-    if stats is not None:
-        stats.add(len(data))
-    size = result.meta.get("size") if isinstance(result.meta, dict) else None
-    return bytes(data), size
+
+    async def once() -> tuple[bytes, int | None]:
+        try:
+            async with _semaphore(backend):
+                result = await obstore.get_async(store, path, options={"range": (0, length)})
+                data = await result.bytes_async()
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, "header read") from None
+        size = result.meta.get("size") if isinstance(result.meta, dict) else None
+        expected = min(length, size) if size is not None else None
+        if expected is not None and len(data) != expected:
+            raise ShortReadError(
+                f"{strip_query(url)} returned {len(data)} header bytes, {expected} expected"
+            )
+        if stats is not None:
+            stats.add(len(data))
+        return bytes(data), size
+
+    return await with_retries(backend, url, "header read", once, stats)
 
 
 async def fetch_range(
@@ -150,20 +221,25 @@ async def fetch_range(
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
-    try:
-        async with _semaphore(backend):
-            data = await obstore.get_range_async(store, path, start=start, end=end)
-    except Exception as exc:  # noqa: BLE001 - translated into a typed error
-        raise translate_error(exc, url, backend, f"read of bytes {start}-{end}") from None
-    if len(data) != end - start:
-        raise NetworkError(
-            f"{strip_query(url)} returned {len(data)} bytes for range {start}-{end} "
-            f"({end - start} expected): the object is shorter than its header says or "
-            "changed after it was indexed"
-        )
-    if stats is not None:
-        stats.add(len(data))
-    return data
+    what = f"read of bytes {start}-{end}"
+
+    async def once() -> Any:
+        try:
+            async with _semaphore(backend):
+                data = await obstore.get_range_async(store, path, start=start, end=end)
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, what) from None
+        if len(data) != end - start:
+            raise ShortReadError(
+                f"{strip_query(url)} returned {len(data)} bytes for range {start}-{end} "
+                f"({end - start} expected): a truncated transfer, or the object is shorter "
+                "than its header says or changed after it was indexed"
+            )
+        if stats is not None:
+            stats.add(len(data))
+        return data
+
+    return await with_retries(backend, url, what, once, stats)
 
 
 async def fetch_ranges(

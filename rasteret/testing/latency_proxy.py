@@ -1,10 +1,16 @@
-"""A loopback HTTP/1.1 reverse proxy that delays every request by a fixed time.
+"""A loopback HTTP/1.1 reverse proxy that delays every request by a fixed time and
+can inject faults.
 
 Object stores answer in tens of milliseconds; local servers in microseconds. This
 proxy restores the latency so benchmarks measure what matters in the cloud (how
 many round trips, how much in flight). Keep-alive connections are kept: each
 client connection gets its own upstream connection, and every request on it waits
 ``delay`` seconds before it is forwarded.
+
+With ``--fault-rate``, that share of requests (seeded, reproducible) meets one of
+the ``--faults``: ``drop`` (the connection closes without an answer), ``503`` (Service
+Unavailable with ``Retry-After``), ``truncate`` (half the body, then the connection
+closes), ``slow`` (an extra second before the answer).
 
     python -m rasteret.testing.latency_proxy --target 127.0.0.1:8080 --delay 0.02 --port 0
 """
@@ -13,9 +19,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
+from dataclasses import dataclass, field
 
 _CHUNK = 256 * 1024
+FAULT_KINDS = ("drop", "503", "truncate", "slow")
+
+
+@dataclass
+class FaultPolicy:
+    """Which share of requests fail, and how (seeded, so runs are reproducible)."""
+
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 0
+    injected: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        """The fault for the next request, or None."""
+        if self.rate <= 0 or self._random.random() >= self.rate:
+            return None
+        kind = self._random.choice(self.kinds)
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+        return kind
 
 
 async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
@@ -61,7 +91,8 @@ async def _copy_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return True  # no body
 
 
-async def _serve(client_reader, client_writer, target: tuple[str, int], delay: float) -> None:
+async def _serve(client_reader, client_writer, target: tuple[str, int], delay: float,
+                 faults: FaultPolicy) -> None:
     upstream_reader = upstream_writer = None
     try:
         upstream_reader, upstream_writer = await asyncio.open_connection(*target)
@@ -70,6 +101,16 @@ async def _serve(client_reader, client_writer, target: tuple[str, int], delay: f
             if request is None:
                 break
             await asyncio.sleep(delay)
+            fault = faults.draw()
+            if fault == "drop":
+                break
+            if fault == "503":
+                client_writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
+                                    b"Content-Length: 0\r\n\r\n")
+                await client_writer.drain()
+                continue
+            if fault == "slow":
+                await asyncio.sleep(1.0)
             upstream_writer.write(request)
             if not await _copy_body(client_reader, upstream_writer, request):
                 break
@@ -89,6 +130,11 @@ async def _serve(client_reader, client_writer, target: tuple[str, int], delay: f
                         client_writer.write(data)
                         await client_writer.drain()
                     break
+                if fault == "truncate" and length is not None:
+                    half = await upstream_reader.readexactly(int(length) // 2)
+                    client_writer.write(half)
+                    await client_writer.drain()
+                    break
                 if not await _copy_body(upstream_reader, client_writer, response):
                     break
             await client_writer.drain()
@@ -102,11 +148,11 @@ async def _serve(client_reader, client_writer, target: tuple[str, int], delay: f
                 writer.close()
 
 
-async def _main(target: str, delay: float, port: int) -> None:
+async def _main(target: str, delay: float, port: int, faults: FaultPolicy) -> None:
     host, _, target_port = target.rpartition(":")
     address = (host or "127.0.0.1", int(target_port))
     server = await asyncio.start_server(
-        lambda r, w: _serve(r, w, address, delay), "127.0.0.1", port, backlog=4096,
+        lambda r, w: _serve(r, w, address, delay, faults), "127.0.0.1", port, backlog=4096,
         limit=1024 * 1024,
     )
     print(server.sockets[0].getsockname()[1], flush=True)
@@ -120,9 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", required=True, help="host:port to forward to")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds per request")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any)")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests")
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="kinds to inject")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    faults = FaultPolicy(args.fault_rate, tuple(args.faults.split(",")), args.seed)
     try:
-        asyncio.run(_main(args.target, args.delay, args.port))
+        asyncio.run(_main(args.target, args.delay, args.port, faults))
     except KeyboardInterrupt:
         sys.exit(0)
 

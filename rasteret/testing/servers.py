@@ -273,7 +273,8 @@ class MotoServer(_Server):
 
 
 class LatencyProxy(_Server):
-    """A loopback reverse proxy adding ``delay`` seconds before each request.
+    """A loopback reverse proxy adding ``delay`` seconds before each request, and
+    failing ``fault_rate`` of them with one of ``faults`` (see latency_proxy).
 
     Runs ``python -m rasteret.testing.latency_proxy`` as a child process.
 
@@ -281,9 +282,14 @@ class LatencyProxy(_Server):
         url: The proxy's ``http://127.0.0.1:PORT`` (same paths as the target).
     """
 
-    def __init__(self, target_url: str, *, delay: float = 0.02) -> None:
+    def __init__(self, target_url: str, *, delay: float = 0.02, fault_rate: float = 0.0,
+                 faults: tuple[str, ...] = ("drop", "503", "truncate", "slow"),
+                 seed: int = 0) -> None:
         self.target_url = target_url
         self.delay = delay
+        self.fault_rate = fault_rate
+        self.faults = faults
+        self.seed = seed
         self.url = ""
 
     def start(self) -> LatencyProxy:
@@ -292,7 +298,9 @@ class LatencyProxy(_Server):
         target = self.target_url.split("://", 1)[1].rstrip("/")
         self._process = start_process(
             [sys.executable, "-m", "rasteret.testing.latency_proxy", "--target", target,
-             "--delay", str(self.delay), "--port", str(port)], "latency-proxy",
+             "--delay", str(self.delay), "--port", str(port),
+             "--fault-rate", str(self.fault_rate), "--faults", ",".join(self.faults),
+             "--seed", str(self.seed)], "latency-proxy",
         )
         atexit.register(self.stop)
         _wait_for_port(port, self._process, "latency proxy")
