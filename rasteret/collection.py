@@ -371,10 +371,13 @@ class Collection:
 
 
 def _read_folder(folder: Path) -> pa.Table:
+    import pyarrow.dataset as pads
+
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
         raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+    # A dataset reads the parts in parallel (several times faster than one by one).
+    return pads.dataset([str(p) for p in parts], format="parquet").to_table()
 
 
 def load(
