@@ -336,3 +336,54 @@ def test_fork_after_io_raises_a_clear_error_in_workers(collection):
                         multiprocessing_context="fork", timeout=60)
     with pytest.raises(Exception, match="forkserver"):
         next(iter(loader))
+
+
+def test_raster_labels_by_intersection(collection):
+    images = collection.to_torchgeo_dataset(BANDS, dtype=torch.float32)
+    labels = collection.to_torchgeo_dataset(["label"], is_image=False)
+    both = images & labels
+    assert isinstance(both, IntersectionDataset)
+    chip = next(iter(GriddedPatchSampler(both, size=64, stride=64)))
+    sample = both[chip]
+    assert sample["image"].shape == (3, 64, 64) and sample["mask"].shape == (64, 64)
+
+
+def test_chip_export_for_labelling(collection, tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "chips"
+    manifest = collection.export_chips(["B04", "B02"], out, chip_size=128, mode="random",
+                                       length=5, png=True)
+    table = pq.read_table(manifest)
+    assert table.num_rows == 5
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["primary_column"] == "geometry"
+    dataset = collection.to_torchgeo_dataset(["B04", "B02"])
+    for row in table.to_pylist():
+        assert row["crs"] == "EPSG:32633" and row["source_scenes"]
+        with rasterio.open(out / row["path"]) as src:
+            assert src.crs.to_epsg() == 32633
+            assert src.bounds == pytest.approx((row["minx"], row["miny"], row["maxx"],
+                                                row["maxy"]))
+            import pandas as pd
+
+            when = pd.Timestamp(row["datetime"]).tz_convert(None)
+            expected = dataset[slice(row["minx"], row["maxx"]),
+                               slice(row["miny"], row["maxy"]),
+                               slice(when, when)]["image"].numpy()
+            np.testing.assert_array_equal(src.read(), expected)
+        assert (out / row["path"]).with_suffix(".png").exists()
+    assert (out / "quicklook.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError):
+        collection.export_chips(["B04"], out, chip_size=128)
+    cli = subprocess.run(
+        [sys.executable, "-m", "rasteret.cli", "chips", "export", collection.name, "--bands",
+         "B04", "--out", str(tmp_path / "cli-chips"), "--size", "256", "--json",
+         "--workspace", str(collection.path.parent)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["chips"] == 3 * 4  # grid: 4 chips of 256 px per scene

@@ -44,10 +44,11 @@ def write_geotiff(path: Path, data: np.ndarray, transform: Sequence[float], crs:
                   nodata: float | None = None) -> None:
     """Write ``data`` ``(bands, rows, cols)`` as a deflate GeoTIFF with georeferencing."""
     a, _, c, _, e, f = transform[:6]
+    keys = geokeys_for(crs)
     tags = [
         (33550, "d", 3, (a, -e, 0.0), False),
         (33922, "d", 6, (0.0, 0.0, 0.0, c, f, 0.0), False),
-        (34735, "H", 0, geokeys_for(crs), False),
+        (34735, "H", len(keys), keys, False),
     ]
     if nodata is not None:
         tags.append((42113, "s", 0, f"{nodata:g}", False))
