@@ -62,6 +62,20 @@ def collection(scenes, tmp_path_factory):
     return collection_of(scenes, tmp_path_factory.mktemp("ws"))
 
 
+def served_collection(scenes, nginx_server, workspace, folder):
+    """The scenes copied under nginx's root, built into a collection of http hrefs."""
+    root = Path(nginx_server.root) / folder
+    for scene in scenes:
+        for path in scene.files.values():
+            target = root / scene.id / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return collection_of(
+        scenes, workspace, name=folder,
+        hrefs=lambda s, b, p: f"{nginx_server.url}/{folder}/{s.id}/{p.name}",
+    )
+
+
 def rasterio_window(path, bounds, res=10.0):
     with rasterio.open(path) as src:
         window = rasterio.windows.from_bounds(*bounds, transform=src.transform)
@@ -234,16 +248,7 @@ def test_tile_aligned_sampler_grid_covers_tiles_and_ranks_are_disjoint(collectio
 
 
 def test_tile_aligned_chips_request_exactly_the_covering_tiles(scenes, tmp_path, nginx_server):
-    root = Path(nginx_server.root) / "torch-test"
-    for scene in scenes:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    served = collection_of(
-        scenes, tmp_path / "ws", name="served",
-        hrefs=lambda s, b, p: f"{nginx_server.url}/torch-test/{s.id}/{p.name}",
-    )
+    served = served_collection(scenes, nginx_server, tmp_path / "ws", "torch-test")
     dataset = served.to_torchgeo_dataset(BANDS, cache_bytes=0)
     sampler = TileAlignedSampler(dataset, size=128, length=12, seed=4)
     nginx_server.clear_log()
@@ -266,16 +271,7 @@ def test_tile_aligned_chips_request_exactly_the_covering_tiles(scenes, tmp_path,
 
 
 def test_tile_caches_serve_repeated_chips_and_later_epochs(scenes, tmp_path, nginx_server):
-    root = Path(nginx_server.root) / "cache-test"
-    for scene in scenes:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    served = collection_of(
-        scenes, tmp_path / "ws", name="cached",
-        hrefs=lambda s, b, p: f"{nginx_server.url}/cache-test/{s.id}/{p.name}",
-    )
+    served = served_collection(scenes, nginx_server, tmp_path / "ws", "cache-test")
     cache_dir = tmp_path / "tiles"
     dataset = served.to_torchgeo_dataset(BANDS, cache_dir=str(cache_dir))
     chips = list(TileAlignedSampler(dataset, size=64, mode="grid"))[:32]

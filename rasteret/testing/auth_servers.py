@@ -88,7 +88,34 @@ def _find_azurite() -> Path:
     raise RuntimeError("Azurite is not installed: run `make test` (it installs it with npm)")
 
 
-class CredentialEndpoints:
+class _ThreadedServer:
+    """An http.server in a daemon thread: start/stop and context-manager plumbing."""
+
+    _server: ThreadingHTTPServer | None = None
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> str:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def start(self) -> Any:  # pragma: no cover - overridden
+        raise TypeError("subclasses start themselves")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class CredentialEndpoints(_ThreadedServer):
     """Token services on one loopback port, counting the requests they answer.
 
     Routes:
@@ -112,7 +139,6 @@ class CredentialEndpoints:
         self.requests: Counter[str] = Counter()
         self.clients: set[int] = set()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
         self.url = ""
 
     @property
@@ -159,26 +185,11 @@ class CredentialEndpoints:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = self._serve(Handler)
         return self
 
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
-    def __enter__(self) -> CredentialEndpoints:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-class RequesterPaysStub:
+class RequesterPaysStub(_ThreadedServer):
     """An S3-like GET-object server for a requester-pays bucket.
 
     Requests without ``x-amz-request-payer: requester`` get 403 AccessDenied, like
@@ -194,7 +205,6 @@ class RequesterPaysStub:
         self.objects = objects  # "bucket/key" -> bytes
         self.refused = 0
         self.served = 0
-        self._server: ThreadingHTTPServer | None = None
         self.endpoint = ""
 
     def start(self) -> RequesterPaysStub:
@@ -244,20 +254,5 @@ class RequesterPaysStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.endpoint = self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> RequesterPaysStub:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
