@@ -96,3 +96,15 @@ def test_slow_answers_still_complete(served, nginx_server):
                       seed=1) as proxy:
         cog = rasteret.open_cog(f"{proxy.url}/faults/{names[1]}", backend=backend())
         np.testing.assert_array_equal(cog.read(), clean[1])
+
+
+def test_the_proxy_counts_what_it_injects(served, nginx_server):
+    names, _ = served
+    with LatencyProxy(nginx_server.url, delay=0, fault_rate=0.5, faults=("503",),
+                      seed=2) as proxy:
+        stats = rasteret.FetchStats()
+        cog = rasteret.open_cog(f"{proxy.url}/faults/{names[2]}", backend=backend(),
+                                stats=stats)
+        for col in range(0, 512, 128):
+            cog.read((col, 0, 128, 512), stats=stats)
+        assert proxy.injected().get("503", 0) == stats.retries > 0

@@ -45,6 +45,7 @@ class FaultPolicy:
             return None
         kind = self._random.choice(self.kinds)
         self.injected[kind] = self.injected.get(kind, 0) + 1
+        print(f"fault {kind}", flush=True)  # counted by LatencyProxy.injected()
         return kind
 
 

@@ -306,3 +306,14 @@ class LatencyProxy(_Server):
         _wait_for_port(port, self._process, "latency proxy")
         self.url = f"http://127.0.0.1:{port}"
         return self
+
+    def injected(self) -> dict[str, int]:
+        """Faults injected so far, by kind (read from the proxy's log)."""
+        counts: dict[str, int] = {}
+        log_path = getattr(self._process, "log_path", None)
+        if log_path and Path(log_path).exists():
+            for line in Path(log_path).read_text().splitlines():
+                if line.startswith("fault "):
+                    kind = line.split(" ", 1)[1]
+                    counts[kind] = counts.get(kind, 0) + 1
+        return counts
