@@ -41,6 +41,10 @@ class CollectionNotFoundError(RasteretError, FileNotFoundError):
     """No saved collection has that name or path."""
 
 
+class CorruptCollectionError(RasteretError, ValueError):
+    """A saved collection's files are damaged or not a rasteret collection."""
+
+
 def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
     """Parse a date or datetime (string, date, datetime) into an aware UTC datetime.
 
@@ -390,11 +394,27 @@ def load(
         CollectionNotFoundError: Nothing by that name or path; the message lists the
             saved collections.
     """
+    try:
+        return _load(path_or_name, workspace_dir)
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
+        if isinstance(exc, RasteretError):
+            raise
+        raise CorruptCollectionError(
+            f"collection {str(path_or_name)!r} is damaged or not a rasteret collection "
+            f"({type(exc).__name__}: {exc}); rebuild it with force=True"
+        ) from exc
+
+
+def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None
+          ) -> Collection:
     candidate = Path(path_or_name).expanduser()
     if candidate.is_file():
         table = pq.read_table(candidate)
         raw = (table.schema.metadata or {}).get(METADATA_KEY)
         manifest = json.loads(raw) if raw else {}
+        if not isinstance(manifest, dict):
+            raise ValueError("its rasteret metadata is not an object")
+        _check_columns(table)
         return Collection(table, name=manifest.get("name"), manifest=manifest)
     folder = None
     if candidate.is_dir():
@@ -408,8 +428,18 @@ def load(
             f"(workspace {_workspace(workspace_dir)})"
         )
     manifest = read_manifest(folder)
-    return Collection(_read_folder(folder), name=manifest.get("name"), manifest=manifest,
-                      path=folder)
+    if not isinstance(manifest, dict):
+        raise ValueError("collection.json is not an object")
+    table = _read_folder(folder)
+    _check_columns(table)
+    return Collection(table, name=manifest.get("name"), manifest=manifest, path=folder)
+
+
+def _check_columns(table: pa.Table) -> None:
+    """Refuse tables that lack the columns every collection has."""
+    for name, kind in (("id", pa.string()), ("datetime", pa.timestamp("us", tz="UTC"))):
+        if name not in table.column_names or table.schema.field(name).type != kind:
+            raise ValueError(f"column {name!r} is missing or not {kind}")
 
 
 def _workspace(workspace: str | os.PathLike | None) -> Path:
