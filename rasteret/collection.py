@@ -289,9 +289,12 @@ class Collection:
         self.check_bands([band])
         return self.table[band][row].as_py()
 
-    def cog(self, row: int, band: str, *, backend: Backend | None = None) -> CogFile:
+    def cog(self, row: int, band: str, *, backend: Backend | None = None,
+            validate: bool = False) -> CogFile:
         """A :class:`CogFile` for one band of one scene, built from the stored header
-        (no network request).
+        (no network request). With ``validate``, every tile request carries the ETag
+        recorded at build time, so an object changed since indexing raises
+        :class:`~rasteret.io.fetch.ObjectChangedError`.
 
         Raises:
             ConfigurationError: Unknown band, or the band was not indexed for this scene.
@@ -309,6 +312,8 @@ class Collection:
             record_to_header(record),
             backend=backend_for_dataset(self.dataset_id, backend),
             size=record["size"],
+            etag=record.get("etag"),
+            validate=validate,
         )
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:

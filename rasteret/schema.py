@@ -64,6 +64,8 @@ BAND_TYPE = pa.struct(
         ("offsets", pa.list_(pa.float64())),
         ("levels", pa.list_(LEVEL_TYPE)),
         ("masks", pa.list_(MASK_TYPE)),
+        ("etag", pa.string()),
+        ("last_modified", pa.string()),
     ]
 )
 
@@ -140,7 +142,8 @@ def record_to_level(record: dict[str, Any]) -> ImageLevel:
 
 
 def header_to_record(
-    header: CogHeader, *, href: str, size: int | None, band_index: int = 1
+    header: CogHeader, *, href: str, size: int | None, band_index: int = 1,
+    etag: str | None = None, last_modified: str | None = None,
 ) -> dict[str, Any]:
     """Flatten a parsed header into a dict matching :data:`BAND_TYPE`.
 
@@ -149,6 +152,7 @@ def header_to_record(
         href: The unsigned href (never a signed URL: collections hold no secrets).
         size: The file size in bytes, when known.
         band_index: 1-based sample of a multi-band asset this band column reads.
+        etag, last_modified: The object's version when it was indexed.
     """
     geo = header.geo
     transform = geo.transform
@@ -168,6 +172,8 @@ def header_to_record(
             {"level_index": index, "level": level_to_record(mask)}
             for index, mask in sorted(header.masks.items())
         ],
+        "etag": etag,
+        "last_modified": last_modified,
     }
 
 

@@ -108,3 +108,20 @@ def test_the_proxy_counts_what_it_injects(served, nginx_server):
         for col in range(0, 512, 128):
             cog.read((col, 0, 128, 512), stats=stats)
         assert proxy.injected().get("503", 0) == stats.retries > 0
+
+
+def test_objects_changed_after_indexing_are_detected(served, nginx_server, tmp_path):
+    from rasteret.io.fetch import ObjectChangedError
+
+    names, clean = served
+    victim = Path(nginx_server.root) / "faults" / "changing.tif"
+    shutil.copy(Path(nginx_server.root) / "faults" / names[0], victim)
+    collection = rasteret.build_from_table(
+        pa.Table.from_pylist([{"id": "c", "B04": f"{nginx_server.url}/faults/changing.tif"}]),
+        name="changing", href_columns=["B04"], workspace_dir=tmp_path, progress=False)
+    assert collection.band_record(0, "B04")["etag"]
+    np.testing.assert_array_equal(collection.cog(0, "B04", validate=True).read(), clean[0])
+    time.sleep(1.1)  # nginx ETags include the modification time in seconds
+    shutil.copy(Path(nginx_server.root) / "faults" / names[1], victim)
+    with pytest.raises(ObjectChangedError, match="changed after it was indexed"):
+        collection.cog(0, "B04", validate=True).read()

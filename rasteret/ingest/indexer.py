@@ -105,11 +105,12 @@ def band_record(
     Raises:
         RasteretError: ``band_index`` exceeds the asset's samples per pixel.
     """
-    header, size = parsed
+    header, info = parsed
     samples = header.levels[0].samples_per_pixel
     if not 1 <= band_index <= samples:
         raise RasteretError(
             f"band index {band_index} does not exist in {strip_query(href)} "
             f"({samples} band(s))"
         )
-    return header_to_record(header, href=href, size=size, band_index=band_index)
+    return header_to_record(header, href=href, size=info.size, band_index=band_index,
+                            etag=info.etag, last_modified=info.last_modified)

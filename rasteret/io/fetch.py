@@ -18,6 +18,7 @@ import obstore
 from obstore.exceptions import (
     NotFoundError,
     PermissionDeniedError,
+    PreconditionError,
     UnauthenticatedError,
 )
 
@@ -57,6 +58,19 @@ class FetchStats:
         """Count one request that returned ``nbytes`` bytes."""
         self.requests += 1
         self.bytes += nbytes
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store says about an object: size and version (ETag, Last-Modified)."""
+
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class ObjectChangedError(BackendError):
+    """The object's ETag differs from the one recorded when it was indexed."""
 
 
 #: Retries made by this process since it started (all calls, all backends).
@@ -182,23 +196,27 @@ def translate_error(
 
 async def fetch_head(
     backend: Backend, url: str, length: int, stats: FetchStats | None = None
-) -> tuple[bytes, int | None]:
+) -> tuple[bytes, ObjectInfo]:
     """Fetch the first ``length`` bytes of ``url`` in one ranged GET (no HEAD).
 
     Returns:
-        ``(data, total_size)``; ``data`` is shorter than ``length`` for small files.
+        ``(data, info)``; ``data`` is shorter than ``length`` for small files; ``info``
+        holds the size, ETag and Last-Modified the store reported.
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
 
-    async def once() -> tuple[bytes, int | None]:
+    async def once() -> tuple[bytes, ObjectInfo]:
         try:
             async with _semaphore(backend):
                 result = await obstore.get_async(store, path, options={"range": (0, length)})
                 data = await result.bytes_async()
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
             raise translate_error(exc, url, backend, "header read") from None
-        size = result.meta.get("size") if isinstance(result.meta, dict) else None
+        meta = result.meta if isinstance(result.meta, dict) else {}
+        size = meta.get("size")
+        modified = meta.get("last_modified")
+        info = ObjectInfo(size, meta.get("e_tag"), modified.isoformat() if modified else None)
         expected = min(length, size) if size is not None else None
         if expected is not None and len(data) != expected:
             raise ShortReadError(
@@ -206,18 +224,24 @@ async def fetch_head(
             )
         if stats is not None:
             stats.add(len(data))
-        return bytes(data), size
+        return bytes(data), info
 
     return await with_retries(backend, url, "header read", once, stats)
 
 
 async def fetch_range(
-    backend: Backend, url: str, start: int, end: int, stats: FetchStats | None = None
+    backend: Backend, url: str, start: int, end: int, stats: FetchStats | None = None,
+    *, etag: str | None = None,
 ) -> Any:
     """Fetch bytes ``[start, end)`` of ``url``; the result supports the buffer protocol.
 
+    Args:
+        etag: When given, the store must still hold this version of the object
+            (``If-Match``), else :class:`ObjectChangedError`.
+
     Raises:
-        NetworkError: The store returned fewer bytes than asked for.
+        NetworkError: The store returned fewer bytes than asked for, after retries.
+        ObjectChangedError: The object changed since ``etag`` was recorded.
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
@@ -226,7 +250,17 @@ async def fetch_range(
     async def once() -> Any:
         try:
             async with _semaphore(backend):
-                data = await obstore.get_range_async(store, path, start=start, end=end)
+                if etag is None:
+                    data = await obstore.get_range_async(store, path, start=start, end=end)
+                else:
+                    result = await obstore.get_async(
+                        store, path, options={"range": (start, end), "if_match": etag})
+                    data = await result.bytes_async()
+        except PreconditionError:
+            raise ObjectChangedError(
+                f"{strip_query(url)} changed after it was indexed (ETag {etag} no longer "
+                "matches): rebuild the collection (force=True)"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
             raise translate_error(exc, url, backend, what) from None
         if len(data) != end - start:
@@ -247,8 +281,9 @@ async def fetch_ranges(
     url: str,
     ranges: list[tuple[int, int]],
     stats: FetchStats | None = None,
+    *,
+    etag: str | None = None,
 ) -> list[Any]:
     """Fetch several ranges of one object concurrently, in the order given."""
-    return list(
-        await asyncio.gather(*(fetch_range(backend, url, s, e, stats) for s, e in ranges))
-    )
+    return list(await asyncio.gather(
+        *(fetch_range(backend, url, s, e, stats, etag=etag) for s, e in ranges)))

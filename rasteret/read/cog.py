@@ -13,7 +13,7 @@ from pyproj import CRS
 
 from rasteret.errors import ConfigurationError, CorruptTiffError
 from rasteret.io.backend import Backend, default_backend
-from rasteret.io.fetch import FetchStats, fetch_head, fetch_ranges
+from rasteret.io.fetch import FetchStats, ObjectInfo, fetch_head, fetch_ranges
 from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
 from rasteret.read.cache import ChunkCaches
@@ -43,11 +43,13 @@ async def read_header(
     any tile tables or IFDs that lie beyond it.
 
     Returns:
-        ``(header, file_size)``.
+        ``(header, info)``: the parsed header and the object's size and version.
     """
-    data, size = await fetch_head(backend, url, header_bytes, stats)
+    data, info = await fetch_head(backend, url, header_bytes, stats)
+    size = info.size
     if size is None and len(data) < header_bytes:
         size = len(data)
+        info = ObjectInfo(size, info.etag, info.last_modified)
     source = ByteSource(size=size)
     source.add(0, data)
     shown = strip_query(url)
@@ -56,12 +58,12 @@ async def read_header(
             header = parse_header(source, url=shown)
         except MissingBytes as missing:
             ranges = _merge_header_ranges(missing.ranges, size, shown)
-            chunks = await fetch_ranges(backend, url, ranges, stats)
+            chunks = await fetch_ranges(backend, url, ranges, stats, etag=info.etag)
             for (start, _end), chunk in zip(ranges, chunks):
                 source.add(start, chunk)
             continue
         check_supported(header.levels[0], shown)
-        return header, size
+        return header, info
     raise CorruptTiffError(f"the header of {shown} did not resolve in {_MAX_HEADER_ROUNDS} rounds")
 
 
@@ -92,15 +94,22 @@ class CogFile:
         header: The parsed header (every level, mask and tile table).
         size: The file's size in bytes, when the store reported it.
         caches: Optional chunk caches (decoded tiles in memory, bytes on disk).
+        etag: The object's ETag when the header was read (or indexed).
+        validate: Send ``If-Match: etag`` with every tile request, so an object that
+            changed since indexing raises ``ObjectChangedError`` instead of giving
+            pixels from another version.
     """
 
     def __init__(self, url: str, header: CogHeader, *, backend: Backend, size: int | None,
-                 caches: ChunkCaches | None = None):
+                 caches: ChunkCaches | None = None, etag: str | None = None,
+                 validate: bool = False):
         self.url = url
         self.header = header
         self.backend = backend
         self.size = size
         self.caches = caches
+        self.etag = etag
+        self.validate = validate
 
     def __repr__(self) -> str:
         return (
@@ -266,6 +275,7 @@ class CogFile:
             out=out,
             stats=stats,
             caches=self.caches,
+            etag=self.etag if self.validate else None,
         )
 
     def read(
@@ -336,6 +346,7 @@ class CogFile:
             byteorder=self.header.byteorder,
             out=out,
             stats=stats,
+            etag=self.etag if self.validate else None,
         )
         return np.where(out[0] > 0, 255, 0).astype(np.uint8)
 
@@ -364,8 +375,8 @@ async def open_cog_async(
     """Async twin of :func:`open_cog`."""
     url = os.fspath(url)
     backend = backend or default_backend()
-    header, size = await read_header(url, backend=backend, header_bytes=header_bytes, stats=stats)
-    return CogFile(url, header, backend=backend, size=size)
+    header, info = await read_header(url, backend=backend, header_bytes=header_bytes, stats=stats)
+    return CogFile(url, header, backend=backend, size=info.size, etag=info.etag)
 
 
 def open_cog(

@@ -52,6 +52,7 @@ async def execute_plan(
     out: np.ndarray,
     stats: FetchStats | None = None,
     caches: ChunkCaches | None = None,
+    etag: str | None = None,
 ) -> np.ndarray:
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
@@ -89,7 +90,8 @@ async def execute_plan(
         ranges = merge_ranges(missing, MERGE_GAP)
 
     async def one_range(byte_range) -> None:
-        data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end, stats))
+        data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end, stats,
+                                            etag=etag))
         if disk is not None:
             for c in byte_range.chunks:
                 offset = c.start - byte_range.start
