@@ -184,3 +184,30 @@ def test_apply_scale(utm, scenes, tmp_path):
     scaled = utm.get_numpy(bounds, ["B04"], geometry_crs=32633, apply_scale=True)
     assert scaled.dtype == np.float32
     np.testing.assert_allclose(scaled[raw != 0], raw[raw != 0].astype(np.float32))
+
+
+def test_on_error_skip_leaves_out_a_broken_scene(scenes, tmp_path):
+    import shutil
+
+    import pytest as _pytest
+
+    from rasteret.errors import RasteretError
+
+    copies = []
+    for scene in scenes[0]:
+        folder = tmp_path / scene.id
+        folder.mkdir()
+        for band, path in scene.files.items():
+            shutil.copy(path, folder / path.name)
+        copies.append({"id": scene.id, "datetime": scene.datetime,
+                       "B04": str(folder / "B04.tif"), "B08": str(folder / "B08.tif")})
+    collection = rasteret.build_from_table(pa.Table.from_pylist(copies), name="broken",
+                                           href_columns=BANDS, workspace_dir=tmp_path / "ws",
+                                           progress=False)
+    (tmp_path / scenes[0][1].id / "B04.tif").unlink()  # the object disappears
+    bounds = (504_000, 4_096_000, 505_280, 4_097_280)  # covered by all three scenes
+    with _pytest.raises(RasteretError):
+        collection.get_numpy(bounds, ["B04"], geometry_crs=32633)
+    with _pytest.warns(UserWarning, match=scenes[0][1].id):
+        data = collection.get_numpy(bounds, ["B04"], geometry_crs=32633, on_error="skip")
+    assert data.shape[0] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
-from rasteret.errors import ConfigurationError
+from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import run_sync
 from rasteret.read.cache import ChunkCaches
@@ -199,7 +200,7 @@ def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.nda
 async def _read_area(
     collection: Any, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
     backend: Backend, target_crs: Any, resolution: Any, resampling: str, mask: bool,
-    date_range: Any,
+    date_range: Any, on_error: str = "raise",
 ) -> AreaResult:
     _check_degrees(geometry, crs)
     rows = covering_rows(collection, geometry, crs, date_range)
@@ -215,7 +216,20 @@ async def _read_area(
     arrays = await asyncio.gather(*(
         read_into_grid(cogs[(r, b)][0], grid, bands=[cogs[(r, b)][1]], resampling=resampling)
         for r in rows for b in bands
-    ))
+    ), return_exceptions=True)
+    failed = {rows[i // len(bands)] for i, a in enumerate(arrays) if isinstance(a, BaseException)}
+    if failed:
+        first = next(a for a in arrays if isinstance(a, BaseException))
+        if on_error == "raise" or not isinstance(first, RasteretError):
+            raise first
+        ids = [collection.table["id"][r].as_py() for r in sorted(failed)]
+        warnings.warn(f"skipped {len(failed)} scene(s) that failed to read: {ids} ({first})",
+                      stacklevel=3)
+        keep = [i for i, r in enumerate(rows) if r not in failed]
+        arrays = [arrays[k * len(bands) + b] for k in keep for b in range(len(bands))]
+        rows = [rows[k] for k in keep]
+        if not rows:
+            raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
     dtype = np.result_type(*(a.dtype for a in arrays))
     data = np.stack([a[0].astype(dtype, copy=False) for a in arrays]).reshape(
         len(rows), len(bands), grid.height, grid.width)
@@ -245,10 +259,13 @@ def _scaled(collection: Any, result: AreaResult) -> np.ndarray:
 def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
                geometry_crs: Any = 4326, backend: Backend | None = None,
                target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
-               mask: bool = True, date_range: Any = None) -> tuple[list[AreaResult], list, CRS]:
+               mask: bool = True, date_range: Any = None, on_error: str = "raise",
+               ) -> tuple[list[AreaResult], list, CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions)."""
     from rasteret.io.cloud_config import backend_for_dataset
 
+    if on_error not in ("raise", "skip"):
+        raise ConfigurationError('on_error must be "raise" or "skip"')
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
@@ -258,7 +275,7 @@ def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
         return list(await asyncio.gather(*(
             _read_area(collection, g, crs, bands, backend=backend, target_crs=target_crs,
                        resolution=resolution, resampling=resampling, mask=mask,
-                       date_range=date_range)
+                       date_range=date_range, on_error=on_error)
             for g in shapes
         )))
 
@@ -277,7 +294,7 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
               geometry_crs: Any = 4326, backend: Backend | None = None,
               target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
               apply_scale: bool = False, mask: bool = True, date_range: Any = None,
-              ) -> np.ndarray | list[np.ndarray]:
+              on_error: str = "raise") -> np.ndarray | list[np.ndarray]:
     """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
     Args:
@@ -294,6 +311,8 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
         apply_scale: Apply per-band scale/offset; returns float32 with NaN nodata.
         mask: Set pixels whose centre is outside a polygon to nodata.
         date_range: Only scenes within ``(start, end)``.
+        on_error: ``"raise"`` (default), or ``"skip"``: scenes that fail to read (after
+            retries) are left out with a warning naming them.
 
     Returns:
         One array for a single geometry (bbox, shapely geometry or GeoJSON geometry),
@@ -306,7 +325,8 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
     """
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
-                               resampling=resampling, mask=mask, date_range=date_range)
+                               resampling=resampling, mask=mask, date_range=date_range,
+                               on_error=on_error)
     arrays = [_scaled(collection, r) if apply_scale else r.data for r in results]
     return arrays[0] if _single_geometry(geometries) else arrays
 
