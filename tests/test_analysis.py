@@ -197,7 +197,7 @@ def test_on_error_skip_leaves_out_a_broken_scene(scenes, tmp_path):
     for scene in scenes[0]:
         folder = tmp_path / scene.id
         folder.mkdir()
-        for band, path in scene.files.items():
+        for path in scene.files.values():
             shutil.copy(path, folder / path.name)
         copies.append({"id": scene.id, "datetime": scene.datetime,
                        "B04": str(folder / "B04.tif"), "B08": str(folder / "B08.tif")})
