@@ -423,3 +423,19 @@ def test_cli_datasets_build_and_collections(stac_api, workspace):
     assert out.returncode == 0
     out = run_cli("collections", "info", "cli", workspace=workspace)
     assert out.returncode == 1 and "no collection" in out.stderr
+
+
+def test_search_follows_pages(scenes, served, workspace, nginx_server):
+    # 24 items on pages of 5: every page is fetched.
+    items = []
+    for copy in range(6):
+        for scene in scenes:
+            item = stac_item(scene, served)
+            item["id"] = f"{scene.id}-copy{copy}"
+            items.append(item)
+    with StacApiServer(stac_collection(items), items) as server:
+        from rasteret.ingest.stac import search_items
+
+        found = search_items(server.url, collection="sentinel-2-l2a", bbox=BBOX,
+                             date_range=DATES, page_size=5)
+    assert len(found) == 24 and len({i["id"] for i in found}) == 24

@@ -50,6 +50,7 @@ def build_from_stac(
     stats: FetchStats | None = None,
     dataset_id: str | None = None,
     headers: Mapping[str, str] | None = None,
+    page_size: int = 100,
 ) -> Collection:
     """Build a collection from a STAC API search or a static catalog.
 
@@ -70,6 +71,7 @@ def build_from_stac(
             :func:`rasteret.ingest.builder.build_collection`.
         dataset_id: The catalog id this build belongs to (set by :func:`build`).
         headers: Extra HTTP headers for the STAC API.
+        page_size: Items per page of the search (pages are followed to the end).
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
@@ -82,7 +84,7 @@ def build_from_stac(
         return load(name, workspace_dir=workspace_dir)
     items = search_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
-        max_items=max_items, headers=headers,
+        max_items=max_items, headers=headers, page_size=page_size,
     )
     rewrite = _rewriter(dataset_id)
     records = [item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items]

@@ -118,6 +118,7 @@ def search_items(
     query: Mapping[str, Any] | None = None,
     max_items: int | None = None,
     headers: Mapping[str, str] | None = None,
+    page_size: int = 100,
 ) -> list[dict[str, Any]]:
     """Items from a STAC API (paged through pystac-client) or a static catalog
     (a local or remote ``catalog.json``, relative hrefs resolved).
@@ -134,7 +135,8 @@ def search_items(
         if _is_static_catalog(stac_api):
             items = _static_items(stac_api, collection)
         else:
-            items = _api_items(stac_api, collection, box, window, query, max_items, headers)
+            items = _api_items(stac_api, collection, box, window, max_items, headers,
+                               page_size)
     except RasteretError:
         raise
     except Exception as exc:  # network and parsing errors come in many types
@@ -144,7 +146,7 @@ def search_items(
     return selected[:max_items] if max_items else selected
 
 
-def _api_items(stac_api, collection, box, window, query, max_items, headers) -> list[dict]:
+def _api_items(stac_api, collection, box, window, max_items, headers, page_size) -> list[dict]:
     from pystac_client import Client
 
     client = Client.open(stac_api, headers=dict(headers or {}))
@@ -157,6 +159,7 @@ def _api_items(stac_api, collection, box, window, query, max_items, headers) -> 
         bbox=list(box) if box else None,
         datetime=datetime,
         max_items=max_items,
+        limit=page_size,  # items per page; pystac-client follows "next" links
     )
     # Property filters are applied client side (matches_query): servers that ignore
     # `query` would otherwise return nothing or everything.
