@@ -7,10 +7,10 @@ Runs on the embedded demo world (local S3 + STAC API, synthetic scenes):
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
+from _common import example_args
 from torch import nn
 
 
@@ -24,12 +24,7 @@ def small_segmenter(in_channels: int, classes: int) -> nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--chip-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = example_args(__doc__.splitlines()[0], steps=20, batch_size=16, workers=2)
 
     from rasteret.testing.demo_env import BANDS, LABEL, demo_world
     from rasteret.torch import TileAlignedSampler, dataloader
