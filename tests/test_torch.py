@@ -383,3 +383,21 @@ def test_chip_export_for_labelling(collection, tmp_path):
     )
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["chips"] == 3 * 4  # grid: 4 chips of 256 px per scene
+
+
+def test_concurrent_reads_of_one_tile_share_a_request(scenes, tmp_path, nginx_server):
+    served = served_collection(scenes, nginx_server, tmp_path / "ws", "shared-test")
+    dataset = served.to_torchgeo_dataset(["B04"])
+    # Eight 64-px chips inside the same 256-px tile of the first scene, in one batch.
+    x0, y1 = 500_000.0, 4_100_000.0
+    chips = [(slice(x0 + 640 * (i % 4), x0 + 640 * (i % 4 + 1), 10.0),
+              slice(y1 - 640 * (i // 4 + 1), y1 - 640 * (i // 4), 10.0))
+             for i in range(8)]
+    nginx_server.clear_log()
+    batch = dataset.__getitems__(chips)
+    requests = [r for r in nginx_server.requests() if r.path.endswith("B04.tif")]
+    # The chips fall in one tile of each of two scenes: one request per tile, not per chip.
+    assert len(requests) == len({(r.path, r.range) for r in requests}) == 2
+    for chip, sample in zip(chips, batch):
+        alone = served.to_torchgeo_dataset(["B04"], cache_bytes=0)[chip]
+        assert torch.equal(sample["image"], alone["image"])

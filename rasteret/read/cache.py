@@ -102,8 +102,15 @@ class DiskCache:
 
 
 class ChunkCaches:
-    """The caches a reader consults: memory (decoded) and, optionally, disk (bytes)."""
+    """The caches a reader consults: memory (decoded) and, optionally, disk (bytes),
+    plus the chunks being fetched right now, so concurrent reads of one tile share a
+    single request and decode."""
 
     def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None):
         self.memory = TileCache(memory_bytes) if memory_bytes > 0 else None
         self.disk = DiskCache(disk_dir) if disk_dir else None
+        self._in_flight: dict[int, dict[ChunkKey, Any]] = {}
+
+    def in_flight(self, loop: Any) -> dict[ChunkKey, Any]:
+        """Futures of the chunks being read on ``loop`` (futures belong to one loop)."""
+        return self._in_flight.setdefault(id(loop), {})

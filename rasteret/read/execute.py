@@ -65,12 +65,28 @@ async def execute_plan(
     pool = decode_pool()
     memory = caches.memory if caches else None
     disk = caches.disk if caches else None
+    # Chunks this call decodes that other calls may be waiting for (and the reverse).
+    in_flight = caches.in_flight(loop) if caches else None
+    owned: dict[Any, asyncio.Future] = {}
 
-    def decode_and_paste(data: Any, chunk: ChunkRead) -> None:
+    def decode_and_paste(data: Any, chunk: ChunkRead) -> np.ndarray:
         tile = decode_chunk(data, level, byteorder, chunk.rows, url)
         if memory is not None:
             memory.put(chunk_key(url, level, chunk.index), tile)
         paste_chunk(out, tile, chunk, plan, level)
+        return tile
+
+    async def decode(data: Any, chunk: ChunkRead) -> None:
+        key = chunk_key(url, level, chunk.index)
+        try:
+            tile = await loop.run_in_executor(pool, decode_and_paste, data, chunk)
+        except BaseException as exc:
+            _settle(owned.pop(key, None), in_flight, key, exc=exc)
+            raise
+        _settle(owned.pop(key, None), in_flight, key, tile=tile)
+
+    async def wait_for(future: asyncio.Future, chunk: ChunkRead) -> None:
+        paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
 
     ranges = plan.ranges
     pending: list[Any] = []
@@ -82,31 +98,60 @@ async def execute_plan(
             if tile is not None:
                 paste_chunk(out, tile, chunk, plan, level)
                 continue
+            if key in in_flight:  # another read is fetching this chunk: share it
+                pending.append(wait_for(in_flight[key], chunk))
+                continue
+            owned[key] = in_flight[key] = loop.create_future()
             stored = disk.get(key) if disk is not None else None
             if stored is not None:
-                pending.append(loop.run_in_executor(pool, decode_and_paste, stored, chunk))
+                pending.append(decode(stored, chunk))
                 continue
             missing.append(chunk)
         ranges = merge_ranges(missing, MERGE_GAP)
 
     async def one_range(byte_range) -> None:
-        data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end, stats,
-                                            etag=etag))
+        try:
+            data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end,
+                                                stats, etag=etag))
+        except BaseException as exc:
+            for c in byte_range.chunks:
+                key = chunk_key(url, level, c.index)
+                _settle(owned.pop(key, None), in_flight, key, exc=exc)
+            raise
         if disk is not None:
             for c in byte_range.chunks:
                 offset = c.start - byte_range.start
                 disk.put(chunk_key(url, level, c.index), data[offset : offset + c.length])
         await asyncio.gather(
             *(
-                loop.run_in_executor(
-                    pool,
-                    decode_and_paste,
-                    data[c.start - byte_range.start : c.start - byte_range.start + c.length],
-                    c,
-                )
+                decode(data[c.start - byte_range.start : c.start - byte_range.start + c.length], c)
                 for c in byte_range.chunks
             )
         )
 
-    await asyncio.gather(*pending, *(one_range(r) for r in ranges))
+    # Let every task finish (so every chunk this call owns is settled for the reads
+    # waiting on it) before raising the first failure.
+    results = await asyncio.gather(*pending, *(one_range(r) for r in ranges),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return out
+
+
+def _settle(future: asyncio.Future | None, in_flight: dict | None, key: Any, *,
+            tile: np.ndarray | None = None, exc: BaseException | None = None) -> None:
+    """Hand a decoded chunk (or its failure) to the reads waiting for it."""
+    if future is None:
+        return
+    if in_flight is not None and in_flight.get(key) is future:
+        del in_flight[key]
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    elif exc is not None:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved: the owner raises it too
+    else:
+        future.set_result(tile)
