@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,40 @@ def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
         {band: folder / f"scene{index:03d}_{band}.tif" for band in bands}
         for index in range(scenes)
     ]
+
+
+class OpenDatasets:
+    """rasterio's peer "with files opened in advance": a pool of threads, each holding
+    its own open GDAL dataset per URL (GDAL handles are not shared across threads)."""
+
+    def __init__(self, urls: list[str], threads: int) -> None:
+        import concurrent.futures
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads)
+        self._local = threading.local()
+        barrier = threading.Barrier(threads)
+
+        def warm(_: int) -> None:
+            barrier.wait()  # every thread opens every file once, before timing
+            for url in urls:
+                self.get(url)
+
+        list(self.pool.map(warm, range(threads)))
+
+    def get(self, url: str):
+        """This thread's open dataset for ``url``."""
+        import rasterio
+
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        if url not in cache:
+            cache[url] = rasterio.open(f"/vsicurl/{url}")
+        return cache[url]
+
+    def close(self) -> None:
+        """Stop the threads."""
+        self.pool.shutdown()
 
 
 def median_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None

@@ -17,14 +17,20 @@ import concurrent.futures
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import GDAL_ENV, cores, median_time, print_table, scene_set  # noqa: E402
+from _common import (  # noqa: E402
+    GDAL_ENV,
+    OpenDatasets,
+    cores,
+    median_time,
+    print_table,
+    scene_set,
+)
 
 BANDS = ("B04", "B08")
 # 2 x 2 km inside the stacked scenes (origin 500000, 4500000; 10 m pixels).
@@ -109,30 +115,13 @@ def main() -> None:
                         with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
                             return list(pool.map(one, urls))
 
-                    local = threading.local()
-                    pool = concurrent.futures.ThreadPoolExecutor(args.threads)
-                    barrier = threading.Barrier(args.threads)
+                    opened = OpenDatasets(urls, args.threads)
 
-                    def handle(url, local=local):
-                        cache = getattr(local, "cache", None)
-                        if cache is None:
-                            cache = local.cache = {}
-                        if url not in cache:
-                            cache[url] = rasterio.open(f"/vsicurl/{url}")
-                        return cache[url]
-
-                    def warm(_, urls=urls, barrier=barrier, handle=handle):
-                        barrier.wait()
-                        for url in urls:
-                            handle(url)
-
-                    list(pool.map(warm, range(args.threads)))
-
-                    def gdal_open(urls=urls, pool=pool, handle=handle):
+                    def gdal_open(urls=urls, opened=opened):
                         def one(url):
-                            src = handle(url)
+                            src = opened.get(url)
                             return src.read(1, window=from_bounds(*AOI, src.transform))
-                        return list(pool.map(one, urls))
+                        return list(opened.pool.map(one, urls))
 
                     label = f"{latency * 1000:.0f} ms"
                     measured = {}
@@ -146,7 +135,7 @@ def main() -> None:
                         records = nginx.requests()
                         measured[name] = (seconds, len(records),
                                           sum(r.body_bytes for r in records))
-                    pool.shutdown()
+                    opened.close()
                     baseline = measured[f"rasterio {args.threads} thr, opening files"][0]
                     for name, (seconds, requests, sent) in measured.items():
                         rows.append([f"{count} scenes", label, name, f"{seconds:.3f}",

@@ -20,14 +20,20 @@ import asyncio
 import concurrent.futures
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import GDAL_ENV, cores, median_time, print_table, scene_set  # noqa: E402
+from _common import (  # noqa: E402
+    GDAL_ENV,
+    OpenDatasets,
+    cores,
+    median_time,
+    print_table,
+    scene_set,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,39 +160,20 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
                     list(pool.map(one, jobs))
 
-            handles = threading.local()
-
-            def open_cached(key):
-                cache = getattr(handles, "cache", None)
-                if cache is None:
-                    cache = handles.cache = {}
-                if key not in cache:
-                    cache[key] = rasterio.open(f"/vsicurl/{urls[key]}")
-                return cache[key]
-
-            pool = concurrent.futures.ThreadPoolExecutor(args.threads)
-            barrier = threading.Barrier(args.threads)
-
-            def warm(_):
-                # Every thread opens every file once, before timing.
-                barrier.wait()
-                for key in urls:
-                    open_cached(key)
-
-            list(pool.map(warm, range(args.threads)))
+            opened = OpenDatasets(list(urls.values()), args.threads)
 
             def gdal_windows_open():
                 def one(job):
                     scene, band, window = job
-                    return open_cached((scene, band)).read(1, window=Window(*window))
+                    return opened.get(urls[(scene, band)]).read(1, window=Window(*window))
                 jobs = [(s, b, w) for s, bands, w in windows for b in bands]
-                list(pool.map(one, jobs))
+                list(opened.pool.map(one, jobs))
 
             gdal_open_time = median_time(gdal_windows_opening, args.repeat)
             gdal_open_counts = counted(gdal_windows_opening)
             gdal_warm_time = median_time(gdal_windows_open, args.repeat)
             gdal_warm_counts = counted(gdal_windows_open)
-            pool.shutdown()
+            opened.close()
             op = f"{args.windows} windows x 2 bands"
             rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
                          f"{gdal_open_time / ours_windows:.2f}x",
