@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,12 +38,14 @@ def served(tmp_path_factory, nginx_server):
     return names, clean
 
 
-def backend(attempts: int = 8) -> rasteret.Backend:
+def backend(attempts: int = 8, *, budget: float = 20, **options: Any) -> rasteret.Backend:
+    """A backend with short retry delays (``options`` go to create_backend)."""
     return rasteret.create_backend(
-        retries=RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, budget=20))
+        retries=RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, budget=budget,
+                            throttle_delay=0.01), **options)
 
 
-@pytest.mark.parametrize("fault", ["drop", "503", "truncate"])
+@pytest.mark.parametrize("fault", ["drop", "503", "429", "truncate"])
 def test_reads_survive_faults_with_identical_pixels(served, nginx_server, fault):
     names, clean = served
     with LatencyProxy(nginx_server.url, delay=0, fault_rate=0.3, faults=(fault,),
@@ -125,3 +128,55 @@ def test_objects_changed_after_indexing_are_detected(served, nginx_server, tmp_p
     shutil.copy(Path(nginx_server.root) / "faults" / names[1], victim)
     with pytest.raises(ObjectChangedError, match="changed after it was indexed"):
         collection.cog(0, "B04", validate=True).read()
+
+
+# -- throttling ------------------------------------------------------------------------
+
+def test_obstore_errors_do_not_show_retry_after(served, nginx_server):
+    # Why RetryPolicy.throttle_delay exists: the status and body reach us, the header not.
+    import obstore
+    from obstore.store import HTTPStore
+
+    names, _ = served
+    with LatencyProxy(nginx_server.url, delay=0, fault_rate=1.0, faults=("429",)) as proxy:
+        store = HTTPStore.from_url(proxy.url, client_options={"allow_http": True},
+                                   retry_config={"max_retries": 0})
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - obstore's generic error
+            obstore.get_range(store, f"faults/{names[0]}", start=0, end=16)
+    message = str(caught.value)
+    assert "429 Too Many Requests" in message
+    assert "retry-after" not in message.lower()
+
+
+@pytest.mark.parametrize(("message", "throttled"), [
+    ("Server returned non-2xx status code: 429 Too Many Requests: ", True),
+    ("Server returned non-2xx status code: 503 Service Unavailable: ", True),
+    ("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.", True),
+    ("Server returned non-2xx status code: 500 Internal Server Error: ", False),
+    ("read of bytes 0-503 of http://h/x.tif failed: status code: 502 Bad Gateway", False),
+])
+def test_throttling_is_recognised(message, throttled):
+    from rasteret.errors import BackendError
+    from rasteret.io.fetch import ShortReadError, is_throttled
+
+    assert is_throttled(BackendError(message)) is throttled
+    assert not is_throttled(ShortReadError("x.tif returned 503 bytes for range 0-1024"))
+
+
+def test_throttled_retries_wait_at_least_the_throttle_delay(served, nginx_server):
+    names, _ = served
+    throttled = rasteret.create_backend(retries=RetryPolicy(
+        attempts=3, base_delay=0.001, max_delay=0.001, budget=20, throttle_delay=0.3))
+    with LatencyProxy(nginx_server.url, delay=0, fault_rate=1.0, faults=("429",)) as proxy:
+        start = time.monotonic()
+        with pytest.raises(NetworkError, match=r"3 attempt\(s\).*429 Too Many Requests"):
+            rasteret.open_cog(f"{proxy.url}/faults/{names[0]}", backend=throttled)
+        assert time.monotonic() - start >= 2 * 0.3  # two retries, each after the floor
+    # Failures that are not throttling keep the short backoff.
+    slow_floor = rasteret.create_backend(retries=RetryPolicy(
+        attempts=3, base_delay=0.001, max_delay=0.001, budget=20, throttle_delay=5))
+    with LatencyProxy(nginx_server.url, delay=0, fault_rate=1.0, faults=("drop",)) as proxy:
+        start = time.monotonic()
+        with pytest.raises(NetworkError, match=r"3 attempt\(s\)"):
+            rasteret.open_cog(f"{proxy.url}/faults/{names[0]}", backend=slow_floor)
+        assert time.monotonic() - start < 5

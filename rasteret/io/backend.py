@@ -108,12 +108,17 @@ class RetryPolicy:
         base_delay: Seconds before the first retry (doubled each time, randomised).
         max_delay: Longest wait between two tries.
         budget: Seconds a request may spend retrying before it fails.
+        throttle_delay: Seconds added to the backoff when the store throttles (429
+            Too Many Requests, 503 Slow Down / Service Unavailable). obstore's errors
+            carry the status and the body but not the ``Retry-After`` header, so this
+            floor stands in for it.
     """
 
     attempts: int = 5
     base_delay: float = 0.1
     max_delay: float = 4.0
     budget: float = 60.0
+    throttle_delay: float = 0.5
 
 
 class Backend:

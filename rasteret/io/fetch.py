@@ -89,6 +89,18 @@ _TRANSIENT = re.compile(
 )
 
 
+# Case-sensitive: status lines and S3/Azure error codes, never a byte count like "503 b".
+_THROTTLED = re.compile(
+    r"status code: (429|503)\b|\b(429 Too Many Requests|503 Service Unavailable|503 Slow Down)"
+    r"|\b(SlowDown|ServiceUnavailable|ServerBusy|TooManyRequests)\b"
+)
+
+
+def is_throttled(error: RasteretError) -> bool:
+    """True when the store asked us to slow down (429, 503 Slow Down / Unavailable)."""
+    return isinstance(error, BackendError) and bool(_THROTTLED.search(str(error)))
+
+
 def is_transient(error: RasteretError) -> bool:
     """True for failures worth retrying: network errors, 5xx, 429, short bodies."""
     if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError)):
@@ -101,7 +113,8 @@ def is_transient(error: RasteretError) -> bool:
 async def with_retries(backend: Backend, url: str, what: str, attempt_once,
                        stats: FetchStats | None):
     """Run ``attempt_once()`` until it succeeds, retrying transient failures with
-    exponential backoff and full jitter within the backend's retry policy.
+    exponential backoff and full jitter within the backend's retry policy; a store
+    that throttles is given ``throttle_delay`` more before each retry.
 
     Raises:
         NetworkError: The attempts or the time budget ran out; names the URL, what was
@@ -120,6 +133,10 @@ async def with_retries(backend: Backend, url: str, what: str, attempt_once,
             if not is_transient(error):
                 raise
             delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** attempt))
+            if is_throttled(error):
+                # Retry-After is not visible through obstore: wait at least this floor,
+                # jittered on top so throttled requests do not return all at once.
+                delay += policy.throttle_delay
             if attempt >= policy.attempts or elapsed + delay > policy.budget:
                 raise NetworkError(
                     f"{what} of {strip_query(url)} failed after {attempt} attempt(s) in "

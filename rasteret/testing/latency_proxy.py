@@ -9,8 +9,9 @@ client connection gets its own upstream connection, and every request on it wait
 
 With ``--fault-rate``, that share of requests (seeded, reproducible) meets one of
 the ``--faults``: ``drop`` (the connection closes without an answer), ``503`` (Service
-Unavailable with ``Retry-After``), ``truncate`` (half the body, then the connection
-closes), ``slow`` (an extra second before the answer).
+Unavailable with ``Retry-After``), ``429`` (Too Many Requests with ``Retry-After``: the
+store throttling), ``truncate`` (half the body, then the connection closes), ``slow``
+(an extra second before the answer).
 
     python -m rasteret.testing.latency_proxy --target 127.0.0.1:8080 --delay 0.02 --port 0
 """
@@ -24,7 +25,12 @@ import sys
 from dataclasses import dataclass, field
 
 _CHUNK = 1024 * 1024
-FAULT_KINDS = ("drop", "503", "truncate", "slow")
+FAULT_KINDS = ("drop", "503", "429", "truncate", "slow")
+# Answers sent instead of forwarding the request (the connection stays usable).
+_REFUSALS = {
+    "503": b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
+    "429": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+}
 
 
 @dataclass
@@ -105,9 +111,8 @@ async def _serve(client_reader, client_writer, target: tuple[str, int], delay: f
             fault = faults.draw()
             if fault == "drop":
                 break
-            if fault == "503":
-                client_writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
-                                    b"Content-Length: 0\r\n\r\n")
+            if fault in _REFUSALS:
+                client_writer.write(_REFUSALS[fault])
                 await client_writer.drain()
                 continue
             if fault == "slow":
