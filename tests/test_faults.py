@@ -1,11 +1,13 @@
 """Transient faults between rasteret and the store: dropped connections, 503 bursts,
-truncated bodies and slow answers are retried (and counted) until pixels equal a
-clean read; when the retry budget is spent, a typed error names URL, range and
-attempts. Every test is bounded in time."""
+throttling (429), truncated bodies, slow answers and a store restarting mid-read are
+retried (and counted) until pixels equal a clean read, over HTTP and S3; when the
+retry budget is spent, a typed error names URL, range and attempts. Every test is
+bounded in time."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import rasteret
 from rasteret.errors import NetworkError
 from rasteret.io.backend import RetryPolicy
 from rasteret.testing.scenes import write_scenes
-from rasteret.testing.servers import LatencyProxy
+from rasteret.testing.servers import LatencyProxy, NginxServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,3 +182,83 @@ def test_throttled_retries_wait_at_least_the_throttle_delay(served, nginx_server
         with pytest.raises(NetworkError, match=r"3 attempt\(s\)"):
             rasteret.open_cog(f"{proxy.url}/faults/{names[0]}", backend=slow_floor)
         assert time.monotonic() - start < 5
+
+
+# -- a store restarting under a read ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def restartable(served, nginx_server, tmp_path_factory):
+    """A private nginx over the fault scenes (so restarting it spares the session's),
+    behind a proxy slow enough that a restart lands mid-read; a collection of the
+    scenes and the tiles they hold, read cleanly."""
+    names, _ = served
+    with NginxServer(Path(nginx_server.root) / "faults") as nginx, \
+            LatencyProxy(nginx.url, delay=0.05) as proxy:
+        table = pa.Table.from_pylist([{"id": n, "B04": f"{proxy.url}/{n}"} for n in names])
+        collection = rasteret.build_from_table(
+            table, name="restarts", href_columns=["B04"], progress=False,
+            workspace_dir=tmp_path_factory.mktemp("restarts"))
+        yield nginx, collection, read_tiles(collection, patient(budget=15))
+
+
+def patient(budget: float) -> rasteret.Backend:
+    """Retries every ~0.1 s until ``budget`` seconds are spent (attempts never run out
+    first)."""
+    return rasteret.create_backend(retries=RetryPolicy(
+        attempts=1000, base_delay=0.05, max_delay=0.2, budget=budget))
+
+
+def read_tiles(collection: rasteret.Collection, b: rasteret.Backend) -> list[np.ndarray]:
+    """Each 128-px tile of the (co-located) scenes, all scenes at once, tile after
+    tile, twice over: a long multi-scene read."""
+    a, _, c, _, e, f = collection.band_record(0, "B04")["transform"][:6]
+    boxes = [(c + (col * 128 + 1) * a, f + (row * 128 + 127) * e,
+              c + (col * 128 + 127) * a, f + (row * 128 + 1) * e)
+             for row in range(4) for col in range(4)]
+    return [collection.get_numpy(box, ["B04"], geometry_crs=32633, backend=b)
+            for box in boxes * 2]
+
+
+def restart_after(nginx: NginxServer, requests: int, downtime: float) -> threading.Thread:
+    """Restart ``nginx`` from a background thread once it has logged ``requests``
+    requests, staying down ``downtime`` seconds."""
+    nginx.clear_log()
+
+    def restart() -> None:
+        deadline = time.monotonic() + 30
+        while nginx.count() < requests and time.monotonic() < deadline:
+            time.sleep(0.005)
+        nginx.restart(downtime)
+
+    thread = threading.Thread(target=restart, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_store_restarted_mid_read_gives_identical_pixels(restartable):
+    from rasteret.io.fetch import PROCESS_STATS
+
+    nginx, collection, clean = restartable
+    retries = PROCESS_STATS.retries
+    restarter = restart_after(nginx, requests=6, downtime=0.5)
+    pixels = read_tiles(collection, patient(budget=15))
+    restarter.join(timeout=30)
+    assert not restarter.is_alive()
+    assert PROCESS_STATS.retries > retries  # the restart broke requests; retries mended them
+    assert nginx.count() > 6  # ...and the read went on after it
+    for got, expected in zip(pixels, clean, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_store_down_past_the_budget_fails_typed_and_in_time(restartable):
+    nginx, collection, clean = restartable
+    downtime = 3.0
+    restarter = restart_after(nginx, requests=6, downtime=downtime)
+    start = time.monotonic()
+    with pytest.raises(NetworkError, match=r"failed after \d+ attempt\(s\)"):
+        read_tiles(collection, patient(budget=1.0))
+    assert time.monotonic() - start < downtime  # gave up within its budget, not on recovery
+    restarter.join(timeout=30)
+    # Back up: the same collection and backend read again, nothing left broken.
+    for got, expected in zip(read_tiles(collection, patient(budget=1.0)), clean, strict=True):
+        np.testing.assert_array_equal(got, expected)

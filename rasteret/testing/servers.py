@@ -96,6 +96,25 @@ class _Server:
         _stop_process(self._process)
         self._process = None
 
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop the server and, after ``downtime`` seconds, run the same command again
+        on the same port: a store restarting under its clients. Connections in flight
+        break; new ones are refused until it listens again. nginx keeps its files and
+        log; moto comes back empty; the proxy's fault counts start again.
+
+        Raises:
+            RuntimeError: The server is not running, or did not listen again.
+        """
+        if self._process is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        command = list(self._process.args)
+        address = getattr(self, "url", "") or getattr(self, "endpoint", "")
+        port = int(address.rsplit(":", 1)[1])
+        _stop_process(self._process)
+        time.sleep(downtime)
+        self._process = start_process(command, type(self).__name__)
+        _wait_for_port(port, self._process, type(self).__name__)
+
     def __enter__(self):
         return self.start()
 
