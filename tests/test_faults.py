@@ -24,6 +24,9 @@ from rasteret.testing.servers import LatencyProxy, NginxServer
 
 pytestmark = pytest.mark.timeout(120)
 
+#: Windows read from every scene: the whole of it, one across tiles, a strip.
+WINDOWS = [None, (100, 100, 200, 200), (0, 384, 512, 128)]
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, nginx_server):
@@ -56,7 +59,7 @@ def test_reads_survive_faults_with_identical_pixels(served, nginx_server, fault)
         b = backend()
         for name, expected in zip(names, clean):
             cog = rasteret.open_cog(f"{proxy.url}/faults/{name}", backend=b, stats=stats)
-            for window in [None, (100, 100, 200, 200), (0, 384, 512, 128)]:
+            for window in WINDOWS:
                 pixels = cog.read(window, stats=stats)
                 if window is None:
                     np.testing.assert_array_equal(pixels, expected)
@@ -262,3 +265,49 @@ def test_a_store_down_past_the_budget_fails_typed_and_in_time(restartable):
     # Back up: the same collection and backend read again, nothing left broken.
     for got, expected in zip(read_tiles(collection, patient(budget=1.0)), clean, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+# -- S3 (moto) behind the fault proxy ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_bucket(served, nginx_server, moto_server) -> str:
+    """The fault scenes uploaded to a bucket of the session's moto server."""
+    names, _ = served
+    moto_server.create_bucket("rasteret-faults")
+    for name in names:
+        moto_server.upload("rasteret-faults", name, Path(nginx_server.root) / "faults" / name)
+    return "rasteret-faults"
+
+
+def test_s3_builds_and_reads_through_faults_equal_a_clean_run(served, s3_bucket, moto_server,
+                                                             tmp_path):
+    names, clean = served
+    table = pa.Table.from_pylist([{"id": n, "B04": f"s3://{s3_bucket}/{n}"} for n in names])
+
+    def build_and_read(endpoint: str, name: str):
+        # Path-style requests to the endpoint (obstore's default with an endpoint set).
+        b = backend(default_s3_config={
+            "endpoint": endpoint, "region": moto_server.region,
+            "aws_access_key_id": moto_server.access_key_id,
+            "aws_secret_access_key": moto_server.secret_access_key})
+        stats = rasteret.FetchStats()
+        collection = rasteret.build_from_table(table, name=name, href_columns=["B04"],
+                                               workspace_dir=tmp_path, backend=b,
+                                               progress=False, stats=stats)
+        pixels = [collection.cog(row, "B04", backend=b).read(window, stats=stats)
+                  for row in range(len(collection)) for window in WINDOWS]
+        return collection, pixels, stats
+
+    reference, expected, _ = build_and_read(moto_server.endpoint, "s3-clean")
+    with LatencyProxy(moto_server.endpoint, delay=0, fault_rate=0.3, seed=5,
+                      faults=("drop", "503", "429", "truncate")) as proxy:
+        collection, pixels, stats = build_and_read(proxy.url, "s3-faulty")
+        injected = proxy.injected()
+    assert len(collection) == 3 and collection.failures.num_rows == 0
+    for row in range(3):
+        a, b = collection.band_record(row, "B04"), reference.band_record(row, "B04")
+        assert (a["levels"], a["etag"]) == (b["levels"], b["etag"])
+    for got, want in zip(pixels, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pixels[0], clean[0])  # and equal to the local file
+    assert stats.retries == sum(injected.values()) > 0  # one counted retry per fault
