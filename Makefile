@@ -53,10 +53,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 servers:
-	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
-	  echo "installing nginx (Debian package)"; \
+	@if { ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; } || \
+	    [ ! -f /usr/lib/nginx/modules/ngx_http_echo_module.so ]; then \
+	  echo "installing nginx and its echo module (Debian packages)"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
-	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq nginx >/dev/null; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
+	    -y -qq nginx libnginx-mod-http-echo >/dev/null; \
 	fi
 	@if [ ! -x $(AZURITE) ]; then \
 	  echo "installing Azurite (npm) into .cache/azurite"; \

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 BANDS = ("B02", "B03", "B04", "B08")
@@ -82,6 +83,30 @@ class OpenDatasets:
     def close(self) -> None:
         """Stop the threads."""
         self.pool.shutdown()
+
+
+#: How the benchmarks add latency: ``nginx`` holds each request on a timer inside
+#: nginx (no CPU cost), ``proxy`` sends requests through rasteret's Python loopback
+#: proxy (which competes with the readers for the machine's cores).
+LATENCY_MODES = ("nginx", "proxy")
+
+
+@contextlib.contextmanager
+def latency_server(root: Path, latency: float, mode: str = "nginx") -> Iterator[tuple]:
+    """nginx serving ``root`` with ``latency`` seconds added per request.
+
+    Yields:
+        ``(nginx, url)``: the server (its log counts requests and bytes) and the base
+        URL readers should use.
+    """
+    from rasteret.testing.servers import LatencyProxy, NginxServer
+
+    if mode == "nginx":
+        with NginxServer(root=root, delay=latency) as nginx:
+            yield nginx, nginx.url
+    else:
+        with NginxServer(root=root) as nginx, LatencyProxy(nginx.url, delay=latency) as proxy:
+            yield nginx, proxy.url
 
 
 def median_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None

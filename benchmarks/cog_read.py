@@ -1,8 +1,8 @@
 """COG engine benchmark: headers and windows, rasteret vs rasterio (GDAL) with 16 threads.
 
 Synthetic Sentinel-2-like scenes (20 scenes x 4 bands, 4096 px, uint16, deflate +
-predictor 2, 512-px tiles, overviews) on local nginx behind a loopback proxy adding
-0 and 20 ms per request:
+predictor 2, 512-px tiles, overviews) on local nginx adding 0 and 20 ms per request
+(inside nginx by default; ``--latency-by proxy`` uses the Python loopback proxy):
 
 (a) open all 80 headers;
 (b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader).
@@ -11,6 +11,7 @@ Requests and bytes come from the nginx log. The decode-bound floor is the
 single-core time to decode exactly the needed tiles, divided by the cores.
 
     .venv/bin/python benchmarks/cog_read.py [--quick] [--repeat 3] [--latencies 0,0.02]
+        [--latency-by nginx|proxy]
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     GDAL_ENV,
+    LATENCY_MODES,
     OpenDatasets,
     cores,
+    latency_server,
     median_time,
     print_table,
     scene_set,
@@ -44,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latencies", default="0,0.02")
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--quick", action="store_true", help="5 scenes of 2048 px, 1 repeat")
     parser.add_argument("--data", default=".cache/bench/scenes")
     return parser.parse_args()
@@ -88,7 +92,6 @@ def main() -> None:
 
     import rasteret
     from rasteret.io.runtime import run_sync
-    from rasteret.testing.servers import LatencyProxy, NginxServer
 
     data = Path(args.data) / f"{args.scenes}x{args.size}"
     scenes = scene_set(data, scenes=args.scenes, size=args.size)
@@ -103,10 +106,10 @@ def main() -> None:
         local[(index, band)] = (rasteret.open_cog(path), path.read_bytes())
     floor = decode_floor(local, windows)
 
-    def measure(nginx, latency: float) -> list[list[str]]:
+    def measure(latency: float) -> list[list[str]]:
         rows = []
-        with LatencyProxy(nginx.url, delay=latency) as proxy:
-            urls = {(i, b): f"{proxy.url}/{name}" for i, b, name in names}
+        with latency_server(data, latency, args.latency_by) as (nginx, base_url):
+            urls = {(i, b): f"{base_url}/{name}" for i, b, name in names}
 
             def counted(run):
                 nginx.clear_log()
@@ -191,12 +194,12 @@ def main() -> None:
         return rows
 
     rows = []
-    with NginxServer(root=data) as nginx:
-        for latency in [float(v) for v in args.latencies.split(",")]:
-            rows += measure(nginx, latency)
+    for latency in [float(v) for v in args.latencies.split(",")]:
+        rows += measure(latency)
     print_table(
         f"COG reads: {args.scenes} scenes x 4 bands, {args.size} px, uint16 deflate+pred2, "
-        f"512-px tiles, local nginx + latency proxy, {cores()} cores, medians of {args.repeat}",
+        f"512-px tiles, local nginx, latency by {args.latency_by}, {cores()} cores, "
+        f"medians of {args.repeat}",
         ["operation", "latency", "reader", "median s", "speed-up vs rasterio", "requests", "MB",
          "decode floor s", "x floor"],
         rows,

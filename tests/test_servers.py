@@ -7,7 +7,7 @@ import http.client
 import time
 import urllib.request
 
-from rasteret.testing.servers import LatencyProxy
+from rasteret.testing.servers import LatencyProxy, NginxServer
 
 
 def test_nginx_serves_ranges_and_logs_them(nginx_server):
@@ -33,26 +33,46 @@ def test_moto_upload_ranged_get_and_anonymous_public_read(moto_server):
         assert response.read() == b"0123456789"
 
 
+def fetch_twice_concurrently(url: str, payload: bytes) -> list[float]:
+    """50 keep-alive connections, each fetching two ranges of ``/proxied.bin``; the
+    seconds each connection took."""
+    host, port = url.split("//")[1].split(":")
+
+    def fetch_twice(index: int) -> float:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        start = time.perf_counter()
+        for _ in range(2):
+            start_byte = index * 100
+            connection.request("GET", "/proxied.bin",
+                               headers={"Range": f"bytes={start_byte}-{start_byte + 99999}"})
+            response = connection.getresponse()
+            assert response.status == 206
+            assert response.read() == payload[start_byte : start_byte + 100000]
+        connection.close()
+        return time.perf_counter() - start
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        return list(pool.map(fetch_twice, range(50)))
+
+
 def test_latency_proxy_delays_each_keep_alive_request(nginx_server):
     payload = bytes(range(256)) * 4000
     (nginx_server.root / "proxied.bin").write_bytes(payload)
     with LatencyProxy(nginx_server.url, delay=0.05) as proxy:
-        host, port = proxy.url.split("//")[1].split(":")
-
-        def fetch_twice(index: int) -> float:
-            connection = http.client.HTTPConnection(host, int(port), timeout=10)
-            start = time.perf_counter()
-            for _ in range(2):
-                start_byte = index * 100
-                connection.request("GET", "/proxied.bin",
-                                   headers={"Range": f"bytes={start_byte}-{start_byte + 99999}"})
-                response = connection.getresponse()
-                assert response.status == 206
-                assert response.read() == payload[start_byte : start_byte + 100000]
-            connection.close()
-            return time.perf_counter() - start
-
-        with concurrent.futures.ThreadPoolExecutor(50) as pool:
-            durations = list(pool.map(fetch_twice, range(50)))
+        durations = fetch_twice_concurrently(proxy.url, payload)
     # Two requests on one connection: at least twice the delay each.
     assert min(durations) >= 0.1
+
+
+def test_delayed_nginx_holds_every_request_without_serialising_them(tmp_path):
+    payload = bytes(range(256)) * 4000
+    (tmp_path / "proxied.bin").write_bytes(payload)
+    with NginxServer(tmp_path, delay=0.05) as nginx:
+        start = time.perf_counter()
+        durations = fetch_twice_concurrently(nginx.url, payload)
+        elapsed = time.perf_counter() - start
+        records = nginx.requests()
+    assert min(durations) >= 0.1  # both requests of a connection were held
+    assert elapsed < 50 * 2 * 0.05  # ...concurrently, not one after another
+    assert len(records) == 100 and {r.status for r in records} == {206}
+    assert sum(r.body_bytes for r in records) == 100 * 100000

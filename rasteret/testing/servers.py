@@ -1,7 +1,8 @@
 """Real local servers on loopback for tests, benchmarks and the demo.
 
 - :class:`NginxServer`: static files with HTTP Range support and a parsed access log
-  (requests and bytes are counted on the server side).
+  (requests and bytes are counted on the server side), optionally answering every
+  request after a fixed delay (cloud latency at no CPU cost to the measured code).
 - :class:`MotoServer`: an S3 API (moto) with fake credentials.
 - :class:`LatencyProxy`: a reverse proxy adding a fixed delay per request, run as a
   separate process so it does not compete with the measured code for the GIL.
@@ -136,6 +137,21 @@ class AccessRecord:
 _LOG_FORMAT = "$request_method\\t$uri\\t$status\\t$http_range\\t$body_bytes_sent"
 
 
+#: Where Debian's libnginx-mod-http-echo puts the module that provides ``echo_sleep``.
+_ECHO_MODULES = ("/usr/lib/nginx/modules/ngx_http_echo_module.so",
+                 "/usr/share/nginx/modules/ngx_http_echo_module.so")
+
+
+def nginx_echo_module() -> str:
+    """The echo module's path (needed for ``NginxServer(delay=...)``), or a RuntimeError
+    saying how to install it."""
+    for path in _ECHO_MODULES:
+        if Path(path).exists():
+            return path
+    raise RuntimeError("nginx's echo module is not installed: run `make servers` "
+                       "(it installs Debian's libnginx-mod-http-echo)")
+
+
 def nginx_binary() -> str:
     """The nginx executable, or a RuntimeError saying how to install it."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
@@ -148,14 +164,21 @@ def nginx_binary() -> str:
 class NginxServer(_Server):
     """nginx serving ``root`` with Range support on a free loopback port.
 
+    With ``delay``, every request is answered ``delay`` seconds late: nginx's event
+    loop holds it on a timer (the echo module's ``echo_sleep``), then serves the file
+    as usual. Unlike a proxy process this costs no CPU, so on a small machine the
+    latency does not steal cycles from the readers being measured.
+
     Attributes:
         url: ``http://127.0.0.1:PORT``.
         root: The served folder.
+        delay: Seconds added to every request (0: none).
         access_log_path: The access log (tab-separated, one request per line).
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, delay: float = 0.0) -> None:
         self.root = Path(root).resolve()
+        self.delay = delay
         self.url = ""
         self._dir = Path(tempfile.mkdtemp(prefix="rasteret-nginx-"))
         self.access_log_path = self._dir / "access.log"
@@ -166,7 +189,13 @@ class NginxServer(_Server):
         self.url = f"http://127.0.0.1:{port}"
         temp = self._dir / "tmp"
         temp.mkdir(exist_ok=True)
+        module, location = "", "location / { }"
+        if self.delay > 0:
+            module = f"load_module {nginx_echo_module()};"
+            location = (f"location / {{ echo_sleep {self.delay:.3f}; echo_exec @file; }}\n"
+                        "        location @file { }")
         config = f"""
+{module}
 daemon off;
 master_process off;
 worker_processes 1;
@@ -192,7 +221,7 @@ http {{
         listen 127.0.0.1:{port};
         root {self.root};
         access_log {self.access_log_path} rasteret;
-        location / {{ }}
+        {location}
     }}
 }}
 """
