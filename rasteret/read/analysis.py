@@ -211,7 +211,7 @@ async def _read_area(
         )
     grid = choose_grid(collection, rows, bands[0], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
-    caches = ChunkCaches(memory_bytes=64 * 1024 * 1024)
+    caches = ChunkCaches(memory_bytes=64 * 1024 * 1024, whole_chunks=False)
     cogs = {(r, b): _cog(collection, r, b, backend, caches) for r in rows for b in bands}
     arrays = await asyncio.gather(*(
         read_into_grid(cogs[(r, b)][0], grid, bands=[cogs[(r, b)][1]], resampling=resampling)
@@ -465,7 +465,7 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
     user = points.drop(columns=points.geometry.name) \
         if isinstance(points, gpd.GeoDataFrame) else None
     backend = backend_for_dataset(collection.dataset_id, backend)
-    caches = ChunkCaches(memory_bytes=128 * 1024 * 1024)
+    caches = ChunkCaches(memory_bytes=128 * 1024 * 1024, whole_chunks=False)
     jobs = []
     for index, point in enumerate(shapes):
         _check_degrees(point, crs)

@@ -6,10 +6,12 @@ Keys name a chunk by file, level and index: ``(href, level key, chunk index)``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,12 @@ class TileCache:
         self._items: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: ChunkKey) -> np.ndarray | None:
-        """The cached array, or None (counted as a hit or a miss)."""
+    def get(self, key: ChunkKey, rows: int = 0) -> np.ndarray | None:
+        """The cached array if it holds at least ``rows`` rows, else None (counted as a
+        hit or a miss)."""
         with self._lock:
             array = self._items.get(key)
-            if array is None:
+            if array is None or array.shape[0] < rows:
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
@@ -51,13 +54,16 @@ class TileCache:
             return array
 
     def put(self, key: ChunkKey, array: np.ndarray) -> None:
-        """Keep ``array`` (read-only from now on), evicting the oldest entries."""
+        """Keep ``array`` (read-only from now on), evicting the oldest entries; a chunk
+        already held with more rows is kept instead."""
         if array.nbytes > self.max_bytes:
             return
         array.flags.writeable = False
         with self._lock:
             previous = self._items.pop(key, None)
             if previous is not None:
+                if previous.shape[0] > array.shape[0]:
+                    array = previous
                 self.bytes -= previous.nbytes
             self._items[key] = array
             self.bytes += array.nbytes
@@ -101,16 +107,42 @@ class DiskCache:
         os.replace(tmp, path)
 
 
+@dataclass
+class PendingChunk:
+    """A chunk that one read is fetching and decoding, which concurrent reads await.
+
+    Attributes:
+        future: Resolves to the decoded chunk (or its failure).
+        rows: Rows the owner will decode; a read that joins before decoding starts
+            raises it to what that read needs.
+        decoding: True once decoding started (``rows`` is final).
+    """
+
+    future: asyncio.Future
+    rows: int
+    decoding: bool = False
+
+
 class ChunkCaches:
     """The caches a reader consults: memory (decoded) and, optionally, disk (bytes),
     plus the chunks being fetched right now, so concurrent reads of one tile share a
-    single request and decode."""
+    single request and decode.
 
-    def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None):
+    Args:
+        memory_bytes: Memory for decoded chunks (0: none).
+        disk_dir: A folder for compressed chunk bytes (None: none).
+        whole_chunks: Decode whole chunks, so that later reads of other rows find them
+            in memory (a cache kept across reads). False decodes only the rows the
+            current reads need (a cache that serves the concurrent reads of one call).
+    """
+
+    def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None,
+                 whole_chunks: bool = True):
         self.memory = TileCache(memory_bytes) if memory_bytes > 0 else None
         self.disk = DiskCache(disk_dir) if disk_dir else None
-        self._in_flight: dict[int, dict[ChunkKey, Any]] = {}
+        self.whole_chunks = whole_chunks
+        self._in_flight: dict[int, dict[ChunkKey, PendingChunk]] = {}
 
-    def in_flight(self, loop: Any) -> dict[ChunkKey, Any]:
-        """Futures of the chunks being read on ``loop`` (futures belong to one loop)."""
+    def in_flight(self, loop: Any) -> dict[ChunkKey, PendingChunk]:
+        """The chunks being read on ``loop`` (futures belong to one loop)."""
         return self._in_flight.setdefault(id(loop), {})

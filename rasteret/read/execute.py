@@ -11,7 +11,7 @@ import numpy as np
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, fetch_range
 from rasteret.io.runtime import decode_pool
-from rasteret.read.cache import ChunkCaches, chunk_key
+from rasteret.read.cache import ChunkCaches, PendingChunk, chunk_key
 from rasteret.read.plan import MERGE_GAP, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
 from rasteret.tiff.header import ImageLevel
@@ -57,20 +57,24 @@ async def execute_plan(
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
     All ranges are requested concurrently; each chunk is decoded in the decode pool
-    as soon as its range arrives, so decoding overlaps the remaining transfers.
+    as soon as its range arrives, so decoding overlaps the remaining transfers, and
+    decoding stops at the last row the window needs in the chunk (unless ``caches``
+    keep whole chunks for later reads).
     With ``caches``, chunks decoded earlier are pasted from memory, chunks stored on
-    disk are decoded without a request, and only the rest is fetched (and stored).
+    disk are decoded without a request, chunks another read is fetching are awaited,
+    and only the rest is fetched (and stored).
     """
     loop = asyncio.get_running_loop()
     pool = decode_pool()
     memory = caches.memory if caches else None
     disk = caches.disk if caches else None
+    whole = caches is not None and caches.whole_chunks
     # Chunks this call decodes that other calls may be waiting for (and the reverse).
     in_flight = caches.in_flight(loop) if caches else None
-    owned: dict[Any, asyncio.Future] = {}
+    owned: dict[Any, PendingChunk] = {}
 
-    def decode_and_paste(data: Any, chunk: ChunkRead) -> np.ndarray:
-        tile = decode_chunk(data, level, byteorder, chunk.rows, url)
+    def decode_and_paste(data: Any, chunk: ChunkRead, rows: int) -> np.ndarray:
+        tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows)
         if memory is not None:
             memory.put(chunk_key(url, level, chunk.index), tile)
         paste_chunk(out, tile, chunk, plan, level)
@@ -78,8 +82,13 @@ async def execute_plan(
 
     async def decode(data: Any, chunk: ChunkRead) -> None:
         key = chunk_key(url, level, chunk.index)
+        pending = owned.get(key)
+        rows = chunk.rows if whole else chunk.needed_rows
+        if pending is not None:
+            pending.decoding = True  # from now on, joining reads get these rows
+            rows = pending.rows
         try:
-            tile = await loop.run_in_executor(pool, decode_and_paste, data, chunk)
+            tile = await loop.run_in_executor(pool, decode_and_paste, data, chunk, rows)
         except BaseException as exc:
             _settle(owned.pop(key, None), in_flight, key, exc=exc)
             raise
@@ -89,22 +98,26 @@ async def execute_plan(
         paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
 
     ranges = plan.ranges
-    pending: list[Any] = []
+    waiting: list[Any] = []
     if caches is not None:
         missing = []
         for chunk in (c for r in plan.ranges for c in r.chunks):
             key = chunk_key(url, level, chunk.index)
-            tile = memory.get(key) if memory is not None else None
+            tile = memory.get(key, chunk.needed_rows) if memory is not None else None
             if tile is not None:
                 paste_chunk(out, tile, chunk, plan, level)
                 continue
-            if key in in_flight:  # another read is fetching this chunk: share it
-                pending.append(wait_for(in_flight[key], chunk))
+            rows = chunk.rows if whole else chunk.needed_rows
+            pending = in_flight.get(key)
+            if pending is not None and (not pending.decoding or pending.rows >= rows):
+                pending.rows = max(pending.rows, rows)  # another read fetches it: share
+                waiting.append(wait_for(pending.future, chunk))
                 continue
-            owned[key] = in_flight[key] = loop.create_future()
+            if pending is None:
+                owned[key] = in_flight[key] = PendingChunk(loop.create_future(), rows)
             stored = disk.get(key) if disk is not None else None
             if stored is not None:
-                pending.append(decode(stored, chunk))
+                waiting.append(decode(stored, chunk))
                 continue
             missing.append(chunk)
         ranges = merge_ranges(missing, MERGE_GAP)
@@ -131,7 +144,7 @@ async def execute_plan(
 
     # Let every task finish (so every chunk this call owns is settled for the reads
     # waiting on it) before raising the first failure.
-    results = await asyncio.gather(*pending, *(one_range(r) for r in ranges),
+    results = await asyncio.gather(*waiting, *(one_range(r) for r in ranges),
                                    return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
@@ -139,13 +152,14 @@ async def execute_plan(
     return out
 
 
-def _settle(future: asyncio.Future | None, in_flight: dict | None, key: Any, *,
+def _settle(pending: PendingChunk | None, in_flight: dict | None, key: Any, *,
             tile: np.ndarray | None = None, exc: BaseException | None = None) -> None:
     """Hand a decoded chunk (or its failure) to the reads waiting for it."""
-    if future is None:
+    if pending is None:
         return
-    if in_flight is not None and in_flight.get(key) is future:
+    if in_flight is not None and in_flight.get(key) is pending:
         del in_flight[key]
+    future = pending.future
     if future.done():
         return
     if isinstance(exc, asyncio.CancelledError):

@@ -51,6 +51,8 @@ class ChunkRead:
         row0, col0: The chunk's top-left pixel in the level.
         rows: Rows the chunk holds (short for a file's last strip).
         start, length: The chunk's bytes in the file.
+        needed_rows: Rows from the chunk's top down to the window's last row in it:
+            decoding can stop there.
     """
 
     index: int
@@ -60,6 +62,7 @@ class ChunkRead:
     rows: int
     start: int
     length: int
+    needed_rows: int
 
 
 @dataclass
@@ -117,7 +120,8 @@ def covering_chunks(
                         f"chunk {index} (bytes {start}-{start + length}) lies past the end "
                         f"of the file ({file_size} bytes)"
                     )
-                chunks.append(ChunkRead(index, plane, top, tx * cw, rows, start, length))
+                needed = min(rows, row1 - top)
+                chunks.append(ChunkRead(index, plane, top, tx * cw, rows, start, length, needed))
     return chunks
 
 

@@ -15,32 +15,52 @@ import numpy as np
 from rasteret.errors import CorruptTiffError, UnsupportedTiffError
 from rasteret.tiff.header import COMPRESSION_NAMES, ImageLevel
 
-# Compression tag -> function(bytes, expected_size) -> bytes or array.
 _LERC_DEFLATE = 1
 _LERC_ZSTD = 2
 
 
-def _zlib(data: bytes, size: int) -> np.ndarray | bytes:
+# A DEFLATE decoder that runs out of room stops before the literal, match (at most
+# 258 bytes) or stored block (at most 65,535 bytes) that does not fit: an output
+# buffer this much larger than the bytes wanted always receives every one of them.
+_DEFLATE_LARGEST_UNIT = 65_535 + 258
+
+
+def _zlib(data: bytes, size: int, wanted: int) -> np.ndarray | bytes:
+    if wanted + _DEFLATE_LARGEST_UNIT < size:
+        # Only the first rows are needed: stop inflating soon after them (libdeflate
+        # writes straight into our buffer and reports that it ran out of room).
+        prefix = np.empty(wanted + _DEFLATE_LARGEST_UNIT, np.uint8)
+        try:
+            imagecodecs.deflate_decode(data, out=prefix)
+        except imagecodecs.DeflateError as exc:
+            if "INSUFFICIENT_SPACE" in str(exc):
+                return prefix[:wanted]
+        # The stream ended early or is damaged: the whole-chunk path below decides.
     # libdeflate needs the output size; fall back to zlib for streams it rejects
     # (for example a truncated or padded stream that zlib tolerates, as GDAL does).
     try:
-        return imagecodecs.deflate_decode(data, out=np.empty(size, np.uint8))
+        raw = imagecodecs.deflate_decode(data, out=np.empty(size, np.uint8))
     except Exception:  # noqa: BLE001 - any libdeflate failure gets the lenient decoder
-        return imagecodecs.zlib_decode(data)
+        raw = imagecodecs.zlib_decode(data)
+    if len(raw) < size:
+        raise CorruptTiffError(f"a chunk decompressed to {len(raw)} bytes, {size} expected")
+    return raw
 
 
-def _into_buffer(decode: Callable[..., Any]) -> Callable[[bytes, int], np.ndarray]:
+def _into_buffer(decode: Callable[..., Any]) -> Callable[[bytes, int, int], np.ndarray]:
     # Decoding into a fresh writable array lets predictors run in place (no copy).
-    return lambda data, size: decode(data, out=np.empty(size, np.uint8))
+    return lambda data, size, wanted: decode(data, out=np.empty(size, np.uint8))
 
 
-_BYTE_CODECS: dict[int, Callable[[bytes, int], Any]] = {
-    1: lambda data, size: data,
+# Compression tag -> function(bytes, chunk size, bytes wanted) -> bytes or array
+# holding at least the wanted bytes (all of the chunk for codecs that cannot stop).
+_BYTE_CODECS: dict[int, Callable[[bytes, int, int], Any]] = {
+    1: lambda data, size, wanted: data,
     5: _into_buffer(imagecodecs.lzw_decode),
     8: _zlib,
     32946: _zlib,
-    32773: lambda data, size: imagecodecs.packbits_decode(data),
-    34925: lambda data, size: imagecodecs.lzma_decode(data),
+    32773: lambda data, size, wanted: imagecodecs.packbits_decode(data),
+    34925: lambda data, size, wanted: imagecodecs.lzma_decode(data),
     34926: _into_buffer(imagecodecs.zstd_decode),
     50000: _into_buffer(imagecodecs.zstd_decode),
 }
@@ -97,7 +117,8 @@ def check_supported(level: ImageLevel, url: str) -> None:
 
 
 def decode_chunk(
-    data: bytes, level: ImageLevel, byteorder: str, rows: int, url: str = "<bytes>"
+    data: bytes, level: ImageLevel, byteorder: str, rows: int, url: str = "<bytes>",
+    *, max_rows: int | None = None,
 ) -> np.ndarray:
     """Decode one tile or strip.
 
@@ -107,9 +128,13 @@ def decode_chunk(
         byteorder: The file's byte order (``"<"`` or ``">"``).
         rows: Rows the chunk holds (the tile height; fewer for a file's last strip).
         url: Named in error messages.
+        max_rows: Decode only the chunk's first ``max_rows`` rows (a window ending
+            inside the chunk needs no more). DEFLATE stops inflating soon after them
+            and predictors run on those rows only; other codecs decode everything.
 
     Returns:
-        An array shaped ``(rows, chunk_width, samples_per_chunk)`` in native byte order.
+        An array shaped ``(min(rows, max_rows), chunk_width, samples_per_chunk)`` in
+        native byte order.
 
     Raises:
         CorruptTiffError: The bytes do not decode to the size the header promises.
@@ -117,11 +142,14 @@ def decode_chunk(
     width = level.chunk_width
     samples = level.samples_per_chunk
     dtype = level.dtype
+    chunk_rows = rows
+    if max_rows is not None:
+        rows = max(1, min(rows, max_rows))
     try:
         if level.compression in _IMAGE_CODECS:
             array = _decode_image_codec(data, level)
         else:
-            array = _decode_bytes(data, level, byteorder, rows)
+            array = _decode_bytes(data, level, byteorder, chunk_rows, rows)
     except (UnsupportedTiffError, CorruptTiffError):
         raise
     except Exception as exc:  # codec errors come in many types
@@ -174,16 +202,18 @@ def _decode_image_codec(data: bytes, level: ImageLevel) -> np.ndarray:
     return imagecodecs.jpegxl_decode(data)
 
 
-def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, rows: int) -> np.ndarray:
+def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, chunk_rows: int,
+                  rows: int) -> np.ndarray:
+    """Decode the first ``rows`` of a chunk's ``chunk_rows`` rows."""
     width = level.chunk_width
     samples = level.samples_per_chunk
     bits = level.bits_per_sample
     dtype = level.dtype
-    if bits in (8, 16, 32, 64):
-        expected = rows * width * samples * dtype.itemsize
-    else:
-        expected = rows * -(-(width * samples * bits) // 8)
-    raw = _BYTE_CODECS[level.compression](data, expected)
+    row_bytes = (width * samples * dtype.itemsize if bits in (8, 16, 32, 64)
+                 else -(-(width * samples * bits) // 8))
+    expected = rows * row_bytes
+    # The codec is told the whole chunk's size, so a short stream is still detected.
+    raw = _BYTE_CODECS[level.compression](data, chunk_rows * row_bytes, expected)
     if level.fill_order == 2:
         raw = imagecodecs.bitorder_decode(bytes(raw))
     if bits not in (8, 16, 32, 64):
