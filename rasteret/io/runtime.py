@@ -9,12 +9,21 @@ codecs release the GIL, so the network and the CPU overlap.
 obstore's Rust runtime does not survive ``fork``: a child forked after its parent
 did I/O hangs on its first request. :func:`ensure_io_allowed` turns that hang into
 a :class:`~rasteret.errors.ForkAfterIOError` raised at once.
+
+Reads allocate and free hundreds of megabytes of tile buffers. glibc's malloc hands
+buffers above its mmap threshold back to the kernel on every free, so the next read
+page-faults them in afresh (a fifth of a read's CPU on a small VM). When the loop
+starts, :func:`tune_malloc` keeps such buffers in the heap for reuse instead; set
+``RASTERET_MALLOC_TUNING=0`` (or any ``MALLOC_*`` / ``GLIBC_TUNABLES`` variable of your
+own) to leave malloc alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +72,36 @@ def ensure_io_allowed() -> None:
         _io_started_in_pid = os.getpid()
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Buffers up to this size come from the heap (glibc's own ceiling for the threshold
+#: it adapts by itself).
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Free memory at the top of the heap beyond this goes back to the kernel.
+TRIM_THRESHOLD = 64 * 1024 * 1024
+_malloc_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Let glibc reuse large freed buffers instead of unmapping them (see the module
+    docstring). Returns True when the settings were applied."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    if (os.environ.get("RASTERET_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux")
+            or "GLIBC_TUNABLES" in os.environ
+            or any(name.startswith("MALLOC_") for name in os.environ)):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    _malloc_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                         and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _malloc_tuned
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
     loop.run_forever()
@@ -73,6 +112,7 @@ def io_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _lock:
         if _loop is None or _loop.is_closed():
+            tune_malloc()
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=_run_loop, args=(loop,), name="rasteret-io", daemon=True
