@@ -2,12 +2,14 @@
 
 rasteret's ``get_numpy`` (headers from the collection, every tile of every scene in
 flight at once) vs rasterio with 16 threads reading the same windows through GDAL
-/vsicurl/, opening each file or with every file opened in advance; local nginx behind
-a loopback proxy adding 0 and 20 ms per request. Requests and bytes come from the
-nginx log; the decode-bound floor is the single-core decode time of the needed
-tiles divided by the cores.
+/vsicurl/, opening each file or with every file opened in advance; local nginx adding
+0 and 20 ms per request (inside nginx by default; ``--latency-by proxy`` uses the
+Python loopback proxy). Each reader runs once untimed (a warm-up whose requests and
+bytes are read from the nginx log), then the median of ``--repeat`` timed runs. The
+decode-bound floor is the single-core time to decode the needed tiles whole, divided
+by the cores.
 
-    .venv/bin/python benchmarks/aoi.py [--quick] [--scenes 20,100]
+    .venv/bin/python benchmarks/aoi.py [--quick] [--scenes 20,100] [--latency-by nginx|proxy]
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
     GDAL_ENV,
+    LATENCY_MODES,
     OpenDatasets,
     cores,
+    latency_server,
     median_time,
     print_table,
     scene_set,
@@ -46,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latencies", default="0,0.02")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--quick", action="store_true", help="10 scenes, 1 repeat")
     parser.add_argument("--data", default=".cache/bench/aoi")
     return parser.parse_args()
@@ -79,7 +84,6 @@ def main() -> None:
     from rasterio.windows import from_bounds
 
     import rasteret
-    from rasteret.testing.servers import LatencyProxy, NginxServer
 
     os.environ.update(GDAL_ENV)
     rows = []
@@ -90,61 +94,60 @@ def main() -> None:
         for files in scenes:
             for path in files.values():
                 LOCAL[path.name] = path.read_bytes()
-        with NginxServer(root=folder) as nginx:
-            for latency in [float(v) for v in args.latencies.split(",")]:
-                with LatencyProxy(nginx.url, delay=latency) as proxy:
-                    table = pa.Table.from_pylist([
-                        {"id": f"s{i:03d}", "datetime": "2024-01-01T00:00:00Z",
-                         **{b: f"{proxy.url}/{files[b].name}" for b in BANDS}}
-                        for i, files in enumerate(scenes)
-                    ])
-                    workspace = tempfile.mkdtemp(prefix="bench-aoi-")
-                    collection = rasteret.build_from_table(
-                        table, name="aoi", href_columns=list(BANDS), workspace_dir=workspace,
-                        progress=False)
-                    floor = decode_floor(collection)
-                    urls = [u for row in table.to_pylist() for u in (row["B04"], row["B08"])]
+        for latency in [float(v) for v in args.latencies.split(",")]:
+            with latency_server(folder, latency, args.latency_by) as (nginx, base_url):
+                table = pa.Table.from_pylist([
+                    {"id": f"s{i:03d}", "datetime": "2024-01-01T00:00:00Z",
+                     **{b: f"{base_url}/{files[b].name}" for b in BANDS}}
+                    for i, files in enumerate(scenes)
+                ])
+                workspace = tempfile.mkdtemp(prefix="bench-aoi-")
+                collection = rasteret.build_from_table(
+                    table, name="aoi", href_columns=list(BANDS), workspace_dir=workspace,
+                    progress=False)
+                floor = decode_floor(collection)
+                urls = [u for row in table.to_pylist() for u in (row["B04"], row["B08"])]
 
-                    def ours(collection=collection):
-                        return collection.get_numpy(AOI, list(BANDS), geometry_crs=32633)
+                def ours(collection=collection):
+                    return collection.get_numpy(AOI, list(BANDS), geometry_crs=32633)
 
-                    def gdal_opening(urls=urls):
-                        def one(url):
-                            with rasterio.open(f"/vsicurl/{url}") as src:
-                                return src.read(1, window=from_bounds(*AOI, src.transform))
-                        with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
-                            return list(pool.map(one, urls))
-
-                    opened = OpenDatasets(urls, args.threads)
-
-                    def gdal_open(urls=urls, opened=opened):
-                        def one(url):
-                            src = opened.get(url)
+                def gdal_opening(urls=urls):
+                    def one(url):
+                        with rasterio.open(f"/vsicurl/{url}") as src:
                             return src.read(1, window=from_bounds(*AOI, src.transform))
-                        return list(opened.pool.map(one, urls))
+                    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                        return list(pool.map(one, urls))
 
-                    label = f"{latency * 1000:.0f} ms"
-                    measured = {}
-                    for name, run in [("rasteret get_numpy", ours),
-                                      (f"rasterio {args.threads} thr, opening files",
-                                       gdal_opening),
-                                      (f"rasterio {args.threads} thr, files open", gdal_open)]:
-                        seconds = median_time(run, args.repeat)
-                        nginx.clear_log()
-                        run()
-                        records = nginx.requests()
-                        measured[name] = (seconds, len(records),
-                                          sum(r.body_bytes for r in records))
-                    opened.close()
-                    baseline = measured[f"rasterio {args.threads} thr, opening files"][0]
-                    for name, (seconds, requests, sent) in measured.items():
-                        rows.append([f"{count} scenes", label, name, f"{seconds:.3f}",
-                                     f"{baseline / seconds:.2f}x", str(requests),
-                                     f"{sent / 1e6:.1f}", f"{floor:.3f}",
-                                     f"{seconds / floor:.2f}"])
+                opened = OpenDatasets(urls, args.threads)
+
+                def gdal_open(urls=urls, opened=opened):
+                    def one(url):
+                        src = opened.get(url)
+                        return src.read(1, window=from_bounds(*AOI, src.transform))
+                    return list(opened.pool.map(one, urls))
+
+                label = f"{latency * 1000:.0f} ms"
+                measured = {}
+                for name, run in [("rasteret get_numpy", ours),
+                                  (f"rasterio {args.threads} thr, opening files",
+                                   gdal_opening),
+                                  (f"rasterio {args.threads} thr, files open", gdal_open)]:
+                    nginx.clear_log()
+                    run()
+                    records = nginx.requests()
+                    seconds = median_time(run, args.repeat)
+                    measured[name] = (seconds, len(records),
+                                      sum(r.body_bytes for r in records))
+                opened.close()
+                baseline = measured[f"rasterio {args.threads} thr, opening files"][0]
+                for name, (seconds, requests, sent) in measured.items():
+                    rows.append([f"{count} scenes", label, name, f"{seconds:.3f}",
+                                 f"{baseline / seconds:.2f}x", str(requests),
+                                 f"{sent / 1e6:.1f}", f"{floor:.3f}",
+                                 f"{seconds / floor:.2f}"])
     print_table(
-        f"2x2 km area, 2 bands, stacked {args.size}-px scenes (512-px tiles), local nginx + "
-        f"latency proxy, {cores()} cores, medians of {args.repeat}",
+        f"2x2 km area, 2 bands, stacked {args.size}-px scenes (512-px tiles), local nginx, "
+        f"latency by {args.latency_by}, {cores()} cores, medians of {args.repeat}",
         ["scenes", "latency", "reader", "median s", "speed-up vs rasterio opening", "requests",
          "MB", "decode floor s", "x floor"],
         rows,

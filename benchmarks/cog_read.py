@@ -7,8 +7,10 @@ predictor 2, 512-px tiles, overviews) on local nginx adding 0 and 20 ms per requ
 (a) open all 80 headers;
 (b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader).
 
-Requests and bytes come from the nginx log. The decode-bound floor is the
-single-core time to decode exactly the needed tiles, divided by the cores.
+Each reader runs once untimed (a warm-up whose requests and bytes are read from the
+nginx log), then ``--repeat`` timed runs give the median. The decode-bound floor is
+the single-core time to decode the needed tiles whole, divided by the cores
+(rasteret stops decoding a tile at the window's last row, so it can come close).
 
     .venv/bin/python benchmarks/cog_read.py [--quick] [--repeat 3] [--latencies 0,0.02]
         [--latency-by nginx|proxy]
@@ -122,8 +124,8 @@ def main() -> None:
                 return await asyncio.gather(
                     *(rasteret.open_cog_async(u) for u in urls.values()))
 
-            ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
             ours_counts = counted(lambda: run_sync(open_all()))
+            ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
 
             def gdal_open_all():
                 def one(url):
@@ -132,8 +134,8 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
                     list(pool.map(one, urls.values()))
 
-            gdal_headers = median_time(gdal_open_all, args.repeat)
             gdal_counts = counted(gdal_open_all)
+            gdal_headers = median_time(gdal_open_all, args.repeat)
             label = f"{latency * 1000:.0f} ms"
             rows.append([f"headers ({len(urls)} files)", label, "rasteret", f"{ours_headers:.3f}",
                          f"{gdal_headers / ours_headers:.1f}x", f"{ours_counts[0]}",
@@ -151,8 +153,8 @@ def main() -> None:
                     for scene, bands, window in windows for band in bands
                 ))
 
-            ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
             ours_win_counts = counted(lambda: run_sync(read_windows()))
+            ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
 
             def gdal_windows_opening():
                 def one(job):
@@ -172,10 +174,10 @@ def main() -> None:
                 jobs = [(s, b, w) for s, bands, w in windows for b in bands]
                 list(opened.pool.map(one, jobs))
 
-            gdal_open_time = median_time(gdal_windows_opening, args.repeat)
             gdal_open_counts = counted(gdal_windows_opening)
-            gdal_warm_time = median_time(gdal_windows_open, args.repeat)
+            gdal_open_time = median_time(gdal_windows_opening, args.repeat)
             gdal_warm_counts = counted(gdal_windows_open)
+            gdal_warm_time = median_time(gdal_windows_open, args.repeat)
             opened.close()
             op = f"{args.windows} windows x 2 bands"
             rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
