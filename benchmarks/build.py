@@ -1,7 +1,8 @@
 """Collection build benchmark: indexing 2,000 COG headers on local nginx.
 
 Every asset is a link to one synthetic Sentinel-2-like COG (4096 px, 512-px tiles,
-overviews), served by nginx behind a loopback proxy adding 0 or 20 ms per request.
+overviews), served by nginx adding 0 or 20 ms per request (inside nginx by default;
+``--latency-by proxy`` uses the Python loopback proxy).
 rasteret's build (``build_from_table``) runs next to rasterio opening the same URLs
 with 16 threads (GDAL /vsicurl/). A second table times loading and filtering a
 100,000-row collection.
@@ -16,11 +17,15 @@ import concurrent.futures
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import LATENCY_MODES, latency_server  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--assets", type=int, default=2000)
     parser.add_argument("--latencies", default="0,0.02", help="seconds per request")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--quick", action="store_true", help="400 assets, 1 repetition")
     parser.add_argument("--data", default=".cache/bench/build")
     return parser.parse_args()
@@ -128,7 +134,6 @@ def main() -> None:
     args = parse_args()
     if args.quick:
         args.assets, args.repeat = 400, 1
-    from rasteret.testing.servers import LatencyProxy, NginxServer
 
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
@@ -138,29 +143,28 @@ def main() -> None:
     workspace = tempfile.mkdtemp(prefix="bench-build-")
     os.environ["BENCH_WORKSPACE"] = workspace
     rows = []
-    with NginxServer(root=data) as nginx:
-        for latency in [float(v) for v in args.latencies.split(",")]:
-            with LatencyProxy(nginx.url, delay=latency) as proxy:
-                urls = [f"{proxy.url}/{name}" for name in names]
-                ours, requests, peaks = [], [], []
-                for _ in range(args.repeat):
-                    nginx.clear_log()
-                    seconds, _, peak = build_once(urls, workspace)
-                    ours.append(seconds)
-                    requests.append(len(nginx.requests()))
-                    peaks.append(peak)
-                theirs, their_requests = [], []
-                for _ in range(args.repeat):
-                    nginx.clear_log()
-                    start = time.perf_counter()
-                    rasterio_open_all(urls)
-                    theirs.append(time.perf_counter() - start)
-                    their_requests.append(len(nginx.requests()))
-                rows.append((latency, "rasteret build", median(ours), median(requests),
-                             max(peaks)))
-                # rasterio runs after ours, so the process peak below is ours alone.
-                rows.append((latency, "rasterio open, 16 threads", median(theirs),
-                             median(their_requests), float("nan")))
+    for latency in [float(v) for v in args.latencies.split(",")]:
+        with latency_server(data, latency, args.latency_by) as (nginx, base_url):
+            urls = [f"{base_url}/{name}" for name in names]
+            ours, requests, peaks = [], [], []
+            for _ in range(args.repeat):
+                nginx.clear_log()
+                seconds, _, peak = build_once(urls, workspace)
+                ours.append(seconds)
+                requests.append(len(nginx.requests()))
+                peaks.append(peak)
+            theirs, their_requests = [], []
+            for _ in range(args.repeat):
+                nginx.clear_log()
+                start = time.perf_counter()
+                rasterio_open_all(urls)
+                theirs.append(time.perf_counter() - start)
+                their_requests.append(len(nginx.requests()))
+            rows.append((latency, "rasteret build", median(ours), median(requests),
+                         max(peaks)))
+            # rasterio runs after ours, so the process peak below is ours alone.
+            rows.append((latency, "rasterio open, 16 threads", median(theirs),
+                         median(their_requests), float("nan")))
     print(f"\nBuild: {args.assets} assets (4096 px COG, 512-px tiles, overviews), local nginx, "
           f"medians of {args.repeat}")
     print("latency | reader | seconds | assets/s | requests/asset | process peak RSS MB")

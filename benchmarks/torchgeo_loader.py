@@ -1,9 +1,10 @@
 """TorchGeo loader benchmark: RasteretDataset vs TorchGeo's RasterDataset over GDAL.
 
 Both read the same synthetic Sentinel-2-like COGs (non-overlapping scenes, 4 bands,
-uint16, deflate + predictor 2, 512-px tiles) from local nginx behind a loopback
-proxy adding a fixed delay per request. 256-px chips of 4 bands, batch 16,
-``num_workers=2`` (spawn for GDAL, forkserver for rasteret), same sampler seeds.
+uint16, deflate + predictor 2, 512-px tiles) from local nginx adding a fixed delay
+per request (inside nginx by default; ``--latency-by proxy`` uses the Python proxy).
+256-px chips of 4 bands, batch 16, ``num_workers=2`` (spawn for GDAL, forkserver for
+rasteret), same sampler seeds.
 
     .venv/bin/python benchmarks/torchgeo_loader.py            # full run
     .venv/bin/python benchmarks/torchgeo_loader.py --quick    # smaller data
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import BANDS as BAND_TUPLE  # noqa: E402
-from _common import scene_set  # noqa: E402
+from _common import LATENCY_MODES, latency_server, scene_set  # noqa: E402
 
 BANDS = list(BAND_TUPLE)
 
@@ -38,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chips", type=int, default=160, help="chips per measurement")
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--data", default=".cache/bench/scenes", help="scene cache folder")
     return parser.parse_args()
 
@@ -115,14 +117,12 @@ def main() -> None:
     from torchgeo.samplers import RandomPatchSampler
 
     import rasteret
-    from rasteret.testing.servers import LatencyProxy, NginxServer
     from rasteret.torch import TileAlignedSampler
 
     data = Path(args.data) / f"{args.scenes}x{args.size}"
     scene_set(data, scenes=args.scenes, size=args.size)
     rows = []
-    with NginxServer(root=data) as nginx, LatencyProxy(nginx.url, delay=args.latency) as proxy:
-        base = proxy.url
+    with latency_server(data, args.latency, args.latency_by) as (nginx, base):
         table_rows = []
         for path in sorted(data.glob("scene*_B02.tif")):
             scene = path.name.split("_")[0]
