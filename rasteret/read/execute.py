@@ -12,7 +12,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, fetch_range
 from rasteret.io.runtime import decode_pool
 from rasteret.read.cache import ChunkCaches, PendingChunk, chunk_key
-from rasteret.read.plan import MERGE_GAP, ChunkRead, ReadPlan, merge_ranges
+from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
 from rasteret.tiff.header import ImageLevel
 
@@ -56,16 +56,16 @@ async def execute_plan(
 ) -> np.ndarray:
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
-    All ranges are requested concurrently; each chunk is decoded in the decode pool
-    as soon as its range arrives, so decoding overlaps the remaining transfers, and
-    decoding stops at the last row the window needs in the chunk (unless ``caches``
-    keep whole chunks for later reads).
+    All ranges are requested concurrently; once they arrive, the read's chunks are
+    decoded in one job of the decode pool (one hand-off per read, not per chunk: the
+    many reads of a call keep every decode thread busy while others still transfer).
+    Decoding stops at the last row the window needs in each chunk, unless ``caches``
+    keep whole chunks for later reads.
     With ``caches``, chunks decoded earlier are pasted from memory, chunks stored on
     disk are decoded without a request, chunks another read is fetching are awaited,
     and only the rest is fetched (and stored).
     """
     loop = asyncio.get_running_loop()
-    pool = decode_pool()
     memory = caches.memory if caches else None
     disk = caches.disk if caches else None
     whole = caches is not None and caches.whole_chunks
@@ -73,34 +73,74 @@ async def execute_plan(
     in_flight = caches.in_flight(loop) if caches else None
     owned: dict[Any, PendingChunk] = {}
 
-    def decode_and_paste(data: Any, chunk: ChunkRead, rows: int) -> np.ndarray:
-        tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows)
-        if memory is not None:
-            memory.put(chunk_key(url, level, chunk.index), tile)
-        paste_chunk(out, tile, chunk, plan, level)
-        return tile
+    def decode_all(pieces: list[tuple[ChunkRead, Any, int]]) -> list[Any]:
+        """Decode and paste chunks (in a decode thread): a tile or the error, each."""
+        results: list[Any] = []
+        for chunk, data, rows in pieces:
+            try:
+                tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiters, then raised
+                results.append(exc)
+                continue
+            if memory is not None:
+                memory.put(chunk_key(url, level, chunk.index), tile)
+            paste_chunk(out, tile, chunk, plan, level)
+            results.append(tile)
+        return results
 
-    async def decode(data: Any, chunk: ChunkRead) -> None:
-        key = chunk_key(url, level, chunk.index)
-        pending = owned.get(key)
-        rows = chunk.rows if whole else chunk.needed_rows
-        if pending is not None:
-            pending.decoding = True  # from now on, joining reads get these rows
-            rows = pending.rows
+    async def decode(pieces: list[tuple[ChunkRead, Any]]) -> None:
+        jobs = []
+        for chunk, data in pieces:
+            pending = owned.get(chunk_key(url, level, chunk.index))
+            rows = chunk.rows if whole else chunk.needed_rows
+            if pending is not None:
+                pending.decoding = True  # from now on, joining reads get these rows
+                rows = pending.rows
+            jobs.append((chunk, data, rows))
         try:
-            tile = await loop.run_in_executor(pool, decode_and_paste, data, chunk, rows)
+            results = await loop.run_in_executor(decode_pool(), decode_all, jobs)
         except BaseException as exc:
-            _settle(owned.pop(key, None), in_flight, key, exc=exc)
+            settle_all([chunk for chunk, _ in pieces], exc=exc)
             raise
-        _settle(owned.pop(key, None), in_flight, key, tile=tile)
+        for (chunk, _), result in zip(pieces, results):
+            key = chunk_key(url, level, chunk.index)
+            failed = isinstance(result, BaseException)
+            _settle(owned.pop(key, None), in_flight, key, tile=None if failed else result,
+                    exc=result if failed else None)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    def settle_all(chunks: list[ChunkRead], *, exc: BaseException) -> None:
+        for chunk in chunks:
+            key = chunk_key(url, level, chunk.index)
+            _settle(owned.pop(key, None), in_flight, key, exc=exc)
 
     async def wait_for(future: asyncio.Future, chunk: ChunkRead) -> None:
         paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
 
+    async def fetch_and_decode(ranges: list[ByteRange]) -> None:
+        try:
+            fetched = await asyncio.gather(*(
+                fetch_range(backend, url, r.start, r.end, stats, etag=etag) for r in ranges))
+        except BaseException as exc:
+            settle_all([c for r in ranges for c in r.chunks], exc=exc)
+            raise
+        pieces = []
+        for byte_range, data in zip(ranges, fetched):
+            view = memoryview(data)
+            for chunk in byte_range.chunks:
+                offset = chunk.start - byte_range.start
+                pieces.append((chunk, view[offset : offset + chunk.length]))
+        if disk is not None:
+            for chunk, data in pieces:
+                disk.put(chunk_key(url, level, chunk.index), data)
+        await decode(pieces)
+
     ranges = plan.ranges
-    waiting: list[Any] = []
+    tasks: list[Any] = []
     if caches is not None:
-        missing = []
+        missing, stored = [], []
         for chunk in (c for r in plan.ranges for c in r.chunks):
             key = chunk_key(url, level, chunk.index)
             tile = memory.get(key, chunk.needed_rows) if memory is not None else None
@@ -111,41 +151,24 @@ async def execute_plan(
             pending = in_flight.get(key)
             if pending is not None and (not pending.decoding or pending.rows >= rows):
                 pending.rows = max(pending.rows, rows)  # another read fetches it: share
-                waiting.append(wait_for(pending.future, chunk))
+                tasks.append(wait_for(pending.future, chunk))
                 continue
             if pending is None:
                 owned[key] = in_flight[key] = PendingChunk(loop.create_future(), rows)
-            stored = disk.get(key) if disk is not None else None
-            if stored is not None:
-                waiting.append(decode(stored, chunk))
-                continue
-            missing.append(chunk)
+            data = disk.get(key) if disk is not None else None
+            if data is not None:
+                stored.append((chunk, data))
+            else:
+                missing.append(chunk)
+        if stored:
+            tasks.append(decode(stored))
         ranges = merge_ranges(missing, MERGE_GAP)
-
-    async def one_range(byte_range) -> None:
-        try:
-            data = memoryview(await fetch_range(backend, url, byte_range.start, byte_range.end,
-                                                stats, etag=etag))
-        except BaseException as exc:
-            for c in byte_range.chunks:
-                key = chunk_key(url, level, c.index)
-                _settle(owned.pop(key, None), in_flight, key, exc=exc)
-            raise
-        if disk is not None:
-            for c in byte_range.chunks:
-                offset = c.start - byte_range.start
-                disk.put(chunk_key(url, level, c.index), data[offset : offset + c.length])
-        await asyncio.gather(
-            *(
-                decode(data[c.start - byte_range.start : c.start - byte_range.start + c.length], c)
-                for c in byte_range.chunks
-            )
-        )
+    if ranges:
+        tasks.append(fetch_and_decode(ranges))
 
     # Let every task finish (so every chunk this call owns is settled for the reads
     # waiting on it) before raising the first failure.
-    results = await asyncio.gather(*waiting, *(one_range(r) for r in ranges),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
