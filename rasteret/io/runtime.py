@@ -12,7 +12,7 @@ a :class:`~rasteret.errors.ForkAfterIOError` raised at once.
 
 Reads allocate and free hundreds of megabytes of tile buffers. glibc's malloc hands
 buffers above its mmap threshold back to the kernel on every free, so the next read
-page-faults them in afresh (a fifth of a read's CPU on a small VM). When the loop
+page-faults them in afresh (a tenth of a read's time on a small VM). When the loop
 starts, :func:`tune_malloc` keeps such buffers in the heap for reuse instead; set
 ``RASTERET_MALLOC_TUNING=0`` (or any ``MALLOC_*`` / ``GLIBC_TUNABLES`` variable of your
 own) to leave malloc alone.
