@@ -109,9 +109,9 @@ def latency_server(root: Path, latency: float, mode: str = "nginx") -> Iterator[
             yield nginx, proxy.url
 
 
-def median_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None
-                ) -> float:
-    """Median wall time of ``run`` over ``repeat`` runs (``before`` runs untimed first)."""
+def run_times(run: Callable[[], object], repeat: int,
+              before: Callable[[], None] | None = None) -> list[float]:
+    """Wall times of ``repeat`` runs of ``run`` (``before`` runs untimed first)."""
     times = []
     for _ in range(repeat):
         if before is not None:
@@ -119,7 +119,19 @@ def median_time(run: Callable[[], object], repeat: int, before: Callable[[], Non
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(run: Callable[[], object], repeat: int, before: Callable[[], None] | None = None
+                ) -> float:
+    """Median wall time of ``run`` over ``repeat`` runs (``before`` runs untimed first)."""
+    return statistics.median(run_times(run, repeat, before))
+
+
+def best_time(run: Callable[[], object], repeat: int = 3) -> float:
+    """Shortest wall time of ``run`` over ``repeat`` runs (for floors: the machine's
+    speed without the noise of other work)."""
+    return min(run_times(run, repeat))
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
