@@ -1,6 +1,9 @@
 """Chunk caches: decoded tiles in memory (bounded in bytes) and compressed tile
 bytes on disk, so overlapping chips and later epochs skip the network.
 
+A decoded tile may be held with only its first rows (reads decode a tile down to
+the last row they need); a read needing more rows treats it as a miss.
+
 Keys name a chunk by file, level and index: ``(href, level key, chunk index)``.
 """
 
