@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 BANDS = ("B02", "B03", "B04", "B08")
@@ -132,6 +134,57 @@ def best_time(run: Callable[[], object], repeat: int = 3) -> float:
     """Shortest wall time of ``run`` over ``repeat`` runs (for floors: the machine's
     speed without the noise of other work)."""
     return min(run_times(run, repeat))
+
+
+def decode_floors(jobs: list[tuple]) -> tuple[float, float]:
+    """Single-core seconds to decode ``(bytes, level, chunk)`` jobs, divided by the cores
+    (best of three runs): decoding each chunk whole (the decode-bound floor), and only
+    down to the last row its window needs (what rasteret decodes)."""
+    from rasteret.tiff.codecs import decode_chunk
+
+    def decode_all(partial: bool) -> None:
+        for raw, level, chunk in jobs:
+            decode_chunk(raw, level, "<", chunk.rows,
+                         max_rows=chunk.needed_rows if partial else None)
+
+    return (best_time(lambda: decode_all(False)) / cores(),
+            best_time(lambda: decode_all(True)) / cores())
+
+
+@dataclass
+class Measurement:
+    """One reader's figures: median wall time, the server-side requests and bytes of one
+    run, and the CPU seconds per run of this process (all its threads) and of nginx."""
+
+    reader: str
+    seconds: float
+    requests: int
+    bytes: int
+    cpu: float
+    server_cpu: float
+
+
+def process_cpu() -> float:
+    """CPU seconds this process has used (user + system, every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_readers(nginx, readers: list[tuple[str, Callable[[], object]]], repeat: int
+                    ) -> list[Measurement]:
+    """Run each reader once untimed (a warm-up whose requests and bytes are read from
+    the nginx log), then ``repeat`` timed runs (median wall time, mean CPU)."""
+    measured = []
+    for name, run in readers:
+        nginx.clear_log()
+        run()
+        records = nginx.requests()
+        cpu, server_cpu = process_cpu(), nginx.cpu_seconds()
+        seconds = median_time(run, repeat)
+        measured.append(Measurement(
+            name, seconds, len(records), sum(r.body_bytes for r in records),
+            (process_cpu() - cpu) / repeat, (nginx.cpu_seconds() - server_cpu) / repeat))
+    return measured
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

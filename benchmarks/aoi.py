@@ -5,9 +5,10 @@ flight at once) vs rasterio with 16 threads reading the same windows through GDA
 /vsicurl/, opening each file or with every file opened in advance; local nginx adding
 0 and 20 ms per request (inside nginx by default; ``--latency-by proxy`` uses the
 Python loopback proxy). Each reader runs once untimed (a warm-up whose requests and
-bytes are read from the nginx log), then the median of ``--repeat`` timed runs. The
-decode-bound floor is the single-core time to decode the needed tiles whole, divided
-by the cores.
+bytes are read from the nginx log), then the median and the CPU per run of
+``--repeat`` timed runs. The decode-bound floor is the single-core time to decode the
+needed tiles whole, divided by the cores; the floor of decoding them down to the
+AOI's last row (what rasteret decodes) is shown too.
 
     .venv/bin/python benchmarks/aoi.py [--quick] [--scenes 20,100] [--latency-by nginx|proxy]
 """
@@ -28,10 +29,10 @@ from _common import (  # noqa: E402
     GDAL_ENV,
     LATENCY_MODES,
     OpenDatasets,
-    best_time,
     cores,
+    decode_floors,
     latency_server,
-    median_time,
+    measure_readers,
     print_table,
     scene_set,
 )
@@ -56,11 +57,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def decode_floor(collection) -> float:
-    """Single-core seconds to decode the tiles the AOI needs (whole), divided by the
-    cores: the best of three runs."""
+def floor_jobs(collection) -> list[tuple]:
+    """``(bytes, level, chunk)`` for every tile the AOI covers, from local bytes."""
     from rasteret.read.plan import Window, covering_chunks
-    from rasteret.tiff.codecs import decode_chunk
 
     jobs = []
     for row in range(len(collection)):
@@ -68,16 +67,11 @@ def decode_floor(collection) -> float:
             cog = collection.cog(row, band)
             t = cog.transform
             window = Window(round((AOI[0] - t.c) / t.a), round((AOI[3] - t.f) / t.e), 200, 200)
-            for chunk in covering_chunks(cog.header.levels[0], window, (0,)):
-                jobs.append((cog, chunk))
-    pieces = [(LOCAL[cog.url.rsplit("/", 1)[-1]][chunk.start : chunk.start + chunk.length],
-               cog.header.levels[0], chunk.rows) for cog, chunk in jobs]
-
-    def decode_all() -> None:
-        for raw, level, rows in pieces:
-            decode_chunk(raw, level, "<", rows)
-
-    return best_time(decode_all) / cores()
+            level = cog.header.levels[0]
+            data = LOCAL[cog.url.rsplit("/", 1)[-1]]
+            for chunk in covering_chunks(level, window, (0,)):
+                jobs.append((data[chunk.start : chunk.start + chunk.length], level, chunk))
+    return jobs
 
 
 def main() -> None:
@@ -109,7 +103,7 @@ def main() -> None:
                 collection = rasteret.build_from_table(
                     table, name="aoi", href_columns=list(BANDS), workspace_dir=workspace,
                     progress=False)
-                floor = decode_floor(collection)
+                floor, rows_floor = decode_floors(floor_jobs(collection))
                 urls = [u for row in table.to_pylist() for u in (row["B04"], row["B08"])]
 
                 def ours(collection=collection):
@@ -131,29 +125,25 @@ def main() -> None:
                     return list(opened.pool.map(one, urls))
 
                 label = f"{latency * 1000:.0f} ms"
-                measured = {}
-                for name, run in [("rasteret get_numpy", ours),
-                                  (f"rasterio {args.threads} thr, opening files",
-                                   gdal_opening),
-                                  (f"rasterio {args.threads} thr, files open", gdal_open)]:
-                    nginx.clear_log()
-                    run()
-                    records = nginx.requests()
-                    seconds = median_time(run, args.repeat)
-                    measured[name] = (seconds, len(records),
-                                      sum(r.body_bytes for r in records))
+                baseline = f"rasterio {args.threads} thr, opening files"
+                measured = measure_readers(nginx, [
+                    ("rasteret get_numpy", ours), (baseline, gdal_opening),
+                    (f"rasterio {args.threads} thr, files open", gdal_open)], args.repeat)
                 opened.close()
-                baseline = measured[f"rasterio {args.threads} thr, opening files"][0]
-                for name, (seconds, requests, sent) in measured.items():
-                    rows.append([f"{count} scenes", label, name, f"{seconds:.3f}",
-                                 f"{baseline / seconds:.2f}x", str(requests),
-                                 f"{sent / 1e6:.1f}", f"{floor:.3f}",
-                                 f"{seconds / floor:.2f}"])
+                base = next(m.seconds for m in measured if m.reader == baseline)
+                for m in measured:
+                    rows.append([f"{count} scenes", label, m.reader, f"{m.seconds:.3f}",
+                                 f"{base / m.seconds:.2f}x", str(m.requests),
+                                 f"{m.bytes / 1e6:.1f}", f"{m.cpu:.2f}", f"{m.server_cpu:.2f}",
+                                 f"{floor:.3f}", f"{m.seconds / floor:.2f}",
+                                 f"{rows_floor:.3f}"])
     print_table(
         f"2x2 km area, 2 bands, stacked {args.size}-px scenes (512-px tiles), local nginx, "
-        f"latency by {args.latency_by}, {cores()} cores, medians of {args.repeat}",
+        f"latency by {args.latency_by}, {cores()} cores, medians of {args.repeat}; CPU s per "
+        "run of this process and of nginx; floors: decode time of the tiles needed / cores, "
+        "whole and down to the last row needed",
         ["scenes", "latency", "reader", "median s", "speed-up vs rasterio opening", "requests",
-         "MB", "decode floor s", "x floor"],
+         "MB", "CPU s", "nginx CPU s", "decode floor s", "x floor", "floor, rows needed s"],
         rows,
     )
 

@@ -8,9 +8,10 @@ predictor 2, 512-px tiles, overviews) on local nginx adding 0 and 20 ms per requ
 (b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader).
 
 Each reader runs once untimed (a warm-up whose requests and bytes are read from the
-nginx log), then ``--repeat`` timed runs give the median. The decode-bound floor is
-the single-core time to decode the needed tiles whole, divided by the cores
-(rasteret stops decoding a tile at the window's last row, so it can come close).
+nginx log), then ``--repeat`` timed runs give the median and the CPU per run. The
+decode-bound floor is the single-core time to decode the needed tiles whole, divided
+by the cores; rasteret stops decoding a tile at the window's last row in it, whose
+own floor is shown too.
 
     .venv/bin/python benchmarks/cog_read.py [--quick] [--repeat 3] [--latencies 0,0.02]
         [--latency-by nginx|proxy]
@@ -32,10 +33,10 @@ from _common import (  # noqa: E402
     GDAL_ENV,
     LATENCY_MODES,
     OpenDatasets,
-    best_time,
     cores,
+    decode_floors,
     latency_server,
-    median_time,
+    measure_readers,
     print_table,
     scene_set,
 )
@@ -67,11 +68,9 @@ def random_windows(count: int, size: int, scenes: int, seed: int = 0):
     return out
 
 
-def decode_floor(cogs, windows) -> float:
-    """Single-core seconds to decode the tiles the windows need (whole), / cores: the
-    best of three runs, the machine's own decoding speed without noise."""
+def floor_jobs(cogs, windows) -> list[tuple]:
+    """``(bytes, level, chunk)`` for every tile each window covers, from local bytes."""
     from rasteret.read.plan import Window, covering_chunks
-    from rasteret.tiff.codecs import decode_chunk
 
     jobs = []
     for scene, bands, window in windows:
@@ -79,12 +78,8 @@ def decode_floor(cogs, windows) -> float:
             cog, data = cogs[(scene, band)]
             level = cog.header.levels[0]
             for chunk in covering_chunks(level, Window(*window), (0,)):
-                jobs.append((data[chunk.start : chunk.start + chunk.length], level, chunk.rows))
-    def decode_all() -> None:
-        for raw, level, rows in jobs:
-            decode_chunk(raw, level, "<", rows)
-
-    return best_time(decode_all) / cores()
+                jobs.append((data[chunk.start : chunk.start + chunk.length], level, chunk))
+    return jobs
 
 
 def main() -> None:
@@ -108,26 +103,25 @@ def main() -> None:
     for index, band, _ in names:
         path = scenes[index][band]
         local[(index, band)] = (rasteret.open_cog(path), path.read_bytes())
-    floor = decode_floor(local, windows)
+    floor, rows_floor = decode_floors(floor_jobs(local, windows))
+
+    def table_rows(operation: str, label: str, measured: list, baseline: str,
+                   floors: bool) -> list[list[str]]:
+        base = next(m.seconds for m in measured if m.reader == baseline)
+        return [[operation, label, m.reader, f"{m.seconds:.3f}", f"{base / m.seconds:.2f}x",
+                 str(m.requests), f"{m.bytes / 1e6:.1f}", f"{m.cpu:.2f}", f"{m.server_cpu:.2f}",
+                 *([f"{floor:.3f}", f"{m.seconds / floor:.2f}", f"{rows_floor:.3f}"]
+                   if floors else ["-", "-", "-"])] for m in measured]
 
     def measure(latency: float) -> list[list[str]]:
-        rows = []
+        label = f"{latency * 1000:.0f} ms"
         with latency_server(data, latency, args.latency_by) as (nginx, base_url):
             urls = {(i, b): f"{base_url}/{name}" for i, b, name in names}
-
-            def counted(run):
-                nginx.clear_log()
-                run()
-                records = nginx.requests()
-                return len(records), sum(r.body_bytes for r in records)
 
             # (a) headers
             async def open_all():
                 return await asyncio.gather(
                     *(rasteret.open_cog_async(u) for u in urls.values()))
-
-            ours_counts = counted(lambda: run_sync(open_all()))
-            ours_headers = median_time(lambda: run_sync(open_all()), args.repeat)
 
             def gdal_open_all():
                 def one(url):
@@ -136,34 +130,24 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
                     list(pool.map(one, urls.values()))
 
-            gdal_counts = counted(gdal_open_all)
-            gdal_headers = median_time(gdal_open_all, args.repeat)
-            label = f"{latency * 1000:.0f} ms"
-            rows.append([f"headers ({len(urls)} files)", label, "rasteret", f"{ours_headers:.3f}",
-                         f"{gdal_headers / ours_headers:.1f}x", f"{ours_counts[0]}",
-                         f"{ours_counts[1] / 1e6:.2f}", "-", "-"])
-            rows.append([f"headers ({len(urls)} files)", label, f"rasterio {args.threads} threads",
-                         f"{gdal_headers:.3f}", "1.0x", f"{gdal_counts[0]}",
-                         f"{gdal_counts[1] / 1e6:.2f}", "-", "-"])
+            gdal = f"rasterio {args.threads} threads"
+            rows = table_rows(f"headers ({len(urls)} files)", label, measure_readers(nginx, [
+                ("rasteret", lambda: run_sync(open_all())), (gdal, gdal_open_all)],
+                args.repeat), gdal, floors=False)
 
             # (b) windows: ours from parsed headers, everything in flight at once
             cogs = dict(zip(urls, run_sync(open_all())))
+            jobs = [(s, b, w) for s, bands, w in windows for b in bands]
 
             async def read_windows():
                 return await asyncio.gather(*(
-                    cogs[(scene, band)].read_async(window)
-                    for scene, bands, window in windows for band in bands
-                ))
-
-            ours_win_counts = counted(lambda: run_sync(read_windows()))
-            ours_windows = median_time(lambda: run_sync(read_windows()), args.repeat)
+                    cogs[(scene, band)].read_async(window) for scene, band, window in jobs))
 
             def gdal_windows_opening():
                 def one(job):
                     scene, band, window = job
                     with rasterio.open(f"/vsicurl/{urls[(scene, band)]}") as src:
                         return src.read(1, window=Window(*window))
-                jobs = [(s, b, w) for s, bands, w in windows for b in bands]
                 with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
                     list(pool.map(one, jobs))
 
@@ -173,28 +157,17 @@ def main() -> None:
                 def one(job):
                     scene, band, window = job
                     return opened.get(urls[(scene, band)]).read(1, window=Window(*window))
-                jobs = [(s, b, w) for s, bands, w in windows for b in bands]
                 list(opened.pool.map(one, jobs))
 
-            gdal_open_counts = counted(gdal_windows_opening)
-            gdal_open_time = median_time(gdal_windows_opening, args.repeat)
-            gdal_warm_counts = counted(gdal_windows_open)
-            gdal_warm_time = median_time(gdal_windows_open, args.repeat)
+            gdal_opening = f"rasterio {args.threads} thr, opening files"
+            measured = measure_readers(nginx, [
+                ("rasteret (headers indexed)", lambda: run_sync(read_windows())),
+                (gdal_opening, gdal_windows_opening),
+                (f"rasterio {args.threads} thr, files open", gdal_windows_open),
+            ], args.repeat)
             opened.close()
-            op = f"{args.windows} windows x 2 bands"
-            rows.append([op, label, "rasteret (headers indexed)", f"{ours_windows:.3f}",
-                         f"{gdal_open_time / ours_windows:.2f}x",
-                         f"{ours_win_counts[0]}", f"{ours_win_counts[1] / 1e6:.1f}",
-                         f"{floor:.3f}", f"{ours_windows / floor:.2f}"])
-            rows.append([op, label, f"rasterio {args.threads} thr, opening files",
-                         f"{gdal_open_time:.3f}", "1.00x", f"{gdal_open_counts[0]}",
-                         f"{gdal_open_counts[1] / 1e6:.1f}", f"{floor:.3f}",
-                         f"{gdal_open_time / floor:.2f}"])
-            rows.append([op, label, f"rasterio {args.threads} thr, files open",
-                         f"{gdal_warm_time:.3f}",
-                         f"{gdal_open_time / gdal_warm_time:.2f}x",
-                         f"{gdal_warm_counts[0]}", f"{gdal_warm_counts[1] / 1e6:.1f}",
-                         f"{floor:.3f}", f"{gdal_warm_time / floor:.2f}"])
+            rows += table_rows(f"{args.windows} windows x 2 bands", label, measured, gdal_opening,
+                               floors=True)
         return rows
 
     rows = []
@@ -203,9 +176,10 @@ def main() -> None:
     print_table(
         f"COG reads: {args.scenes} scenes x 4 bands, {args.size} px, uint16 deflate+pred2, "
         f"512-px tiles, local nginx, latency by {args.latency_by}, {cores()} cores, "
-        f"medians of {args.repeat}",
+        f"medians of {args.repeat}; CPU s per run of this process and of nginx; floors: "
+        "decode time of the tiles needed / cores, whole and down to the last row needed",
         ["operation", "latency", "reader", "median s", "speed-up vs rasterio", "requests", "MB",
-         "decode floor s", "x floor"],
+         "CPU s", "nginx CPU s", "decode floor s", "x floor", "floor, rows needed s"],
         rows,
     )
 

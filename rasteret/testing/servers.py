@@ -254,6 +254,11 @@ http {{
         """Body bytes sent for paths starting with ``path_prefix``."""
         return sum(r.body_bytes for r in self.requests() if r.path.startswith(path_prefix))
 
+    def cpu_seconds(self) -> float:
+        """CPU time nginx has used so far (user + system; Linux /proc)."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def clear_log(self) -> None:
         """Forget logged requests (truncates the log in place; nginx keeps appending)."""
         with open(self.access_log_path, "r+") as log:
