@@ -227,7 +227,10 @@ class RasteretDataset(GeoDataset):
     def caches(self) -> ChunkCaches:
         """This process's chunk caches (built on first use in each worker)."""
         if self._caches is None:
-            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir)
+            # Whole tiles serve later chips from memory; without a memory cache, each
+            # chip decodes only the rows it needs.
+            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir,
+                                       whole_chunks=self.cache_bytes > 0)
         return self._caches
 
     def _cog(self, row: int, band: str) -> tuple[CogFile, int]:
