@@ -11,7 +11,8 @@ Each reader runs once untimed (a warm-up whose requests and bytes are read from 
 nginx log), then ``--repeat`` timed runs give the median and the CPU per run. The
 decode-bound floor is the single-core time to decode the needed tiles whole, divided
 by the cores; rasteret stops decoding a tile at the window's last row in it, whose
-own floor is shown too.
+own floor is shown too. A last row reads the same windows from local files: the read
+engine's own overhead, without any transport.
 
     .venv/bin/python benchmarks/cog_read.py [--quick] [--repeat 3] [--latencies 0,0.02]
         [--latency-by nginx|proxy]
@@ -37,7 +38,9 @@ from _common import (  # noqa: E402
     decode_floors,
     latency_server,
     measure_readers,
+    median_time,
     print_table,
+    process_cpu,
     scene_set,
 )
 
@@ -170,9 +173,24 @@ def main() -> None:
                                floors=True)
         return rows
 
+    def local_files() -> list[str]:
+        """The same windows from local files: the read engine without any transport."""
+        jobs = [(local[(s, b)][0], w) for s, bands, w in windows for b in bands]
+
+        async def read_windows():
+            return await asyncio.gather(*(cog.read_async(w) for cog, w in jobs))
+
+        run_sync(read_windows())  # warm-up
+        cpu = process_cpu()
+        seconds = median_time(lambda: run_sync(read_windows()), args.repeat)
+        return [f"{args.windows} windows x 2 bands", "local files", "rasteret (no server)",
+                f"{seconds:.3f}", "-", "0", "-", f"{(process_cpu() - cpu) / args.repeat:.2f}",
+                "-", f"{floor:.3f}", f"{seconds / floor:.2f}", f"{rows_floor:.3f}"]
+
     rows = []
     for latency in [float(v) for v in args.latencies.split(",")]:
         rows += measure(latency)
+    rows.append(local_files())
     print_table(
         f"COG reads: {args.scenes} scenes x 4 bands, {args.size} px, uint16 deflate+pred2, "
         f"512-px tiles, local nginx, latency by {args.latency_by}, {cores()} cores, "
