@@ -99,7 +99,9 @@ class RasteretDataset(GeoDataset):
         on_error: ``"raise"`` (default) or ``"skip"``: a scene that fails to read is
             left out of the sample with a warning, and counted in ``errors``.
         cache_bytes: Per-process memory for decoded tiles (0 disables): overlapping
-            chips and repeated samples decode each tile once.
+            chips and repeated samples decode each tile once. With 0, each chip
+            decodes its tiles only down to its own last row (less CPU when chips
+            rarely overlap, as with random sampling over many scenes).
         cache_dir: A folder for compressed tile bytes: later epochs (and other
             processes) read tiles from disk instead of the network.
     """
