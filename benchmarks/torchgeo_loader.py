@@ -134,6 +134,8 @@ def main() -> None:
                                                href_columns=BANDS, workspace_dir=workspace,
                                                progress=False)
         ours = collection.to_torchgeo_dataset(BANDS, chip_size=256)
+        # Without a tile cache, each chip decodes its tiles only down to its last row.
+        uncached = collection.to_torchgeo_dataset(BANDS, chip_size=256, cache_bytes=0)
 
         os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
                            "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
@@ -162,8 +164,14 @@ def main() -> None:
             ("rasteret", "tile-aligned", ours,
              lambda: TileAlignedSampler(ours, size=256, length=args.chips, seed=0),
              "forkserver"),
+            ("rasteret, cache_bytes=0", "tile-aligned", uncached,
+             lambda: TileAlignedSampler(uncached, size=256, length=args.chips, seed=0),
+             "forkserver"),
             ("rasteret", "RandomPatch", ours,
              lambda: RandomPatchSampler(ours, size=256, length=args.chips, generator=0),
+             "forkserver"),
+            ("rasteret, cache_bytes=0", "RandomPatch", uncached,
+             lambda: RandomPatchSampler(uncached, size=256, length=args.chips, generator=0),
              "forkserver"),
             ("torchgeo+GDAL", "RandomPatch", gdal,
              lambda: RandomPatchSampler(gdal, size=256, length=args.chips, generator=0),
