@@ -173,17 +173,22 @@ def process_cpu() -> float:
 def measure_readers(nginx, readers: list[tuple[str, Callable[[], object]]], repeat: int
                     ) -> list[Measurement]:
     """Run each reader once untimed (a warm-up whose requests and bytes are read from
-    the nginx log), then ``repeat`` timed runs (median wall time, mean CPU)."""
+    the nginx log; ``nginx`` None: no server, nothing counted), then ``repeat`` timed
+    runs (median wall time, mean CPU)."""
+    def server_cpu() -> float:
+        return nginx.cpu_seconds() if nginx is not None else 0.0
+
     measured = []
     for name, run in readers:
-        nginx.clear_log()
+        if nginx is not None:
+            nginx.clear_log()
         run()
-        records = nginx.requests()
-        cpu, server_cpu = process_cpu(), nginx.cpu_seconds()
+        records = nginx.requests() if nginx is not None else []
+        cpu, server = process_cpu(), server_cpu()
         seconds = median_time(run, repeat)
         measured.append(Measurement(
             name, seconds, len(records), sum(r.body_bytes for r in records),
-            (process_cpu() - cpu) / repeat, (nginx.cpu_seconds() - server_cpu) / repeat))
+            (process_cpu() - cpu) / repeat, (server_cpu() - server) / repeat))
     return measured
 
 

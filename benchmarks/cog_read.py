@@ -38,9 +38,7 @@ from _common import (  # noqa: E402
     decode_floors,
     latency_server,
     measure_readers,
-    median_time,
     print_table,
-    process_cpu,
     scene_set,
 )
 
@@ -180,12 +178,11 @@ def main() -> None:
         async def read_windows():
             return await asyncio.gather(*(cog.read_async(w) for cog, w in jobs))
 
-        run_sync(read_windows())  # warm-up
-        cpu = process_cpu()
-        seconds = median_time(lambda: run_sync(read_windows()), args.repeat)
-        return [f"{args.windows} windows x 2 bands", "local files", "rasteret (no server)",
-                f"{seconds:.3f}", "-", "0", "-", f"{(process_cpu() - cpu) / args.repeat:.2f}",
-                "-", f"{floor:.3f}", f"{seconds / floor:.2f}", f"{rows_floor:.3f}"]
+        (m,) = measure_readers(None, [("rasteret (no server)", lambda: run_sync(
+            read_windows()))], args.repeat)
+        return [f"{args.windows} windows x 2 bands", "local files", m.reader,
+                f"{m.seconds:.3f}", "-", "0", "-", f"{m.cpu:.2f}", "-", f"{floor:.3f}",
+                f"{m.seconds / floor:.2f}", f"{rows_floor:.3f}"]
 
     rows = []
     for latency in [float(v) for v in args.latencies.split(",")]:

@@ -137,6 +137,7 @@ class ChunkCaches:
         whole_chunks: Decode whole chunks, so that later reads of other rows find them
             in memory (a cache kept across reads). False decodes only the rows the
             current reads need (a cache that serves the concurrent reads of one call).
+            Without memory, reads always decode only the rows they need.
     """
 
     def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None,

@@ -68,7 +68,8 @@ async def execute_plan(
     loop = asyncio.get_running_loop()
     memory = caches.memory if caches else None
     disk = caches.disk if caches else None
-    whole = caches is not None and caches.whole_chunks
+    # Whole chunks only pay off when memory keeps them for later reads.
+    whole = memory is not None and caches.whole_chunks
     # Chunks this call decodes that other calls may be waiting for (and the reverse).
     in_flight = caches.in_flight(loop) if caches else None
     owned: dict[Any, PendingChunk] = {}
@@ -88,11 +89,14 @@ async def execute_plan(
             results.append(tile)
         return results
 
+    def rows_to_decode(chunk: ChunkRead) -> int:
+        return chunk.rows if whole else chunk.needed_rows
+
     async def decode(pieces: list[tuple[ChunkRead, Any]]) -> None:
         jobs = []
         for chunk, data in pieces:
             pending = owned.get(chunk_key(url, level, chunk.index))
-            rows = chunk.rows if whole else chunk.needed_rows
+            rows = rows_to_decode(chunk)
             if pending is not None:
                 pending.decoding = True  # from now on, joining reads get these rows
                 rows = pending.rows
@@ -100,21 +104,19 @@ async def execute_plan(
         try:
             results = await loop.run_in_executor(decode_pool(), decode_all, jobs)
         except BaseException as exc:
-            settle_all([chunk for chunk, _ in pieces], exc=exc)
+            settle_all([chunk for chunk, _ in pieces], exc)
             raise
         for (chunk, _), result in zip(pieces, results):
             key = chunk_key(url, level, chunk.index)
-            failed = isinstance(result, BaseException)
-            _settle(owned.pop(key, None), in_flight, key, tile=None if failed else result,
-                    exc=result if failed else None)
+            _settle(owned.pop(key, None), in_flight, key, result)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
 
-    def settle_all(chunks: list[ChunkRead], *, exc: BaseException) -> None:
+    def settle_all(chunks: list[ChunkRead], exc: BaseException) -> None:
         for chunk in chunks:
             key = chunk_key(url, level, chunk.index)
-            _settle(owned.pop(key, None), in_flight, key, exc=exc)
+            _settle(owned.pop(key, None), in_flight, key, exc)
 
     async def wait_for(future: asyncio.Future, chunk: ChunkRead) -> None:
         paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
@@ -124,7 +126,7 @@ async def execute_plan(
             fetched = await asyncio.gather(*(
                 fetch_range(backend, url, r.start, r.end, stats, etag=etag) for r in ranges))
         except BaseException as exc:
-            settle_all([c for r in ranges for c in r.chunks], exc=exc)
+            settle_all([c for r in ranges for c in r.chunks], exc)
             raise
         pieces = []
         for byte_range, data in zip(ranges, fetched):
@@ -147,7 +149,7 @@ async def execute_plan(
             if tile is not None:
                 paste_chunk(out, tile, chunk, plan, level)
                 continue
-            rows = chunk.rows if whole else chunk.needed_rows
+            rows = rows_to_decode(chunk)
             pending = in_flight.get(key)
             if pending is not None and (not pending.decoding or pending.rows >= rows):
                 pending.rows = max(pending.rows, rows)  # another read fetches it: share
@@ -175,8 +177,8 @@ async def execute_plan(
     return out
 
 
-def _settle(pending: PendingChunk | None, in_flight: dict | None, key: Any, *,
-            tile: np.ndarray | None = None, exc: BaseException | None = None) -> None:
+def _settle(pending: PendingChunk | None, in_flight: dict | None, key: Any,
+            outcome: np.ndarray | BaseException) -> None:
     """Hand a decoded chunk (or its failure) to the reads waiting for it."""
     if pending is None:
         return
@@ -185,10 +187,10 @@ def _settle(pending: PendingChunk | None, in_flight: dict | None, key: Any, *,
     future = pending.future
     if future.done():
         return
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(outcome, asyncio.CancelledError):
         future.cancel()
-    elif exc is not None:
-        future.set_exception(exc)
+    elif isinstance(outcome, BaseException):
+        future.set_exception(outcome)
         future.exception()  # mark retrieved: the owner raises it too
     else:
-        future.set_result(tile)
+        future.set_result(outcome)

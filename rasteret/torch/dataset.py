@@ -229,10 +229,7 @@ class RasteretDataset(GeoDataset):
     def caches(self) -> ChunkCaches:
         """This process's chunk caches (built on first use in each worker)."""
         if self._caches is None:
-            # Whole tiles serve later chips from memory; without a memory cache, each
-            # chip decodes only the rows it needs.
-            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir,
-                                       whole_chunks=self.cache_bytes > 0)
+            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir)
         return self._caches
 
     def _cog(self, row: int, band: str) -> tuple[CogFile, int]:
