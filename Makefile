@@ -34,7 +34,7 @@ endef
 
 .PHONY: venv servers test lint demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml testbed/pyproject.toml
 	@python="$$( $(find_python) )"; \
 	if [ "$$python" = none ]; then echo "need Python >= 3.11 (3.12 for torch)"; exit 1; fi; \
 	echo "using $$python"; \
@@ -42,11 +42,11 @@ $(STAMP): pyproject.toml
 	if ! $(PY) -c 'import sys; assert sys.version_info >= (3, 12)'; then \
 	  echo "warning: Python < 3.12: installing the core without the torch extra"; \
 	  $(PY) -m pip install -q --upgrade pip && \
-	  $(PY) -m pip install -q -e '.[dev,aws]'; \
+	  $(PY) -m pip install -q -e '.[dev,aws]' -e ./testbed; \
 	else \
 	  $(PY) -m pip install -q --upgrade pip && \
 	  $(PY) -m pip install -q $(TORCH_PINS) && \
-	  $(PY) -m pip install -q -e '.[torch,dev,aws]'; \
+	  $(PY) -m pip install -q -e '.[torch,dev,aws]' -e ./testbed; \
 	fi
 	@touch $(STAMP)
 
@@ -72,7 +72,7 @@ test: venv servers
 	exit $$status
 
 lint: venv
-	$(VENV)/bin/ruff check rasteret tests benchmarks training_examples
+	$(VENV)/bin/ruff check rasteret testbed tests benchmarks training_examples
 
 demo: venv
 	$(PY) training_examples/demo.py

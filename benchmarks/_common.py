@@ -34,7 +34,7 @@ def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
     Scenes sit on a grid, five per row, so a window or chip touches one scene; with
     ``stacked`` they share one footprint (a time series of the same tile).
     """
-    from rasteret.testing.scenes import write_scenes
+    from testbed.scenes import write_scenes
 
     marker = folder / f"done-{scenes}-{size}-{tile}"
     if not marker.exists():
@@ -101,7 +101,7 @@ def latency_server(root: Path, latency: float, mode: str = "nginx") -> Iterator[
         ``(nginx, url)``: the server (its log counts requests and bytes) and the base
         URL readers should use.
     """
-    from rasteret.testing.servers import LatencyProxy, NginxServer
+    from testbed.servers import LatencyProxy, NginxServer
 
     if mode == "nginx":
         with NginxServer(root=root, delay=latency) as nginx:

@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
 
 def make_assets(folder: Path, count: int) -> list[str]:
     """One real COG and ``count`` hard links to it (distinct URLs, same header)."""
-    from rasteret.testing.scenes import write_scenes
+    from testbed.scenes import write_scenes
 
     source = folder / "source" / "S2X_SYN_000" / "B04.tif"
     if not source.exists():

@@ -46,8 +46,8 @@ def main() -> None:
     import rasteret
     from rasteret.errors import RasteretError
     from rasteret.io.backend import RetryPolicy
-    from rasteret.testing.scenes import write_scenes
-    from rasteret.testing.servers import LatencyProxy, MotoServer, NginxServer
+    from testbed.scenes import write_scenes
+    from testbed.servers import LatencyProxy, MotoServer, NginxServer
 
     folder = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     scenes = write_scenes(folder, count=args.scenes, size=args.size, tile=256,

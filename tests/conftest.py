@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rasteret.testing.servers import MotoServer, NginxServer
+from testbed.servers import MotoServer, NginxServer
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,8 +20,8 @@ import pytest
 
 import rasteret
 from rasteret.errors import AccessDeniedError, ObjectNotFoundError, RasteretError
-from rasteret.testing.auth_servers import AzuriteServer, CredentialEndpoints, RequesterPaysStub
-from rasteret.testing.servers import MotoServer
+from testbed.auth_servers import AzuriteServer, CredentialEndpoints, RequesterPaysStub
+from testbed.servers import MotoServer
 
 rasterio = pytest.importorskip("rasterio")
 

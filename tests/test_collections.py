@@ -19,8 +19,8 @@ import pytest
 import rasteret
 from rasteret.errors import ConfigurationError
 from rasteret.ingest import IndexingError, NoScenesError
-from rasteret.testing.scenes import stac_collection, stac_item, write_scenes
-from rasteret.testing.stac import StacApiServer
+from testbed.scenes import stac_collection, stac_item, write_scenes
+from testbed.stac import StacApiServer
 
 BBOX = (14.0, 36.0, 16.5, 38.0)
 DATES = ("2024-05-01", "2024-06-30")

@@ -19,8 +19,8 @@ import pytest
 import rasteret
 from rasteret.errors import NetworkError
 from rasteret.io.backend import RetryPolicy
-from rasteret.testing.scenes import write_scenes
-from rasteret.testing.servers import LatencyProxy, NginxServer
+from testbed.scenes import write_scenes
+from testbed.servers import LatencyProxy, NginxServer
 
 pytestmark = pytest.mark.timeout(120)
 

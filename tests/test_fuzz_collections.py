@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import rasteret
 from rasteret.errors import RasteretError
-from rasteret.testing.scenes import write_scenes
+from testbed.scenes import write_scenes
 
 
 @pytest.fixture(scope="module")

@@ -47,3 +47,18 @@ def test_malloc_is_tuned_for_large_buffers_unless_told_not_to(tmp_path):
                              text=True, timeout=60, env={**env, **extra})
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == expected, extra
+
+
+def test_wheel_ships_the_package_without_the_test_bed(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), root], capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("rasteret-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "rasteret/__init__.py" in names
+    assert not [n for n in names if n.startswith(("testbed/", "rasteret/testing/"))]

@@ -18,7 +18,7 @@ import pytest
 import rasteret
 from rasteret.io import fetch
 from rasteret.io.runtime import run_sync
-from rasteret.testing.scenes import write_scenes
+from testbed.scenes import write_scenes
 
 pytestmark = pytest.mark.timeout(180)
 

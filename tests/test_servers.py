@@ -7,7 +7,7 @@ import http.client
 import time
 import urllib.request
 
-from rasteret.testing.servers import LatencyProxy, NginxServer
+from testbed.servers import LatencyProxy, NginxServer
 
 
 def test_nginx_serves_ranges_and_logs_them(nginx_server):

@@ -30,8 +30,8 @@ from torchgeo.samplers import (  # noqa: E402
 )
 
 import rasteret  # noqa: E402
-from rasteret.testing.scenes import write_scenes  # noqa: E402
 from rasteret.torch import TileAlignedSampler, dataloader  # noqa: E402
+from testbed.scenes import write_scenes  # noqa: E402
 
 pytestmark = pytest.mark.torch
 BANDS = ["B02", "B04", "B08"]

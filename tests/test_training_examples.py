@@ -40,7 +40,7 @@ def test_ddp_on_two_cpu_processes():
 
 def test_lightning_cli_config(tmp_path):
     import rasteret
-    from rasteret.testing.scenes import write_scenes
+    from testbed.scenes import write_scenes
 
     scenes = write_scenes(tmp_path / "data", count=2, size=512, tile=256, days_between=60)
     rows = [{"id": s.id, "datetime": s.datetime, **{b: str(p) for b, p in s.files.items()}}

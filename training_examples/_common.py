@@ -20,8 +20,8 @@ def example_args(description: str, *, steps: int, batch_size: int, workers: int,
 def demo_datamodule(world: Any, args: argparse.Namespace, **options: Any):
     """A RasteretDataModule over the demo world: 4 bands in, land-cover labels out,
     split by date (train until May 25, validate after)."""
-    from rasteret.testing.demo_env import BANDS, LABEL
     from rasteret.torch import RasteretDataModule
+    from testbed.demo_env import BANDS, LABEL
 
     settings: dict[str, Any] = dict(
         mask_bands=[LABEL], chip_size=args.chip_size, batch_size=args.batch_size,
@@ -37,7 +37,7 @@ def segmentation_task():
     """TorchGeo's U-Net segmentation task for the demo's 4 bands and 4 classes."""
     from torchgeo.tasks import SemanticSegmentation
 
-    from rasteret.testing.demo_env import BANDS
+    from testbed.demo_env import BANDS
 
     return SemanticSegmentation(model="unet", backbone="resnet18", weights=None,
                                 in_channels=len(BANDS), num_classes=4, lr=3e-3)

@@ -13,7 +13,7 @@ def main() -> None:
     args = example_args(__doc__.splitlines()[0], steps=10, batch_size=8, workers=1)
     import lightning as L
 
-    from rasteret.testing.demo_env import demo_world
+    from testbed.demo_env import demo_world
 
     with demo_world(scenes=4, size=512) as world:
         # The sampler already gives each rank a disjoint share of the chips, so

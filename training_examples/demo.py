@@ -55,8 +55,8 @@ def main() -> None:
     import lightning as L
     from torchgeo.tasks import SemanticSegmentation
 
-    from rasteret.testing.demo_env import BANDS, LABEL, demo_world
     from rasteret.torch import RasteretDataModule, TileAlignedSampler
+    from testbed.demo_env import BANDS, LABEL, demo_world
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory.*")

@@ -12,7 +12,7 @@ def main() -> None:
     args = example_args(__doc__.splitlines()[0], steps=20, batch_size=16, workers=2)
     import lightning as L
 
-    from rasteret.testing.demo_env import demo_world
+    from testbed.demo_env import demo_world
 
     with demo_world(scenes=4, size=512) as world:
         trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False,

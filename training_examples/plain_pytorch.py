@@ -26,8 +26,8 @@ def small_segmenter(in_channels: int, classes: int) -> nn.Module:
 def main() -> None:
     args = example_args(__doc__.splitlines()[0], steps=20, batch_size=16, workers=2)
 
-    from rasteret.testing.demo_env import BANDS, LABEL, demo_world
     from rasteret.torch import TileAlignedSampler, dataloader
+    from testbed.demo_env import BANDS, LABEL, demo_world
 
     with demo_world(scenes=4, size=512) as world:
         dataset = world.collection.to_torchgeo_dataset(

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from rasteret.testing.servers import _Server, _wait_for_port, free_port, start_process
+from testbed.servers import _Server, _wait_for_port, free_port, start_process
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 #: Azurite's well-known development key (public, documented by Microsoft).
@@ -82,7 +82,7 @@ class AzuriteServer(_Server):
 
 
 def _find_azurite() -> Path:
-    for candidate in (AZURITE_BIN, Path(__file__).parents[2] / AZURITE_BIN):
+    for candidate in (AZURITE_BIN, Path(__file__).parents[1] / AZURITE_BIN):
         if candidate.exists():
             return candidate.resolve()
     raise RuntimeError("Azurite is not installed: run `make test` (it installs it with npm)")

@@ -329,7 +329,7 @@ class LatencyProxy(_Server):
     """A loopback reverse proxy adding ``delay`` seconds before each request, and
     failing ``fault_rate`` of them with one of ``faults`` (see latency_proxy).
 
-    Runs ``python -m rasteret.testing.latency_proxy`` as a child process.
+    Runs ``python -m testbed.latency_proxy`` as a child process.
 
     Attributes:
         url: The proxy's ``http://127.0.0.1:PORT`` (same paths as the target).
@@ -350,7 +350,7 @@ class LatencyProxy(_Server):
         port = free_port()
         target = self.target_url.split("://", 1)[1].rstrip("/")
         self._process = start_process(
-            [sys.executable, "-m", "rasteret.testing.latency_proxy", "--target", target,
+            [sys.executable, "-m", "testbed.latency_proxy", "--target", target,
              "--delay", str(self.delay), "--port", str(port),
              "--fault-rate", str(self.fault_rate), "--faults", ",".join(self.faults),
              "--seed", str(self.seed)], "latency-proxy",

@@ -13,7 +13,7 @@ Unavailable with ``Retry-After``), ``429`` (Too Many Requests with ``Retry-After
 store throttling), ``truncate`` (half the body, then the connection closes), ``slow``
 (an extra second before the answer).
 
-    python -m rasteret.testing.latency_proxy --target 127.0.0.1:8080 --delay 0.02 --port 0
+    python -m testbed.latency_proxy --target 127.0.0.1:8080 --delay 0.02 --port 0
 """
 
 from __future__ import annotations

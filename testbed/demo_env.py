@@ -18,9 +18,9 @@ from rasteret.collection import Collection
 from rasteret.ingest.api import build_from_stac
 from rasteret.io.backend import Backend, create_backend
 from rasteret.io.fetch import FetchStats
-from rasteret.testing.scenes import stac_collection, stac_item, write_scenes
-from rasteret.testing.servers import MotoServer
-from rasteret.testing.stac import StacApiServer
+from testbed.scenes import stac_collection, stac_item, write_scenes
+from testbed.servers import MotoServer
+from testbed.stac import StacApiServer
 
 BUCKET = "demo-sentinel"
 BANDS = ["B02", "B03", "B04", "B08"]
