@@ -2,13 +2,13 @@
 
 A saved collection is a folder ``<workspace>/<name>/`` holding nothing but
 ``part-*.parquet`` files (GeoParquet 1.1), so any reader given the folder sees
-exactly the scenes: ``geopandas.read_parquet(folder)``, ``pyarrow.parquet.read_table
-(folder)`` and DuckDB's ``read_parquet('folder/**')``. DuckDB's recursive glob reads
-every file under the folder, hidden or ``_``-prefixed ones too, so nothing else may
-live there. The build information (name, dataset, bands, schema version) is in
-every part's footer under the ``rasteret`` key; the failures (every asset that
-could not be indexed, with its reason) are in the footer of ``part-00000.parquet``
-under ``rasteret:failures``, as JSON rows.
+exactly the scenes: ``geopandas.read_parquet(folder)``,
+``pyarrow.parquet.read_table(folder)`` and DuckDB's ``read_parquet('folder/**')``.
+DuckDB's recursive glob reads every file under the folder, hidden or ``_``-prefixed
+ones too, so nothing else may live there. The build information (name, dataset,
+bands, schema version) is in every part's footer under the ``rasteret`` key; the
+failures (every asset that could not be indexed, with its reason) are in the footer
+of ``part-00000.parquet`` under ``rasteret:failures``, as JSON rows.
 
 Collections written before this layout (``collection.json`` and
 ``failures.parquet`` beside the parts) still load: their files are read instead of
