@@ -96,7 +96,7 @@ def load_and_filter_table(rows: int) -> list[tuple[str, float]]:
     import pyarrow.compute as pc
 
     import rasteret
-    from rasteret.storage import write_manifest, write_parts
+    from rasteret.storage import write_parts
 
     workspace = Path(tempfile.mkdtemp(prefix="bench-100k-"))
     base = rasteret.load("bench", workspace_dir=os.environ["BENCH_WORKSPACE"]).table
@@ -115,7 +115,6 @@ def load_and_filter_table(rows: int) -> list[tuple[str, float]]:
     table = table.set_column(table.schema.get_field_index("bbox"), "bbox", shifted)
     folder = workspace / "big"
     write_parts(table, folder, {"name": "big"})
-    write_manifest(folder, {"name": "big"})
     timings = []
     start = time.perf_counter()
     big = rasteret.load("big", workspace_dir=workspace)

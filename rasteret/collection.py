@@ -8,7 +8,6 @@ layout a read needs.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -22,12 +21,15 @@ import pyarrow.parquet as pq
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.read.cog import CogFile
-from rasteret.schema import BAND_TYPE, METADATA_KEY, SCHEMA_VERSION, record_to_header
+from rasteret.schema import BAND_TYPE, SCHEMA_VERSION, record_to_header
 from rasteret.storage import (
-    FAILURES,
+    FAILURE_SCHEMA,
+    FAILURES_KEY,
     PARQUET_OPTIONS,
     collection_path,
-    read_manifest,
+    failures_from_metadata,
+    manifest_from_metadata,
+    read_folder_metadata,
     resolve_existing,
     with_metadata,
     workspace_dir,
@@ -169,8 +171,7 @@ class Collection:
     def failures(self) -> pa.Table:
         """Assets that could not be indexed at build time, with their reasons."""
         if self._failures is None:
-            path = self.path / FAILURES if self.path else None
-            self._failures = pq.read_table(path) if path and path.exists() else pa.table({})
+            self._failures = FAILURE_SCHEMA.empty_table()
         return self._failures
 
     def summary(self) -> dict[str, Any]:
@@ -370,11 +371,13 @@ class Collection:
     # -- saving ----------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
-        pyarrow) and return its path."""
+        pyarrow; its footer keeps the build information and failures) and return its
+        path."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(with_metadata(self.table, self.manifest), tmp, **PARQUET_OPTIONS)
+        table = with_metadata(self.table, self.manifest, self.failures)
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
         os.replace(tmp, target)
         return target
 
@@ -395,9 +398,25 @@ def load(
     """Load a saved collection by name (in the workspace) or by path (a collection
     folder or a GeoParquet file written by :meth:`Collection.export`).
 
+    A bare name (a string without a path separator, a leading ``~`` or a URL scheme)
+    is always looked up in the workspace, never in the current directory: pass
+    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike``, is a
+    path; ``file://`` URLs are local paths.
+
+    Args:
+        path_or_name: The collection's name, or the path of its folder or file.
+        workspace_dir: The workspace names are looked up in (default
+            ``$RASTERET_WORKSPACE`` or ``~/.rasteret/collections``).
+
+    Returns:
+        The collection.
+
     Raises:
         CollectionNotFoundError: Nothing by that name or path; the message lists the
             saved collections.
+        CorruptCollectionError: The files are damaged or not a rasteret collection.
+        ConfigurationError: The name is not a valid collection name, or the URL is
+            not a local one.
     """
     try:
         return _load(path_or_name, workspace_dir)
@@ -410,34 +429,83 @@ def load(
         ) from exc
 
 
+def _is_bare_name(path_or_name: str | os.PathLike) -> bool:
+    """A string without a separator, a leading ``~`` or a URL scheme names a
+    collection in the workspace; everything else is a path."""
+    if not isinstance(path_or_name, str):
+        return False
+    separators = {"/", os.sep, os.altsep} - {None}
+    return not (
+        any(sep in path_or_name for sep in separators)
+        or path_or_name.startswith("~")
+        or "://" in path_or_name
+    )
+
+
+def _local_path(path: str | os.PathLike) -> Path:
+    """The local path of ``path``; ``file://`` URLs included, other schemes refused."""
+    text = os.fspath(path)
+    if isinstance(text, str) and "://" in text:
+        from urllib.parse import unquote, urlparse
+
+        url = urlparse(text)
+        if url.scheme != "file":
+            raise ConfigurationError(
+                f"cannot load collection {text!r}: load reads local folders and files "
+                "only; copy the collection to a local folder and load that path"
+            )
+        return Path(unquote(url.path))
+    return Path(text).expanduser()
+
+
+def _strip_failures(table: pa.Table) -> pa.Table:
+    """Drop the failures a dataset read carries over from the first part's footer:
+    they live in ``Collection.failures``, not in every copy of the schema."""
+    metadata = dict(table.schema.metadata or {})
+    metadata.pop(FAILURES_KEY, None)
+    return table.replace_schema_metadata(metadata)
+
+
 def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None
           ) -> Collection:
-    candidate = Path(path_or_name).expanduser()
-    if candidate.is_file():
-        table = pq.read_table(candidate)
-        raw = (table.schema.metadata or {}).get(METADATA_KEY)
-        manifest = json.loads(raw) if raw else {}
-        if not isinstance(manifest, dict):
-            raise ValueError("its rasteret metadata is not an object")
-        _check_columns(table)
-        return Collection(table, name=manifest.get("name"), manifest=manifest)
-    folder = None
-    if candidate.is_dir():
-        folder = resolve_existing(candidate)
-    elif os.sep not in str(path_or_name):
-        folder = resolve_existing(collection_path(str(path_or_name), workspace_dir))
-    if folder is None:
-        names = list_collections(workspace_dir)
-        raise CollectionNotFoundError(
-            f"no collection {str(path_or_name)!r}; saved collections: {names or 'none'} "
-            f"(workspace {_workspace(workspace_dir)})"
-        )
-    manifest = read_manifest(folder)
-    if not isinstance(manifest, dict):
-        raise ValueError("collection.json is not an object")
-    table = _read_folder(folder)
+    if _is_bare_name(path_or_name):
+        name = str(path_or_name)
+        folder = resolve_existing(collection_path(name, workspace_dir))
+        if folder is None:
+            hint = (
+                f"; a folder or file {name!r} is in the current directory: load it as "
+                f"the path './{name}'" if Path(name).exists() else ""
+            )
+            raise CollectionNotFoundError(
+                f"no collection {name!r}; saved collections: "
+                f"{list_collections(workspace_dir) or 'none'} "
+                f"(workspace {_workspace(workspace_dir)}){hint}"
+            )
+    else:
+        candidate = _local_path(path_or_name)
+        if candidate.is_file():
+            table = pq.read_table(candidate)
+            metadata = table.schema.metadata
+            manifest = manifest_from_metadata(metadata)
+            failures = failures_from_metadata(metadata)
+            table = _strip_failures(table)
+            _check_columns(table)
+            return Collection(
+                table, name=manifest.get("name"), manifest=manifest, failures=failures
+            )
+        folder = resolve_existing(candidate) if candidate.is_dir() else None
+        if folder is None:
+            raise CollectionNotFoundError(
+                f"no collection at {str(path_or_name)!r}: not a collection folder or "
+                "GeoParquet file; to load a saved collection by name, pass the bare name "
+                f"(saved collections: {list_collections(workspace_dir) or 'none'})"
+            )
+    manifest, failures = read_folder_metadata(folder)
+    table = _strip_failures(_read_folder(folder))
     _check_columns(table)
-    return Collection(table, name=manifest.get("name"), manifest=manifest, path=folder)
+    return Collection(
+        table, name=manifest.get("name"), manifest=manifest, failures=failures, path=folder
+    )
 
 
 def _check_columns(table: pa.Table) -> None:
@@ -454,7 +522,17 @@ def _workspace(workspace: str | os.PathLike | None) -> Path:
 def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
     """Names of the collections saved in the workspace."""
     root = _workspace(workspace)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and resolve_existing(p))
+    names = set()
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        if not path.name.startswith("."):
+            names.add(path.name)
+        elif ".old-" in path.name:
+            # A collection set aside by a swap that did not finish: recovered below.
+            names.add(path.name[1:].rpartition(".old-")[0])
+    # Hidden folders (builds in progress, swaps) are never collections themselves.
+    return sorted(name for name in names if resolve_existing(root / name))
 
 
 def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:

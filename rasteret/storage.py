@@ -1,10 +1,21 @@
 """Collections on disk: the workspace, atomic writes, GeoParquet metadata.
 
-A saved collection is a folder ``<workspace>/<name>/`` holding ``part-*.parquet``
-files (GeoParquet 1.1), ``failures.parquet`` (every asset that could not be
-indexed, with its reason) and ``collection.json`` (name, dataset, bands, schema
-version). A folder is only ever published whole: builds write elsewhere and
-rename into place, so a killed build never leaves a half-written collection.
+A saved collection is a folder ``<workspace>/<name>/`` holding nothing but
+``part-*.parquet`` files (GeoParquet 1.1), so any reader given the folder sees
+exactly the scenes: ``geopandas.read_parquet(folder)``,
+``pyarrow.parquet.read_table(folder)`` and DuckDB's ``read_parquet('folder/**')``.
+DuckDB's recursive glob reads every file under the folder, hidden or ``_``-prefixed
+ones too, so nothing else may live there. The build information (name, dataset,
+bands, schema version) is in every part's footer under the ``rasteret`` key; the
+failures (every asset that could not be indexed, with its reason) are in the footer
+of ``part-00000.parquet`` under ``rasteret:failures``, as JSON rows.
+
+Collections written before this layout (``collection.json`` and
+``failures.parquet`` beside the parts) still load: their files are read instead of
+the footers.
+
+A folder is only ever published whole: builds write elsewhere and rename into
+place, so a killed build never leaves a half-written collection.
 """
 
 from __future__ import annotations
@@ -25,9 +36,26 @@ from rasteret.schema import METADATA_KEY, SCHEMA_VERSION
 
 #: Environment variable naming the default workspace.
 WORKSPACE_ENV = "RASTERET_WORKSPACE"
-MANIFEST = "collection.json"
-FAILURES = "failures.parquet"
+#: The first part: always written (even for an empty table), so it marks a
+#: collection folder and carries the failures.
+FIRST_PART = "part-00000.parquet"
+#: Footer key of the first part holding the failures as JSON rows.
+FAILURES_KEY = b"rasteret:failures"
+#: The files of the layout before the footers carried everything: still read.
+LEGACY_MANIFEST = "collection.json"
+LEGACY_FAILURES = "failures.parquet"
 ROWS_PER_PART = 5000
+
+#: One row per asset that could not be indexed.
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("band", pa.string()),
+        ("href", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 
 #: Tile tables are unique numbers: dictionary encoding only slows reading them down
 #: (about 3x on a 100,000-row collection); zstd alone keeps files small.
@@ -86,22 +114,46 @@ def geo_metadata(bbox_covering: bool = True) -> dict[str, Any]:
     return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
-def with_metadata(table: pa.Table, manifest: dict[str, Any]) -> pa.Table:
-    """Attach GeoParquet and rasteret metadata to ``table``'s schema."""
+def with_metadata(
+    table: pa.Table, manifest: dict[str, Any], failures: pa.Table | None = None
+) -> pa.Table:
+    """Attach GeoParquet and rasteret metadata to ``table``'s schema.
+
+    Args:
+        table: The scenes.
+        manifest: Build information (no secrets); the schema version is added.
+        failures: Assets that could not be indexed, stored as JSON rows under
+            :data:`FAILURES_KEY` (left out when None).
+    """
     metadata = dict(table.schema.metadata or {})
+    metadata.pop(FAILURES_KEY, None)
     metadata[b"geo"] = json.dumps(geo_metadata()).encode()
-    metadata[METADATA_KEY] = json.dumps({**manifest, "schema_version": SCHEMA_VERSION}).encode()
+    metadata[METADATA_KEY] = json.dumps(
+        {**manifest, "schema_version": SCHEMA_VERSION}, default=str
+    ).encode()
+    if failures is not None:
+        metadata[FAILURES_KEY] = json.dumps(failures.to_pylist()).encode()
     return table.replace_schema_metadata(metadata)
 
 
-def write_parts(table: pa.Table, folder: Path, manifest: dict[str, Any]) -> list[Path]:
-    """Write ``table`` as ``part-*.parquet`` files of at most ROWS_PER_PART rows."""
+def write_parts(
+    table: pa.Table,
+    folder: Path,
+    manifest: dict[str, Any],
+    failures: pa.Table | None = None,
+) -> list[Path]:
+    """Write ``table`` as a complete collection folder: ``part-*.parquet`` files of at
+    most ROWS_PER_PART rows, each with the GeoParquet and rasteret metadata, the
+    first one also with ``failures`` (none when None)."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = with_metadata(table, manifest)
+    failures = FAILURE_SCHEMA.empty_table() if failures is None else failures
     paths = []
     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART)):
         path = folder / f"part-{index:05d}.parquet"
-        pq.write_table(table.slice(start, ROWS_PER_PART), path, **PARQUET_OPTIONS)
+        part = with_metadata(
+            table.slice(start, ROWS_PER_PART), manifest, failures if index == 0 else None
+        )
+        pq.write_table(part, path, **PARQUET_OPTIONS)
         paths.append(path)
     return paths
 
@@ -121,12 +173,17 @@ def publish(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def is_collection_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved collection (today's layout or the older one)."""
+    return (folder / FIRST_PART).is_file() or (folder / LEGACY_MANIFEST).is_file()
+
+
 def resolve_existing(final: Path) -> Path | None:
     """Return the folder holding the collection, recovering from an interrupted swap."""
-    if (final / MANIFEST).exists():
+    if is_collection_folder(final):
         return final
     for old in sorted(final.parent.glob(f".{final.name}.old-*")):
-        if (old / MANIFEST).exists():
+        if is_collection_folder(old):
             os.replace(old, final)
             return final
     return None
@@ -139,14 +196,53 @@ def staging_dir(final: Path) -> Path:
     return path
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write ``collection.json`` (after every part file, so its presence means complete)."""
-    text = json.dumps({**manifest, "schema_version": SCHEMA_VERSION}, indent=2, default=str)
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, folder / MANIFEST)
+def manifest_from_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The build information in a Parquet footer (empty when there is none).
+
+    Raises:
+        ValueError: The stored value is not a JSON object.
+    """
+    raw = (metadata or {}).get(METADATA_KEY)
+    manifest = json.loads(raw) if raw else {}
+    if not isinstance(manifest, dict):
+        raise ValueError("its rasteret metadata is not a JSON object")
+    return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read ``collection.json`` (plain JSON: loading never executes code)."""
-    return json.loads((folder / MANIFEST).read_text())
+def failures_from_metadata(metadata: dict[bytes, bytes] | None) -> pa.Table:
+    """The failures in a Parquet footer (an empty table when there are none).
+
+    Raises:
+        ValueError: The stored value is not a list of failure rows.
+    """
+    raw = (metadata or {}).get(FAILURES_KEY)
+    rows = json.loads(raw) if raw else []
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError("its rasteret failures are not a JSON list of objects")
+    return pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA)
+
+
+def read_folder_metadata(folder: Path) -> tuple[dict[str, Any], pa.Table]:
+    """The manifest and failures of the collection folder ``folder``.
+
+    Both come from the first part's footer, or from ``collection.json`` and
+    ``failures.parquet`` in a folder of the older layout (plain JSON and Parquet:
+    loading never executes code).
+
+    Raises:
+        ValueError: The metadata is not what a collection stores.
+        OSError: A file cannot be read.
+    """
+    legacy = folder / LEGACY_MANIFEST
+    if legacy.is_file():
+        manifest = json.loads(legacy.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{LEGACY_MANIFEST} is not a JSON object")
+        failures_path = folder / LEGACY_FAILURES
+        failures = (
+            pq.read_table(failures_path) if failures_path.is_file()
+            else FAILURE_SCHEMA.empty_table()
+        )
+        return manifest, failures
+    metadata = pq.read_schema(folder / FIRST_PART).metadata
+    return manifest_from_metadata(metadata), failures_from_metadata(metadata)

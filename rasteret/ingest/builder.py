@@ -35,30 +35,18 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.storage import (
-    FAILURES,
+    FAILURE_SCHEMA,
     PARQUET_OPTIONS,
     collection_path,
     publish,
     resolve_existing,
     staging_dir,
-    write_manifest,
     write_parts,
 )
 
 log = logging.getLogger("rasteret")
 
 BATCH_SCENES = 2000
-
-_FAILURE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("band", pa.string()),
-        ("href", pa.string()),
-        ("error_type", pa.string()),
-        ("message", pa.string()),
-    ]
-)
-
 
 class NoScenesError(RasteretError):
     """The source returned no scenes; the message says what was asked."""
@@ -210,7 +198,7 @@ def build_collection(
         if kept:
             _write_atomic(records_to_table(kept, kept_bands), partial / f"batch-{suffix}.parquet")
         if failures and on_error == "skip":
-            table = pa.Table.from_pylist([f.as_row() for f in failures], schema=_FAILURE_SCHEMA)
+            table = pa.Table.from_pylist([f.as_row() for f in failures], schema=FAILURE_SCHEMA)
             _write_atomic(table, partial / f"failures-{suffix}.parquet")
         batch_number += 1
         all_failures.extend(failures)
@@ -220,7 +208,7 @@ def build_collection(
     batches = [pq.read_table(p) for p in sorted(partial.glob("batch-*.parquet"))]
     failure_tables = [pq.read_table(p) for p in sorted(partial.glob("failures-*.parquet"))]
     failures_table = (
-        pa.concat_tables(failure_tables) if failure_tables else _FAILURE_SCHEMA.empty_table()
+        pa.concat_tables(failure_tables) if failure_tables else FAILURE_SCHEMA.empty_table()
     )
     if not batches:
         raise IndexingError(all_failures) if all_failures else NoScenesError(
@@ -239,9 +227,9 @@ def build_collection(
     }
     staging = staging_dir(final)
     try:
-        write_parts(table, staging, manifest)
-        pq.write_table(failures_table, staging / FAILURES)
-        write_manifest(staging, manifest)
+        # The folder holds only the parts (the failures ride in the first one's
+        # footer), so GeoParquet readers given the folder see exactly the scenes.
+        write_parts(table, staging, manifest, failures_table)
         publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -32,7 +32,7 @@ class IndexFailure:
     message: str
 
     def as_row(self) -> dict[str, str]:
-        """The failure as a plain dict (a row of ``failures.parquet``)."""
+        """The failure as a plain dict (a row of ``Collection.failures``)."""
         return {
             "id": self.scene_id,
             "band": self.band,
