@@ -156,6 +156,17 @@ def test_build_from_stac_uses_the_collection_config(stac_api, bucket, scenes, tm
     check_reads(collection, scenes, backend_for_dataset(None, collection=STAC_COLLECTION))
 
 
+def test_build_from_stac_with_dataset_id_indexes_through_its_config(stac_api, bucket, scenes,
+                                                                     tmp_path):
+    # Before, the hrefs were rewritten but the headers indexed with the default backend.
+    rasteret.CloudConfig.register(DATASET_ID, moto_config(bucket))
+    collection = rasteret.build_from_stac(
+        name="by-id", stac_api=stac_api.url, collection=STAC_COLLECTION, bbox=BBOX,
+        date_range=DATES, band_map={"red": "red"}, workspace_dir=tmp_path, progress=False,
+        dataset_id=DATASET_ID)
+    check_reads(collection, scenes, backend_for_dataset(DATASET_ID))
+
+
 def test_full_id_wins_over_collection_id_and_explicit_collection(stac_api, bucket, tmp_path):
     rasteret.CloudConfig.register(STAC_COLLECTION, CloudConfig(
         provider="aws", url_patterns={CDN: "s3://no-such-bucket/"},
