@@ -328,3 +328,29 @@ def test_cli_datasets_info_and_list_json_mask_secrets(tmp_path):
     assert '"aws_secret_access_key": "***"' in out.stdout
     for secret in SECRETS:
         assert secret not in out.stdout + out.stderr, secret
+
+
+def test_torchgeo_dataset_and_chip_export_read_through_the_config(stac_api, bucket, scenes,
+                                                                   tmp_path):
+    pytest.importorskip("torchgeo")
+    rasteret.CloudConfig.register(STAC_COLLECTION, moto_config(bucket))
+    collection = rasteret.build(DATASET_ID, name="torch", bbox=BBOX, date_range=DATES,
+                                stac_api=stac_api.url, bands=["red"], workspace_dir=tmp_path,
+                                progress=False)
+    dataset = collection.to_torchgeo_dataset(["red"])
+    assert dataset.backend is backend_for_dataset(None, collection=STAC_COLLECTION)
+    first = scenes[0]
+    minx, _, _, maxy = first.bounds
+    bounds = (minx, maxy - 640, minx + 640, maxy)  # only the first scene covers it
+    sample = dataset[slice(bounds[0], bounds[2]), slice(bounds[1], bounds[3])]
+    with rasterio.open(first.files["B04"]) as src:
+        from rasterio.windows import from_bounds
+
+        expected = src.read(1, window=from_bounds(*bounds, transform=src.transform))
+    np.testing.assert_array_equal(sample["image"][0].numpy(), expected)
+    manifest = collection.export_chips(["red"], tmp_path / "chips", chip_size=128,
+                                       mode="random", length=2, quicklook=False)
+    chips = sorted((tmp_path / "chips" / "chips").glob("*.tif"))
+    assert manifest.exists() and len(chips) == 2
+    for chip in chips:
+        assert rio_read(chip).any()
