@@ -131,6 +131,14 @@ class Collection:
         return self.manifest.get("dataset_id")
 
     @property
+    def stac_collection(self) -> str | None:
+        """The STAC collection id it was built from (None for tables and catalogs
+        searched without one); reads use the CloudConfig registered under it when
+        none is registered under :attr:`dataset_id`."""
+        source = self.manifest.get("source") or {}
+        return source.get("collection") if source.get("kind") == "stac" else None
+
+    @property
     def epsg_codes(self) -> list[int]:
         """The distinct raster CRS (EPSG codes) of its scenes."""
         if "proj:epsg" not in self.table.column_names or not len(self):
@@ -300,7 +308,7 @@ class Collection:
         Raises:
             ConfigurationError: Unknown band, or the band was not indexed for this scene.
         """
-        from rasteret.io.cloud_config import backend_for_dataset
+        from rasteret.io.cloud_config import backend_for_collection
 
         record = self.band_record(row, band)
         if record is None:
@@ -311,7 +319,7 @@ class Collection:
         return CogFile(
             record["href"],
             record_to_header(record),
-            backend=backend_for_dataset(self.dataset_id, backend),
+            backend=backend_for_collection(self, backend),
             size=record["size"],
             etag=record.get("etag"),
             validate=validate,

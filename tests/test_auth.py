@@ -399,6 +399,19 @@ def test_planted_secrets_never_reach_files_reprs_or_errors(iam_moto, tmp_path, c
             backend=secret_backend, on_error="skip", progress=False)
     texts.append(repr(collection))
     texts.append(str(collection.failures.to_pylist()))
+    # Configs and dataset descriptions holding the same secrets mask them too.
+    planted = {"aws_access_key_id": keys["session"][0], "aws_secret_access_key": FAKE_SECRET,
+               "aws_session_token": FAKE_SESSION}
+    config = rasteret.CloudConfig(s3_config=planted,
+                                  credentials_url=f"https://x.example/creds?token={FAKE_SECRET}")
+    info = rasteret.datasets.register(
+        id="planted/auth", stac_api=f"https://stac.example/?token={FAKE_SESSION}",
+        collection="auth", band_map={"B04": "B04"},
+        cloud_config={"provider": "aws", "s3_config": planted})
+    texts += [repr(config), repr(info), str(rasteret.datasets.info("planted/auth")),
+              repr(rasteret.create_backend(
+                  azure_config={"account_key": FAKE_SECRET, "sas_token": FAKE_SESSION},
+                  client_options={"default_headers": {"Authorization": FAKE_SECRET}}))]
     texts.append(caplog.text)
     for path in tmp_path.rglob("*"):
         if path.is_file():

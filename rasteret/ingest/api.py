@@ -22,15 +22,6 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 
 
-def _rewriter(dataset_id: str | None):
-    if dataset_id is None:
-        return None
-    from rasteret.io.cloud_config import CloudConfig
-
-    config = CloudConfig.get(dataset_id)
-    return config.rewrite_url if config is not None else None
-
-
 def build_from_stac(
     *,
     name: str,
@@ -60,8 +51,10 @@ def build_from_stac(
         collection: The STAC collection id.
         bbox: ``(minx, miny, maxx, maxy)`` in degrees.
         date_range: ``(start, end)``, inclusive; dates or ISO strings.
-        backend: How to reach the assets' stores (used for header parsing; pass the
-            same backend to reads).
+        backend: How to reach the assets' stores (used for header parsing). Default:
+            the backend of the :class:`~rasteret.CloudConfig` registered under
+            ``dataset_id`` or ``collection``, which reads of the collection use too;
+            else anonymous / environment credentials.
         band_map: User band code -> asset key or ``(asset key, band index)``; default:
             every GeoTIFF asset under its own key.
         query: STAC property filters, e.g. ``{"eo:cloud_cover": {"lt": 20}}``, also
@@ -69,13 +62,15 @@ def build_from_stac(
         max_items: Stop after this many items.
         workspace_dir, force, on_error, max_concurrent, progress, stats: See
             :func:`rasteret.ingest.builder.build_collection`.
-        dataset_id: The catalog id this build belongs to (set by :func:`build`).
+        dataset_id: The dataset id this build belongs to (set by :func:`build`). It
+            and ``collection`` are recorded, so reads find the same CloudConfig.
         headers: Extra HTTP headers for the STAC API.
         page_size: Items per page of the search (pages are followed to the end).
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
     """
+    from rasteret.io.cloud_config import CloudConfig, backend_for_dataset
     from rasteret.storage import collection_path, resolve_existing
 
     if not force and resolve_existing(collection_path(name, workspace_dir)):
@@ -86,7 +81,11 @@ def build_from_stac(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size,
     )
-    rewrite = _rewriter(dataset_id)
+    # One CloudConfig drives the rewrites, the header indexing and (through the ids
+    # recorded in the manifest) every later read, so build and reads agree.
+    found = CloudConfig.lookup(dataset_id, collection)
+    rewrite = found[1].rewrite_url if found is not None else None
+    backend = backend_for_dataset(dataset_id, backend, collection=collection)
     records = [item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items]
     window = parse_date_range(date_range)
     manifest = {
@@ -124,42 +123,72 @@ def build(
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stac_api: str | None = None,
+    collection: str | None = None,
 ) -> Collection:
-    """Build a collection of a registered dataset (see ``rasteret.datasets.list()``).
+    """Build a collection of a dataset by id.
+
+    A registered dataset (see ``rasteret.datasets.list()``) brings its STAC API,
+    collection and band map. Any other id is built from ``stac_api=``: its STAC
+    collection is the part of the id after the last ``/`` (or ``collection=``) and
+    every GeoTIFF asset becomes a band. Either way the :class:`~rasteret.CloudConfig`
+    registered under the id or under the STAC collection id sets the URL rewrites and
+    the backend of the build and of every read of the collection.
 
     Building a name that exists loads it unless ``force=True``.
 
     Args:
-        dataset_id: E.g. ``"earthsearch/sentinel-2-l2a"`` or ``"pc/sentinel-2-l2a"``.
+        dataset_id: E.g. ``"earthsearch/sentinel-2-l2a"``, ``"pc/sentinel-2-l2a"`` or
+            your own ``"my-org/my-collection"``.
         name: The collection's name in the workspace.
         bbox: ``(minx, miny, maxx, maxy)`` in degrees.
         date_range: ``(start, end)``, inclusive.
-        backend: How to reach the stores; default: the dataset's registered
-            CloudConfig (region, requester pays, provider).
+        backend: How to reach the stores; default: the registered CloudConfig's
+            (region, requester pays, provider). An explicit backend always wins.
         query: STAC property filters (merged over the dataset's default query).
-        bands: Restrict to these band codes of the dataset's band map.
-        stac_api: Override the dataset's STAC API (a mirror, or a local test server).
+        bands: Restrict to these band codes of the dataset's band map (for an id
+            not in the catalog: these asset keys).
+        stac_api: Override the dataset's STAC API (a mirror, or a local test server);
+            required for an id that is not in the catalog.
+        collection: Override the STAC collection id.
         workspace_dir, force, on_error, max_concurrent, progress: See
             :func:`build_from_stac`.
-    """
-    from rasteret.io.cloud_config import backend_for_dataset
 
-    info = catalog.get(dataset_id)
-    band_map = dict(info.band_map)
-    if bands is not None:
+    Raises:
+        ConfigurationError: The id is not registered and no ``stac_api`` is given, or
+            a band is unknown.
+    """
+    info = catalog.find(dataset_id)
+    if info is None and stac_api is None:
+        raise ConfigurationError(
+            f"unknown dataset {dataset_id!r}: register it with rasteret.datasets.register("
+            f"id={dataset_id!r}, stac_api=..., collection=..., band_map=...), or pass "
+            f"stac_api= (the STAC collection is then {dataset_id.rsplit('/', 1)[-1]!r}, or "
+            f"collection=); registered datasets: {[d.id for d in catalog.list_datasets()]}"
+        )
+    if info is not None:
+        band_map: dict[str, Any] | None = dict(info.band_map)
+        default_query = info.query or {}
+        stac_api = stac_api or info.stac_api
+        collection = collection or info.collection
+    else:
+        band_map = None
+        default_query = {}
+        collection = collection or dataset_id.rsplit("/", 1)[-1]
+    if bands is not None and band_map is not None:
         unknown = [b for b in bands if b not in band_map]
         if unknown:
             raise ConfigurationError(
                 f"unknown band(s) {unknown} for {dataset_id}; its bands: {sorted(band_map)}"
             )
         band_map = {b: band_map[b] for b in bands}
-    merged_query = {**(info.query or {}), **(query or {})} or None
+    elif bands is not None:
+        band_map = {b: b for b in bands}
+    merged_query = {**default_query, **(query or {})} or None
     return build_from_stac(
-        name=name, stac_api=stac_api or info.stac_api, collection=info.collection, bbox=bbox,
-        date_range=date_range, backend=backend_for_dataset(dataset_id, backend),
-        band_map=band_map, query=merged_query, workspace_dir=workspace_dir, force=force,
-        on_error=on_error, max_concurrent=max_concurrent, progress=progress,
-        dataset_id=dataset_id,
+        name=name, stac_api=stac_api, collection=collection, bbox=bbox,
+        date_range=date_range, backend=backend, band_map=band_map, query=merged_query,
+        workspace_dir=workspace_dir, force=force, on_error=on_error,
+        max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rasteret.errors import ConfigurationError
+from rasteret.io.backend import masked
 
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -64,11 +65,16 @@ class DatasetInfo:
     query: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready description (for ``rasteret datasets info --json``)."""
+        """A JSON-ready description (for ``rasteret datasets info --json``); keys,
+        tokens and passwords in the cloud config or URLs are masked."""
         data = asdict(self)
         data["band_map"] = {k: list(v) if isinstance(v, tuple) else v
                             for k, v in self.band_map.items()}
-        return data
+        return masked(data)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"DatasetInfo({fields})"
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -111,6 +117,12 @@ def get(dataset_id: str) -> DatasetInfo:
         raise ConfigurationError(
             f"unknown dataset {dataset_id!r}; registered datasets: {sorted(_REGISTRY)}"
         ) from None
+
+
+def find(dataset_id: str) -> DatasetInfo | None:
+    """The registered dataset ``dataset_id``, or None."""
+    _ensure_builtins()
+    return _REGISTRY.get(dataset_id)
 
 
 def info(dataset_id: str) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
 from rasteret.errors import ConfigurationError
-from rasteret.io.urls import StoreTarget, parse_url
+from rasteret.io.urls import StoreTarget, parse_url, strip_query
 
 # Config keys whose values never appear in a repr, a log or an error message.
 SECRET_KEYS = frozenset(
@@ -98,6 +99,38 @@ def mask(value: Any) -> str:
     return "***" if value else repr(value)
 
 
+def is_secret_key(name: Any) -> bool:
+    """True when a config key names a secret (keys, tokens, passwords, SAS), in
+    obstore, boto (``aws_``), Azure (``azure_storage_``) or Google spelling."""
+    key = str(name).lower().replace("-", "_")
+    for prefix in ("aws_", "azure_storage_", "azure_", "google_"):
+        key = key.removeprefix(prefix)
+    key = _S3_ALIASES.get(key, key)
+    return (
+        key in SECRET_KEYS
+        or key.endswith("_key")
+        or any(word in key for word in ("secret", "token", "password", "authorization"))
+    )
+
+
+def masked(value: Any) -> Any:
+    """A copy of ``value`` (nested dicts, lists) safe to show: values under secret
+    keys are masked, and in URLs the query string (signatures, SAS tokens) and any
+    password are replaced by ``***``."""
+    if isinstance(value, Mapping):
+        return {k: (mask(v) if is_secret_key(k) else masked(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(masked(v) for v in value)
+    if isinstance(value, str) and "://" in value:
+        shown = strip_query(value) + ("?***" if "?" in value else "")
+        scheme, _, rest = shown.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if at and "/" not in userinfo and ":" in userinfo:  # user:password@host
+            shown = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+        return shown
+    return value
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How rasteret retries transient failures (5xx, 429, resets, timeouts, short
@@ -165,11 +198,12 @@ class Backend:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        s3 = {k: (mask(v) if k in SECRET_KEYS else v) for k, v in self.default_s3_config.items()}
         provider = type(self.credential_provider).__name__ if self.credential_provider else None
         return (
             f"Backend(credential_provider={provider}, region={self.region!r}, "
-            f"default_s3_config={s3}, client_options={self.client_options})"
+            f"default_s3_config={masked(self.default_s3_config)}, "
+            f"azure_config={masked(self.azure_config)}, gcs_config={masked(self.gcs_config)}, "
+            f"client_options={masked(self.client_options)})"
         )
 
     # -- routing --------------------------------------------------------------------

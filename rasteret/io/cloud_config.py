@@ -1,21 +1,27 @@
 """``CloudConfig``: how a dataset's hrefs are reached, registered per dataset id.
 
-A config names the provider (``aws``, ``planetary_computer``, ``earthdata``,
-``http``), whether the bucket is requester-pays, its region, and URL rewrites
-(``https://landsatlook.usgs.gov/data/`` -> ``s3://usgs-landsat/``). Builds apply
-the rewrites to hrefs; reads of a collection whose dataset has a registered config
-build their backend from it when the caller passes none.
+A config names the provider (``aws``, ``gcp``, ``azure``, ``planetary_computer``,
+``earthdata``, ``http``), whether the bucket is requester-pays, its region, and URL
+rewrites (``https://landsatlook.usgs.gov/data/`` -> ``s3://usgs-landsat/``).
+
+A config is registered under a dataset id (``"my-org/my-collection"``) or under a
+STAC collection id (``"my-collection"``); the full id wins when both exist. Builds
+apply its rewrites to hrefs and index headers through its backend; reads of a
+collection built from that dataset or STAC collection use the same backend when the
+caller passes none. An explicit ``backend=`` always wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from rasteret.errors import ConfigurationError
-from rasteret.io.backend import Backend, create_backend, default_backend
+from rasteret.io.backend import Backend, create_backend, default_backend, masked
 
-PROVIDERS = ("aws", "planetary_computer", "earthdata", "http", "gcs", "azure")
+PROVIDERS = ("aws", "gcp", "azure", "planetary_computer", "earthdata", "http")
+# Other spellings of a provider -> the one value a config holds.
+_PROVIDER_ALIASES = {"gcs": "gcp"}
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,9 @@ class CloudConfig:
     """Where and how a dataset's objects are read.
 
     Args:
-        provider: ``"aws"``, ``"planetary_computer"``, ``"earthdata"``, ``"http"``,
-            ``"gcs"`` or ``"azure"``.
+        provider: ``"aws"``, ``"gcp"``, ``"azure"``, ``"planetary_computer"``,
+            ``"earthdata"`` or ``"http"`` (case-insensitive; ``"gcs"`` means
+            ``"gcp"``, and is stored as ``"gcp"``).
         requester_pays: Sign requests and send ``x-amz-request-payer: requester``
             (the reader's AWS account pays for the transfer).
         region: The bucket region (S3).
@@ -44,15 +51,46 @@ class CloudConfig:
     _registry: ClassVar[dict[str, CloudConfig]] = {}
 
     def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
+        name = str(self.provider).strip().lower()
+        name = _PROVIDER_ALIASES.get(name, name)
+        if name not in PROVIDERS:
             raise ConfigurationError(
-                f"unknown provider {self.provider!r}; use one of {PROVIDERS}"
+                f"unknown provider {self.provider!r} in CloudConfig; use one of {PROVIDERS}"
             )
+        object.__setattr__(self, "provider", name)  # frozen: normalise once, here
+
+    def __repr__(self) -> str:
+        # Keys, session tokens, passwords and signed query strings never appear here.
+        return (
+            f"CloudConfig(provider={self.provider!r}, requester_pays={self.requester_pays!r}, "
+            f"region={self.region!r}, url_patterns={masked(self.url_patterns)!r}, "
+            f"credentials_url={masked(self.credentials_url)!r}, "
+            f"s3_config={masked(self.s3_config)!r})"
+        )
 
     # -- the registry ----------------------------------------------------------------
     @classmethod
     def register(cls, dataset_id: str, config: CloudConfig) -> None:
-        """Register ``config`` for ``dataset_id`` (replacing any earlier one)."""
+        """Register ``config`` for a dataset (replacing any earlier one).
+
+        Args:
+            dataset_id: A dataset id (``"my-org/my-collection"``), which applies to
+                ``rasteret.build("my-org/my-collection", ...)``, or a STAC collection
+                id (``"my-collection"``), which applies to every build and read of that
+                STAC collection (``build`` of any id ending in ``/my-collection`` and
+                ``build_from_stac(collection="my-collection")``).
+            config: The settings.
+
+        Raises:
+            ConfigurationError: ``config`` is not a CloudConfig or the key is empty.
+        """
+        if not isinstance(config, CloudConfig):
+            raise ConfigurationError(
+                f"CloudConfig.register({dataset_id!r}, ...) takes a CloudConfig, not "
+                f"{type(config).__name__}"
+            )
+        if not dataset_id or not isinstance(dataset_id, str):
+            raise ConfigurationError("CloudConfig.register needs a dataset or collection id")
         cls._registry[dataset_id] = config
 
     @classmethod
@@ -66,6 +104,25 @@ class CloudConfig:
 
             catalog.list_datasets()
         return cls._registry.get(dataset_id)
+
+    @classmethod
+    def lookup(
+        cls, dataset_id: str | None, collection: str | None = None
+    ) -> tuple[str, CloudConfig] | None:
+        """The config for a dataset, and the key it is registered under.
+
+        Args:
+            dataset_id: The dataset id (tried first).
+            collection: The STAC collection id (tried when the dataset id has none).
+
+        Returns:
+            ``(key, config)``, or None when neither id has a config.
+        """
+        for key in (dataset_id, collection):
+            config = cls.get(key)
+            if config is not None:
+                return key, config  # type: ignore[return-value]
+        return None
 
     @classmethod
     def registered(cls) -> dict[str, CloudConfig]:
@@ -103,7 +160,10 @@ class CloudConfig:
             from obstore.auth.earthdata import NasaEarthdataCredentialProvider
 
             credential_provider = NasaEarthdataCredentialProvider(self.credentials_url)
-        if credential_provider is None and self.requester_pays:
+        explicit = {str(k).lower().removeprefix("aws_") for k in s3}
+        if (credential_provider is None and self.requester_pays
+                and not explicit & {"access_key_id", "skip_signature"}):
+            # Explicit keys in s3_config sign the requests themselves.
             credential_provider = _boto3_provider_if_configured()
         return create_backend(
             credential_provider=credential_provider, region=self.region,
@@ -127,15 +187,46 @@ def _boto3_provider_if_configured() -> Any:
     return Boto3CredentialProvider()
 
 
-def backend_for_dataset(dataset_id: str | None, backend: Backend | None = None) -> Backend:
-    """The backend to read ``dataset_id`` with: the caller's, else one from its
-    registered CloudConfig, else the default (anonymous / environment credentials)."""
+def backend_for_dataset(
+    dataset_id: str | None, backend: Backend | None = None, *, collection: str | None = None
+) -> Backend:
+    """The backend to build or read a dataset with.
+
+    Args:
+        dataset_id: The dataset id, or None.
+        backend: The caller's backend; it always wins.
+        collection: The STAC collection id, used when no config is registered under
+            ``dataset_id``.
+
+    Returns:
+        The caller's backend, else one from the CloudConfig registered under
+        ``dataset_id`` or ``collection``, else the default (anonymous / environment
+        credentials). The same config gives the same backend within a process.
+    """
     if backend is not None:
         return backend
-    config = CloudConfig.get(dataset_id)
-    if config is None:
+    found = CloudConfig.lookup(dataset_id, collection)
+    if found is None:
         return default_backend()
-    return _cached_backend(dataset_id, config)
+    return _cached_backend(*found)
+
+
+class HasDatasetIds(Protocol):
+    """What :func:`backend_for_collection` needs of a collection."""
+
+    @property
+    def dataset_id(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def stac_collection(self) -> str | None: ...  # noqa: D102
+
+
+def backend_for_collection(collection: HasDatasetIds, backend: Backend | None = None) -> Backend:
+    """The backend reads of ``collection`` use: the caller's, else the one its build
+    used (from the CloudConfig of its dataset id or STAC collection id)."""
+    return backend_for_dataset(
+        collection.dataset_id, backend, collection=collection.stac_collection
+    )
 
 
 _backends: dict[str, tuple[CloudConfig, Backend]] = {}

@@ -262,14 +262,14 @@ def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
                mask: bool = True, date_range: Any = None, on_error: str = "raise",
                ) -> tuple[list[AreaResult], list, CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions)."""
-    from rasteret.io.cloud_config import backend_for_dataset
+    from rasteret.io.cloud_config import backend_for_collection
 
     if on_error not in ("raise", "skip"):
         raise ConfigurationError('on_error must be "raise" or "skip"')
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
-    backend = backend_for_dataset(collection.dataset_id, backend)
+    backend = backend_for_collection(collection, backend)
 
     async def read_all() -> list[AreaResult]:
         return list(await asyncio.gather(*(
@@ -453,7 +453,7 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
     import geopandas as gpd
     import pandas as pd
 
-    from rasteret.io.cloud_config import backend_for_dataset
+    from rasteret.io.cloud_config import backend_for_collection
 
     if scenes not in ("all", "latest"):
         raise ConfigurationError('scenes must be "all" or "latest"')
@@ -464,7 +464,7 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
     shapes, crs = to_geometries(points, geometry_crs)
     user = points.drop(columns=points.geometry.name) \
         if isinstance(points, gpd.GeoDataFrame) else None
-    backend = backend_for_dataset(collection.dataset_id, backend)
+    backend = backend_for_collection(collection, backend)
     caches = ChunkCaches(memory_bytes=128 * 1024 * 1024, whole_chunks=False)
     jobs = []
     for index, point in enumerate(shapes):

@@ -27,7 +27,7 @@ from torchgeo.datasets.utils import GeoSlice, Sample
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
-from rasteret.io.cloud_config import backend_for_dataset
+from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.read.cache import ChunkCaches
@@ -140,7 +140,7 @@ class RasteretDataset(GeoDataset):
         self.collection = collection
         self.chip_size = chip_size
         self.time_series = time_series
-        self.backend = backend_for_dataset(collection.dataset_id, backend)
+        self.backend = backend_for_collection(collection, backend)
         self.is_image = is_image
         self.dtype = dtype
         self.mosaic_order = mosaic_order
