@@ -23,9 +23,9 @@ from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io import cloud_config
 from rasteret.io.backend import RetryPolicy
 from rasteret.io.cloud_config import CloudConfig, backend_for_collection, backend_for_dataset
-from rasteret.testing.auth_servers import RequesterPaysStub
-from rasteret.testing.scenes import stac_collection, stac_item, write_scenes
-from rasteret.testing.stac import StacApiServer
+from testbed.auth_servers import RequesterPaysStub
+from testbed.scenes import stac_collection, stac_item, write_scenes
+from testbed.stac import StacApiServer
 
 rasterio = pytest.importorskip("rasterio")
 
