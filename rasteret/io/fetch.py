@@ -224,7 +224,8 @@ def _region_error(url: str, backend: Backend, text: str, detail: str) -> RegionM
         # A 301 carries no region obstore shows; S3 names it on a HEAD of the bucket.
         real = probe_bucket_region(bucket, config.get("endpoint"))
     # default_s3_config's region wins over create_backend(region=): name the one to edit.
-    setting = ("default_s3_config={'region': %r}" if "region" in backend.default_s3_config
+    setting = ("default_s3_config={'region': %r} (it takes precedence over "
+               "create_backend(region=...))" if "region" in backend.default_s3_config
                else "create_backend(region=%r)")
     if real:
         # AWS_REGION only matters when the backend sets no region itself.
