@@ -368,6 +368,12 @@ class Backend:
         if target.kind == "azure":
             account, _, container = target.key.partition("/")
             config = dict(self.azure_config)
+            env_endpoint = os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get(
+                "AZURE_ENDPOINT")
+            if "endpoint" not in config and env_endpoint:
+                # obstore reads it too, but explicit client options hide the environment's
+                # allow_http: pass it on so an http:// emulator endpoint works.
+                config["endpoint"] = env_endpoint
             account = account or config.get("account_name", "")
             if account:
                 config.setdefault("account_name", account)
