@@ -9,6 +9,7 @@ from rasteret.collection import Collection, delete_collection, list_collections,
 from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.io.backend import Backend, create_backend
 from rasteret.io.cloud_config import CloudConfig
+from rasteret.io.credentials import PlanetaryComputerSas
 from rasteret.io.fetch import FetchStats
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
 
@@ -20,6 +21,7 @@ __all__ = [
     "CogFile",
     "Collection",
     "FetchStats",
+    "PlanetaryComputerSas",
     "build",
     "build_from_stac",
     "build_from_table",

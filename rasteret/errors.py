@@ -54,3 +54,24 @@ class ForkAfterIOError(RasteretError, RuntimeError):
 
 class ConfigurationError(RasteretError, ValueError):
     """An argument or configuration value is invalid; the message says which and why."""
+
+
+class RegionMismatchError(ConfigurationError):
+    """An S3 bucket lives in another region than the one requests were signed for.
+
+    S3 answers ``400 AuthorizationHeaderMalformed`` or ``301 PermanentRedirect``.
+    rasteret asks the bucket for its region (an unsigned ``HEAD``, answered with
+    ``x-amz-bucket-region``) and names it, with the setting to change.
+
+    Attributes:
+        bucket: The bucket.
+        requested_region: The region the requests used (None when unknown).
+        bucket_region: The bucket's region (None when it could not be found out).
+    """
+
+    def __init__(self, message: str, *, bucket: str, requested_region: str | None = None,
+                 bucket_region: str | None = None) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+        self.requested_region = requested_region
+        self.bucket_region = bucket_region

@@ -6,12 +6,16 @@
   a NASA Earthdata ``s3credentials`` endpoint (temporary S3 keys), counting requests.
 - :class:`RequesterPaysStub`: an S3-like server that refuses any request without
   ``x-amz-request-payer: requester``, as requester-pays buckets do.
+- :class:`WrongRegionStub`: an S3-like server for a bucket in another region (400
+  ``AuthorizationHeaderMalformed`` or 301 ``PermanentRedirect``, and
+  ``x-amz-bucket-region`` on ``HEAD``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,6 +254,86 @@ class RequesterPaysStub(_ThreadedServer):
                     self._reply(200, data, headers)
 
             do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.endpoint = self._serve(Handler)
+        return self
+
+
+class WrongRegionStub(_ThreadedServer):
+    """An S3-like endpoint for a bucket that lives in another region than asked.
+
+    Object requests get S3's answer to a request signed for the wrong region: either
+    ``400 AuthorizationHeaderMalformed`` ("the region 'X' is wrong; expecting 'Y'",
+    the answer to a signed request) or ``301 PermanentRedirect`` without a
+    ``Location`` header (the answer to an unsigned one). An unsigned ``HEAD`` on the
+    bucket answers with ``x-amz-bucket-region``, as S3 does.
+
+    Args:
+        bucket_region: The region the bucket lives in.
+        answer: ``"malformed"`` (400) or ``"redirect"`` (301).
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:PORT`` (path-style: ``/{bucket}/{key}``).
+        heads: Bucket ``HEAD`` requests answered.
+    """
+
+    def __init__(self, bucket_region: str, *, answer: str = "malformed") -> None:
+        if answer not in ("malformed", "redirect"):
+            raise ValueError(f"answer must be 'malformed' or 'redirect', got {answer!r}")
+        self.bucket_region = bucket_region
+        self.answer = answer
+        self.heads = 0
+        self.endpoint = ""
+
+    def start(self) -> WrongRegionStub:
+        """Serve in a background thread."""
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("x-amz-bucket-region", stub.bucket_region)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+                stub.heads += 1
+                self._reply(200 if stub.answer == "malformed" else 301, b"")
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                bucket = self.path.lstrip("/").split("/", 1)[0]
+                if stub.answer == "malformed":
+                    asked = "us-east-1"
+                    match = re.search(r"/\d{8}/([a-z0-9-]+)/s3/",
+                                      self.headers.get("Authorization", ""))
+                    if match:
+                        asked = match.group(1)
+                    body = (
+                        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                        "AuthorizationHeaderMalformed</Code><Message>The authorization "
+                        f"header is malformed; the region '{asked}' is wrong; expecting "
+                        f"'{stub.bucket_region}'</Message><Region>{stub.bucket_region}"
+                        "</Region><RequestId>STUB</RequestId></Error>"
+                    ).encode()
+                    self._reply(400, body)
+                else:
+                    body = (
+                        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>PermanentRedirect"
+                        "</Code><Message>The bucket you are attempting to access must be "
+                        "addressed using the specified endpoint. Please send all future "
+                        f"requests to this endpoint.</Message><Endpoint>{bucket}.s3."
+                        f"{stub.bucket_region}.amazonaws.com</Endpoint><Bucket>{bucket}"
+                        "</Bucket><RequestId>STUB</RequestId></Error>"
+                    ).encode()
+                    self._reply(301, body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -37,7 +37,9 @@ class StacApiServer:
         url: The API root, e.g. ``http://127.0.0.1:PORT``.
     """
 
-    def __init__(self, collection: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    def __init__(self, collection: dict[str, Any] | list[dict[str, Any]],
+                 items: list[dict[str, Any]]) -> None:
+        # One collection document, or several (items may belong to any of them).
         self.collection = collection
         self.items = items
         self.url = ""
@@ -47,9 +49,12 @@ class StacApiServer:
     def start(self) -> StacApiServer:
         """Write the documents, start the server and wait until it answers."""
         self._folder = Path(tempfile.mkdtemp(prefix="rasteret-stac-"))
-        collection_path = self._folder / "collection.json"
+        documents = self.collection if isinstance(self.collection, list) else [self.collection]
+        collection_paths = []
+        for number, document in enumerate(documents):
+            collection_paths.append(self._folder / f"collection{number}.json")
+            collection_paths[-1].write_text(json.dumps(document))
         items_path = self._folder / "items.json"
-        collection_path.write_text(json.dumps(self.collection))
         items_path.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -58,7 +63,7 @@ class StacApiServer:
         with open(log_path, "wb") as log:
             self._process = subprocess.Popen(
                 [_rustac_binary(), "serve", "--addr", f"127.0.0.1:{port}", "--use-duckdb",
-                 "false", str(collection_path), str(items_path)],
+                 "false", *map(str, collection_paths), str(items_path)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         atexit.register(self.stop)

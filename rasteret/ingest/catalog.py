@@ -34,6 +34,39 @@ _LANDSAT = {
 }
 _NAIP = {"R": ("image", 1), "G": ("image", 2), "B": ("image", 3), "N": ("image", 4)}
 
+# HLS v2.0 on NASA's CMR STAC (LP DAAC). Asset keys are the sensors' own band codes,
+# and they differ: S30 B8A is narrow NIR, B11/B12 SWIR; L30 B05 is NIR, B06/B07 SWIR,
+# B10/B11 thermal. Fmask is the quality layer of both.
+CMR_LPCLOUD = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
+HLS_S30, HLS_L30 = "HLSS30_2.0", "HLSL30_2.0"
+_HLS_S30 = {code: code for code in (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+    "Fmask",
+)}
+_HLS_L30 = {code: code for code in (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B09", "B10", "B11", "Fmask",
+)}
+# earthdata/hls: both collections under common names, each resolved per item's
+# collection (nir is S30's narrow B8A, harmonised with L30's B05).
+_HLS_COMMON = {
+    name: {HLS_S30: s30, HLS_L30: l30} for name, s30, l30 in (
+        ("coastal", "B01", "B01"), ("blue", "B02", "B02"), ("green", "B03", "B03"),
+        ("red", "B04", "B04"), ("nir", "B8A", "B05"), ("swir16", "B11", "B06"),
+        ("swir22", "B12", "B07"), ("cirrus", "B10", "B09"), ("fmask", "Fmask", "Fmask"),
+    )
+}
+_HLS_CLOUD = {
+    "provider": "earthdata",
+    "region": "us-west-2",
+    "credentials_url": "https://data.lpdaac.earthdatacloud.nasa.gov/s3credentials",
+    "url_patterns": {
+        "https://data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected/":
+            "s3://lp-prod-protected/",
+    },
+}
+_HLS_AUTH = ("earthdata (temporary S3 keys from LP DAAC's s3credentials, with your "
+             "Earthdata login from ~/.netrc or EARTHDATA_TOKEN; in-region us-west-2)")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -176,6 +209,22 @@ def _ensure_builtins() -> None:
             "aws requester-pays",
             {"provider": "aws", "region": "us-west-2", "requester_pays": True},
             "public domain (USDA)",
+        ),
+        DatasetInfo(
+            "earthdata/hls", CMR_LPCLOUD, f"{HLS_S30},{HLS_L30}", _HLS_COMMON,
+            "Harmonized Landsat Sentinel-2 v2.0, 30 m: HLSS30 and HLSL30 together, bands "
+            "by common name (LP DAAC, AWS us-west-2)", _HLS_AUTH, _HLS_CLOUD,
+            "public domain (NASA; Copernicus Sentinel data terms for S30)",
+        ),
+        DatasetInfo(
+            "earthdata/hls-s30", CMR_LPCLOUD, HLS_S30, _HLS_S30,
+            "HLS v2.0 Sentinel-2 MSI surface reflectance, 30 m (LP DAAC, AWS us-west-2)",
+            _HLS_AUTH, _HLS_CLOUD, "public domain (NASA; Copernicus Sentinel data terms)",
+        ),
+        DatasetInfo(
+            "earthdata/hls-l30", CMR_LPCLOUD, HLS_L30, _HLS_L30,
+            "HLS v2.0 Landsat 8/9 OLI surface reflectance and TIRS brightness, 30 m "
+            "(LP DAAC, AWS us-west-2)", _HLS_AUTH, _HLS_CLOUD, "public domain (NASA)",
         ),
         DatasetInfo(
             "pc/sentinel-2-l2a", PLANETARY_COMPUTER, "sentinel-2-l2a", _S2_PLANETARY,

@@ -15,7 +15,11 @@ from rasteret.collection import check_bbox, parse_date_range
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, parse_datetime, unsigned
 
-BandMap = Mapping[str, str | tuple[str, int]]
+# A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
+# dataset spanning several STAC collections whose asset keys differ, a mapping from
+# collection id to either of those (e.g. HLS: {"HLSS30_2.0": "B8A", "HLSL30_2.0": "B05"}).
+BandTarget = str | tuple[str, int]
+BandMap = Mapping[str, BandTarget | Mapping[str, BandTarget]]
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -68,6 +72,11 @@ def item_to_record(
         band_map = {key: key for key, asset in assets.items() if _is_image_asset(asset)}
     bands: dict[str, BandSource | None] = {}
     for band, target in band_map.items():
+        if isinstance(target, Mapping):
+            target = target.get(item.get("collection") or "")
+            if target is None:
+                bands[band] = None
+                continue
         key, index = (target, 1) if isinstance(target, str) else (target[0], int(target[1]))
         asset = assets.get(key)
         if asset is None:
@@ -123,6 +132,9 @@ def search_items(
     """Items from a STAC API (paged through pystac-client) or a static catalog
     (a local or remote ``catalog.json``, relative hrefs resolved).
 
+    ``collection`` may name several collections, comma-separated (the STAC API's GET
+    form, e.g. ``"HLSS30_2.0,HLSL30_2.0"``).
+
     Bbox, dates and ``query`` are applied on the client side as well, since some
     servers ignore ``query``.
 
@@ -146,6 +158,10 @@ def search_items(
     return selected[:max_items] if max_items else selected
 
 
+def _collection_ids(collection: str | None) -> list[str]:
+    return [part.strip() for part in (collection or "").split(",") if part.strip()]
+
+
 def _api_items(stac_api, collection, box, window, max_items, headers, page_size) -> list[dict]:
     from pystac_client import Client
 
@@ -155,7 +171,7 @@ def _api_items(stac_api, collection, box, window, max_items, headers, page_size)
         datetime = f"{window[0].isoformat().replace('+00:00', 'Z')}/" \
                    f"{window[1].isoformat().replace('+00:00', 'Z')}"
     search = client.search(
-        collections=[collection] if collection else None,
+        collections=_collection_ids(collection) or None,
         bbox=list(box) if box else None,
         datetime=datetime,
         max_items=max_items,
@@ -175,6 +191,6 @@ def _static_items(source: str, collection: str | None) -> list[dict]:
     items = []
     for item in root.get_items(recursive=True):
         item.make_asset_hrefs_absolute()
-        if collection is None or item.collection_id in (None, collection):
+        if collection is None or item.collection_id in (None, *_collection_ids(collection)):
             items.append(item.to_dict())
     return items

@@ -17,7 +17,7 @@ from typing import Any
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
-from rasteret.errors import ConfigurationError
+from rasteret.errors import AccessDeniedError, ConfigurationError
 from rasteret.io.urls import StoreTarget, parse_url, strip_query
 
 # Config keys whose values never appear in a repr, a log or an error message.
@@ -52,16 +52,51 @@ _S3_ALIASES = {
 }
 
 
+# Boolean S3 settings that arrive as strings from environment variables and files.
+_S3_BOOLEANS = ("skip_signature", "virtual_hosted_style_request", "unsigned_payload")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigurationError(
+            f"default_s3_config[{name!r}] = {value!r} is not a boolean: use True/False "
+            "(or the strings 'true'/'false')"
+        )
+    return bool(value)
+
+
 def normalize_s3_config(config: dict[str, Any] | None) -> dict[str, Any]:
     """Return ``config`` with boto-style keys (``aws_access_key_id``...) renamed to
-    obstore's (``access_key_id``...)."""
+    obstore's (``access_key_id``...), and boolean settings given as strings
+    (``skip_signature="false"``) turned into booleans."""
     normalized: dict[str, Any] = {}
     for key, value in (config or {}).items():
         name = key.lower()
         normalized[_S3_ALIASES.get(name, name)] = value
+    for name in _S3_BOOLEANS:
+        if name in normalized:
+            normalized[name] = _as_bool(name, normalized[name])
     if normalized.get("request_payer") is True:
         normalized["request_payer"] = "requester"
     return normalized
+
+
+def endpoint_from_env() -> str | None:
+    """The S3 endpoint set in the environment (``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL``, or obstore's ``AWS_ENDPOINT``), as boto3 and the AWS CLI
+    read it."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
 
 
 def provider_kind(provider: Any) -> str:
@@ -83,6 +118,12 @@ def _aws_profile_configured() -> bool:
 
 
 def _needs_boto3_chain(config: dict[str, Any]) -> bool:
+    """True when the credentials live where only boto3 reads them (a profile, ``~/.aws``).
+
+    Raises:
+        AccessDeniedError: They do, but boto3 is not installed (obstore alone would
+            fall back to the EC2 metadata service, which does not exist elsewhere).
+    """
     if config.get("skip_signature") or "access_key_id" in config:
         return False
     if os.environ.get("AWS_ACCESS_KEY_ID") or not _aws_profile_configured():
@@ -90,8 +131,42 @@ def _needs_boto3_chain(config: dict[str, Any]) -> bool:
     try:
         import boto3  # noqa: F401
     except ImportError:
-        return False
+        raise AccessDeniedError(
+            "AWS credentials are configured in a profile / ~/.aws (aws configure), but "
+            "boto3, which reads them, is not installed: pip install 'rasteret[aws]' (or "
+            "boto3), or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or pass keys in "
+            "default_s3_config"
+        ) from None
     return True
+
+
+def _boto3_session() -> Any:
+    """A boto3 session for the configured profile.
+
+    Raises:
+        ConfigurationError: ``AWS_PROFILE`` names a profile that does not exist; the
+            message lists the profiles found.
+    """
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        return boto3.Session()
+    except ProfileNotFound:
+        import botocore.session
+
+        profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+        try:
+            found = sorted(botocore.session.Session(profile=None).full_config["profiles"])
+        except Exception:  # noqa: BLE001 - only used to enrich the message
+            found = []
+        raise ConfigurationError(
+            f"AWS_PROFILE={profile!r} names a profile that is not in "
+            f"{os.environ.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')} or "
+            f"{os.environ.get('AWS_CONFIG_FILE', '~/.aws/config')} (profiles found: "
+            f"{found}): run `aws configure --profile {profile}` or set AWS_PROFILE to one "
+            "of them"
+        ) from None
 
 
 def mask(value: Any) -> str:
@@ -248,6 +323,9 @@ class Backend:
 
     def _s3_config(self, url_region: str | None) -> dict[str, Any]:
         config = dict(self.default_s3_config)
+        if "endpoint" not in config and endpoint_from_env():
+            # As boto3 does; passing it on lets an http:// endpoint get allow_http.
+            config["endpoint"] = endpoint_from_env()
         region = (
             config.get("region")
             or self.region
@@ -255,6 +333,8 @@ class Backend:
             or os.environ.get("AWS_REGION")
             or os.environ.get("AWS_DEFAULT_REGION")
         )
+        if not region and _needs_boto3_chain(config):
+            region = _boto3_session().region_name  # `aws configure` puts it in ~/.aws/config
         if region:
             config["region"] = region
         has_provider = (
@@ -311,7 +391,7 @@ class Backend:
                 # obstore reads AWS_* variables but not profiles or ~/.aws: boto3 does.
                 from obstore.auth.boto3 import Boto3CredentialProvider
 
-                kwargs["credential_provider"] = Boto3CredentialProvider()
+                kwargs["credential_provider"] = Boto3CredentialProvider(_boto3_session())
             return S3Store(
                 target.key,
                 config=config,
@@ -322,6 +402,12 @@ class Backend:
         if target.kind == "azure":
             account, _, container = target.key.partition("/")
             config = dict(self.azure_config)
+            env_endpoint = os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get(
+                "AZURE_ENDPOINT")
+            if "endpoint" not in config and env_endpoint:
+                # obstore reads it too, but explicit client options hide the environment's
+                # allow_http: pass it on so an http:// emulator endpoint works.
+                config["endpoint"] = env_endpoint
             account = account or config.get("account_name", "")
             if account:
                 config.setdefault("account_name", account)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from rasteret.errors import ConfigurationError
-from rasteret.io.backend import Backend, create_backend, default_backend, masked
+from rasteret.io.backend import Backend, _boto3_session, create_backend, default_backend, masked
 
 PROVIDERS = ("aws", "gcp", "azure", "planetary_computer", "earthdata", "http")
 # Other spellings of a provider -> the one value a config holds.
@@ -172,19 +172,18 @@ class CloudConfig:
 
 
 def _boto3_provider_if_configured() -> Any:
-    """A boto3 credential provider when boto3 is installed (the AWS chain: variables,
-    ``~/.aws``, SSO, instance roles); None otherwise (obstore reads the variables)."""
-    try:
-        from obstore.auth.boto3 import Boto3CredentialProvider
-    except ImportError:
+    """A boto3 credential provider when the AWS chain (variables, ``~/.aws``, SSO,
+    instance roles) has credentials; None otherwise (obstore reads the variables).
+
+    Raises:
+        ConfigurationError: ``AWS_PROFILE`` names a profile that does not exist.
+    """
+    from obstore.auth.boto3 import Boto3CredentialProvider
+
+    session = _boto3_session()
+    if session.get_credentials() is None:
         return None
-    try:
-        import boto3
-    except ImportError:
-        return None
-    if boto3.Session().get_credentials() is None:
-        return None
-    return Boto3CredentialProvider()
+    return Boto3CredentialProvider(session)
 
 
 def backend_for_dataset(

@@ -29,6 +29,7 @@ from rasteret.errors import (
     NetworkError,
     ObjectNotFoundError,
     RasteretError,
+    RegionMismatchError,
 )
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
@@ -184,13 +185,9 @@ def translate_error(
             "provider refreshes them itself). Store said: " + detail
         )
     if re.search(r"PermanentRedirect|AuthorizationHeaderMalformed|IllegalLocationConstraint"
-                 r"|301 Moved Permanently|wrong region", text):
-        found = re.search(r"(?:region|Region)[^a-z0-9]{1,40}([a-z]{2}-[a-z]+-\d)", text)
-        where = f"the bucket is in {found.group(1)}: " if found else ""
-        return ConfigurationError(
-            f"{shown} is in another region than the one requested; {where}set region= in "
-            f"create_backend (or AWS_REGION). Store said: {detail}"
-        )
+                 r"|301 Moved Permanently|wrong region|redirect without LOCATION"
+                 r"|incorrectly configured region", text):
+        return _region_error(url, backend, text, detail)
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or re.search(
         r"status code: (401|403)|40[13] (Unauthorized|Forbidden)|AccessDenied|SignatureDoesNotMatch"
         r"|InvalidAccessKeyId"
@@ -209,6 +206,43 @@ def translate_error(
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)) or "error sending request" in text:
         return NetworkError(f"{what} of {shown} failed after retries: {detail}")
     return BackendError(f"{what} of {shown} failed: {detail}")
+
+
+def _region_error(url: str, backend: Backend, text: str, detail: str) -> RegionMismatchError:
+    """The error for a bucket in another region: names the bucket's region (from S3's
+    message, else from an unsigned HEAD on the bucket) and the setting to change."""
+    from rasteret.io.regions import probe_bucket_region, region_from_message
+    from rasteret.io.urls import parse_url
+
+    shown = strip_query(url)
+    target = parse_url(url)
+    bucket = target.key if target.kind == "s3" else ""
+    config = backend._s3_config(target.region) if target.kind == "s3" else {}
+    asked = config.get("region")
+    real = region_from_message(text)
+    if real is None and bucket:
+        # A 301 carries no region obstore shows; S3 names it on a HEAD of the bucket.
+        real = probe_bucket_region(bucket, config.get("endpoint"))
+    # default_s3_config's region wins over create_backend(region=): name the one to edit.
+    setting = ("default_s3_config={'region': %r} (it takes precedence over "
+               "create_backend(region=...))" if "region" in backend.default_s3_config
+               else "create_backend(region=%r)")
+    if real:
+        # AWS_REGION only matters when the backend sets no region itself.
+        env = "" if "region" in backend.default_s3_config or backend.region else \
+            f" (or set AWS_REGION={real})"
+        message = (
+            f"{shown}: bucket {bucket!r} is in region {real!r}, but the requests used "
+            f"{asked or 'no region'!r}. Pass {setting % real}{env}. Store said: {detail}"
+        )
+    else:
+        message = (
+            f"{shown}: bucket {bucket!r} is in another region than {asked or 'the default'!r}"
+            " and it did not say which: set create_backend(region=...) to the bucket's "
+            f"region. Store said: {detail}"
+        )
+    return RegionMismatchError(message, bucket=bucket, requested_region=asked,
+                               bucket_region=real)
 
 
 async def fetch_head(
