@@ -22,7 +22,13 @@ import pyarrow.parquet as pq
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.read.cog import CogFile
-from rasteret.schema import BAND_TYPE, METADATA_KEY, SCHEMA_VERSION, record_to_header
+from rasteret.schema import (
+    BAND_TYPE,
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    record_to_header,
+    upgrade_band_columns,
+)
 from rasteret.storage import (
     FAILURES,
     PARQUET_OPTIONS,
@@ -108,7 +114,7 @@ class Collection:
         failures: pa.Table | None = None,
         path: Path | None = None,
     ) -> None:
-        self.table = table
+        self.table = upgrade_band_columns(table)  # older collections: new fields null
         self.name = name
         self.manifest = dict(manifest or {})
         self.path = path
