@@ -21,7 +21,12 @@ import pyarrow.parquet as pq
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.read.cog import CogFile
-from rasteret.schema import BAND_TYPE, SCHEMA_VERSION, record_to_header
+from rasteret.schema import (
+    BAND_TYPE,
+    SCHEMA_VERSION,
+    record_to_header,
+    upgrade_band_columns,
+)
 from rasteret.storage import (
     FAILURE_SCHEMA,
     FAILURES_KEY,
@@ -110,7 +115,7 @@ class Collection:
         failures: pa.Table | None = None,
         path: Path | None = None,
     ) -> None:
-        self.table = table
+        self.table = upgrade_band_columns(table)  # older collections: new fields null
         self.name = name
         self.manifest = dict(manifest or {})
         self.path = path

@@ -50,6 +50,18 @@ LEVEL_TYPE = pa.struct(
 
 MASK_TYPE = pa.struct([("level_index", pa.int32()), ("level", LEVEL_TYPE)])
 
+#: What the STAC item says about a band's values (raster extension). Reads apply it
+#: only where the COG carries no scale/offset or nodata of its own.
+STAC_BAND_TYPE = pa.struct(
+    [
+        ("scale", pa.float64()),
+        ("offset", pa.float64()),
+        ("nodata", pa.float64()),
+        ("data_type", pa.string()),
+        ("unit", pa.string()),
+    ]
+)
+
 BAND_TYPE = pa.struct(
     [
         ("href", pa.string()),
@@ -66,6 +78,7 @@ BAND_TYPE = pa.struct(
         ("masks", pa.list_(MASK_TYPE)),
         ("etag", pa.string()),
         ("last_modified", pa.string()),
+        ("stac", STAC_BAND_TYPE),
     ]
 )
 
@@ -178,7 +191,11 @@ def header_to_record(
 
 
 def record_to_header(record: dict[str, Any]) -> CogHeader:
-    """Rebuild a :class:`CogHeader` from a :data:`BAND_TYPE` record."""
+    """Rebuild a :class:`CogHeader` from a :data:`BAND_TYPE` record.
+
+    Its nodata is the band's effective nodata (:func:`band_nodata`): the file's own,
+    else the one the STAC item gives.
+    """
     transform = record["transform"]
     return CogHeader(
         byteorder=record["byteorder"],
@@ -188,8 +205,68 @@ def record_to_header(record: dict[str, Any]) -> CogHeader:
         geo=GeoInfo(
             transform=Affine(*transform) if transform else None,
             epsg=record["epsg"],
-            nodata=record["nodata"],
+            nodata=band_nodata(record),
             scales=tuple(record["scales"] or ()),
             offsets=tuple(record["offsets"] or ()),
         ),
     )
+
+
+def _stac(record: dict[str, Any]) -> dict[str, Any]:
+    return record.get("stac") or {}
+
+
+def band_nodata(record: dict[str, Any]) -> float | None:
+    """A band's nodata: the COG's own GDAL_NODATA when it has one, else the STAC
+    item's ``raster:bands`` nodata, else None."""
+    if record.get("nodata") is not None:
+        return record["nodata"]
+    return _stac(record).get("nodata")
+
+
+def band_scale_offset(record: dict[str, Any]) -> tuple[float, float]:
+    """``(scale, offset)`` turning a band's stored values into physical values
+    (``value * scale + offset``).
+
+    The COG's own scale/offset (GDAL metadata) win when they are not the identity;
+    otherwise the STAC item's ``raster:bands`` scale/offset apply; otherwise
+    ``(1.0, 0.0)``.
+    """
+    sample = (record.get("band_index") or 1) - 1
+    scales, offsets = record.get("scales") or (), record.get("offsets") or ()
+    scale = scales[sample] if sample < len(scales) else 1.0
+    offset = offsets[sample] if sample < len(offsets) else 0.0
+    if (scale, offset) != (1.0, 0.0):
+        return scale, offset
+    stac = _stac(record)
+    stac_scale, stac_offset = stac.get("scale"), stac.get("offset")
+    return (1.0 if stac_scale is None else stac_scale,
+            0.0 if stac_offset is None else stac_offset)
+
+
+def _is_band_struct(kind: pa.DataType) -> bool:
+    return pa.types.is_struct(kind) and {"href", "levels"} <= {f.name for f in kind}
+
+
+def upgrade_band_columns(table: pa.Table) -> pa.Table:
+    """Give band columns written by older versions today's :data:`BAND_TYPE`.
+
+    Fields added since (``stac``, ...) read as null, so older collections load and
+    read as before.
+    """
+    for index, column in enumerate(table.schema):
+        if column.type == BAND_TYPE or not _is_band_struct(column.type):
+            continue
+        chunks = []
+        for chunk in table.column(index).chunks:
+            present = {f.name for f in chunk.type}
+            children = [
+                chunk.field(f.name).cast(f.type) if f.name in present
+                else pa.nulls(len(chunk), f.type)
+                for f in BAND_TYPE
+            ]
+            chunks.append(pa.StructArray.from_arrays(
+                children, fields=list(BAND_TYPE), mask=chunk.is_null()))
+        upgraded = pa.chunked_array(chunks, BAND_TYPE)
+        table = table.set_column(index, pa.field(column.name, BAND_TYPE), upgraded)
+    return table

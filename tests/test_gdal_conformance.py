@@ -76,6 +76,24 @@ def _cases() -> list[Case]:
         Case("float32-lerc", "float32", "lerc", extra={"max_z_error": 0}),
         Case("uint16-lerc-deflate", "uint16", "lerc_deflate", extra={"max_z_error": 0}),
         Case("uint16-lerc-zstd", "uint16", "lerc_zstd", extra={"max_z_error": 0}),
+        # LERC keeps its own validity mask: GDAL writes one for NaN pixels (float) and
+        # for a 0/255 alpha band (8-bit), and reads masked pixels back as NaN / alpha 0.
+        Case("float32-lerc-nan", "float32", "lerc", nodata=float("nan"),
+             extra={"max_z_error": 0}),
+        Case("float32-lerc-deflate-nodata-nan-pixels", "float32", "lerc_deflate",
+             nodata=-9999.0, extra={"max_z_error": 0, "nan_pixels": True}),
+        Case("float32-lerc-zstd-nan-pixels", "float32", "lerc_zstd",
+             extra={"max_z_error": 0, "nan_pixels": True}),
+        Case("float64-lerc-band-nan", "float64", "lerc", count=2, interleave="band",
+             nodata=float("nan"), overviews=True, extra={"max_z_error": 0}),
+        Case("int16-lerc-deflate-nodata", "int16", "lerc_deflate", nodata=-9999,
+             extra={"max_z_error": 0}),
+        Case("uint16-lerc-zstd-nodata", "uint16", "lerc_zstd", nodata=0,
+             extra={"max_z_error": 0}),
+        Case("uint8-lerc-alpha", "uint8", "lerc", count=4,
+             extra={"max_z_error": 0, "alpha": "YES", "photometric": "RGB"}),
+        Case("uint8-lerc-zstd-alpha", "uint8", "lerc_zstd", count=4, block=512,
+             extra={"max_z_error": 0, "alpha": "YES", "photometric": "RGB"}),
         Case("uint16-bigendian-p2", "uint16", "deflate", predictor=2,
              extra={"endianness": "BIG"}),
         Case("float32-bigendian-p3", "float32", "lzw", predictor=3,
@@ -121,6 +139,11 @@ def _data(case: Case) -> np.ndarray:
         data[:, 10:40, 20:90] = case.nodata
     if case.extra.get("sparse_ok"):
         data[:, :256, :256] = 0
+    if case.extra.get("nan_pixels"):
+        data[:, 300:330, 400:500] = np.nan
+    if case.extra.get("alpha"):
+        data[-1] = 255
+        data[-1, 100:200, 300:450] = 0
     return data
 
 
@@ -156,7 +179,7 @@ def _write(case: Case, folder: Path) -> Path:
         else:
             profile["blockysize"] = case.extra.get("blockysize", 64)
     for key in ("photometric", "webp_lossless", "webp_level", "max_z_error", "endianness",
-                "bigtiff", "sparse_ok"):
+                "bigtiff", "sparse_ok", "alpha"):
         if key in case.extra:
             profile[key] = case.extra[key]
     data = _data(case)

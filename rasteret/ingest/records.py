@@ -26,12 +26,40 @@ _SKIPPED_PROPERTIES = {"datetime", "proj:epsg", "proj:code"}
 
 
 @dataclass(frozen=True)
+class BandMetadata:
+    """What the catalog says about one band's values (STAC ``raster:bands``).
+
+    Reads use ``scale``/``offset`` and ``nodata`` only where the COG itself carries
+    none (see :func:`rasteret.schema.band_scale_offset`).
+
+    Attributes:
+        scale: Multiply stored values by this to get physical values.
+        offset: Then add this.
+        nodata: The value that marks pixels without data.
+        data_type: The STAC data type (``uint16``, ``float32``...).
+        unit: The unit of the physical values.
+    """
+
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
+    data_type: str | None = None
+    unit: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The metadata as a dict matching :data:`rasteret.schema.STAC_BAND_TYPE`."""
+        return {"scale": self.scale, "offset": self.offset, "nodata": self.nodata,
+                "data_type": self.data_type, "unit": self.unit}
+
+
+@dataclass(frozen=True)
 class BandSource:
     """Where one band of a scene lives: an unsigned href and, for multi-band assets,
-    the 1-based sample to read."""
+    the 1-based sample to read, plus what the catalog says about its values."""
 
     href: str
     band_index: int = 1
+    metadata: BandMetadata | None = None
 
 
 @dataclass
@@ -174,5 +202,17 @@ def records_to_table(
     for name in property_names:
         columns[name] = _property_column([p.get(name) for p in properties])
     for name in band_names:
-        columns[name] = pa.array([bands.get(name) for bands in band_records], BAND_TYPE)
+        columns[name] = pa.array(
+            [_with_metadata(bands.get(name), record.bands.get(name))
+             for record, bands in zip(records, band_records)],
+            BAND_TYPE,
+        )
     return pa.table(columns)
+
+
+def _with_metadata(header: dict[str, Any] | None, source: BandSource | None
+                   ) -> dict[str, Any] | None:
+    """A band's header record with the catalog's metadata of its values added."""
+    if header is None or source is None or source.metadata is None:
+        return header
+    return {**header, "stac": source.metadata.to_record()}

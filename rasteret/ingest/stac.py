@@ -13,7 +13,14 @@ from typing import Any
 
 from rasteret.collection import check_bbox, parse_date_range
 from rasteret.errors import ConfigurationError, RasteretError
-from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, parse_datetime, unsigned
+from rasteret.ingest.records import (
+    BandMetadata,
+    BandSource,
+    SceneRecord,
+    epsg_of,
+    parse_datetime,
+    unsigned,
+)
 
 # A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
 # dataset spanning several STAC collections whose asset keys differ, a mapping from
@@ -83,7 +90,8 @@ def item_to_record(
             bands[band] = None
             continue
         href = unsigned(asset["href"])
-        bands[band] = BandSource(rewrite(href) if rewrite else href, index)
+        bands[band] = BandSource(rewrite(href) if rewrite else href, index,
+                                 band_metadata(item, asset, index))
     when = properties.get("datetime") or properties.get("start_datetime")
     bbox = item.get("bbox")
     return SceneRecord(
@@ -96,6 +104,95 @@ def item_to_record(
         bands=bands,
         epsg=epsg_of(properties),
     )
+
+
+# Sentinel-2 L2A reflectance bands: from processing baseline 04.00 on, stored values
+# carry +1000 (BOA_ADD_OFFSET), so reflectance = value * 0.0001 - 0.1 (before: + 0).
+_S2_REFLECTANCE = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
+                   "B10", "B11", "B12"}
+_S2_BASELINE_WITH_OFFSET = (4, 0)
+
+
+def _number(value: Any) -> float | None:
+    """A STAC number (``nodata`` may also be the strings "nan", "inf", "-inf")."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _band_entry(asset: Mapping[str, Any], item: Mapping[str, Any], index: int
+                ) -> dict[str, Any]:
+    """The band object describing sample ``index`` (1-based) of an asset, merged over
+    the fields the asset (STAC 1.1) gives for all its bands."""
+    entry: dict[str, Any] = {}
+    for key in ("nodata", "data_type", "unit", "raster:scale", "raster:offset"):
+        if key in asset:
+            entry[key] = asset[key]
+    for field in ("raster:bands", "bands", "eo:bands"):
+        listed = asset.get(field)
+        if isinstance(listed, list) and len(listed) >= index:
+            if isinstance(listed[index - 1], Mapping):
+                entry.update(listed[index - 1])
+    if not any(k in entry for k in ("scale", "offset", "raster:scale", "raster:offset",
+                                    "nodata")):
+        # Some catalogs put raster:bands in the item's properties (single-asset items).
+        listed = (item.get("properties") or {}).get("raster:bands")
+        if isinstance(listed, list) and len(listed) >= index:
+            if isinstance(listed[index - 1], Mapping):
+                entry = {**listed[index - 1], **entry}
+    return entry
+
+
+def _sentinel2_offset(item: Mapping[str, Any], asset: Mapping[str, Any],
+                      entry: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Scale and offset of a Sentinel-2 L2A reflectance band whose item gives only
+    ``s2:processing_baseline`` (Planetary Computer), or None."""
+    baseline = (item.get("properties") or {}).get("s2:processing_baseline")
+    listed = asset.get("eo:bands") or asset.get("bands") or []
+    # One band per asset: the true-colour "visual" asset also names B04 but is 8-bit.
+    if baseline is None or len(listed) != 1 or entry.get("name") not in _S2_REFLECTANCE:
+        return None
+    try:
+        version = tuple(int(part) for part in str(baseline).split(".")[:2])
+    except ValueError:
+        return None
+    return 0.0001, (-0.1 if version >= _S2_BASELINE_WITH_OFFSET else 0.0)
+
+
+def band_metadata(item: Mapping[str, Any], asset: Mapping[str, Any], index: int = 1
+                  ) -> BandMetadata | None:
+    """What a STAC item says about the values of one band of an asset.
+
+    Reads ``scale``, ``offset``, ``nodata``, ``data_type`` and ``unit`` from the
+    asset's ``raster:bands`` (raster extension v1), its STAC 1.1 ``bands``
+    (``raster:scale``/``raster:offset``) or ``eo:bands``, or the item's
+    ``raster:bands``. Sentinel-2 L2A reflectance bands of items that give only
+    ``s2:processing_baseline`` get scale 0.0001 and offset -0.1 from baseline 04.00
+    on (0 before), so reflectance is harmonised across baselines.
+
+    Returns:
+        The metadata, or None when the item says nothing about the band's values.
+    """
+    entry = _band_entry(asset, item, index)
+    scale = _number(entry.get("scale", entry.get("raster:scale")))
+    offset = _number(entry.get("offset", entry.get("raster:offset")))
+    if scale is None and offset is None:
+        derived = _sentinel2_offset(item, asset, entry)
+        if derived is not None:
+            scale, offset = derived
+    data_type = entry.get("data_type")
+    unit = entry.get("unit")
+    metadata = BandMetadata(
+        scale=scale,
+        offset=offset,
+        nodata=_number(entry.get("nodata")),
+        data_type=str(data_type) if data_type is not None else None,
+        unit=str(unit) if unit is not None else None,
+    )
+    return None if metadata == BandMetadata() else metadata
 
 
 def _in_window(item: Mapping[str, Any], bbox, window) -> bool:

@@ -140,7 +140,7 @@ def _needs_boto3_chain(config: dict[str, Any]) -> bool:
     return True
 
 
-def _boto3_session() -> Any:
+def boto3_session() -> Any:
     """A boto3 session for the configured profile.
 
     Raises:
@@ -334,7 +334,7 @@ class Backend:
             or os.environ.get("AWS_DEFAULT_REGION")
         )
         if not region and _needs_boto3_chain(config):
-            region = _boto3_session().region_name  # `aws configure` puts it in ~/.aws/config
+            region = boto3_session().region_name  # `aws configure` puts it in ~/.aws/config
         if region:
             config["region"] = region
         has_provider = (
@@ -391,7 +391,7 @@ class Backend:
                 # obstore reads AWS_* variables but not profiles or ~/.aws: boto3 does.
                 from obstore.auth.boto3 import Boto3CredentialProvider
 
-                kwargs["credential_provider"] = Boto3CredentialProvider(_boto3_session())
+                kwargs["credential_provider"] = Boto3CredentialProvider(boto3_session())
             return S3Store(
                 target.key,
                 config=config,

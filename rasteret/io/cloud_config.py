@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from rasteret.errors import ConfigurationError
-from rasteret.io.backend import Backend, _boto3_session, create_backend, default_backend, masked
+from rasteret.io.backend import Backend, boto3_session, create_backend, default_backend, masked
 
 PROVIDERS = ("aws", "gcp", "azure", "planetary_computer", "earthdata", "http")
 # Other spellings of a provider -> the one value a config holds.
@@ -180,7 +180,7 @@ def _boto3_provider_if_configured() -> Any:
     """
     from obstore.auth.boto3 import Boto3CredentialProvider
 
-    session = _boto3_session()
+    session = boto3_session()
     if session.get_credentials() is None:
         return None
     return Boto3CredentialProvider(session)

@@ -31,7 +31,7 @@ from rasteret.io.runtime import run_sync
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
-from rasteret.schema import record_to_header
+from rasteret.schema import band_scale_offset, record_to_header
 from rasteret.tiff.geo import nodata_for_dtype
 
 
@@ -241,18 +241,24 @@ async def _read_area(
     return AreaResult(data, grid, rows, bands, nodata)
 
 
+def _scale_offsets(collection: Any, result: AreaResult, band: str) -> list[tuple[float, float]]:
+    """Each scene's ``(scale, offset)`` for ``band``: scenes may differ (Sentinel-2
+    baselines 04.00 and later add an offset the earlier ones lack)."""
+    column = collection.table[band]
+    return [band_scale_offset(column[row].as_py()) for row in result.rows]
+
+
 def _scaled(collection: Any, result: AreaResult) -> np.ndarray:
-    data = result.data.astype(np.float32)
+    """Physical values as float32 (nodata -> NaN), each scene with its own scale and
+    offset: the COG's own, else its STAC item's (see ``band_scale_offset``)."""
+    data = np.empty(result.data.shape, np.float32)
     for index, band in enumerate(result.bands):
-        record = collection.table[band][result.rows[0]].as_py()
-        sample = record["band_index"] - 1
-        scale = (record["scales"] or [1.0])[sample] if record["scales"] else 1.0
-        offset = (record["offsets"] or [0.0])[sample] if record["offsets"] else 0.0
-        values = data[:, index]
-        invalid = result.data[:, index] == result.nodata[index]
-        values *= scale
-        values += offset
-        values[invalid] = np.nan
+        for time, (scale, offset) in enumerate(_scale_offsets(collection, result, band)):
+            raw = result.data[time, index]
+            # float64 arithmetic, so scenes stored with different offsets round alike.
+            values = raw.astype(np.float64) * scale + offset
+            values[raw == result.nodata[index]] = np.nan
+            data[time, index] = values
     return data
 
 
@@ -308,7 +314,9 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
         target_crs: Output CRS (default: the most common CRS of the covering scenes).
         resolution: Output pixel size in ``target_crs`` units (default: native).
         resampling: ``"nearest"`` or ``"bilinear"`` when a scene is not on the grid.
-        apply_scale: Apply per-band scale/offset; returns float32 with NaN nodata.
+        apply_scale: Return physical values as float32 with NaN nodata: each scene's
+            scale/offset from the COG's GDAL metadata, else from its STAC item's
+            ``raster:bands`` (so Sentinel-2 baselines before and after 04.00 agree).
         mask: Set pixels whose centre is outside a polygon to nodata.
         date_range: Only scenes within ``(start, end)``.
         on_error: ``"raise"`` (default), or ``"skip"``: scenes that fail to read (after
@@ -359,15 +367,13 @@ def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: boo
     })
     variables = {}
     for index, band in enumerate(result.bands):
-        record = collection.table[band][result.rows[0]].as_py()
-        sample = record["band_index"] - 1
         attrs = {"grid_mapping": "spatial_ref"}
         if not (apply_scale or masked):
             attrs["nodata"] = result.nodata[index].item()
             attrs["_FillValue"] = result.nodata[index].item()
-        if not apply_scale and record["scales"]:
-            attrs["scale_factor"] = record["scales"][sample]
-            attrs["add_offset"] = record["offsets"][sample]
+        pairs = set(_scale_offsets(collection, result, band))
+        if not apply_scale and len(pairs) == 1:  # CF attributes hold one pair per variable
+            attrs["scale_factor"], attrs["add_offset"] = pairs.pop()
         variables[band] = xr.DataArray(data[:, index], dims=("time", "y", "x"), attrs=attrs)
     dataset = xr.Dataset(variables, coords={"time": times, "y": ys, "x": xs,
                                             "spatial_ref": spatial_ref})
@@ -387,7 +393,8 @@ def get_xarray(collection: Any, geometries: Any, bands: Sequence[str], *,
         geometries: As for :func:`get_numpy`.
         bands: Band names.
         masked: Return float32 with NaN where pixels are nodata.
-        apply_scale: Apply scale/offset (float32, NaN nodata).
+        apply_scale: Physical values (float32, NaN nodata), scaled as in
+            :func:`get_numpy`.
         **options: As for :func:`get_numpy`.
 
     Returns:

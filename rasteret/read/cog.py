@@ -272,6 +272,7 @@ class CogFile:
             backend=self.backend,
             url=self.url,
             byteorder=self.header.byteorder,
+            nodata=self.nodata,
             out=out,
             stats=stats,
             caches=self.caches,

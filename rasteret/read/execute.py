@@ -49,6 +49,7 @@ async def execute_plan(
     backend: Backend,
     url: str,
     byteorder: str,
+    nodata: float | None = None,
     out: np.ndarray,
     stats: FetchStats | None = None,
     caches: ChunkCaches | None = None,
@@ -64,6 +65,7 @@ async def execute_plan(
     With ``caches``, chunks decoded earlier are pasted from memory, chunks stored on
     disk are decoded without a request, chunks another read is fetching are awaited,
     and only the rest is fetched (and stored).
+    ``nodata`` (the file's) fills pixels a codec's own validity mask marks invalid.
     """
     loop = asyncio.get_running_loop()
     memory = caches.memory if caches else None
@@ -79,7 +81,8 @@ async def execute_plan(
         results: list[Any] = []
         for chunk, data, rows in pieces:
             try:
-                tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows)
+                tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows,
+                                    nodata=nodata)
             except Exception as exc:  # noqa: BLE001 - handed to the waiters, then raised
                 results.append(exc)
                 continue

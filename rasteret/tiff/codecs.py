@@ -13,10 +13,12 @@ import imagecodecs
 import numpy as np
 
 from rasteret.errors import CorruptTiffError, UnsupportedTiffError
+from rasteret.tiff.geo import nodata_for_dtype
 from rasteret.tiff.header import COMPRESSION_NAMES, ImageLevel
 
 _LERC_DEFLATE = 1
 _LERC_ZSTD = 2
+_UNASSOCIATED_ALPHA = 2
 
 
 # A DEFLATE decoder that runs out of room stops before the literal, match (at most
@@ -118,7 +120,7 @@ def check_supported(level: ImageLevel, url: str) -> None:
 
 def decode_chunk(
     data: bytes, level: ImageLevel, byteorder: str, rows: int, url: str = "<bytes>",
-    *, max_rows: int | None = None,
+    *, max_rows: int | None = None, nodata: float | None = None,
 ) -> np.ndarray:
     """Decode one tile or strip.
 
@@ -147,7 +149,7 @@ def decode_chunk(
         rows = max(1, min(rows, max_rows))
     try:
         if level.compression in _IMAGE_CODECS:
-            array = _decode_image_codec(data, level)
+            array = _decode_image_codec(data, level, nodata)
         else:
             array = _decode_bytes(data, level, byteorder, chunk_rows, rows)
     except (UnsupportedTiffError, CorruptTiffError):
@@ -169,7 +171,7 @@ def decode_chunk(
     return array[:rows]
 
 
-def _decode_image_codec(data: bytes, level: ImageLevel) -> np.ndarray:
+def _decode_image_codec(data: bytes, level: ImageLevel, nodata: float | None) -> np.ndarray:
     compression = level.compression
     if compression == 7:
         colorspace, outcolorspace = None, None
@@ -195,11 +197,43 @@ def _decode_image_codec(data: bytes, level: ImageLevel) -> np.ndarray:
             data = imagecodecs.zlib_decode(data)
         elif extra == _LERC_ZSTD:
             data = imagecodecs.zstd_decode(data)
-        array = imagecodecs.lerc_decode(data)
-        return np.asarray(array)
+        array, valid = imagecodecs.lerc_decode(data, masks=True)
+        return _apply_lerc_mask(np.asarray(array), valid, level, nodata)
     if compression == 34712:
         return imagecodecs.jpeg2k_decode(data)
     return imagecodecs.jpegxl_decode(data)
+
+
+def _apply_lerc_mask(array: np.ndarray, valid: np.ndarray | None, level: ImageLevel,
+                     nodata: float | None) -> np.ndarray:
+    """Give the pixels a LERC blob marks invalid the value GDAL (libtiff) gives them.
+
+    LERC stores no value for an invalid pixel (it decodes as 0). libtiff turns the
+    mask into NaN for floating-point samples, whatever the file's nodata, and into the
+    alpha sample (0 or 255) of 8-bit RGBA-style images whose alpha GDAL moved into
+    the mask. It cannot read a mask on other integer images; there the file's nodata
+    (0 without one) marks the invalid pixels.
+    """
+    samples = 1 if array.ndim == 2 else array.shape[2]
+    if (level.planar_config == 1 and level.extra_samples
+            and level.extra_samples[-1] == _UNASSOCIATED_ALPHA and level.dtype == np.uint8
+            and samples == level.samples_per_pixel - 1):
+        colour = array.reshape(*array.shape[:2], samples)
+        alpha = np.full(array.shape[:2], 255, np.uint8)
+        if valid is not None:  # None: every pixel valid, LERC stored no mask
+            invalid = ~np.asarray(valid, dtype=bool).reshape(alpha.shape)
+            colour = colour.copy() if not colour.flags.writeable else colour
+            colour[invalid] = 0
+            alpha[invalid] = 0
+        return np.concatenate([colour, alpha[:, :, np.newaxis]], axis=2)
+    if valid is None:
+        return array
+    valid = np.asarray(valid, dtype=bool).reshape(array.shape[:2])
+    fill = np.nan if array.dtype.kind == "f" else nodata_for_dtype(nodata, array.dtype)
+    if not array.flags.writeable:
+        array = array.copy()
+    array[~valid] = fill
+    return array
 
 
 def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, chunk_rows: int,

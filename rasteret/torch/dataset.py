@@ -33,7 +33,7 @@ from rasteret.io.runtime import run_sync
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
-from rasteret.schema import record_to_header
+from rasteret.schema import band_scale_offset, record_to_header
 from rasteret.tiff.geo import nodata_for_dtype
 
 MOSAIC_ORDERS = ("latest", "earliest", "least_cloudy")
@@ -104,6 +104,12 @@ class RasteretDataset(GeoDataset):
             rarely overlap, as with random sampling over many scenes).
         cache_dir: A folder for compressed tile bytes: later epochs (and other
             processes) read tiles from disk instead of the network.
+        apply_scale: Return ``image`` bands as float32 physical values (e.g.
+            reflectance) with NaN where pixels are nodata: each scene's scale/offset
+            from its COG's GDAL metadata, else from its STAC item's ``raster:bands``
+            (Sentinel-2 baselines before and after 04.00 give the same reflectance).
+            Nodata is the COG's own, else the STAC item's. ``mask_bands`` stay as
+            stored.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class RasteretDataset(GeoDataset):
         on_error: str = "raise",
         cache_bytes: int = 256 * 1024 * 1024,
         cache_dir: str | None = None,
+        apply_scale: bool = False,
     ) -> None:
         if not len(collection):
             raise ConfigurationError(
@@ -152,6 +159,8 @@ class RasteretDataset(GeoDataset):
         self.stats = FetchStats()
         self.cache_bytes = cache_bytes
         self.cache_dir = cache_dir
+        self.apply_scale = apply_scale
+        self._scaling: dict[tuple[int, str], tuple[float, float]] = {}
         self._caches: ChunkCaches | None = None
         self._cogs: dict[tuple[int, str], tuple[CogFile, int]] = {}
 
@@ -267,11 +276,28 @@ class RasteretDataset(GeoDataset):
             rows.sort(key=lambda r: self._cloud[r])
         return rows
 
+    def _scale_offset(self, row: int, band: str) -> tuple[float, float]:
+        key = (row, band)
+        if key not in self._scaling:
+            self._scaling[key] = band_scale_offset(self.collection.table[band][row].as_py())
+        return self._scaling[key]
+
+    def _scaled(self, band: str) -> bool:
+        return self.apply_scale and band in self.bands
+
     async def _read_band(self, row: int, band: str, grid: GridSpec) -> np.ndarray:
         cog, band_index = self._cog(row, band)
-        return await read_into_grid(
+        data = await read_into_grid(
             cog, grid, bands=[band_index], resampling=self.resampling, stats=self.stats
         )
+        if not self._scaled(band):
+            return data
+        scale, offset = self._scale_offset(row, band)
+        # float64 arithmetic, so scenes stored with different offsets round alike.
+        values = (data.astype(np.float64) * scale + offset).astype(np.float32)
+        nodata = nodata_for_dtype(cog.nodata, data.dtype)
+        values[(data == nodata) | (np.isnan(data) if data.dtype.kind == "f" else False)] = np.nan
+        return values
 
     async def _read_scene(self, row: int, grid: GridSpec) -> np.ndarray | None:
         """All bands of one scene on ``grid`` as ``(C, H, W)`` (None: skipped on error)."""
@@ -289,8 +315,10 @@ class RasteretDataset(GeoDataset):
         return np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=0)
 
     def _fill_values(self, row: int) -> list[Any]:
-        cogs = [self._cog(row, band)[0] for band in self.bands + self.mask_bands]
-        return [nodata_for_dtype(cog.nodata, cog.dtype) for cog in cogs]
+        bands = self.bands + self.mask_bands
+        cogs = [self._cog(row, band)[0] for band in bands]
+        return [np.nan if self._scaled(band) else nodata_for_dtype(cog.nodata, cog.dtype)
+                for band, cog in zip(bands, cogs)]
 
     async def _mosaic(self, rows: list[int], grid: GridSpec) -> np.ndarray:
         out: np.ndarray | None = None
