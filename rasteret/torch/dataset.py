@@ -104,6 +104,11 @@ class RasteretDataset(GeoDataset):
             rarely overlap, as with random sampling over many scenes).
         cache_dir: A folder for compressed tile bytes: later epochs (and other
             processes) read tiles from disk instead of the network.
+        validate: Check that every tile comes from the version of its object the
+            collection recorded (``If-Match`` on the tile requests, size and ETag on
+            the responses, no extra request): an object replaced after the build
+            raises :class:`~rasteret.errors.ObjectChangedError` (or is skipped with
+            ``on_error="skip"``) instead of giving wrong pixels.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class RasteretDataset(GeoDataset):
         on_error: str = "raise",
         cache_bytes: int = 256 * 1024 * 1024,
         cache_dir: str | None = None,
+        validate: bool = True,
     ) -> None:
         if not len(collection):
             raise ConfigurationError(
@@ -152,6 +158,7 @@ class RasteretDataset(GeoDataset):
         self.stats = FetchStats()
         self.cache_bytes = cache_bytes
         self.cache_dir = cache_dir
+        self.validate = validate
         self._caches: ChunkCaches | None = None
         self._cogs: dict[tuple[int, str], tuple[CogFile, int]] = {}
 
@@ -239,7 +246,8 @@ class RasteretDataset(GeoDataset):
         if cached is None:
             record = self.collection.table[band][row].as_py()
             cog = CogFile(record["href"], record_to_header(record), backend=self.backend,
-                          size=record["size"], caches=self.caches)
+                          size=record["size"], caches=self.caches, etag=record.get("etag"),
+                          last_modified=record.get("last_modified"), validate=self.validate)
             cached = self._cogs[key] = (cog, record["band_index"])
         return cached
 
