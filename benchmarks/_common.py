@@ -192,6 +192,36 @@ def measure_readers(nginx, readers: list[tuple[str, Callable[[], object]]], repe
     return measured
 
 
+def measure_interleaved(nginx, readers: list[tuple[str, Callable[[], object]]], repeat: int
+                        ) -> list[Measurement]:
+    """Like :func:`measure_readers`, but the timed runs take turns (ABC, CBA, ...), so
+    that readers differing by a few percent are compared under the same load."""
+    def server_cpu() -> float:
+        return nginx.cpu_seconds() if nginx is not None else 0.0
+
+    counts = []
+    for _, run in readers:
+        if nginx is not None:
+            nginx.clear_log()
+        run()
+        records = nginx.requests() if nginx is not None else []
+        counts.append((len(records), sum(r.body_bytes for r in records)))
+    times: list[list[float]] = [[] for _ in readers]
+    cpu = [0.0] * len(readers)
+    server = [0.0] * len(readers)
+    for turn in range(repeat):
+        order = list(range(len(readers)))
+        for index in order if turn % 2 == 0 else order[::-1]:
+            before, before_server = process_cpu(), server_cpu()
+            start = time.perf_counter()
+            readers[index][1]()
+            times[index].append(time.perf_counter() - start)
+            cpu[index] += process_cpu() - before
+            server[index] += server_cpu() - before_server
+    return [Measurement(name, statistics.median(times[i]), *counts[i], cpu[i] / repeat,
+                        server[i] / repeat) for i, (name, _) in enumerate(readers)]
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     """Print a Markdown table."""
     print(f"\n{title}")

@@ -5,7 +5,11 @@ predictor 2, 512-px tiles, overviews) on local nginx adding 0 and 20 ms per requ
 (inside nginx by default; ``--latency-by proxy`` uses the Python loopback proxy):
 
 (a) open all 80 headers;
-(b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader).
+(b) 200 random 256-px windows x 2 bands (the same seeded windows for every reader),
+    by rasteret with the object-version check on (its default: ``If-Match`` with the
+    ETag on every tile request, size and ETag compared on every response) and off
+    (``validate=False``), one row each, their runs taking turns (at least 5 each);
+    the line under the table gives the check's cost at each latency.
 
 Each reader runs once untimed (a warm-up whose requests and bytes are read from the
 nginx log), then ``--repeat`` timed runs give the median and the CPU per run. The
@@ -37,6 +41,7 @@ from _common import (  # noqa: E402
     cores,
     decode_floors,
     latency_server,
+    measure_interleaved,
     measure_readers,
     print_table,
     scene_set,
@@ -144,6 +149,13 @@ def main() -> None:
                 return await asyncio.gather(*(
                     cogs[(scene, band)].read_async(window) for scene, band, window in jobs))
 
+            def rasteret_windows(validate: bool):
+                def run():
+                    for cog in cogs.values():
+                        cog.validate = validate
+                    return run_sync(read_windows())
+                return run
+
             def gdal_windows_opening():
                 def one(job):
                     scene, band, window = job
@@ -161,12 +173,20 @@ def main() -> None:
                 list(opened.pool.map(one, jobs))
 
             gdal_opening = f"rasterio {args.threads} thr, opening files"
-            measured = measure_readers(nginx, [
-                ("rasteret (headers indexed)", lambda: run_sync(read_windows())),
+            checked, unchecked = "rasteret (headers indexed)", "rasteret, validate=False"
+            # The check's cost is a few percent at most: both take turns, under one load.
+            measured = measure_interleaved(nginx, [
+                (checked, rasteret_windows(True)),
+                (unchecked, rasteret_windows(False))], max(args.repeat, 5))
+            measured += measure_readers(nginx, [
                 (gdal_opening, gdal_windows_opening),
                 (f"rasterio {args.threads} thr, files open", gdal_windows_open),
             ], args.repeat)
             opened.close()
+            times = {m.reader: m for m in measured}
+            ratio = times[checked].seconds / times[unchecked].seconds
+            extra = times[checked].requests - times[unchecked].requests
+            costs.append(f"{label}: {ratio - 1:+.1%} wall time, {extra:+d} requests")
             rows += table_rows(f"{args.windows} windows x 2 bands", label, measured, gdal_opening,
                                floors=True)
         return rows
@@ -185,6 +205,7 @@ def main() -> None:
                 f"{m.seconds / floor:.2f}", f"{rows_floor:.3f}"]
 
     rows = []
+    costs: list[str] = []
     for latency in [float(v) for v in args.latencies.split(",")]:
         rows += measure(latency)
     rows.append(local_files())
@@ -197,6 +218,8 @@ def main() -> None:
          "CPU s", "nginx CPU s", "decode floor s", "x floor", "floor, rows needed s"],
         rows,
     )
+    print("\nObject-version check (windows, rasteret default vs validate=False): "
+          + "; ".join(costs))
 
 
 if __name__ == "__main__":

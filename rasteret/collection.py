@@ -304,11 +304,12 @@ class Collection:
         return self.table[band][row].as_py()
 
     def cog(self, row: int, band: str, *, backend: Backend | None = None,
-            validate: bool = False) -> CogFile:
+            validate: bool = True) -> CogFile:
         """A :class:`CogFile` for one band of one scene, built from the stored header
-        (no network request). With ``validate``, every tile request carries the ETag
-        recorded at build time, so an object changed since indexing raises
-        :class:`~rasteret.io.fetch.ObjectChangedError`.
+        (no network request). With ``validate`` (the default), every tile request
+        carries the ETag recorded at build time (``If-Match``) and each response's
+        size and ETag are checked, so an object replaced since the build raises
+        :class:`~rasteret.errors.ObjectChangedError` instead of giving wrong pixels.
 
         Raises:
             ConfigurationError: Unknown band, or the band was not indexed for this scene.
@@ -327,6 +328,7 @@ class Collection:
             backend=backend_for_collection(self, backend),
             size=record["size"],
             etag=record.get("etag"),
+            last_modified=record.get("last_modified"),
             validate=validate,
         )
 

@@ -44,6 +44,14 @@ class NetworkError(BackendError, ConnectionError):
     """The request failed after its retries (connection refused, reset, timeout, 5xx)."""
 
 
+class ObjectChangedError(BackendError):
+    """The object was replaced after it was indexed: its ETag, size or modification
+    time differs from the ones recorded, so the stored tile offsets no longer apply.
+
+    The message names the object and how to rebuild the collection. Never retried.
+    """
+
+
 class ForkAfterIOError(RasteretError, RuntimeError):
     """This process was forked after its parent did rasteret I/O.
 

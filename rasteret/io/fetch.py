@@ -27,6 +27,7 @@ from rasteret.errors import (
     BackendError,
     ConfigurationError,
     NetworkError,
+    ObjectChangedError,
     ObjectNotFoundError,
     RasteretError,
     RegionMismatchError,
@@ -70,10 +71,6 @@ class ObjectInfo:
     last_modified: str | None = None
 
 
-class ObjectChangedError(BackendError):
-    """The object's ETag differs from the one recorded when it was indexed."""
-
-
 #: Retries made by this process since it started (all calls, all backends).
 PROCESS_STATS = FetchStats()
 
@@ -104,7 +101,8 @@ def is_throttled(error: RasteretError) -> bool:
 
 def is_transient(error: RasteretError) -> bool:
     """True for failures worth retrying: network errors, 5xx, 429, short bodies."""
-    if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError)):
+    if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError,
+                          ObjectChangedError)):
         return False
     if isinstance(error, NetworkError):
         return True
@@ -280,40 +278,84 @@ async def fetch_head(
     return await with_retries(backend, url, "header read", once, stats)
 
 
+def _strong_etag(etag: str | None) -> str | None:
+    """The ETag to send as ``If-Match``: weak ETags (``W/"..."``) never match under
+    If-Match's strong comparison, so they are compared on the response instead."""
+    return etag if etag and not etag.startswith("W/") else None
+
+
+def changed_error(url: str, why: str) -> ObjectChangedError:
+    """The error for an object replaced after indexing: names it and the fix."""
+    return ObjectChangedError(
+        f"{strip_query(url)} changed after it was indexed ({why}): the tile offsets "
+        "recorded for it belong to another version of the object, so no pixels were "
+        "read from it. Rebuild the collection with force=True (rasteret.build(..., "
+        "force=True), or the build_from_stac / build_from_table call that made it), or "
+        "open_cog() the file again"
+    )
+
+
+def check_version(url: str, version: ObjectInfo, meta: Any) -> None:
+    """Compare what a response says about the object with the recorded version.
+
+    Size and ETag are compared when both sides know them; Last-Modified only when
+    no ETag was recorded (an ETag is the better witness, and some stores rewrite the
+    time without changing the object).
+
+    Raises:
+        ObjectChangedError: The object is another version than the one recorded.
+    """
+    meta = meta if isinstance(meta, dict) else {}
+    size, etag, modified = meta.get("size"), meta.get("e_tag"), meta.get("last_modified")
+    if version.size is not None and size is not None and size != version.size:
+        raise changed_error(url, f"{size} bytes now, {version.size} when indexed")
+    if version.etag and etag and etag != version.etag:
+        raise changed_error(url, f"ETag {etag} now, {version.etag} when indexed")
+    if not version.etag and version.last_modified and modified is not None:
+        now = modified.isoformat() if hasattr(modified, "isoformat") else str(modified)
+        if now != version.last_modified:
+            raise changed_error(
+                url, f"modified {now}, {version.last_modified} when indexed")
+
+
 async def fetch_range(
     backend: Backend, url: str, start: int, end: int, stats: FetchStats | None = None,
-    *, etag: str | None = None,
+    *, version: ObjectInfo | None = None,
 ) -> Any:
     """Fetch bytes ``[start, end)`` of ``url``; the result supports the buffer protocol.
 
     Args:
-        etag: When given, the store must still hold this version of the object
-            (``If-Match``), else :class:`ObjectChangedError`.
+        version: When given, the store must still hold this version of the object:
+            a strong ETag is sent as ``If-Match`` (the store refuses another version,
+            at no extra request), and the size, ETag (and, without an ETag, the
+            modification time) of the response are compared with it.
 
     Raises:
         NetworkError: The store returned fewer bytes than asked for, after retries.
-        ObjectChangedError: The object changed since ``etag`` was recorded.
+        ObjectChangedError: The object changed since ``version`` was recorded.
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
     what = f"read of bytes {start}-{end}"
+    options: dict[str, Any] = {"range": (start, end)}
+    if_match = _strong_etag(version.etag) if version is not None else None
+    if if_match:
+        options["if_match"] = if_match
 
     async def once() -> Any:
         try:
             async with _semaphore(backend):
-                if etag is None:
+                if version is None:
                     data = await obstore.get_range_async(store, path, start=start, end=end)
                 else:
-                    result = await obstore.get_async(
-                        store, path, options={"range": (start, end), "if_match": etag})
+                    result = await obstore.get_async(store, path, options=options)
                     data = await result.bytes_async()
         except PreconditionError:
-            raise ObjectChangedError(
-                f"{strip_query(url)} changed after it was indexed (ETag {etag} no longer "
-                "matches): rebuild the collection (force=True)"
-            ) from None
+            raise changed_error(url, f"ETag {if_match} no longer matches") from None
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
             raise translate_error(exc, url, backend, what) from None
+        if version is not None:
+            check_version(url, version, result.meta)
         if len(data) != end - start:
             raise ShortReadError(
                 f"{strip_query(url)} returned {len(data)} bytes for range {start}-{end} "
@@ -333,8 +375,8 @@ async def fetch_ranges(
     ranges: list[tuple[int, int]],
     stats: FetchStats | None = None,
     *,
-    etag: str | None = None,
+    version: ObjectInfo | None = None,
 ) -> list[Any]:
     """Fetch several ranges of one object concurrently, in the order given."""
     return list(await asyncio.gather(
-        *(fetch_range(backend, url, s, e, stats, etag=etag) for s, e in ranges)))
+        *(fetch_range(backend, url, s, e, stats, version=version) for s, e in ranges)))

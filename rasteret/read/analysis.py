@@ -180,11 +180,13 @@ def covering_rows(collection: Any, geometry: shapely.Geometry, crs: CRS,
 
 
 # -- reading --------------------------------------------------------------------------------
-def _cog(collection: Any, row: int, band: str, backend: Backend, caches: ChunkCaches | None
-         ) -> tuple[CogFile, int]:
+def _cog(collection: Any, row: int, band: str, backend: Backend, caches: ChunkCaches | None,
+         validate: bool = True) -> tuple[CogFile, int]:
     record = collection.table[band][row].as_py()
     return CogFile(record["href"], record_to_header(record), backend=backend,
-                   size=record["size"], caches=caches), record["band_index"]
+                   size=record["size"], caches=caches, etag=record.get("etag"),
+                   last_modified=record.get("last_modified"),
+                   validate=validate), record["band_index"]
 
 
 def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.ndarray:
@@ -200,7 +202,7 @@ def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.nda
 async def _read_area(
     collection: Any, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
     backend: Backend, target_crs: Any, resolution: Any, resampling: str, mask: bool,
-    date_range: Any, on_error: str = "raise",
+    date_range: Any, on_error: str = "raise", validate: bool = True,
 ) -> AreaResult:
     _check_degrees(geometry, crs)
     rows = covering_rows(collection, geometry, crs, date_range)
@@ -212,7 +214,8 @@ async def _read_area(
     grid = choose_grid(collection, rows, bands[0], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
     caches = ChunkCaches(memory_bytes=64 * 1024 * 1024, whole_chunks=False)
-    cogs = {(r, b): _cog(collection, r, b, backend, caches) for r in rows for b in bands}
+    cogs = {(r, b): _cog(collection, r, b, backend, caches, validate)
+            for r in rows for b in bands}
     arrays = await asyncio.gather(*(
         read_into_grid(cogs[(r, b)][0], grid, bands=[cogs[(r, b)][1]], resampling=resampling)
         for r in rows for b in bands
@@ -266,7 +269,7 @@ def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
                geometry_crs: Any = 4326, backend: Backend | None = None,
                target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
                mask: bool = True, date_range: Any = None, on_error: str = "raise",
-               ) -> tuple[list[AreaResult], list, CRS]:
+               validate: bool = True) -> tuple[list[AreaResult], list, CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions)."""
     from rasteret.io.cloud_config import backend_for_collection
 
@@ -281,7 +284,7 @@ def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
         return list(await asyncio.gather(*(
             _read_area(collection, g, crs, bands, backend=backend, target_crs=target_crs,
                        resolution=resolution, resampling=resampling, mask=mask,
-                       date_range=date_range, on_error=on_error)
+                       date_range=date_range, on_error=on_error, validate=validate)
             for g in shapes
         )))
 
@@ -300,7 +303,7 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
               geometry_crs: Any = 4326, backend: Backend | None = None,
               target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
               apply_scale: bool = False, mask: bool = True, date_range: Any = None,
-              on_error: str = "raise") -> np.ndarray | list[np.ndarray]:
+              on_error: str = "raise", validate: bool = True) -> np.ndarray | list[np.ndarray]:
     """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
     Args:
@@ -320,7 +323,11 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
         mask: Set pixels whose centre is outside a polygon to nodata.
         date_range: Only scenes within ``(start, end)``.
         on_error: ``"raise"`` (default), or ``"skip"``: scenes that fail to read (after
-            retries) are left out with a warning naming them.
+            retries, or replaced since the build) are left out with a warning naming
+            them.
+        validate: Check that every tile comes from the version of its object the
+            collection recorded (``If-Match`` on the tile requests, size and ETag on
+            the responses); see ``docs/reliability.md``.
 
     Returns:
         One array for a single geometry (bbox, shapely geometry or GeoJSON geometry),
@@ -330,11 +337,13 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
         ConfigurationError: Unknown band (the message lists the available ones), or
             projected-looking coordinates with a geographic ``geometry_crs``.
         NoCoverageError: No scene covers a geometry, or the collection is empty.
+        ObjectChangedError: An object was replaced after the build (with
+            ``on_error="raise"``); the message says how to rebuild.
     """
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error)
+                               on_error=on_error, validate=validate)
     arrays = [_scaled(collection, r) if apply_scale else r.data for r in results]
     return arrays[0] if _single_geometry(geometries) else arrays
 
@@ -439,7 +448,7 @@ def get_gdf(collection: Any, geometries: Any, bands: Sequence[str], **options: A
 
 def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
                   geometry_crs: Any = 4326, backend: Backend | None = None,
-                  scenes: str = "all", date_range: Any = None):
+                  scenes: str = "all", date_range: Any = None, validate: bool = True):
     """Values of ``bands`` at ``points`` (the pixel containing each point, in each
     scene's own grid).
 
@@ -452,10 +461,15 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
         backend: How to reach the stores.
         scenes: ``"all"`` (one row per point and scene) or ``"latest"``.
         date_range: Only scenes within ``(start, end)``.
+        validate: Check that every tile comes from the recorded version of its object,
+            as for :func:`get_numpy`.
 
     Returns:
         A pandas DataFrame: the user's columns, ``point_index``, ``id``, ``datetime`` and
         one column per band.
+
+    Raises:
+        ObjectChangedError: An object was replaced after the build.
     """
     import geopandas as gpd
     import pandas as pd
@@ -483,7 +497,7 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
             jobs.append((index, row))
 
     async def value(index: int, row: int, band: str):
-        cog, band_index = _cog(collection, row, band, backend, caches)
+        cog, band_index = _cog(collection, row, band, backend, caches, validate)
         x, y = shapes[index].x, shapes[index].y
         if not crs.equals(cog.crs):
             x, y = transformer(crs, cog.crs).transform(x, y)

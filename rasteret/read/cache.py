@@ -79,7 +79,9 @@ class DiskCache:
     """Compressed chunk bytes under ``folder``, one file per chunk, written atomically.
 
     Holds only pixel bytes (no URLs' query strings, no credentials): a file name is a
-    hash of the unsigned href and the chunk's position.
+    hash of the unsigned href and the object's version (ETag and size, when known),
+    and the chunk's position, so the bytes of a replaced object are never decoded
+    with a rebuilt collection's offsets.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -87,23 +89,24 @@ class DiskCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.hits = 0
 
-    def _path(self, key: ChunkKey) -> Path:
+    def _path(self, key: ChunkKey, version: str) -> Path:
         url, (width, height, mask), index = key
-        digest = hashlib.sha1(url.split("?", 1)[0].encode()).hexdigest()
+        name = url.split("?", 1)[0] + (f"\n{version}" if version.strip("|") else "")
+        digest = hashlib.sha1(name.encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}-{width}x{height}{'m' if mask else ''}-{index}"
 
-    def get(self, key: ChunkKey) -> bytes | None:
-        """The stored bytes, or None."""
+    def get(self, key: ChunkKey, version: str = "") -> bytes | None:
+        """The stored bytes of ``key`` in ``version`` of its object, or None."""
         try:
-            data = self._path(key).read_bytes()
+            data = self._path(key, version).read_bytes()
         except OSError:
             return None
         self.hits += 1
         return data
 
-    def put(self, key: ChunkKey, data: Any) -> None:
+    def put(self, key: ChunkKey, data: Any, version: str = "") -> None:
         """Store ``data`` (written to a temporary name, then renamed into place)."""
-        path = self._path(key)
+        path = self._path(key, version)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(bytes(data))

@@ -58,7 +58,7 @@ async def read_header(
             header = parse_header(source, url=shown)
         except MissingBytes as missing:
             ranges = _merge_header_ranges(missing.ranges, size, shown)
-            chunks = await fetch_ranges(backend, url, ranges, stats, etag=info.etag)
+            chunks = await fetch_ranges(backend, url, ranges, stats, version=info)
             for (start, _end), chunk in zip(ranges, chunks):
                 source.add(start, chunk)
             continue
@@ -95,21 +95,34 @@ class CogFile:
         size: The file's size in bytes, when the store reported it.
         caches: Optional chunk caches (decoded tiles in memory, bytes on disk).
         etag: The object's ETag when the header was read (or indexed).
-        validate: Send ``If-Match: etag`` with every tile request, so an object that
-            changed since indexing raises ``ObjectChangedError`` instead of giving
-            pixels from another version.
+        last_modified: The object's modification time then (ISO 8601), if known.
+        validate: Check that every tile comes from that version of the object: a
+            strong ETag goes with each tile request as ``If-Match`` (no extra
+            request), and the size and ETag on each response are compared with the
+            recorded ones. An object replaced since raises
+            :class:`~rasteret.errors.ObjectChangedError` instead of giving pixels from
+            another version. On by default; without a recorded ETag, size or time
+            there is nothing to compare and reads go on as usual.
     """
 
     def __init__(self, url: str, header: CogHeader, *, backend: Backend, size: int | None,
                  caches: ChunkCaches | None = None, etag: str | None = None,
-                 validate: bool = False):
+                 last_modified: str | None = None, validate: bool = True):
         self.url = url
         self.header = header
         self.backend = backend
         self.size = size
         self.caches = caches
         self.etag = etag
+        self.last_modified = last_modified
         self.validate = validate
+
+    @property
+    def version(self) -> ObjectInfo | None:
+        """The recorded version of the object (None when nothing was recorded)."""
+        if self.size is None and not self.etag and not self.last_modified:
+            return None
+        return ObjectInfo(self.size, self.etag, self.last_modified)
 
     def __repr__(self) -> str:
         return (
@@ -276,7 +289,8 @@ class CogFile:
             out=out,
             stats=stats,
             caches=self.caches,
-            etag=self.etag if self.validate else None,
+            version=self.version,
+            validate=self.validate,
         )
 
     def read(
@@ -347,7 +361,8 @@ class CogFile:
             byteorder=self.header.byteorder,
             out=out,
             stats=stats,
-            etag=self.etag if self.validate else None,
+            version=self.version,
+            validate=self.validate,
         )
         return np.where(out[0] > 0, 255, 0).astype(np.uint8)
 
@@ -377,7 +392,8 @@ async def open_cog_async(
     url = os.fspath(url)
     backend = backend or default_backend()
     header, info = await read_header(url, backend=backend, header_bytes=header_bytes, stats=stats)
-    return CogFile(url, header, backend=backend, size=info.size, etag=info.etag)
+    return CogFile(url, header, backend=backend, size=info.size, etag=info.etag,
+                   last_modified=info.last_modified)
 
 
 def open_cog(

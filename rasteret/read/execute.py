@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from rasteret.io.backend import Backend
-from rasteret.io.fetch import FetchStats, fetch_range
+from rasteret.io.fetch import FetchStats, ObjectInfo, fetch_range
 from rasteret.io.runtime import decode_pool
 from rasteret.read.cache import ChunkCaches, PendingChunk, chunk_key
 from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_ranges
@@ -53,7 +53,8 @@ async def execute_plan(
     out: np.ndarray,
     stats: FetchStats | None = None,
     caches: ChunkCaches | None = None,
-    etag: str | None = None,
+    version: ObjectInfo | None = None,
+    validate: bool = False,
 ) -> np.ndarray:
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
@@ -66,6 +67,9 @@ async def execute_plan(
     disk are decoded without a request, chunks another read is fetching are awaited,
     and only the rest is fetched (and stored).
     ``nodata`` (the file's) fills pixels a codec's own validity mask marks invalid.
+    ``version`` is the object's recorded version: with ``validate`` every request
+    must come from it (else ``ObjectChangedError``); it also names the bytes on disk,
+    so a rebuilt collection never decodes a replaced object's cached bytes.
     """
     loop = asyncio.get_running_loop()
     memory = caches.memory if caches else None
@@ -74,6 +78,8 @@ async def execute_plan(
     whole = memory is not None and caches.whole_chunks
     # Chunks this call decodes that other calls may be waiting for (and the reverse).
     in_flight = caches.in_flight(loop) if caches else None
+    tag = f"{version.etag or ''}|{version.size or ''}" if version is not None else ""
+    expected = version if validate else None
     owned: dict[Any, PendingChunk] = {}
 
     def decode_all(pieces: list[tuple[ChunkRead, Any, int]]) -> list[Any]:
@@ -127,7 +133,8 @@ async def execute_plan(
     async def fetch_and_decode(ranges: list[ByteRange]) -> None:
         try:
             fetched = await asyncio.gather(*(
-                fetch_range(backend, url, r.start, r.end, stats, etag=etag) for r in ranges))
+                fetch_range(backend, url, r.start, r.end, stats, version=expected)
+                for r in ranges))
         except BaseException as exc:
             settle_all([c for r in ranges for c in r.chunks], exc)
             raise
@@ -139,7 +146,7 @@ async def execute_plan(
                 pieces.append((chunk, view[offset : offset + chunk.length]))
         if disk is not None:
             for chunk, data in pieces:
-                disk.put(chunk_key(url, level, chunk.index), data)
+                disk.put(chunk_key(url, level, chunk.index), data, tag)
         await decode(pieces)
 
     ranges = plan.ranges
@@ -160,7 +167,7 @@ async def execute_plan(
                 continue
             if pending is None:
                 owned[key] = in_flight[key] = PendingChunk(loop.create_future(), rows)
-            data = disk.get(key) if disk is not None else None
+            data = disk.get(key, tag) if disk is not None else None
             if data is not None:
                 stored.append((chunk, data))
             else:

@@ -110,6 +110,11 @@ class RasteretDataset(GeoDataset):
             (Sentinel-2 baselines before and after 04.00 give the same reflectance).
             Nodata is the COG's own, else the STAC item's. ``mask_bands`` stay as
             stored.
+        validate: Check that every tile comes from the version of its object the
+            collection recorded (``If-Match`` on the tile requests, size and ETag on
+            the responses, no extra request): an object replaced after the build
+            raises :class:`~rasteret.errors.ObjectChangedError` (or is skipped with
+            ``on_error="skip"``) instead of giving wrong pixels.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class RasteretDataset(GeoDataset):
         cache_bytes: int = 256 * 1024 * 1024,
         cache_dir: str | None = None,
         apply_scale: bool = False,
+        validate: bool = True,
     ) -> None:
         if not len(collection):
             raise ConfigurationError(
@@ -161,6 +167,7 @@ class RasteretDataset(GeoDataset):
         self.cache_dir = cache_dir
         self.apply_scale = apply_scale
         self._scaling: dict[tuple[int, str], tuple[float, float]] = {}
+        self.validate = validate
         self._caches: ChunkCaches | None = None
         self._cogs: dict[tuple[int, str], tuple[CogFile, int]] = {}
 
@@ -248,7 +255,8 @@ class RasteretDataset(GeoDataset):
         if cached is None:
             record = self.collection.table[band][row].as_py()
             cog = CogFile(record["href"], record_to_header(record), backend=self.backend,
-                          size=record["size"], caches=self.caches)
+                          size=record["size"], caches=self.caches, etag=record.get("etag"),
+                          last_modified=record.get("last_modified"), validate=self.validate)
             cached = self._cogs[key] = (cog, record["band_index"])
         return cached
 
