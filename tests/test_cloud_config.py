@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import rasteret
+from rasteret import registry
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io import cloud_config
 from rasteret.io.backend import RetryPolicy
@@ -72,10 +73,8 @@ def bucket(moto_server, scenes):
 @pytest.fixture(autouse=True)
 def clean_registry():
     """Each test registers its own configs; none leaks into the next."""
-    before = dict(CloudConfig._registry)
-    yield
-    CloudConfig._registry.clear()
-    CloudConfig._registry.update(before)
+    with registry.restored_on_exit():
+        yield
     cloud_config._backends.clear()
 
 

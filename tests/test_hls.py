@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import rasteret
+from rasteret import registry
 from rasteret.io import cloud_config
 from rasteret.io.cloud_config import CloudConfig
 from testbed.auth_servers import _ThreadedServer
@@ -125,10 +126,10 @@ def earthdata_env(moto_server, tmp_path, monkeypatch):
     netrc.chmod(0o600)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("NETRC", str(netrc))
-    with EarthdataLogin() as login:
+    with EarthdataLogin() as login, registry.restored_on_exit():
         for dataset_id in HLS_IDS:
             builtin = CloudConfig.get(dataset_id)
-            monkeypatch.setitem(CloudConfig._registry, dataset_id, dataclasses.replace(
+            CloudConfig.register(dataset_id, dataclasses.replace(
                 builtin, credentials_url=f"{login.url}/s3credentials",
                 s3_config={"endpoint": moto_server.endpoint}))
             cloud_config._backends.pop(dataset_id, None)

@@ -1,5 +1,5 @@
-"""Ingest: STAC searches, static catalogs, user tables and the dataset catalog,
-indexed concurrently into a saved Collection."""
+"""Ingest: STAC searches, static catalogs, user tables and datasets registered by id
+(:mod:`rasteret.registry`), indexed concurrently into a saved Collection."""
 
 from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.ingest.builder import NoScenesError, build_collection

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, parse_date_range
 from rasteret.errors import ConfigurationError
-from rasteret.ingest import catalog
 from rasteret.ingest.builder import build_collection
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, parse_datetime, unsigned
 from rasteret.ingest.stac import BandMap, item_to_record, search_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
+from rasteret.registry import find_dataset, list_datasets
 
 
 def build_from_stac(
@@ -157,13 +157,13 @@ def build(
         ConfigurationError: The id is not registered and no ``stac_api`` is given, or
             a band is unknown.
     """
-    info = catalog.find(dataset_id)
+    info = find_dataset(dataset_id)
     if info is None and stac_api is None:
         raise ConfigurationError(
             f"unknown dataset {dataset_id!r}: register it with rasteret.datasets.register("
             f"id={dataset_id!r}, stac_api=..., collection=..., band_map=...), or pass "
             f"stac_api= (the STAC collection is then {dataset_id.rsplit('/', 1)[-1]!r}, or "
-            f"collection=); registered datasets: {[d.id for d in catalog.list_datasets()]}"
+            f"collection=); registered datasets: {[d.id for d in list_datasets()]}"
         )
     if info is not None:
         band_map: dict[str, Any] | None = dict(info.band_map)

@@ -11,32 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
 from rasteret.errors import AccessDeniedError, ConfigurationError
-from rasteret.io.urls import StoreTarget, parse_url, strip_query
-
-# Config keys whose values never appear in a repr, a log or an error message.
-SECRET_KEYS = frozenset(
-    {
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "token",
-        "sas_key",
-        "sas_token",
-        "account_key",
-        "client_secret",
-        "bearer_token",
-        "service_account_key",
-        "password",
-        "subscription_key",
-    }
-)
+from rasteret.io.urls import StoreTarget, parse_url
+from rasteret.redact import masked
 
 _S3_ALIASES = {
     "aws_access_key_id": "access_key_id",
@@ -167,43 +149,6 @@ def boto3_session() -> Any:
             f"{found}): run `aws configure --profile {profile}` or set AWS_PROFILE to one "
             "of them"
         ) from None
-
-
-def mask(value: Any) -> str:
-    """Return a masked stand-in for a secret value."""
-    return "***" if value else repr(value)
-
-
-def is_secret_key(name: Any) -> bool:
-    """True when a config key names a secret (keys, tokens, passwords, SAS), in
-    obstore, boto (``aws_``), Azure (``azure_storage_``) or Google spelling."""
-    key = str(name).lower().replace("-", "_")
-    for prefix in ("aws_", "azure_storage_", "azure_", "google_"):
-        key = key.removeprefix(prefix)
-    key = _S3_ALIASES.get(key, key)
-    return (
-        key in SECRET_KEYS
-        or key.endswith("_key")
-        or any(word in key for word in ("secret", "token", "password", "authorization"))
-    )
-
-
-def masked(value: Any) -> Any:
-    """A copy of ``value`` (nested dicts, lists) safe to show: values under secret
-    keys are masked, and in URLs the query string (signatures, SAS tokens) and any
-    password are replaced by ``***``."""
-    if isinstance(value, Mapping):
-        return {k: (mask(v) if is_secret_key(k) else masked(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(masked(v) for v in value)
-    if isinstance(value, str) and "://" in value:
-        shown = strip_query(value) + ("?***" if "?" in value else "")
-        scheme, _, rest = shown.partition("://")
-        userinfo, at, host = rest.partition("@")
-        if at and "/" not in userinfo and ":" in userinfo:  # user:password@host
-            shown = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
-        return shown
-    return value
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,18 @@ STAC collection id (``"my-collection"``); the full id wins when both exist. Buil
 apply its rewrites to hrefs and index headers through its backend; reads of a
 collection built from that dataset or STAC collection use the same backend when the
 caller passes none. An explicit ``backend=`` always wins.
+
+Configs are kept in the one registry of :mod:`rasteret.registry`, in the entry of
+their id, beside the dataset ``rasteret.datasets.register`` put there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
+from rasteret import registry
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend, boto3_session, create_backend, default_backend, masked
 
@@ -47,8 +52,6 @@ class CloudConfig:
     url_patterns: dict[str, str] = field(default_factory=dict)
     credentials_url: str | None = None
     s3_config: dict[str, Any] = field(default_factory=dict)
-
-    _registry: ClassVar[dict[str, CloudConfig]] = {}
 
     def __post_init__(self) -> None:
         name = str(self.provider).strip().lower()
@@ -91,19 +94,20 @@ class CloudConfig:
             )
         if not dataset_id or not isinstance(dataset_id, str):
             raise ConfigurationError("CloudConfig.register needs a dataset or collection id")
-        cls._registry[dataset_id] = config
+        registry.register_cloud_config(dataset_id, config)
 
     @classmethod
     def get(cls, dataset_id: str | None) -> CloudConfig | None:
-        """The config registered for ``dataset_id``, or None."""
-        if dataset_id is None:
+        """The config registered for ``dataset_id`` (a dataset or STAC collection id),
+        or None."""
+        entry = registry.entry(dataset_id) if dataset_id is not None else None
+        if entry is None:
             return None
-        if dataset_id not in cls._registry:
-            # Built-in datasets register their configs when the catalog loads.
-            from rasteret.ingest import catalog
-
-            catalog.list_datasets()
-        return cls._registry.get(dataset_id)
+        if isinstance(entry.cloud_config, Mapping):
+            # A dataset's keyword arguments (the built-ins): built once, on first use,
+            # so that every later lookup returns the same config (and backend).
+            entry.cloud_config = cls(**entry.cloud_config)
+        return entry.cloud_config if isinstance(entry.cloud_config, CloudConfig) else None
 
     @classmethod
     def lookup(
@@ -126,8 +130,9 @@ class CloudConfig:
 
     @classmethod
     def registered(cls) -> dict[str, CloudConfig]:
-        """A copy of the registry: dataset id -> config."""
-        return dict(cls._registry)
+        """A copy of the registry's configs: dataset or collection id -> config."""
+        found = {e.key: cls.get(e.key) for e in registry.entries()}
+        return {key: config for key, config in found.items() if config is not None}
 
     # -- use -------------------------------------------------------------------------
     def rewrite_url(self, url: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from rasteret.errors import ConfigurationError
+from rasteret.redact import strip_query  # noqa: F401 - re-exported for io, read, ingest
 
 _S3_VIRTUAL_HOST = re.compile(
     r"^(?P<bucket>[a-z0-9.\-]+)\.s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com$"
@@ -96,8 +97,3 @@ def parse_url(url: str) -> StoreTarget:
         f"unsupported URL scheme {scheme!r} in {url!r}: use a local path, file://, "
         "http(s)://, s3://, gs://, az:// or abfs://"
     )
-
-
-def strip_query(url: str) -> str:
-    """Return ``url`` without its query string (where signatures and SAS tokens live)."""
-    return url.split("?", 1)[0]
