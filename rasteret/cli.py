@@ -1,7 +1,9 @@
 """The ``rasteret`` command line: datasets, builds and saved collections.
 
 Every command takes ``--json`` for machine-readable output; errors print one line
-naming the problem and the fix, and exit with status 2 (usage) or 1 (failure).
+naming the problem and the fix, and exit with status 2 (usage: a bad argument or a
+:class:`~rasteret.errors.ConfigurationError`) or 1 (failure, including a dataset or
+collection that does not exist).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rasteret.errors import RasteretError
+from rasteret.errors import ConfigurationError, RasteretError
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -90,7 +92,7 @@ def _build(args: argparse.Namespace) -> None:
             args.dataset_id, bands=args.bands, stac_api=args.stac_api, **common
         )
     else:
-        raise RasteretError("give a DATASET_ID (see `rasteret datasets list`) or --stac-api")
+        raise ConfigurationError("give a DATASET_ID (see `rasteret datasets list`) or --stac-api")
     _print(collection.summary(), args.json)
 
 
@@ -203,14 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Returns:
+        0 on success, 2 for a usage or configuration mistake (as argparse does for
+        bad arguments), 1 for any other failure (a dataset id or collection that
+        does not exist included).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
     except (RasteretError, FileExistsError) as exc:
         print(f"rasteret: error: {exc}", file=sys.stderr)
-        return 1
+        # A name that does not exist is a failure to find it, as for a collection.
+        usage = isinstance(exc, ConfigurationError) and not isinstance(exc, LookupError)
+        return 2 if usage else 1
     return 0
 
 

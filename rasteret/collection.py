@@ -18,7 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import (
+    CollectionNotFoundError,
+    ConfigurationError,
+    CorruptCollectionError,
+    RasteretError,
+)
 from rasteret.io.backend import Backend
 from rasteret.read.cog import CogFile
 from rasteret.schema import BAND_TYPE, SCHEMA_VERSION, record_to_header
@@ -37,14 +42,6 @@ from rasteret.storage import (
 
 BBox = tuple[float, float, float, float]
 DateRange = tuple[Any, Any]
-
-
-class CollectionNotFoundError(RasteretError, FileNotFoundError):
-    """No saved collection has that name or path."""
-
-
-class CorruptCollectionError(RasteretError, ValueError):
-    """A saved collection's files are damaged or not a rasteret collection."""
 
 
 def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
@@ -303,7 +300,7 @@ class Collection:
         """A :class:`CogFile` for one band of one scene, built from the stored header
         (no network request). With ``validate``, every tile request carries the ETag
         recorded at build time, so an object changed since indexing raises
-        :class:`~rasteret.io.fetch.ObjectChangedError`.
+        :class:`~rasteret.errors.ObjectChangedError`.
 
         Raises:
             ConfigurationError: Unknown band, or the band was not indexed for this scene.

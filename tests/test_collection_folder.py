@@ -15,8 +15,7 @@ import pytest
 
 import rasteret
 import rasteret.storage
-from rasteret.collection import CollectionNotFoundError
-from rasteret.errors import ConfigurationError
+from rasteret.errors import CollectionNotFoundError, ConfigurationError
 from rasteret.schema import SCHEMA_VERSION
 from rasteret.storage import FAILURE_SCHEMA, FAILURES_KEY, with_metadata
 from testbed.scenes import write_scenes

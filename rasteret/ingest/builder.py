@@ -22,11 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, load
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import ConfigurationError, IndexingError, NoScenesError, RasteretError
 from rasteret.ingest.indexer import (
     DEFAULT_MAX_CONCURRENT,
     IndexFailure,
-    IndexingError,
     band_record,
     index_hrefs,
 )
@@ -47,10 +46,6 @@ from rasteret.storage import (
 log = logging.getLogger("rasteret")
 
 BATCH_SCENES = 2000
-
-class NoScenesError(RasteretError):
-    """The source returned no scenes; the message says what was asked."""
-
 
 def _fingerprint(records: list[SceneRecord]) -> str:
     digest = hashlib.sha256()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rasteret.errors import ConfigurationError
+from rasteret.errors import ConfigurationError, DatasetNotFoundError
 from rasteret.io.backend import masked
 
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
@@ -141,13 +141,14 @@ def get(dataset_id: str) -> DatasetInfo:
     """The registered dataset ``dataset_id``.
 
     Raises:
-        ConfigurationError: Unknown id; the message lists the registered ones.
+        DatasetNotFoundError: Unknown id (a ConfigurationError); the message lists
+            the registered ones.
     """
     _ensure_builtins()
     try:
         return _REGISTRY[dataset_id]
     except KeyError:
-        raise ConfigurationError(
+        raise DatasetNotFoundError(
             f"unknown dataset {dataset_id!r}; registered datasets: {sorted(_REGISTRY)}"
         ) from None
 

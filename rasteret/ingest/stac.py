@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rasteret.collection import check_bbox, parse_date_range
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
 from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, parse_datetime, unsigned
 
 # A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
@@ -30,10 +30,6 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "gte": operator.ge,
     "in": lambda value, options: value in options,
 }
-
-
-class StacSearchError(RasteretError):
-    """The STAC API or catalog could not be searched; the message names it."""
 
 
 def matches_query(properties: Mapping[str, Any], query: Mapping[str, Any] | None) -> bool:

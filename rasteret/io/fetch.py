@@ -27,9 +27,11 @@ from rasteret.errors import (
     BackendError,
     ConfigurationError,
     NetworkError,
+    ObjectChangedError,
     ObjectNotFoundError,
     RasteretError,
     RegionMismatchError,
+    ShortReadError,
 )
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
@@ -70,16 +72,8 @@ class ObjectInfo:
     last_modified: str | None = None
 
 
-class ObjectChangedError(BackendError):
-    """The object's ETag differs from the one recorded when it was indexed."""
-
-
 #: Retries made by this process since it started (all calls, all backends).
 PROCESS_STATS = FetchStats()
-
-
-class ShortReadError(NetworkError):
-    """A range came back shorter or longer than asked: never turned into pixels."""
 
 
 _TRANSIENT = re.compile(

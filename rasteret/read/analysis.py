@@ -25,7 +25,7 @@ import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import ConfigurationError, NoCoverageError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import run_sync
 from rasteret.read.cache import ChunkCaches
@@ -33,10 +33,6 @@ from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.schema import record_to_header
 from rasteret.tiff.geo import nodata_for_dtype
-
-
-class NoCoverageError(ConfigurationError):
-    """No scene of the collection covers the requested area or point."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ import tifffile
 from pyproj import CRS
 
 from rasteret.collection import Collection
+from rasteret.errors import ConfigurationError
 from rasteret.read.warp import transformer
 from rasteret.storage import with_metadata
 from rasteret.torch.dataset import RasteretDataset
@@ -32,7 +33,7 @@ def geokeys_for(crs: CRS) -> list[int]:
     """A GeoKeyDirectory naming ``crs`` by its EPSG code (area pixels)."""
     code = crs.to_epsg()
     if code is None:
-        raise ValueError(f"chips need an EPSG CRS, got {crs.name}")
+        raise ConfigurationError(f"chips need an EPSG CRS, got {crs.name}")
     if crs.is_geographic:
         keys = [(1024, 0, 1, 2), (1025, 0, 1, 1), (2048, 0, 1, code)]
     else:
@@ -116,6 +117,11 @@ def export_chips(
         quicklook: Write ``quicklook.png``, a grid of (up to 64) chips.
         overwrite: Replace an existing output folder.
         dataset_options: Extra keyword arguments of :class:`RasteretDataset`.
+
+    Raises:
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
+        ConfigurationError: The sampler produced no chip, or the collection's CRS
+            has no EPSG code.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -161,7 +167,11 @@ def export_chips(
         })
     if not rows:
         shutil.rmtree(staging)
-        raise ValueError("the sampler produced no chip")
+        raise ConfigurationError(
+            f"the sampler produced no chip over collection {collection.name!r}: "
+            f"chip_size={chip_size} may exceed every scene, or the sampler (length, "
+            "region) selects nothing"
+        )
     table = pa.Table.from_pylist(rows).cast(pa.schema([
         ("chip_id", pa.string()), ("path", pa.string()), ("minx", pa.float64()),
         ("miny", pa.float64()), ("maxx", pa.float64()), ("maxy", pa.float64()),
