@@ -78,7 +78,7 @@ def _build(args: argparse.Namespace) -> None:
         bbox=args.bbox,
         date_range=args.dates,
         query=query,
-        workspace_dir=args.workspace,
+        workspace_dir=args.workspace_dir,
         force=args.force,
         on_error=args.on_error,
         progress=not args.json,
@@ -99,12 +99,12 @@ def _build(args: argparse.Namespace) -> None:
 def _collections_list(args: argparse.Namespace) -> None:
     import rasteret
 
-    names = rasteret.list_collections(args.workspace)
+    names = rasteret.list_collections(workspace_dir=args.workspace_dir)
     if args.json:
-        _print([rasteret.load(n, workspace_dir=args.workspace).summary() for n in names], True)
+        _print([rasteret.load(n, workspace_dir=args.workspace_dir).summary() for n in names], True)
     else:
         for name in names:
-            print(repr(rasteret.load(name, workspace_dir=args.workspace)))
+            print(repr(rasteret.load(name, workspace_dir=args.workspace_dir)))
         if not names:
             print("no collections yet: build one with `rasteret build DATASET_ID ...`")
 
@@ -112,7 +112,7 @@ def _collections_list(args: argparse.Namespace) -> None:
 def _collections_info(args: argparse.Namespace) -> None:
     import rasteret
 
-    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     summary = collection.summary()
     if args.failures:
         summary["failure_list"] = collection.failures.to_pylist()
@@ -122,14 +122,14 @@ def _collections_info(args: argparse.Namespace) -> None:
 def _collections_delete(args: argparse.Namespace) -> None:
     import rasteret
 
-    rasteret.delete_collection(args.name, workspace_dir=args.workspace)
+    rasteret.delete_collection(args.name, workspace_dir=args.workspace_dir)
     _print({"deleted": args.name}, args.json)
 
 
 def _chips_export(args: argparse.Namespace) -> None:
     import rasteret
 
-    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     manifest = collection.export_chips(
         args.bands, args.out, chip_size=args.size, mode=args.mode, length=args.count,
         seed=args.seed, png=args.png, overwrite=args.overwrite,
@@ -145,11 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rasteret", description="Index cloud COGs into collections and read them fast."
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--workspace", help="collections folder (default $RASTERET_WORKSPACE)")
+    # --workspace is the older spelling of --workspace-dir, still accepted.
+    parser.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
+                        help="collections folder (default $RASTERET_WORKSPACE)")
     # The same options are accepted after the subcommand (`rasteret datasets list --json`).
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    shared.add_argument("--workspace", default=argparse.SUPPRESS)
+    shared.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
+                        default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     datasets = commands.add_parser("datasets", help="the dataset catalog")

@@ -483,7 +483,7 @@ def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | No
             )
             raise CollectionNotFoundError(
                 f"no collection {name!r}; saved collections: "
-                f"{list_collections(workspace_dir) or 'none'} "
+                f"{list_collections(workspace_dir=workspace_dir) or 'none'} "
                 f"(workspace {_workspace(workspace_dir)}){hint}"
             )
     else:
@@ -503,7 +503,7 @@ def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | No
             raise CollectionNotFoundError(
                 f"no collection at {str(path_or_name)!r}: not a collection folder or "
                 "GeoParquet file; to load a saved collection by name, pass the bare name "
-                f"(saved collections: {list_collections(workspace_dir) or 'none'})"
+                f"(saved collections: {list_collections(workspace_dir=workspace_dir) or 'none'})"
             )
     manifest, failures = read_folder_metadata(folder)
     table = _strip_failures(_read_folder(folder))
@@ -520,13 +520,20 @@ def _check_columns(table: pa.Table) -> None:
             raise ValueError(f"column {name!r} is missing or not {kind}")
 
 
-def _workspace(workspace: str | os.PathLike | None) -> Path:
-    return workspace_dir(workspace)
+def _workspace(folder: str | os.PathLike | None) -> Path:
+    # Inside load() and list_collections() their parameter workspace_dir hides the
+    # storage function of that name.
+    return workspace_dir(folder)
 
 
-def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
-    """Names of the collections saved in the workspace."""
-    root = _workspace(workspace)
+def list_collections(*, workspace_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the collections saved in the workspace.
+
+    Args:
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``).
+    """
+    root = _workspace(workspace_dir)
     names = set()
     for path in root.iterdir():
         if not path.is_dir():
@@ -542,6 +549,11 @@ def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
 
 def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:
     """Delete a saved collection.
+
+    Args:
+        name: The collection's name.
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``).
 
     Raises:
         CollectionNotFoundError: No collection by that name.

@@ -76,6 +76,16 @@ class ObjectInfo:
 PROCESS_STATS = FetchStats()
 
 
+def process_stats() -> FetchStats:
+    """The retries this process has made since it started, over every call and backend.
+
+    Returns:
+        The process-wide :class:`FetchStats` (live: it keeps counting); only its
+        ``retries`` is kept at this level, per-call stats count requests and bytes.
+    """
+    return PROCESS_STATS
+
+
 _TRANSIENT = re.compile(
     r"status code: (5\d\d|429)|\b(5\d\d|429) [A-Z]|timed? ?out|connection"
     r"|error sending request|reset|broken pipe|incomplete|unexpected eof|body error"
@@ -116,7 +126,7 @@ async def with_retries(backend: Backend, url: str, what: str, attempt_once,
             read and how many attempts were made.
         RasteretError: A failure that retrying cannot fix (denied, missing, ...).
     """
-    policy = backend.retry_policy
+    policy = backend.retries
     started = time.monotonic()
     attempt = 0
     while True:
