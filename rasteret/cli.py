@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.options import ON_ERROR
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--collection", help="STAC collection id (with --stac-api)")
     build.add_argument("--query", help='JSON, e.g. \'{"eo:cloud_cover": {"lt": 20}}\'')
     build.add_argument("--force", action="store_true", help="rebuild an existing collection")
-    build.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    build.add_argument("--on-error", choices=ON_ERROR, default="raise")
     build.set_defaults(run=_build)
 
     collections = commands.add_parser("collections", help="saved collections")

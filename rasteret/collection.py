@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rasteret.atomic import write_atomic
 from rasteret.errors import (
     CollectionNotFoundError,
     ConfigurationError,
@@ -44,11 +45,19 @@ BBox = tuple[float, float, float, float]
 DateRange = tuple[Any, Any]
 
 
-def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
-    """Parse a date or datetime (string, date, datetime) into an aware UTC datetime.
+def parse_datetime(value: Any, *, end: bool = False) -> dt.datetime | None:
+    """Parse a date or datetime (ISO string as STAC writes it, date, datetime) into an
+    aware UTC datetime; None stays None. Naive values are taken as UTC.
 
-    A bare date as the end of a range means the whole day.
+    Args:
+        value: The date or datetime.
+        end: ``value`` ends a range: a bare date then means the whole day.
+
+    Raises:
+        ValueError: The string is not an ISO 8601 date or datetime.
     """
+    if value is None:
+        return None
     if isinstance(value, dt.datetime):
         stamp = value
     elif isinstance(value, dt.date):
@@ -69,9 +78,16 @@ def parse_date_range(date_range: DateRange | None) -> tuple[dt.datetime, dt.date
     """Normalise ``(start, end)`` into aware UTC datetimes (end inclusive)."""
     if date_range is None:
         return None
-    if len(date_range) != 2:
+    if len(date_range) != 2 or None in date_range:
         raise ConfigurationError(f"date_range must be (start, end), got {date_range!r}")
-    start, end = _to_timestamp(date_range[0]), _to_timestamp(date_range[1], end=True)
+    try:
+        start, end = parse_datetime(date_range[0]), parse_datetime(date_range[1], end=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"date_range {date_range!r} is not two ISO dates or datetimes "
+            f"(e.g. ('2024-05-01', '2024-06-30')): {exc}"
+        ) from None
+    assert start is not None and end is not None  # None was refused above
     if start > end:
         raise ConfigurationError(f"date_range starts after it ends: {date_range!r}")
     return start, end
@@ -380,11 +396,8 @@ class Collection:
         path."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
         table = with_metadata(self.table, self.manifest, self.failures)
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
-        os.replace(tmp, target)
-        return target
+        return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
 def _read_folder(folder: Path) -> pa.Table:

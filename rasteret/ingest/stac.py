@@ -11,9 +11,9 @@ import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from rasteret.collection import check_bbox, parse_date_range
+from rasteret.collection import check_bbox, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
-from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, parse_datetime, unsigned
+from rasteret.ingest.records import BandSource, SceneRecord, epsg_of, unsigned
 
 # A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
 # dataset spanning several STAC collections whose asset keys differ, a mapping from
