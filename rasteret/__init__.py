@@ -7,10 +7,10 @@
 from rasteret import datasets, errors
 from rasteret.collection import Collection, delete_collection, list_collections, load
 from rasteret.ingest.api import build, build_from_stac, build_from_table
-from rasteret.io.backend import Backend, create_backend
+from rasteret.io.backend import Backend, RetryPolicy, create_backend
 from rasteret.io.cloud_config import CloudConfig
 from rasteret.io.credentials import PlanetaryComputerSas
-from rasteret.io.fetch import FetchStats
+from rasteret.io.fetch import FetchStats, process_stats
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "Collection",
     "FetchStats",
     "PlanetaryComputerSas",
+    "RetryPolicy",
     "build",
     "build_from_stac",
     "build_from_table",
@@ -33,4 +34,5 @@ __all__ = [
     "load",
     "open_cog",
     "open_cog_async",
+    "process_stats",
 ]

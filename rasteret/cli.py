@@ -1,7 +1,9 @@
 """The ``rasteret`` command line: datasets, builds and saved collections.
 
 Every command takes ``--json`` for machine-readable output; errors print one line
-naming the problem and the fix, and exit with status 2 (usage) or 1 (failure).
+naming the problem and the fix, and exit with status 2 (usage: a bad argument or a
+:class:`~rasteret.errors.ConfigurationError`) or 1 (failure, including a dataset or
+collection that does not exist).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rasteret.errors import RasteretError
+from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.options import ON_ERROR
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -76,7 +79,7 @@ def _build(args: argparse.Namespace) -> None:
         bbox=args.bbox,
         date_range=args.dates,
         query=query,
-        workspace_dir=args.workspace,
+        workspace_dir=args.workspace_dir,
         force=args.force,
         on_error=args.on_error,
         progress=not args.json,
@@ -90,19 +93,19 @@ def _build(args: argparse.Namespace) -> None:
             args.dataset_id, bands=args.bands, stac_api=args.stac_api, **common
         )
     else:
-        raise RasteretError("give a DATASET_ID (see `rasteret datasets list`) or --stac-api")
+        raise ConfigurationError("give a DATASET_ID (see `rasteret datasets list`) or --stac-api")
     _print(collection.summary(), args.json)
 
 
 def _collections_list(args: argparse.Namespace) -> None:
     import rasteret
 
-    names = rasteret.list_collections(args.workspace)
+    names = rasteret.list_collections(workspace_dir=args.workspace_dir)
     if args.json:
-        _print([rasteret.load(n, workspace_dir=args.workspace).summary() for n in names], True)
+        _print([rasteret.load(n, workspace_dir=args.workspace_dir).summary() for n in names], True)
     else:
         for name in names:
-            print(repr(rasteret.load(name, workspace_dir=args.workspace)))
+            print(repr(rasteret.load(name, workspace_dir=args.workspace_dir)))
         if not names:
             print("no collections yet: build one with `rasteret build DATASET_ID ...`")
 
@@ -110,7 +113,7 @@ def _collections_list(args: argparse.Namespace) -> None:
 def _collections_info(args: argparse.Namespace) -> None:
     import rasteret
 
-    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     summary = collection.summary()
     if args.failures:
         summary["failure_list"] = collection.failures.to_pylist()
@@ -120,14 +123,14 @@ def _collections_info(args: argparse.Namespace) -> None:
 def _collections_delete(args: argparse.Namespace) -> None:
     import rasteret
 
-    rasteret.delete_collection(args.name, workspace_dir=args.workspace)
+    rasteret.delete_collection(args.name, workspace_dir=args.workspace_dir)
     _print({"deleted": args.name}, args.json)
 
 
 def _chips_export(args: argparse.Namespace) -> None:
     import rasteret
 
-    collection = rasteret.load(args.name, workspace_dir=args.workspace)
+    collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     manifest = collection.export_chips(
         args.bands, args.out, chip_size=args.size, mode=args.mode, length=args.count,
         seed=args.seed, png=args.png, overwrite=args.overwrite,
@@ -143,11 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rasteret", description="Index cloud COGs into collections and read them fast."
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--workspace", help="collections folder (default $RASTERET_WORKSPACE)")
+    # --workspace is the older spelling of --workspace-dir, still accepted.
+    parser.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
+                        help="collections folder (default $RASTERET_WORKSPACE)")
     # The same options are accepted after the subcommand (`rasteret datasets list --json`).
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    shared.add_argument("--workspace", default=argparse.SUPPRESS)
+    shared.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
+                        default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     datasets = commands.add_parser("datasets", help="the dataset catalog")
@@ -169,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--collection", help="STAC collection id (with --stac-api)")
     build.add_argument("--query", help='JSON, e.g. \'{"eo:cloud_cover": {"lt": 20}}\'')
     build.add_argument("--force", action="store_true", help="rebuild an existing collection")
-    build.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    build.add_argument("--on-error", choices=ON_ERROR, default="raise")
     build.set_defaults(run=_build)
 
     collections = commands.add_parser("collections", help="saved collections")
@@ -203,14 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Returns:
+        0 on success, 2 for a usage or configuration mistake (as argparse does for
+        bad arguments), 1 for any other failure (a dataset id or collection that
+        does not exist included).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
     except (RasteretError, FileExistsError) as exc:
         print(f"rasteret: error: {exc}", file=sys.stderr)
-        return 1
+        # A name that does not exist is a failure to find it, as for a collection.
+        usage = isinstance(exc, ConfigurationError) and not isinstance(exc, LookupError)
+        return 2 if usage else 1
     return 0
 
 

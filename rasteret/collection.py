@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.atomic import write_atomic
+from rasteret.errors import (
+    CollectionNotFoundError,
+    ConfigurationError,
+    CorruptCollectionError,
+    RasteretError,
+)
 from rasteret.io.backend import Backend
 from rasteret.read.cog import CogFile
 from rasteret.schema import (
@@ -45,19 +51,19 @@ BBox = tuple[float, float, float, float]
 DateRange = tuple[Any, Any]
 
 
-class CollectionNotFoundError(RasteretError, FileNotFoundError):
-    """No saved collection has that name or path."""
+def parse_datetime(value: Any, *, end: bool = False) -> dt.datetime | None:
+    """Parse a date or datetime (ISO string as STAC writes it, date, datetime) into an
+    aware UTC datetime; None stays None. Naive values are taken as UTC.
 
+    Args:
+        value: The date or datetime.
+        end: ``value`` ends a range: a bare date then means the whole day.
 
-class CorruptCollectionError(RasteretError, ValueError):
-    """A saved collection's files are damaged or not a rasteret collection."""
-
-
-def _to_timestamp(value: Any, *, end: bool = False) -> dt.datetime:
-    """Parse a date or datetime (string, date, datetime) into an aware UTC datetime.
-
-    A bare date as the end of a range means the whole day.
+    Raises:
+        ValueError: The string is not an ISO 8601 date or datetime.
     """
+    if value is None:
+        return None
     if isinstance(value, dt.datetime):
         stamp = value
     elif isinstance(value, dt.date):
@@ -78,9 +84,16 @@ def parse_date_range(date_range: DateRange | None) -> tuple[dt.datetime, dt.date
     """Normalise ``(start, end)`` into aware UTC datetimes (end inclusive)."""
     if date_range is None:
         return None
-    if len(date_range) != 2:
+    if len(date_range) != 2 or None in date_range:
         raise ConfigurationError(f"date_range must be (start, end), got {date_range!r}")
-    start, end = _to_timestamp(date_range[0]), _to_timestamp(date_range[1], end=True)
+    try:
+        start, end = parse_datetime(date_range[0]), parse_datetime(date_range[1], end=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"date_range {date_range!r} is not two ISO dates or datetimes "
+            f"(e.g. ('2024-05-01', '2024-06-30')): {exc}"
+        ) from None
+    assert start is not None and end is not None  # None was refused above
     if start > end:
         raise ConfigurationError(f"date_range starts after it ends: {date_range!r}")
     return start, end
@@ -387,11 +400,8 @@ class Collection:
         path."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
         table = with_metadata(self.table, self.manifest, self.failures)
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
-        os.replace(tmp, target)
-        return target
+        return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
 def _torch_module(name: str) -> Any:
@@ -502,7 +512,7 @@ def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | No
             )
             raise CollectionNotFoundError(
                 f"no collection {name!r}; saved collections: "
-                f"{list_collections(workspace_dir) or 'none'} "
+                f"{list_collections(workspace_dir=workspace_dir) or 'none'} "
                 f"(workspace {_workspace(workspace_dir)}){hint}"
             )
     else:
@@ -522,7 +532,7 @@ def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | No
             raise CollectionNotFoundError(
                 f"no collection at {str(path_or_name)!r}: not a collection folder or "
                 "GeoParquet file; to load a saved collection by name, pass the bare name "
-                f"(saved collections: {list_collections(workspace_dir) or 'none'})"
+                f"(saved collections: {list_collections(workspace_dir=workspace_dir) or 'none'})"
             )
     manifest, failures = read_folder_metadata(folder)
     table = _strip_failures(_read_folder(folder))
@@ -539,13 +549,20 @@ def _check_columns(table: pa.Table) -> None:
             raise ValueError(f"column {name!r} is missing or not {kind}")
 
 
-def _workspace(workspace: str | os.PathLike | None) -> Path:
-    return workspace_dir(workspace)
+def _workspace(folder: str | os.PathLike | None) -> Path:
+    # Inside load() and list_collections() their parameter workspace_dir hides the
+    # storage function of that name.
+    return workspace_dir(folder)
 
 
-def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
-    """Names of the collections saved in the workspace."""
-    root = _workspace(workspace)
+def list_collections(*, workspace_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the collections saved in the workspace.
+
+    Args:
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``).
+    """
+    root = _workspace(workspace_dir)
     names = set()
     for path in root.iterdir():
         if not path.is_dir():
@@ -561,6 +578,11 @@ def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
 
 def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:
     """Delete a saved collection.
+
+    Args:
+        name: The collection's name.
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``).
 
     Raises:
         CollectionNotFoundError: No collection by that name.

@@ -8,6 +8,8 @@ written against the standard library keeps working.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RasteretError(Exception):
     """Base class of every error rasteret raises on purpose."""
@@ -83,3 +85,56 @@ class RegionMismatchError(ConfigurationError):
         self.bucket = bucket
         self.requested_region = requested_region
         self.bucket_region = bucket_region
+
+
+class ShortReadError(NetworkError):
+    """A range came back shorter or longer than asked: never turned into pixels."""
+
+
+class CollectionNotFoundError(RasteretError, FileNotFoundError):
+    """No saved collection has that name or path."""
+
+
+class CorruptCollectionError(RasteretError, ValueError):
+    """A saved collection's files are damaged or not a rasteret collection."""
+
+
+class StacSearchError(RasteretError, ConnectionError):
+    """The STAC API or catalog could not be searched; the message names it."""
+
+
+class NoScenesError(RasteretError):
+    """The source returned no scenes; the message says what was asked."""
+
+
+class DatasetNotFoundError(ConfigurationError, LookupError):
+    """No dataset of the catalog has that id; the message lists the registered ones.
+
+    A :class:`ConfigurationError` in the API; the command line, like for a missing
+    collection, exits with status 1 (the thing named does not exist), not 2.
+    """
+
+
+class NoCoverageError(ConfigurationError):
+    """No scene of the collection covers the requested area or point."""
+
+
+class IndexingError(RasteretError):
+    """Indexing failed for some assets (``on_error="raise"``).
+
+    Attributes:
+        failures: The :class:`rasteret.ingest.IndexFailure` records, one per asset
+            that could not be indexed.
+    """
+
+    def __init__(self, failures: list[Any]) -> None:
+        self.failures = failures
+        rows = [f.as_row() for f in failures[:10]]  # as_row strips signed queries
+        lines = [f"  {r['id']}/{r['band']} {r['href']}: {r['error_type']}: {r['message']}"
+                 for r in rows]
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        super().__init__(
+            f"{len(failures)} asset(s) could not be indexed:\n" + "\n".join(lines) + more
+            + '\nPass on_error="skip" to build without them (they are kept in '
+            "collection.failures); re-running the build resumes where it stopped."
+        )

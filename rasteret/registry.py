@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rasteret.errors import ConfigurationError
+from rasteret.errors import ConfigurationError, DatasetNotFoundError
 from rasteret.redact import masked
 
 
@@ -140,11 +140,12 @@ def get_dataset(dataset_id: str) -> DatasetInfo:
     """The dataset registered as ``dataset_id``.
 
     Raises:
-        ConfigurationError: Unknown id; the message lists the registered ones.
+        DatasetNotFoundError: Unknown id (a ConfigurationError); the message lists
+            the registered ones.
     """
     info = find_dataset(dataset_id)
     if info is None:
-        raise ConfigurationError(
+        raise DatasetNotFoundError(
             f"unknown dataset {dataset_id!r}; registered datasets: "
             f"{[d.id for d in list_datasets()]}"
         )

@@ -15,8 +15,7 @@ import pytest
 
 import rasteret
 import rasteret.storage
-from rasteret.collection import CollectionNotFoundError
-from rasteret.errors import ConfigurationError
+from rasteret.errors import CollectionNotFoundError, ConfigurationError
 from rasteret.schema import SCHEMA_VERSION
 from rasteret.storage import FAILURE_SCHEMA, FAILURES_KEY, with_metadata
 from testbed.scenes import write_scenes
@@ -113,7 +112,7 @@ def test_manifest_and_failures_come_back_from_the_footers(saved, tmp_path):
 def test_an_interrupted_swap_is_recovered(saved):
     aside = saved.path.with_name(f".{saved.path.name}.old-12345678")
     os.replace(saved.path, aside)
-    assert rasteret.list_collections(saved.path.parent) == ["s2"]
+    assert rasteret.list_collections(workspace_dir=saved.path.parent) == ["s2"]
     assert saved.path.is_dir() and not aside.exists()
     assert len(rasteret.load("s2", workspace_dir=saved.path.parent)) == 5
 
@@ -136,7 +135,7 @@ def write_old_layout(collection, folder):
 def test_older_layout_still_loads_lists_and_deletes(saved, tmp_path):
     workspace = tmp_path / "old-ws"
     write_old_layout(saved, workspace / "legacy")
-    assert rasteret.list_collections(workspace) == ["legacy"]
+    assert rasteret.list_collections(workspace_dir=workspace) == ["legacy"]
     for how in ("legacy", workspace / "legacy"):
         old = rasteret.load(how, workspace_dir=workspace)
         assert old.name == "s2" and old.bands == ["B04"] and len(old) == 5
@@ -145,7 +144,7 @@ def test_older_layout_still_loads_lists_and_deletes(saved, tmp_path):
         # Its stored headers still read pixels.
         assert old.cog(0, "B04").read((0, 0, 16, 16)).shape[-2:] == (16, 16)
     rasteret.delete_collection("legacy", workspace_dir=workspace)
-    assert rasteret.list_collections(workspace) == []
+    assert rasteret.list_collections(workspace_dir=workspace) == []
 
 
 def test_older_layout_without_failures_file_has_no_failures(saved, tmp_path):

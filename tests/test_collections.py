@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import rasteret
-from rasteret.errors import ConfigurationError
-from rasteret.ingest import IndexingError, NoScenesError
+from rasteret.errors import ConfigurationError, IndexingError, NoScenesError
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
 

@@ -119,7 +119,7 @@ def test_the_proxy_counts_what_it_injects(served, nginx_server):
 
 
 def test_objects_changed_after_indexing_are_detected(served, nginx_server, tmp_path):
-    from rasteret.io.fetch import ObjectChangedError
+    from rasteret.errors import ObjectChangedError
 
     names, clean = served
     victim = Path(nginx_server.root) / "faults" / "changing.tif"
@@ -161,8 +161,8 @@ def test_obstore_errors_do_not_show_retry_after(served, nginx_server):
     ("read of bytes 0-503 of http://h/x.tif failed: status code: 502 Bad Gateway", False),
 ])
 def test_throttling_is_recognised(message, throttled):
-    from rasteret.errors import BackendError
-    from rasteret.io.fetch import ShortReadError, is_throttled
+    from rasteret.errors import BackendError, ShortReadError
+    from rasteret.io.fetch import is_throttled
 
     assert is_throttled(BackendError(message)) is throttled
     assert not is_throttled(ShortReadError("x.tif returned 503 bytes for range 0-1024"))

@@ -2,13 +2,11 @@
 (:mod:`rasteret.registry`), indexed concurrently into a saved Collection."""
 
 from rasteret.ingest.api import build, build_from_stac, build_from_table
-from rasteret.ingest.builder import NoScenesError, build_collection
-from rasteret.ingest.indexer import IndexFailure, IndexingError
+from rasteret.ingest.builder import build_collection
+from rasteret.ingest.indexer import IndexFailure
 
 __all__ = [
     "IndexFailure",
-    "IndexingError",
-    "NoScenesError",
     "build",
     "build_collection",
     "build_from_stac",

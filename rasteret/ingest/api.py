@@ -11,11 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rasteret.collection import Collection, parse_date_range
+from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.builder import build_collection
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
-from rasteret.ingest.records import BandSource, SceneRecord, parse_datetime, unsigned
+from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import BandMap, item_to_record, search_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats

@@ -21,12 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rasteret.atomic import write_atomic
 from rasteret.collection import Collection, load
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import ConfigurationError, IndexingError, NoScenesError, RasteretError
 from rasteret.ingest.indexer import (
     DEFAULT_MAX_CONCURRENT,
     IndexFailure,
-    IndexingError,
     band_record,
     index_hrefs,
 )
@@ -34,6 +34,7 @@ from rasteret.ingest.records import SceneRecord, records_to_table
 from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
+from rasteret.options import ON_ERROR, check_option
 from rasteret.storage import (
     FAILURE_SCHEMA,
     PARQUET_OPTIONS,
@@ -48,10 +49,6 @@ log = logging.getLogger("rasteret")
 
 BATCH_SCENES = 2000
 
-class NoScenesError(RasteretError):
-    """The source returned no scenes; the message says what was asked."""
-
-
 def _fingerprint(records: list[SceneRecord]) -> str:
     digest = hashlib.sha256()
     for record in sorted(records, key=lambda r: r.id):
@@ -63,9 +60,7 @@ def _fingerprint(records: list[SceneRecord]) -> str:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
 def _index_batch(
@@ -149,8 +144,7 @@ def build_collection(
         NoScenesError: ``records`` is empty.
         IndexingError: Some assets failed and ``on_error="raise"``.
     """
-    if on_error not in ("raise", "skip"):
-        raise ConfigurationError(f'on_error must be "raise" or "skip", not {on_error!r}')
+    check_option("on_error", on_error, ON_ERROR)
     final = collection_path(name, workspace_dir)
     if not force and resolve_existing(final):
         return load(final)

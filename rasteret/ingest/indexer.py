@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rasteret.errors import RasteretError
+from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.urls import strip_query
@@ -40,21 +40,6 @@ class IndexFailure:
             "error_type": self.error_type,
             "message": self.message,
         }
-
-
-class IndexingError(RasteretError):
-    """Indexing failed for some assets (``on_error="raise"``); ``failures`` lists them."""
-
-    def __init__(self, failures: list[IndexFailure]) -> None:
-        self.failures = failures
-        lines = [f"  {f.scene_id}/{f.band} {strip_query(f.href)}: {f.error_type}: {f.message}"
-                 for f in failures[:10]]
-        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
-        super().__init__(
-            f"{len(failures)} asset(s) could not be indexed:\n" + "\n".join(lines) + more
-            + '\nPass on_error="skip" to build without them (they are kept in '
-            "collection.failures); re-running the build resumes where it stopped."
-        )
 
 
 async def index_hrefs(
@@ -103,12 +88,12 @@ def band_record(
     """The stored record of one band, checking a multi-band asset has the sample.
 
     Raises:
-        RasteretError: ``band_index`` exceeds the asset's samples per pixel.
+        ConfigurationError: ``band_index`` exceeds the asset's samples per pixel.
     """
     header, info = parsed
     samples = header.levels[0].samples_per_pixel
     if not 1 <= band_index <= samples:
-        raise RasteretError(
+        raise ConfigurationError(
             f"band index {band_index} does not exist in {strip_query(href)} "
             f"({samples} band(s))"
         )

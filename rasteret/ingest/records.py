@@ -76,19 +76,6 @@ class SceneRecord:
     epsg: int | None = None
 
 
-def parse_datetime(value: Any) -> dt.datetime | None:
-    """Parse a STAC datetime string (or datetime) into an aware UTC datetime."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        stamp = value
-    else:
-        stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.astimezone(dt.UTC)
-
-
 def epsg_of(properties: dict[str, Any]) -> int | None:
     """The EPSG code from ``proj:epsg`` or ``proj:code`` (``"EPSG:32633"``)."""
     code = properties.get("proj:epsg")

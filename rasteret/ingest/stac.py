@@ -11,14 +11,13 @@ import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from rasteret.collection import check_bbox, parse_date_range
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.collection import check_bbox, parse_date_range, parse_datetime
+from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
 from rasteret.ingest.records import (
     BandMetadata,
     BandSource,
     SceneRecord,
     epsg_of,
-    parse_datetime,
     unsigned,
 )
 
@@ -37,10 +36,6 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "gte": operator.ge,
     "in": lambda value, options: value in options,
 }
-
-
-class StacSearchError(RasteretError):
-    """The STAC API or catalog could not be searched; the message names it."""
 
 
 def matches_query(properties: Mapping[str, Any], query: Mapping[str, Any] | None) -> bool:

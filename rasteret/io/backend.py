@@ -179,6 +179,11 @@ class Backend:
 
     Create one with :func:`create_backend`. It pickles to its description, so each
     DataLoader worker builds its own stores and fetches its own tokens.
+
+    Attributes:
+        retries: rasteret's :class:`RetryPolicy` (backoff around each request).
+        retry_config: obstore's own retry settings handed to its stores, or None
+            (obstore then does not retry: rasteret does).
     """
 
     def __init__(
@@ -195,7 +200,7 @@ class Backend:
         retries: RetryPolicy | None = None,
     ) -> None:
         self.credential_provider = credential_provider
-        self.retry_policy = retries or RetryPolicy()
+        self.retries = retries or RetryPolicy()
         self.max_concurrent_requests = max_concurrent_requests
         self.region = region
         self.default_s3_config = normalize_s3_config(default_s3_config)
@@ -406,15 +411,16 @@ def create_backend(
             ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
             obstore-style names both work).
         client_options: obstore HTTP client options (timeouts, ``allow_http``, ...).
-        retry_config: obstore retry settings (``max_retries``, ``retry_timeout``,
-            ``backoff``).
+        retry_config: obstore's own retry settings (``max_retries``,
+            ``retry_timeout``, ``backoff``), applied inside each request; off unless
+            given, since rasteret retries itself (see ``retries``).
         azure_config: Azure settings for every container (``endpoint`` for an emulator,
             ``account_name``...).
         gcs_config: Google Cloud Storage settings.
         max_concurrent_requests: Requests in flight at once through this backend in
             each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
-        retries: rasteret's retry policy for transient failures (default: 5 attempts
-            within 60 s); retries are counted in ``FetchStats.retries``.
+        retries: rasteret's :class:`RetryPolicy` for transient failures (default: 5
+            attempts within 60 s); retries are counted in ``FetchStats.retries``.
 
     Returns:
         A picklable :class:`Backend`.

@@ -31,6 +31,7 @@ from rasteret.errors import (
     ObjectNotFoundError,
     RasteretError,
     RegionMismatchError,
+    ShortReadError,
 )
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
@@ -75,8 +76,14 @@ class ObjectInfo:
 PROCESS_STATS = FetchStats()
 
 
-class ShortReadError(NetworkError):
-    """A range came back shorter or longer than asked: never turned into pixels."""
+def process_stats() -> FetchStats:
+    """The retries this process has made since it started, over every call and backend.
+
+    Returns:
+        The process-wide :class:`FetchStats` (live: it keeps counting); only its
+        ``retries`` is kept at this level, per-call stats count requests and bytes.
+    """
+    return PROCESS_STATS
 
 
 _TRANSIENT = re.compile(
@@ -120,7 +127,7 @@ async def with_retries(backend: Backend, url: str, what: str, attempt_once,
             read and how many attempts were made.
         RasteretError: A failure that retrying cannot fix (denied, missing, ...).
     """
-    policy = backend.retry_policy
+    policy = backend.retries
     started = time.monotonic()
     attempt = 0
     while True:

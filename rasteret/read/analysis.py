@@ -25,18 +25,15 @@ import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
-from rasteret.errors import ConfigurationError, RasteretError
+from rasteret.errors import ConfigurationError, NoCoverageError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import run_sync
+from rasteret.options import ON_ERROR, check_option
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.schema import band_scale_offset, record_to_header
 from rasteret.tiff.geo import nodata_for_dtype
-
-
-class NoCoverageError(ConfigurationError):
-    """No scene of the collection covers the requested area or point."""
 
 
 @dataclass
@@ -273,8 +270,7 @@ def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
     """Read every geometry in one concurrent pass (shared by the public functions)."""
     from rasteret.io.cloud_config import backend_for_collection
 
-    if on_error not in ("raise", "skip"):
-        raise ConfigurationError('on_error must be "raise" or "skip"')
+    check_option("on_error", on_error, ON_ERROR)
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
@@ -476,8 +472,7 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
 
     from rasteret.io.cloud_config import backend_for_collection
 
-    if scenes not in ("all", "latest"):
-        raise ConfigurationError('scenes must be "all" or "latest"')
+    check_option("scenes", scenes, ("all", "latest"))
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     if isinstance(points, (list, tuple)) and points and isinstance(points[0], (tuple, list)):

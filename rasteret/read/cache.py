@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rasteret.atomic import write_atomic
 from rasteret.tiff.header import ImageLevel
 
 ChunkKey = tuple[str, tuple[int, int, bool], int]
@@ -108,9 +109,7 @@ class DiskCache:
         """Store ``data`` (written to a temporary name, then renamed into place)."""
         path = self._path(key, version)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: tmp.write_bytes(bytes(data)))
 
 
 @dataclass

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -20,9 +18,9 @@ from rasteret.read.cache import ChunkCaches
 from rasteret.read.execute import execute_plan
 from rasteret.read.plan import Window, plan_window
 from rasteret.tiff.bytesource import ByteSource, MissingBytes
-from rasteret.tiff.codecs import check_supported
+from rasteret.tiff.codecs import check_supported, compression_name
 from rasteret.tiff.geo import nodata_for_dtype
-from rasteret.tiff.header import COMPRESSION_NAMES, CogHeader, parse_header
+from rasteret.tiff.header import CogHeader, parse_header
 
 #: Bytes fetched by the header's single request. GDAL COG headers (every IFD and
 #: tile table, overviews included) fit in it for images up to about 20,000 tiles.
@@ -203,8 +201,7 @@ class CogFile:
     @property
     def compression(self) -> str:
         """The compression's name (``deflate``, ``zstd``, ``lzw``, ``jpeg``, ...)."""
-        code = self._main.compression
-        return COMPRESSION_NAMES.get(code, str(code))
+        return compression_name(self._main.compression)
 
     @property
     def predictor(self) -> int:
@@ -425,11 +422,6 @@ def open_cog(
     return run_sync(
         open_cog_async(url, backend=backend, header_bytes=header_bytes, stats=stats)
     )
-
-
-async def gather_open(urls: Sequence[str], **kwargs: Any) -> list[CogFile]:
-    """Open many files concurrently (one header request each, all in flight)."""
-    return list(await asyncio.gather(*(open_cog_async(u, **kwargs) for u in urls)))
 
 
 __all__ = ["CogFile", "open_cog", "open_cog_async", "read_header"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rasteret.errors import CorruptTiffError
+from rasteret.errors import ConfigurationError, CorruptTiffError
 from rasteret.tiff.header import ImageLevel
 
 # Merged ranges are capped so that one huge request does not serialise a read.
@@ -37,7 +37,7 @@ class Window:
             return window
         col_off, row_off, width, height = (int(v) for v in window)
         if width <= 0 or height <= 0:
-            raise ValueError(f"window {window} must have a positive width and height")
+            raise ConfigurationError(f"window {window} must have a positive width and height")
         return cls(col_off, row_off, width, height)
 
 

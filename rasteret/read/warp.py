@@ -19,6 +19,7 @@ from pyproj import CRS, Transformer
 
 from rasteret.errors import ConfigurationError
 from rasteret.io.fetch import FetchStats
+from rasteret.options import check_option
 from rasteret.read.cog import CogFile
 from rasteret.tiff.geo import nodata_for_dtype
 
@@ -183,8 +184,7 @@ async def read_into_grid(
     Raises:
         ConfigurationError: Unknown resampling, or the file has no georeferencing.
     """
-    if resampling not in RESAMPLING:
-        raise ConfigurationError(f"resampling must be one of {RESAMPLING}, not {resampling!r}")
+    check_option("resampling", resampling, RESAMPLING)
     if cog.transform is None or cog.crs is None:
         raise ConfigurationError(f"{cog.url} has no georeferencing to place on a grid")
     same_crs = cog.crs.equals(grid.crs)

@@ -46,7 +46,3 @@ class ByteSource:
                 offset = start - chunk_start
                 return chunk[offset : offset + length]
         return None
-
-    def known_end(self) -> int:
-        """The end of the furthest known byte (0 when nothing is known)."""
-        return max((s + len(c) for s, c in zip(self._starts, self._chunks)), default=0)

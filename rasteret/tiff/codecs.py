@@ -7,6 +7,7 @@ decoding scales across the threads of the read path's pool.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import imagecodecs
@@ -14,7 +15,7 @@ import numpy as np
 
 from rasteret.errors import CorruptTiffError, UnsupportedTiffError
 from rasteret.tiff.geo import nodata_for_dtype
-from rasteret.tiff.header import COMPRESSION_NAMES, ImageLevel
+from rasteret.tiff.header import ImageLevel
 
 _LERC_DEFLATE = 1
 _LERC_ZSTD = 2
@@ -54,37 +55,58 @@ def _into_buffer(decode: Callable[..., Any]) -> Callable[[bytes, int, int], np.n
     return lambda data, size, wanted: decode(data, out=np.empty(size, np.uint8))
 
 
-# Compression tag -> function(bytes, chunk size, bytes wanted) -> bytes or array
-# holding at least the wanted bytes (all of the chunk for codecs that cannot stop).
-_BYTE_CODECS: dict[int, Callable[[bytes, int, int], Any]] = {
-    1: lambda data, size, wanted: data,
-    5: _into_buffer(imagecodecs.lzw_decode),
-    8: _zlib,
-    32946: _zlib,
-    32773: lambda data, size, wanted: imagecodecs.packbits_decode(data),
-    34925: lambda data, size, wanted: imagecodecs.lzma_decode(data),
-    34926: _into_buffer(imagecodecs.zstd_decode),
-    50000: _into_buffer(imagecodecs.zstd_decode),
+@dataclass(frozen=True)
+class Compression:
+    """What rasteret knows of one value of the TIFF Compression tag.
+
+    Attributes:
+        name: The name messages and :attr:`CogFile.compression` show.
+        codec: The imagecodecs codec whose ``available`` says whether this build of
+            imagecodecs decodes it (None: nothing to check).
+        decode: ``function(bytes, chunk size, bytes wanted)`` returning bytes or an
+            array holding at least the wanted bytes (all of the chunk for codecs that
+            cannot stop early); None for codecs that decode straight to pixels (their
+            own layout, no predictor).
+    """
+
+    name: str
+    codec: str | None
+    decode: Callable[[bytes, int, int], Any] | None = None
+
+    @property
+    def to_pixels(self) -> bool:
+        """True when the codec yields pixels itself (JPEG, WebP, LERC, ...)."""
+        return self.decode is None
+
+
+_ZSTD = Compression("zstd", "ZSTD", _into_buffer(imagecodecs.zstd_decode))
+_DEFLATE = Compression("deflate", "DEFLATE", _zlib)
+_WEBP = Compression("webp", "WEBP")
+
+#: The compressions rasteret decodes, by tag value (old and new codes alike).
+COMPRESSIONS: dict[int, Compression] = {
+    1: Compression("none", None, lambda data, size, wanted: data),
+    5: Compression("lzw", "LZW", _into_buffer(imagecodecs.lzw_decode)),
+    7: Compression("jpeg", "JPEG8"),
+    8: _DEFLATE,
+    32946: _DEFLATE,
+    32773: Compression("packbits", "PACKBITS",
+                       lambda data, size, wanted: imagecodecs.packbits_decode(data)),
+    34712: Compression("jpeg2000", "JPEG2K"),
+    34887: Compression("lerc", "LERC"),
+    34925: Compression("lzma", "LZMA", lambda data, size, wanted: imagecodecs.lzma_decode(data)),
+    34926: _ZSTD,
+    50000: _ZSTD,
+    34927: _WEBP,
+    50001: _WEBP,
+    50002: Compression("jpegxl", "JPEGXL"),
 }
 
-# Codecs that decode straight to pixels (their own layout, no predictor).
-_IMAGE_CODECS = {7, 34887, 34927, 50001, 34712, 50002}
 
-_AVAILABILITY = {
-    5: "LZW",
-    8: "DEFLATE",
-    32946: "DEFLATE",
-    32773: "PACKBITS",
-    34925: "LZMA",
-    34926: "ZSTD",
-    50000: "ZSTD",
-    7: "JPEG8",
-    34887: "LERC",
-    34927: "WEBP",
-    50001: "WEBP",
-    34712: "JPEG2K",
-    50002: "JPEGXL",
-}
+def compression_name(code: int) -> str:
+    """The name of the TIFF compression ``code`` (the number itself when unknown)."""
+    known = COMPRESSIONS.get(code)
+    return known.name if known else str(code)
 
 
 def check_supported(level: ImageLevel, url: str) -> None:
@@ -93,10 +115,11 @@ def check_supported(level: ImageLevel, url: str) -> None:
     Called once per file when it is opened, so that reads never meet a surprise.
     """
     compression = level.compression
-    name = COMPRESSION_NAMES.get(compression, str(compression))
-    if compression not in _BYTE_CODECS and compression not in _IMAGE_CODECS:
+    name = compression_name(compression)
+    known = COMPRESSIONS.get(compression)
+    if known is None:
         raise UnsupportedTiffError(f"compression {name} (tag value {compression}) in {url}")
-    codec = _AVAILABILITY.get(compression)
+    codec = known.codec
     if codec is not None and not getattr(imagecodecs, codec).available:
         raise UnsupportedTiffError(f"compression {name}: imagecodecs lacks {codec}, in {url}")
     if level.predictor not in (1, 2, 3):
@@ -111,7 +134,7 @@ def check_supported(level: ImageLevel, url: str) -> None:
         raise UnsupportedTiffError(f"LogLuv photometric interpretation in {url}")
     if level.photometric == 6 and compression != 7 and level.ycbcr_subsampling != (1, 1):
         raise UnsupportedTiffError(f"subsampled YCbCr without JPEG compression in {url}")
-    if compression in _IMAGE_CODECS and level.bits_per_sample not in (8, 16, 32, 64):
+    if known.to_pixels and level.bits_per_sample not in (8, 16, 32, 64):
         raise UnsupportedTiffError(f"{name} with {level.bits_per_sample}-bit samples in {url}")
     bits = level.bits_per_sample
     if bits not in (8, 16, 32, 64) and (level.sample_format == 3 or bits > 32):
@@ -148,7 +171,7 @@ def decode_chunk(
     if max_rows is not None:
         rows = max(1, min(rows, max_rows))
     try:
-        if level.compression in _IMAGE_CODECS:
+        if COMPRESSIONS[level.compression].to_pixels:
             array = _decode_image_codec(data, level, nodata)
         else:
             array = _decode_bytes(data, level, byteorder, chunk_rows, rows)
@@ -156,7 +179,7 @@ def decode_chunk(
         raise
     except Exception as exc:  # codec errors come in many types
         raise CorruptTiffError(
-            f"a {COMPRESSION_NAMES.get(level.compression, level.compression)} chunk of "
+            f"a {compression_name(level.compression)} chunk of "
             f"{len(data)} bytes does not decode in {url}: {exc}"
         ) from exc
     if array.ndim == 2:
@@ -247,7 +270,7 @@ def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, chunk_rows: in
                  else -(-(width * samples * bits) // 8))
     expected = rows * row_bytes
     # The codec is told the whole chunk's size, so a short stream is still detected.
-    raw = _BYTE_CODECS[level.compression](data, chunk_rows * row_bytes, expected)
+    raw = COMPRESSIONS[level.compression].decode(data, chunk_rows * row_bytes, expected)
     if level.fill_order == 2:
         raw = imagecodecs.bitorder_decode(bytes(raw))
     if bits not in (8, 16, 32, 64):

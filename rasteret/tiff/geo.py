@@ -27,14 +27,15 @@ PROJECTED_CS_TYPE = 3072
 USER_DEFINED = 32767
 RASTER_PIXEL_IS_POINT = 2
 
-_TAG_MODEL_PIXEL_SCALE = 33550
-_TAG_MODEL_TIEPOINT = 33922
-_TAG_MODEL_TRANSFORMATION = 34264
-_TAG_GEO_KEY_DIRECTORY = 34735
-_TAG_GEO_DOUBLE_PARAMS = 34736
-_TAG_GEO_ASCII_PARAMS = 34737
-_TAG_GDAL_METADATA = 42112
-_TAG_GDAL_NODATA = 42113
+# The GeoTIFF and GDAL tags this module reads (the header parser fetches them too).
+TAG_MODEL_PIXEL_SCALE = 33550
+TAG_MODEL_TIEPOINT = 33922
+TAG_MODEL_TRANSFORMATION = 34264
+TAG_GEO_KEY_DIRECTORY = 34735
+TAG_GEO_DOUBLE_PARAMS = 34736
+TAG_GEO_ASCII_PARAMS = 34737
+TAG_GDAL_METADATA = 42112
+TAG_GDAL_NODATA = 42113
 
 
 @lru_cache(maxsize=256)
@@ -84,16 +85,16 @@ class GeoInfo:
 
 def parse_geokeys(tags: dict[int, Any]) -> dict[int, Any]:
     """Decode the GeoKeyDirectory tag into ``{key_id: value}``."""
-    directory = tags.get(_TAG_GEO_KEY_DIRECTORY)
+    directory = tags.get(TAG_GEO_KEY_DIRECTORY)
     if directory is None or len(directory) < 4:
         return {}
     if isinstance(directory, (str, bytes)):
         return {}
     directory = [int(v) for v in directory]
-    doubles = tags.get(_TAG_GEO_DOUBLE_PARAMS)
+    doubles = tags.get(TAG_GEO_DOUBLE_PARAMS)
     if isinstance(doubles, (str, bytes)):
         doubles = None
-    ascii_params = tags.get(_TAG_GEO_ASCII_PARAMS)
+    ascii_params = tags.get(TAG_GEO_ASCII_PARAMS)
     if not isinstance(ascii_params, str):
         ascii_params = ""
     count = directory[3]
@@ -105,18 +106,18 @@ def parse_geokeys(tags: dict[int, Any]) -> dict[int, Any]:
         key_id, location, n, value_offset = directory[base : base + 4]
         if location == 0:
             keys[key_id] = value_offset
-        elif location == _TAG_GEO_DOUBLE_PARAMS and doubles is not None:
+        elif location == TAG_GEO_DOUBLE_PARAMS and doubles is not None:
             values = [float(v) for v in doubles[value_offset : value_offset + n]]
             keys[key_id] = values[0] if n == 1 and values else values
-        elif location == _TAG_GEO_ASCII_PARAMS and isinstance(ascii_params, str):
+        elif location == TAG_GEO_ASCII_PARAMS and isinstance(ascii_params, str):
             keys[key_id] = ascii_params[value_offset : value_offset + n].rstrip("|\0")
-        elif location == _TAG_GEO_KEY_DIRECTORY:
+        elif location == TAG_GEO_KEY_DIRECTORY:
             keys[key_id] = directory[value_offset : value_offset + n]
     return keys
 
 
 def _transform(tags: dict[int, Any], pixel_is_point: bool, url: str) -> Affine | None:
-    matrix = tags.get(_TAG_MODEL_TRANSFORMATION)
+    matrix = tags.get(TAG_MODEL_TRANSFORMATION)
     if matrix is not None and len(matrix) >= 16:
         m = [float(v) for v in matrix]
         if m[1] != 0.0 or m[4] != 0.0:
@@ -126,8 +127,8 @@ def _transform(tags: dict[int, Any], pixel_is_point: bool, url: str) -> Affine |
             )
         transform = Affine(m[0], m[1], m[3], m[4], m[5], m[7])
     else:
-        scale = tags.get(_TAG_MODEL_PIXEL_SCALE)
-        tiepoints = tags.get(_TAG_MODEL_TIEPOINT)
+        scale = tags.get(TAG_MODEL_PIXEL_SCALE)
+        tiepoints = tags.get(TAG_MODEL_TIEPOINT)
         if scale is None or tiepoints is None or len(scale) < 2 or len(tiepoints) < 6:
             return None
         if len(tiepoints) > 6:
@@ -210,8 +211,8 @@ def parse_geo(
             f"the CRS of {url} is user-defined (no EPSG code); its GeoKeys are {readable}. "
             "Reproject the file to an EPSG CRS (gdalwarp -t_srs EPSG:...) to read its CRS"
         )
-    nodata_text = tags.get(_TAG_GDAL_NODATA)
-    metadata_text = tags.get(_TAG_GDAL_METADATA)
+    nodata_text = tags.get(TAG_GDAL_NODATA)
+    metadata_text = tags.get(TAG_GDAL_METADATA)
     scales, offsets, metadata = _parse_gdal_metadata(
         metadata_text if isinstance(metadata_text, str) else None, samples
     )

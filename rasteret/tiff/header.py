@@ -17,7 +17,18 @@ import numpy as np
 
 from rasteret.errors import CorruptTiffError, UnsupportedTiffError
 from rasteret.tiff.bytesource import ByteSource, MissingBytes
-from rasteret.tiff.geo import GeoInfo, parse_geo
+from rasteret.tiff.geo import (
+    TAG_GDAL_METADATA,
+    TAG_GDAL_NODATA,
+    TAG_GEO_ASCII_PARAMS,
+    TAG_GEO_DOUBLE_PARAMS,
+    TAG_GEO_KEY_DIRECTORY,
+    TAG_MODEL_PIXEL_SCALE,
+    TAG_MODEL_TIEPOINT,
+    TAG_MODEL_TRANSFORMATION,
+    GeoInfo,
+    parse_geo,
+)
 
 # Guards against decompression bombs and absurd tables in hostile files.
 MAX_IFDS = 256
@@ -49,7 +60,8 @@ _FIELD_TYPES: dict[int, tuple[str, int]] = {
     18: ("u8", 8),  # IFD8
 }
 
-# The tags rasteret reads; every other tag is skipped without fetching its value.
+# The tags rasteret reads (the GeoTIFF ones come from geo.py); every other tag is
+# skipped without fetching its value.
 TAG_NEW_SUBFILE_TYPE = 254
 TAG_IMAGE_WIDTH = 256
 TAG_IMAGE_LENGTH = 257
@@ -63,7 +75,6 @@ TAG_ROWS_PER_STRIP = 278
 TAG_STRIP_BYTE_COUNTS = 279
 TAG_PLANAR_CONFIG = 284
 TAG_PREDICTOR = 317
-TAG_COLORMAP = 320
 TAG_TILE_WIDTH = 322
 TAG_TILE_LENGTH = 323
 TAG_TILE_OFFSETS = 324
@@ -72,14 +83,6 @@ TAG_EXTRA_SAMPLES = 338
 TAG_SAMPLE_FORMAT = 339
 TAG_JPEG_TABLES = 347
 TAG_YCBCR_SUBSAMPLING = 530
-TAG_MODEL_PIXEL_SCALE = 33550
-TAG_MODEL_TIEPOINT = 33922
-TAG_MODEL_TRANSFORMATION = 34264
-TAG_GEO_KEY_DIRECTORY = 34735
-TAG_GEO_DOUBLE_PARAMS = 34736
-TAG_GEO_ASCII_PARAMS = 34737
-TAG_GDAL_METADATA = 42112
-TAG_GDAL_NODATA = 42113
 TAG_LERC_PARAMETERS = 50674
 
 _WANTED_TAGS = frozenset(
@@ -120,23 +123,6 @@ _WANTED_TAGS = frozenset(
 # Subfile type bits.
 SUBFILE_REDUCED = 1
 SUBFILE_MASK = 4
-
-COMPRESSION_NAMES: dict[int, str] = {
-    1: "none",
-    5: "lzw",
-    7: "jpeg",
-    8: "deflate",
-    32946: "deflate",
-    32773: "packbits",
-    34887: "lerc",
-    34925: "lzma",
-    34926: "zstd",
-    50000: "zstd",
-    34927: "webp",
-    50001: "webp",
-    34712: "jpeg2000",
-    50002: "jpegxl",
-}
 
 
 @dataclass(frozen=True, eq=False)

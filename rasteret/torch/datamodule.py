@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from rasteret.collection import Collection, load
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
+from rasteret.options import check_option
 from rasteret.read.warp import transformer
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
@@ -23,7 +24,6 @@ from rasteret.torch.samplers import TileAlignedSampler
 
 SAMPLERS = ("tile_aligned", "random", "grid")
 SPLIT_KINDS = ("date", "area", "column")
-STAGES = ("train", "val", "test", "predict")
 
 
 class RasteretDataModule(L.LightningDataModule):
@@ -79,10 +79,8 @@ class RasteretDataModule(L.LightningDataModule):
         image_scale: float | None = None,
     ) -> None:
         super().__init__()
-        if sampler not in SAMPLERS:
-            raise ConfigurationError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
-        if split_by is not None and split_by not in SPLIT_KINDS:
-            raise ConfigurationError(f"split_by must be one of {SPLIT_KINDS} or None")
+        check_option("sampler", sampler, SAMPLERS)
+        check_option("split_by", split_by, (*SPLIT_KINDS, None))
         if split_by is not None and not splits:
             raise ConfigurationError(f"split_by={split_by!r} needs splits={{stage: ...}}")
         self.collection = collection

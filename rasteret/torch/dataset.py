@@ -30,6 +30,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
+from rasteret.options import ON_ERROR, check_option
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
@@ -146,10 +147,8 @@ class RasteretDataset(GeoDataset):
             )
         self.bands = collection.check_bands(list(bands))
         self.mask_bands = collection.check_bands(list(mask_bands or []))
-        if mosaic_order not in MOSAIC_ORDERS:
-            raise ConfigurationError(f"mosaic_order must be one of {MOSAIC_ORDERS}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigurationError('on_error must be "raise" or "skip"')
+        check_option("mosaic_order", mosaic_order, MOSAIC_ORDERS)
+        check_option("on_error", on_error, ON_ERROR)
         self.collection = collection
         self.chip_size = chip_size
         self.time_series = time_series

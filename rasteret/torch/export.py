@@ -19,9 +19,21 @@ import shapely
 import tifffile
 from pyproj import CRS
 
+from rasteret.atomic import write_atomic
 from rasteret.collection import Collection
+from rasteret.errors import ConfigurationError
 from rasteret.read.warp import transformer
-from rasteret.storage import with_metadata
+from rasteret.storage import publish, with_metadata
+from rasteret.tiff.geo import (
+    GEOGRAPHIC_TYPE,
+    GT_MODEL_TYPE,
+    GT_RASTER_TYPE,
+    PROJECTED_CS_TYPE,
+    TAG_GDAL_NODATA,
+    TAG_GEO_KEY_DIRECTORY,
+    TAG_MODEL_PIXEL_SCALE,
+    TAG_MODEL_TIEPOINT,
+)
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.samplers import TileAlignedSampler
 
@@ -32,11 +44,14 @@ def geokeys_for(crs: CRS) -> list[int]:
     """A GeoKeyDirectory naming ``crs`` by its EPSG code (area pixels)."""
     code = crs.to_epsg()
     if code is None:
-        raise ValueError(f"chips need an EPSG CRS, got {crs.name}")
+        raise ConfigurationError(f"chips need an EPSG CRS, got {crs.name}")
+    # Model type 2 geographic / 1 projected; raster type 1 PixelIsArea.
     if crs.is_geographic:
-        keys = [(1024, 0, 1, 2), (1025, 0, 1, 1), (2048, 0, 1, code)]
+        keys = [(GT_MODEL_TYPE, 0, 1, 2), (GT_RASTER_TYPE, 0, 1, 1),
+                (GEOGRAPHIC_TYPE, 0, 1, code)]
     else:
-        keys = [(1024, 0, 1, 1), (1025, 0, 1, 1), (3072, 0, 1, code)]
+        keys = [(GT_MODEL_TYPE, 0, 1, 1), (GT_RASTER_TYPE, 0, 1, 1),
+                (PROJECTED_CS_TYPE, 0, 1, code)]
     return [1, 1, 0, len(keys)] + [v for key in keys for v in key]
 
 
@@ -46,16 +61,15 @@ def write_geotiff(path: Path, data: np.ndarray, transform: Sequence[float], crs:
     a, _, c, _, e, f = transform[:6]
     keys = geokeys_for(crs)
     tags = [
-        (33550, "d", 3, (a, -e, 0.0), False),
-        (33922, "d", 6, (0.0, 0.0, 0.0, c, f, 0.0), False),
-        (34735, "H", len(keys), keys, False),
+        (TAG_MODEL_PIXEL_SCALE, "d", 3, (a, -e, 0.0), False),
+        (TAG_MODEL_TIEPOINT, "d", 6, (0.0, 0.0, 0.0, c, f, 0.0), False),
+        (TAG_GEO_KEY_DIRECTORY, "H", len(keys), keys, False),
     ]
     if nodata is not None:
-        tags.append((42113, "s", 0, f"{nodata:g}", False))
-    tmp = path.with_name(path.name + ".tmp")
-    tifffile.imwrite(tmp, data, photometric="minisblack", planarconfig="separate",
-                     compression="zlib", predictor=data.dtype.kind in "iu", extratags=tags)
-    os.replace(tmp, path)
+        tags.append((TAG_GDAL_NODATA, "s", 0, f"{nodata:g}", False))
+    write_atomic(path, lambda tmp: tifffile.imwrite(
+        tmp, data, photometric="minisblack", planarconfig="separate", compression="zlib",
+        predictor=data.dtype.kind in "iu", extratags=tags))
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -116,6 +130,11 @@ def export_chips(
         quicklook: Write ``quicklook.png``, a grid of (up to 64) chips.
         overwrite: Replace an existing output folder.
         dataset_options: Extra keyword arguments of :class:`RasteretDataset`.
+
+    Raises:
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
+        ConfigurationError: The sampler produced no chip, or the collection's CRS
+            has no EPSG code.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -161,7 +180,11 @@ def export_chips(
         })
     if not rows:
         shutil.rmtree(staging)
-        raise ValueError("the sampler produced no chip")
+        raise ConfigurationError(
+            f"the sampler produced no chip over collection {collection.name!r}: "
+            f"chip_size={chip_size} may exceed every scene, or the sampler (length, "
+            "region) selects nothing"
+        )
     table = pa.Table.from_pylist(rows).cast(pa.schema([
         ("chip_id", pa.string()), ("path", pa.string()), ("minx", pa.float64()),
         ("miny", pa.float64()), ("maxx", pa.float64()), ("maxy", pa.float64()),
@@ -175,5 +198,5 @@ def export_chips(
     pq.write_table(with_metadata(table, manifest), staging / "manifest.parquet")
     if quicklook:
         (staging / "quicklook.png").write_bytes(imagecodecs.png_encode(quicklook_grid(looks)))
-    os.replace(staging, out)
+    publish(staging, out)
     return out / "manifest.parquet"

@@ -20,6 +20,7 @@ from pyproj import CRS
 from torchgeo.samplers import GeoSampler
 
 from rasteret.errors import ConfigurationError
+from rasteret.options import check_option
 from rasteret.torch.dataset import RasteretDataset
 
 MODES = ("random", "grid")
@@ -81,8 +82,7 @@ class TileAlignedSampler(GeoSampler):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigurationError(f"mode must be one of {MODES}, not {mode!r}")
+        check_option("mode", mode, MODES)
         size = size or dataset.chip_size
         if not size or size <= 0:
             raise ConfigurationError("give size= (chip size in pixels) or the dataset's chip_size")
