@@ -53,8 +53,9 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-#: JSON documents of a static catalog fetched at once.
-DEFAULT_CRAWL_CONCURRENCY = 64
+#: JSON documents of a static catalog fetched at once (at +20 ms per request, 128
+#: crawls 5,000 items in about 2 s on 2 cores, 64 in about 3 s).
+DEFAULT_CRAWL_CONCURRENCY = 128
 
 
 class StacSearchError(RasteretError):
