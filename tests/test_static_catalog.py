@@ -184,3 +184,12 @@ def test_corrupt_json_names_the_document(scenes, tmp_path):
         rasteret.build_from_stac(name="corrupt", stac_api=str(catalog), collection=None,
                                  band_map={"B04": "red"}, workspace_dir=tmp_path / "ws",
                                  progress=False)
+
+
+def test_the_guides_static_catalog_example_runs(tmp_path, monkeypatch, capsys):
+    guide = (Path(__file__).parents[1] / "docs" / "collections.md").read_text()
+    after = guide.split("A complete example, runnable as is", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    exec(compile(code, "docs/collections.md", "exec"), {})
+    assert "(1, 256, 256)" in capsys.readouterr().out
