@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rasteret
-from rasteret.ingest import NoScenesError
+from rasteret.errors import RasteretError
 from rasteret.ingest.stac import StacSearchError, resolve_href
 from testbed.scenes import stac_item, write_scenes
 from testbed.stac import write_static_catalog
@@ -96,7 +96,7 @@ def test_collection_filter_and_bbox_dates_as_on_the_api_path(scenes, tmp_path):
         name="day", stac_api=str(catalog), collection=None, bbox=BBOX, date_range=(day, day),
         band_map={"B04": "red"}, workspace_dir=tmp_path / "ws", progress=False)
     assert one_day.table["id"].to_pylist() == [scenes[1].id]
-    with pytest.raises(NoScenesError, match="no scenes"):
+    with pytest.raises(RasteretError, match="no scenes"):  # NoScenesError
         rasteret.build_from_stac(
             name="nowhere", stac_api=str(catalog), collection=None, bbox=(-10, -10, -9, -9),
             date_range=DATES, band_map={"B04": "red"}, workspace_dir=tmp_path / "ws",
