@@ -4,16 +4,20 @@ Every asset is a link to one synthetic Sentinel-2-like COG (4096 px, 512-px tile
 overviews), served by nginx adding 0 or 20 ms per request (inside nginx by default;
 ``--latency-by proxy`` uses the Python loopback proxy).
 rasteret's build (``build_from_table``) runs next to rasterio opening the same URLs
-with 16 threads (GDAL /vsicurl/). A second table times loading and filtering a
-100,000-row collection.
+with 16 threads (GDAL /vsicurl/). A second table times building from static STAC
+catalogs of 500 and 5,000 items (one COG each) served by the same nginx: the crawl of
+catalog, collection and item JSON plus the headers (target: 500 items/s at +20 ms).
+A third times loading and filtering a 100,000-row collection.
 
     .venv/bin/python benchmarks/build.py [--assets 2000] [--quick]
+    .venv/bin/python benchmarks/build.py --static-only [--static-items 500,5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime as dt
 import os
 import resource
 import shutil
@@ -36,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--quick", action="store_true", help="400 assets, 1 repetition")
     parser.add_argument("--data", default=".cache/bench/build")
+    parser.add_argument("--static-items", default="500,5000",
+                        help="items of the static catalogs (comma-separated; empty: none)")
+    parser.add_argument("--static-only", action="store_true",
+                        help="only the static catalog rows")
     return parser.parse_args()
 
 
@@ -56,6 +64,69 @@ def make_assets(folder: Path, count: int) -> list[str]:
             os.link(source, link)
         names.append(f"assets/{link.name}")
     return names
+
+
+def make_static_catalog(folder: Path, asset_names: list[str], items: int) -> str:
+    """A static catalog (catalog -> collection -> ``items`` item JSONs, relative links)
+    whose items each point at one of ``asset_names`` by a relative href; written once.
+
+    Returns:
+        The catalog's path relative to ``folder``.
+    """
+    from testbed.stac import write_static_catalog
+
+    name = f"static-{items}"
+    root = folder / name
+    if not (root / "catalog.json").exists():
+        start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        features = []
+        for index in range(items):
+            x, y = -180 + (index % 360), -60 + (index // 360) % 120
+            ring = [[x, y], [x + 0.9, y], [x + 0.9, y + 0.9], [x, y + 0.9], [x, y]]
+            features.append({
+                "type": "Feature", "stac_version": "1.0.0", "id": f"item{index:05d}",
+                "bbox": [x, y, x + 0.9, y + 0.9],
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"datetime": (start + dt.timedelta(hours=index)).isoformat()},
+                # From <root>/<collection>/<item>/ up to <folder>/assets/.
+                "assets": {"B04": {"href": f"../../../{asset_names[index % len(asset_names)]}",
+                                   "type": "image/tiff; application=geotiff; "
+                                           "profile=cloud-optimized"}},
+            })
+        write_static_catalog(root, {"bench": features})
+    return f"{name}/catalog.json"
+
+
+def build_static_once(catalog_url: str, workspace: str) -> float:
+    import rasteret
+
+    start = time.perf_counter()
+    rasteret.build_from_stac(name="bench-static", stac_api=catalog_url, collection=None,
+                             band_map={"B04": "B04"}, workspace_dir=workspace, force=True,
+                             progress=False)
+    return time.perf_counter() - start
+
+
+def static_catalog_rows(args: argparse.Namespace, data: Path, workspace: str) -> list[tuple]:
+    """Build from static catalogs of each size at each latency: seconds, items/s and
+    requests per item (JSON and header requests, from the nginx log). Every item has
+    its own asset URL, so no header is shared."""
+    sizes = [int(v) for v in args.static_items.split(",") if v.strip()]
+    if not sizes:
+        return []
+    names = make_assets(data, max(sizes))
+    catalogs = {size: make_static_catalog(data, names, size) for size in sizes}
+    rows = []
+    for latency in [float(v) for v in args.latencies.split(",")]:
+        with latency_server(data, latency, args.latency_by) as (nginx, base_url):
+            for size, path in catalogs.items():
+                times, requests = [], []
+                for _ in range(args.repeat):
+                    nginx.clear_log()
+                    times.append(build_static_once(f"{base_url}/{path}", workspace))
+                    requests.append(len(nginx.requests()))
+                rows.append((latency, size, median(times), median(requests)))
+    return rows
 
 
 def median(values: list[float]) -> float:
@@ -129,6 +200,16 @@ def load_and_filter_table(rows: int) -> list[tuple[str, float]]:
     return timings
 
 
+def print_static_rows(rows: list[tuple], repeat: int) -> None:
+    print(f"\nBuild from a static STAC catalog (catalog -> collection -> items, relative "
+          f"links; one 4096 px COG per item), local nginx, medians of {repeat}")
+    print("latency | items | seconds | items/s | requests/item")
+    print("--- | --- | --- | --- | ---")
+    for latency, size, seconds, requests in rows:
+        print(f"{latency * 1000:.0f} ms | {size} | {seconds:.2f} | {size / seconds:.0f} | "
+              f"{requests / size:.2f}")
+
+
 def main() -> None:
     args = parse_args()
     if args.quick:
@@ -141,6 +222,11 @@ def main() -> None:
                        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/"})
     workspace = tempfile.mkdtemp(prefix="bench-build-")
     os.environ["BENCH_WORKSPACE"] = workspace
+    static_rows = static_catalog_rows(args, data, workspace)
+    if static_rows:
+        print_static_rows(static_rows, args.repeat)
+    if args.static_only:
+        return
     rows = []
     for latency in [float(v) for v in args.latencies.split(",")]:
         with latency_server(data, latency, args.latency_by) as (nginx, base_url):

@@ -39,8 +39,10 @@ def _datasets_list(args: argparse.Namespace) -> None:
     if args.json:
         _print([d.as_dict() for d in entries], True)
         return
+    # Two lines per dataset: what it is, then what reading it needs and its terms.
     for entry in entries:
-        print(f"{entry.id:<28} {entry.description}  [auth: {entry.auth}]")
+        print(f"{entry.id:<28} {entry.description}")
+        print(f"{'':<28} auth: {entry.auth or 'none'} | license: {entry.license or 'unknown'}")
 
 
 def _datasets_info(args: argparse.Namespace) -> None:

@@ -234,6 +234,13 @@ _HLS_CLOUD = {
             "s3://lp-prod-protected/",
     },
 }
+# Planetary Computer signs every blob with a SAS token from its token API (fetched
+# anonymously, or with PC_SDK_SUBSCRIPTION_KEY for the collections that require an
+# account, such as sentinel-1-rtc).
+_PC_AUTH = "planetary-computer (SAS token from the PC token API, anonymous)"
+_PC_ACCOUNT_AUTH = ("planetary-computer with an account (SAS token from the PC token API; "
+                    "set PC_SDK_SUBSCRIPTION_KEY)")
+_COP_DEM_LICENSE = "proprietary (Copernicus DEM licence: free use, attribution)"
 _HLS_AUTH = ("earthdata (temporary S3 keys from LP DAAC's s3credentials, with your "
              "Earthdata login from ~/.netrc or EARTHDATA_TOKEN; in-region us-west-2)")
 
@@ -264,6 +271,12 @@ def _builtin_datasets() -> tuple[DatasetInfo, ...]:
             "Copernicus DEM GLO-30 (Earth Search, AWS)", "none (public bucket)",
             {"provider": "aws", "region": "eu-central-1"},
             "proprietary (Copernicus DEM license)",
+        ),
+        DatasetInfo(
+            "earthsearch/cop-dem-glo-90", EARTH_SEARCH, "cop-dem-glo-90", {"DEM": "data"},
+            "Copernicus DEM GLO-90, 90 m elevation, float32 (Earth Search, AWS eu-central-1)",
+            "none (public bucket)", {"provider": "aws", "region": "eu-central-1"},
+            _COP_DEM_LICENSE,
         ),
         DatasetInfo(
             "earthsearch/naip", EARTH_SEARCH, "naip", _NAIP,
@@ -306,6 +319,39 @@ def _builtin_datasets() -> tuple[DatasetInfo, ...]:
         DatasetInfo(
             "pc/esa-worldcover", PLANETARY_COMPUTER, "esa-worldcover", {"map": "map"},
             "ESA WorldCover 10 m land cover", "planetary-computer", planetary, "CC-BY-4.0",
+        ),
+        DatasetInfo(
+            "pc/cop-dem-glo-30", PLANETARY_COMPUTER, "cop-dem-glo-30", {"DEM": "data"},
+            "Copernicus DEM GLO-30, 30 m elevation, EPSG:4326 (Planetary Computer)",
+            _PC_AUTH, planetary, _COP_DEM_LICENSE,
+        ),
+        DatasetInfo(
+            "pc/alos-dem", PLANETARY_COMPUTER, "alos-dem", {"DSM": "data"},
+            "ALOS World 3D 30 m surface model (JAXA AW3D30), EPSG:4326 (Planetary Computer)",
+            _PC_AUTH, planetary, "proprietary (JAXA AW3D30 terms of use: free, attribution)",
+        ),
+        DatasetInfo(
+            "pc/usda-cdl", PLANETARY_COMPUTER, "usda-cdl", {"cropland": "cropland"},
+            "USDA Cropland Data Layer, 30 m crop classes over CONUS, EPSG:5070 "
+            "(Planetary Computer)", _PC_AUTH, planetary,
+            "proprietary (USDA NASS; free to use, cite NASS)",
+        ),
+        DatasetInfo(
+            "pc/sentinel-1-rtc", PLANETARY_COMPUTER, "sentinel-1-rtc", {"vv": "vv", "vh": "vh"},
+            "Sentinel-1 GRD radiometrically terrain corrected gamma0, float32 VV/VH COGs "
+            "(Planetary Computer)", _PC_ACCOUNT_AUTH, planetary,
+            "CC-BY-4.0 (Copernicus Sentinel data, processed by Catalyst)",
+        ),
+        DatasetInfo(
+            "pc/hls2-s30", PLANETARY_COMPUTER, "hls2-s30", _HLS_S30,
+            "HLS v2.0 Sentinel-2 MSI surface reflectance, 30 m (Planetary Computer's copy)",
+            _PC_AUTH, planetary, "proprietary (LP DAAC data policy: NASA open data; "
+            "Copernicus Sentinel data terms)",
+        ),
+        DatasetInfo(
+            "pc/hls2-l30", PLANETARY_COMPUTER, "hls2-l30", _HLS_L30,
+            "HLS v2.0 Landsat 8/9 OLI/TIRS, 30 m (Planetary Computer's copy)",
+            _PC_AUTH, planetary, "proprietary (LP DAAC data policy: NASA open data)",
         ),
         DatasetInfo(
             "pc/io-lulc-annual-v02", PLANETARY_COMPUTER, "io-lulc-annual-v02",

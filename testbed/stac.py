@@ -1,4 +1,5 @@
-"""A local STAC API (rustac, in-memory) serving items written to a folder."""
+"""A local STAC API (rustac, in-memory) serving items written to a folder, and static
+catalogs written with relative links."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,59 @@ class StacApiServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def write_static_catalog(
+    root: str | Path,
+    collections: Mapping[str, list[dict[str, Any]]],
+    *,
+    assets: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Write a self-contained static catalog with relative links, as pystac lays it out:
+    ``catalog.json``, ``<collection>/collection.json`` and
+    ``<collection>/<item id>/<item id>.json``.
+
+    Args:
+        root: The folder to write into.
+        collections: Collection id -> its items (their ``collection`` field is set).
+        assets: Called as ``assets(item_folder, item)`` before each item is written,
+            to place asset files next to it and rewrite the hrefs (e.g. ``./B04.tif``).
+
+    Returns:
+        The path of ``catalog.json``.
+    """
+    from testbed.scenes import stac_collection
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    catalog = {"type": "Catalog", "stac_version": "1.0.0", "id": "static-test",
+               "description": "static catalog with relative links", "links": [
+                   {"rel": "root", "href": "./catalog.json", "type": "application/json"}]}
+    for collection_id, items in collections.items():
+        folder = root / collection_id
+        folder.mkdir(exist_ok=True)
+        document = stac_collection(items, collection_id)
+        document["links"] = [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ]
+        for item in items:
+            item = {**item, "collection": collection_id, "links": [
+                {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                {"rel": "collection", "href": "../collection.json",
+                 "type": "application/json"},
+            ]}
+            item_folder = folder / item["id"]
+            item_folder.mkdir(exist_ok=True)
+            if assets is not None:
+                assets(item_folder, item)
+            (item_folder / f"{item['id']}.json").write_text(json.dumps(item))
+            document["links"].append({"rel": "item", "href": f"./{item['id']}/{item['id']}.json",
+                                      "type": "application/geo+json"})
+        (folder / "collection.json").write_text(json.dumps(document))
+        catalog["links"].append({"rel": "child", "href": f"./{collection_id}/collection.json",
+                                 "type": "application/json"})
+    path = root / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path

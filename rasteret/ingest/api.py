@@ -47,7 +47,9 @@ def build_from_stac(
 
     Args:
         name: The collection's name in the workspace.
-        stac_api: A STAC API root URL, or a static ``catalog.json`` (local or remote).
+        stac_api: A STAC API root URL, or a static ``catalog.json`` (a local path,
+            ``file://``, ``http(s)://``, ``s3://``, ``az://``...; relative hrefs work),
+            crawled concurrently through ``backend``.
         collection: The STAC collection id.
         bbox: ``(minx, miny, maxx, maxy)`` in degrees.
         date_range: ``(start, end)``, inclusive; dates or ISO strings.
@@ -77,15 +79,16 @@ def build_from_stac(
         from rasteret.collection import load
 
         return load(name, workspace_dir=workspace_dir)
-    items = search_items(
-        stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
-        max_items=max_items, headers=headers, page_size=page_size,
-    )
     # One CloudConfig drives the rewrites, the header indexing and (through the ids
-    # recorded in the manifest) every later read, so build and reads agree.
+    # recorded in the manifest) every later read, so build and reads agree. A static
+    # catalog's JSON goes through the same backend as its COGs.
     found = CloudConfig.lookup(dataset_id, collection)
     rewrite = found[1].rewrite_url if found is not None else None
     backend = backend_for_dataset(dataset_id, backend, collection=collection)
+    items = search_items(
+        stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
+        max_items=max_items, headers=headers, page_size=page_size, backend=backend,
+    )
     records = [item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items]
     window = parse_date_range(date_range)
     manifest = {

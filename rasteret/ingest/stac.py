@@ -1,5 +1,10 @@
 """STAC sources: searches through pystac-client (with paging) and static catalogs.
 
+A static catalog (``catalog.json``, a collection or an item, on any store the
+backend reaches: local paths, ``file://``, ``http(s)://``, ``s3://``, ``az://``...) is
+crawled breadth-first through the same obstore backend and event loop as the COGs,
+each JSON document fetched once, many in flight at once (:func:`crawl_static_catalog`).
+
 Items become :class:`~rasteret.ingest.records.SceneRecord` through a band map from
 user band codes (``B04``) to the provider's asset keys (``red`` on Earth Search,
 ``B04`` on Planetary Computer), optionally with a band index for multi-band assets.
@@ -7,8 +12,13 @@ user band codes (``B04``) to the provider's asset keys (``red`` on Earth Search,
 
 from __future__ import annotations
 
+import asyncio
+import json
 import operator
-from collections.abc import Callable, Iterable, Mapping
+import os
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from rasteret.collection import check_bbox, parse_date_range, parse_datetime
@@ -20,6 +30,10 @@ from rasteret.ingest.records import (
     epsg_of,
     unsigned,
 )
+from rasteret.io.backend import Backend, default_backend
+from rasteret.io.fetch import FetchStats, fetch_object
+from rasteret.io.runtime import run_sync
+from rasteret.io.urls import strip_query
 
 # A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
 # dataset spanning several STAC collections whose asset keys differ, a mapping from
@@ -36,6 +50,11 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "gte": operator.ge,
     "in": lambda value, options: value in options,
 }
+
+
+#: JSON documents of a static catalog fetched at once (at +20 ms per request, 128
+#: crawls 5,000 items in about 2 s on 2 cores, 64 in about 3 s).
+DEFAULT_CRAWL_CONCURRENCY = 128
 
 
 def matches_query(properties: Mapping[str, Any], query: Mapping[str, Any] | None) -> bool:
@@ -220,24 +239,34 @@ def search_items(
     max_items: int | None = None,
     headers: Mapping[str, str] | None = None,
     page_size: int = 100,
+    backend: Backend | None = None,
+    max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
 ) -> list[dict[str, Any]]:
     """Items from a STAC API (paged through pystac-client) or a static catalog
-    (a local or remote ``catalog.json``, relative hrefs resolved).
+    (``catalog.json``, a collection or an item; local or remote, relative hrefs
+    resolved; see :func:`crawl_static_catalog`).
 
     ``collection`` may name several collections, comma-separated (the STAC API's GET
     form, e.g. ``"HLSS30_2.0,HLSL30_2.0"``).
 
     Bbox, dates and ``query`` are applied on the client side as well, since some
-    servers ignore ``query``.
+    servers ignore ``query`` (and a static catalog cannot be searched).
+
+    Args:
+        backend: How to reach a static catalog's documents (default: anonymous /
+            environment credentials); the API path uses plain HTTP.
+        max_in_flight: Static catalogs: JSON documents fetched at once.
 
     Raises:
-        StacSearchError: The API or catalog could not be read.
+        StacSearchError: The API or catalog could not be read; names the URL.
     """
     box = check_bbox(list(bbox)) if bbox is not None else None
     window = parse_date_range(date_range)
     try:
         if _is_static_catalog(stac_api):
-            items = _static_items(stac_api, collection)
+            items = run_sync(crawl_static_catalog(
+                stac_api, backend=backend or default_backend(),
+                collections=_collection_ids(collection), max_in_flight=max_in_flight))
         else:
             items = _api_items(stac_api, collection, box, window, max_items, headers,
                                page_size)
@@ -274,15 +303,145 @@ def _api_items(stac_api, collection, box, window, max_items, headers, page_size)
     return [item.to_dict() for item in search.items()]
 
 
-def _static_items(source: str, collection: str | None) -> list[dict]:
-    import pystac
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-    root = pystac.read_file(source)
-    if isinstance(root, pystac.Item):
-        return [root.to_dict()]
-    items = []
-    for item in root.get_items(recursive=True):
-        item.make_asset_hrefs_absolute()
-        if collection is None or item.collection_id in (None, *_collection_ids(collection)):
-            items.append(item.to_dict())
+
+def resolve_href(href: str, base: str) -> str:
+    """``href`` as written in the document at ``base``, made absolute.
+
+    Works for every store a backend reaches (``s3://``, ``az://``, ``http(s)://``,
+    ``file://`` and plain local paths), which :func:`urllib.parse.urljoin` does not:
+    it joins only the schemes it knows.
+    """
+    if _SCHEME.match(href):
+        return href
+    base = base.split("#", 1)[0].split("?", 1)[0]
+    scheme = _SCHEME.match(base)
+    if scheme is None:  # a local path
+        if os.path.isabs(href):
+            return href
+        return os.path.normpath(os.path.join(os.path.dirname(base), href))
+    authority, _, path = base[scheme.end():].partition("/")
+    query = ""
+    if "?" in href:
+        href, query = href.split("?", 1)
+        query = "?" + query
+    joined = href if href.startswith("/") else posixpath.join(posixpath.dirname("/" + path),
+                                                               href)
+    return f"{scheme.group()}{authority}{posixpath.normpath(joined)}{query}"
+
+
+def _is_collection(document: Mapping[str, Any]) -> bool:
+    # STAC < 1.0 documents may lack "type": a collection has an extent and a license.
+    kind = document.get("type")
+    return kind == "Collection" or (kind is None and "extent" in document
+                                    and "license" in document)
+
+
+def _absolute_item(item: dict[str, Any], url: str, parent: str | None) -> dict[str, Any]:
+    """The item with asset hrefs made absolute and, when it names none, the
+    collection it was found under."""
+    for asset in (item.get("assets") or {}).values():
+        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
+            asset["href"] = resolve_href(asset["href"], url)
+    if parent is not None and not item.get("collection"):
+        item["collection"] = parent
+    return item
+
+
+async def crawl_static_catalog(
+    root: str,
+    *,
+    backend: Backend,
+    collections: Sequence[str] = (),
+    max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
+    stats: FetchStats | None = None,
+) -> list[dict[str, Any]]:
+    """Every item of a static STAC catalog, crawled breadth-first.
+
+    ``root`` is a ``catalog.json``, a collection, an item or a FeatureCollection,
+    on any store ``backend`` reaches. Each level's ``child`` and ``item`` links are
+    fetched concurrently (at most ``max_in_flight`` documents at once) through the
+    backend's stores on the I/O loop, each URL once. Relative hrefs of links and
+    assets are resolved against the document that holds them.
+
+    Args:
+        root: URL or local path of the catalog's root document.
+        backend: The backend whose stores read the documents.
+        collections: Keep only these collection ids (a collection not listed is not
+            descended into); empty: all.
+        max_in_flight: Documents fetched at once.
+        stats: Optional counter of the requests and bytes.
+
+    Returns:
+        The items as dicts, in breadth-first order, with absolute asset hrefs.
+
+    Raises:
+        StacSearchError: A document is missing, unreadable, not JSON or not a STAC
+            object; the message names its URL and the document that linked to it.
+    """
+    if _SCHEME.match(root) is None:
+        root = os.path.abspath(os.path.expanduser(root))
+    wanted = set(collections)
+    semaphore = asyncio.Semaphore(max_in_flight)
+
+    async def document(url: str, linked_from: str | None) -> dict[str, Any]:
+        where = f" (linked from {strip_query(linked_from)})" if linked_from else ""
+        async with semaphore:
+            try:
+                data = await fetch_object(backend, url, stats, what="STAC document read")
+            except RasteretError as exc:
+                raise StacSearchError(
+                    f"static catalog: cannot read {strip_query(url)}{where}: {exc}") from exc
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            raise StacSearchError(
+                f"static catalog: {strip_query(url)}{where} is not valid JSON ({exc}); "
+                "fix or regenerate that document") from None
+        if not isinstance(parsed, dict):
+            raise StacSearchError(
+                f"static catalog: {strip_query(url)}{where} is not a STAC catalog, "
+                f"collection or item (a JSON {type(parsed).__name__})")
+        return parsed
+
+    items: list[dict[str, Any]] = []
+    seen = {root}
+    # (url, the document linking to it, the collection it sits under)
+    level: list[tuple[str, str | None, str | None]] = [(root, None, None)]
+    while level:
+        documents = await asyncio.gather(*(document(url, linked_from)
+                                           for url, linked_from, _ in level),
+                                         return_exceptions=True)
+        for outcome in documents:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        next_level: list[tuple[str, str | None, str | None]] = []
+        for (url, _, parent), doc in zip(level, documents):
+            assert isinstance(doc, dict)
+            kind = doc.get("type")
+            if kind == "Feature":
+                items.append(_absolute_item(doc, url, parent))
+                continue
+            if kind == "FeatureCollection":
+                items.extend(_absolute_item(f, url, parent) for f in doc.get("features") or []
+                             if isinstance(f, dict))
+                continue
+            if _is_collection(doc):
+                parent = str(doc.get("id"))
+                if wanted and parent not in wanted:
+                    continue
+            for link in doc.get("links") or []:
+                if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
+                    continue
+                href = link.get("href")
+                if not isinstance(href, str) or not href:
+                    continue
+                target = resolve_href(href, url)
+                if target not in seen:
+                    seen.add(target)
+                    next_level.append((target, url, parent))
+        level = next_level
+    if wanted:
+        items = [i for i in items if i.get("collection") in (None, *wanted)]
     return items

@@ -387,3 +387,29 @@ async def fetch_ranges(
     """Fetch several ranges of one object concurrently, in the order given."""
     return list(await asyncio.gather(
         *(fetch_range(backend, url, s, e, stats, version=version) for s, e in ranges)))
+
+
+async def fetch_object(
+    backend: Backend, url: str, stats: FetchStats | None = None, *, what: str = "read"
+) -> bytes:
+    """Fetch the whole of ``url`` in one GET (small documents: STAC JSON, sidecars).
+
+    Raises:
+        ObjectNotFoundError: The object does not exist.
+        RasteretError: Another failure, translated and retried as range reads are.
+    """
+    ensure_io_allowed()
+    store, path = backend.store_for(url)
+
+    async def once() -> bytes:
+        try:
+            async with _semaphore(backend):
+                result = await obstore.get_async(store, path)
+                data = await result.bytes_async()
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, what) from None
+        if stats is not None:
+            stats.add(len(data))
+        return bytes(data)
+
+    return await with_retries(backend, url, what, once, stats)
