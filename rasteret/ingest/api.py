@@ -71,12 +71,15 @@ def build_from_stac(
         The saved :class:`~rasteret.collection.Collection`.
     """
     from rasteret.io.cloud_config import CloudConfig, backend_for_dataset
-    from rasteret.storage import collection_path, resolve_existing
+    from rasteret.workspace import open_workspace
 
-    if not force and resolve_existing(collection_path(name, workspace_dir)):
+    # An existing collection is loaded before any search (the same check as the
+    # builder's, with the backend the build will use).
+    workspace_backend = backend_for_dataset(dataset_id, backend, collection=collection)
+    if not force and open_workspace(workspace_dir, workspace_backend).exists(name):
         from rasteret.collection import load
 
-        return load(name, workspace_dir=workspace_dir)
+        return load(name, workspace_dir=workspace_dir, backend=workspace_backend)
     items = search_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size,

@@ -31,6 +31,7 @@ from rasteret.errors import (
     ObjectNotFoundError,
     RasteretError,
     RegionMismatchError,
+    WriteConflictError,
 )
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
@@ -102,7 +103,7 @@ def is_throttled(error: RasteretError) -> bool:
 def is_transient(error: RasteretError) -> bool:
     """True for failures worth retrying: network errors, 5xx, 429, short bodies."""
     if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError,
-                          ObjectChangedError)):
+                          ObjectChangedError, WriteConflictError)):
         return False
     if isinstance(error, NetworkError):
         return True
