@@ -191,8 +191,9 @@ class LocalWorkspace:
         shutil.rmtree(folder)
         return True
 
-    def progress_dir(self, name: str) -> Path:
-        """The private folder a build of ``name`` keeps its finished batches in."""
+    def progress_dir(self, name: str, fingerprint: str) -> Path:
+        """The private folder a build of ``name`` keeps its finished batches in (one
+        per name: a build of other scenes starts it afresh)."""
         return self.root / f".{check_name(name)}.partial"
 
 
@@ -424,11 +425,13 @@ class ObjectWorkspace:
         self._sweep(name, None, found[0])
         return True
 
-    def progress_dir(self, name: str) -> Path:
-        """A local private folder a build of ``name`` keeps its finished batches in
-        (so a killed build resumes on this machine)."""
-        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / "rasteret-builds" / f"{digest}-{check_name(name)}"
+    def progress_dir(self, name: str, fingerprint: str) -> Path:
+        """A local private folder a build of ``name`` keeps its finished batches in,
+        so a killed build resumes on this machine. One per workspace, name and set of
+        scenes (``fingerprint``): builds of other scenes racing for the same name
+        never share one."""
+        digest = hashlib.sha256(f"{self.url}\n{fingerprint}".encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "rasteret-builds" / f"{check_name(name)}-{digest}"
 
     def export(self, table: pa.Table, url: str) -> str:
         """Write ``table`` as the single object ``url`` (one put: atomic)."""

@@ -165,8 +165,8 @@ def build_collection(
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"scene ids are not unique in the source of {name!r}")
 
-    partial = workspace.progress_dir(name)
     fingerprint = _fingerprint(records)
+    partial = workspace.progress_dir(name, fingerprint)
     state_file = partial / "build.json"
     if partial.exists():
         try:

@@ -96,7 +96,9 @@ async def put_object_async(
     """
     ensure_io_allowed()
     store, path = backend.store_for(url)
-    mode: Any = "create" if create else dict(if_version) if if_version else "overwrite"
+    # obstore's UpdateVersion takes e_tag and version only when they are set.
+    version = {k: v for k, v in (if_version or {}).items() if v is not None}
+    mode: Any = "create" if create else version if if_version else "overwrite"
 
     async def once() -> str | None:
         try:
