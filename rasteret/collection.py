@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from rasteret.errors import (
     CorruptCollectionError,
     RasteretError,
 )
-from rasteret.io.backend import Backend
+from rasteret.io.backend import Backend, default_backend
 from rasteret.read.cog import CogFile
 from rasteret.schema import (
     BAND_TYPE,
@@ -36,15 +35,21 @@ from rasteret.schema import (
 )
 from rasteret.storage import (
     FAILURE_SCHEMA,
-    FAILURES_KEY,
     PARQUET_OPTIONS,
-    collection_path,
     failures_from_metadata,
+    is_remote,
+    local_path,
     manifest_from_metadata,
-    read_folder_metadata,
     resolve_existing,
     with_metadata,
-    workspace_dir,
+)
+from rasteret.workspace import (
+    ObjectWorkspace,
+    StoredCollection,
+    open_workspace,
+    read_folder,
+    split_collection_url,
+    strip_failures,
 )
 
 BBox = tuple[float, float, float, float]
@@ -394,13 +399,27 @@ class Collection:
         return _torch_module("export").export_chips(self, bands, out_dir, **options)
 
     # -- saving ----------------------------------------------------------------------
-    def export(self, path: str | os.PathLike) -> Path:
+    def export(self, path: str | os.PathLike, *, backend: Backend | None = None) -> Path | str:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
         pyarrow; its footer keeps the build information and failures) and return its
-        path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        path.
+
+        Args:
+            path: A local path, a ``file://`` URL, or an object-store URL
+                (``s3://bucket/key.parquet``, ``az://...``, ``gs://...``), written in
+                one put (readers see the whole file or none).
+            backend: The stores and credentials for an object-store URL.
+
+        Returns:
+            The local path, or the URL for an object store.
+        """
         table = with_metadata(self.table, self.manifest, self.failures)
+        if is_remote(path):
+            url = str(path)
+            return ObjectWorkspace(url.rpartition("/")[0], backend or default_backend()
+                                   ).export(table, url)
+        target = local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
@@ -416,18 +435,9 @@ def _torch_module(name: str) -> Any:
     return importlib.import_module(f"rasteret.torch.{name}")
 
 
-def _read_folder(folder: Path) -> pa.Table:
-    import pyarrow.dataset as pads
-
-    parts = sorted(folder.glob("part-*.parquet"))
-    if not parts:
-        raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
-    # A dataset reads the parts in parallel (several times faster than one by one).
-    return pads.dataset([str(p) for p in parts], format="parquet").to_table()
-
-
 def load(
-    path_or_name: str | os.PathLike, *, workspace_dir: str | os.PathLike | None = None
+    path_or_name: str | os.PathLike, *, workspace_dir: str | os.PathLike | None = None,
+    backend: Backend | None = None,
 ) -> Collection:
     """Load a saved collection by name (in the workspace) or by path (a collection
     folder or a GeoParquet file written by :meth:`Collection.export`).
@@ -435,12 +445,18 @@ def load(
     A bare name (a string without a path separator, a leading ``~`` or a URL scheme)
     is always looked up in the workspace, never in the current directory: pass
     ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike``, is a
-    path; ``file://`` URLs are local paths.
+    path; ``file://`` URLs are local paths. An object-store URL names a collection
+    in a workspace there (``s3://bucket/prefix/NAME``: its manifest is read, then the
+    parts it lists) or an exported file (``s3://bucket/key.parquet``).
 
     Args:
-        path_or_name: The collection's name, or the path of its folder or file.
+        path_or_name: The collection's name, or the path or URL of its folder or file.
         workspace_dir: The workspace names are looked up in (default
-            ``$RASTERET_WORKSPACE`` or ``~/.rasteret/collections``).
+            ``$RASTERET_WORKSPACE`` or ``~/.rasteret/collections``): a local folder or
+            an object-store URL (``s3://bucket/prefix``, ``az://container/prefix``,
+            ``gs://bucket/prefix``).
+        backend: The stores and credentials for an object-store workspace or URL
+            (pass the one that reads the COGs).
 
     Returns:
         The collection.
@@ -449,11 +465,12 @@ def load(
         CollectionNotFoundError: Nothing by that name or path; the message lists the
             saved collections.
         CorruptCollectionError: The files are damaged or not a rasteret collection.
-        ConfigurationError: The name is not a valid collection name, or the URL is
-            not a local one.
+        ConfigurationError: The name is not a valid collection name, or the URL does
+            not name a collection.
+        AccessDeniedError: The backend may not read the workspace (names its URL).
     """
     try:
-        return _load(path_or_name, workspace_dir)
+        return _load(path_or_name, workspace_dir, backend)
     except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
         if isinstance(exc, RasteretError):
             raise
@@ -476,70 +493,68 @@ def _is_bare_name(path_or_name: str | os.PathLike) -> bool:
     )
 
 
-def _local_path(path: str | os.PathLike) -> Path:
-    """The local path of ``path``; ``file://`` URLs included, other schemes refused."""
-    text = os.fspath(path)
-    if isinstance(text, str) and "://" in text:
-        from urllib.parse import unquote, urlparse
-
-        url = urlparse(text)
-        if url.scheme != "file":
-            raise ConfigurationError(
-                f"cannot load collection {text!r}: load reads local folders and files "
-                "only; copy the collection to a local folder and load that path"
-            )
-        return Path(unquote(url.path))
-    return Path(text).expanduser()
+def _from_file(table: pa.Table) -> Collection:
+    """The collection in one GeoParquet file written by :meth:`Collection.export`."""
+    metadata = table.schema.metadata
+    manifest = manifest_from_metadata(metadata)
+    failures = failures_from_metadata(metadata)
+    table = strip_failures(table)
+    _check_columns(table)
+    return Collection(table, name=manifest.get("name"), manifest=manifest, failures=failures)
 
 
-def _strip_failures(table: pa.Table) -> pa.Table:
-    """Drop the failures a dataset read carries over from the first part's footer:
-    they live in ``Collection.failures``, not in every copy of the schema."""
-    metadata = dict(table.schema.metadata or {})
-    metadata.pop(FAILURES_KEY, None)
-    return table.replace_schema_metadata(metadata)
+def _from_stored(stored: StoredCollection) -> Collection:
+    _check_columns(stored.table)
+    return Collection(stored.table, name=stored.manifest.get("name"), manifest=stored.manifest,
+                      failures=stored.failures, path=stored.path)
 
 
-def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None
-          ) -> Collection:
+def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None,
+          backend: Backend | None) -> Collection:
     if _is_bare_name(path_or_name):
         name = str(path_or_name)
-        folder = resolve_existing(collection_path(name, workspace_dir))
-        if folder is None:
+        workspace = open_workspace(workspace_dir, backend)
+        stored = workspace.read(name)
+        if stored is None:
             hint = (
                 f"; a folder or file {name!r} is in the current directory: load it as "
                 f"the path './{name}'" if Path(name).exists() else ""
             )
             raise CollectionNotFoundError(
                 f"no collection {name!r}; saved collections: "
-                f"{list_collections(workspace_dir=workspace_dir) or 'none'} "
-                f"(workspace {_workspace(workspace_dir)}){hint}"
+                f"{workspace.names() or 'none'} (workspace {workspace.location}){hint}"
             )
-    else:
-        candidate = _local_path(path_or_name)
-        if candidate.is_file():
-            table = pq.read_table(candidate)
-            metadata = table.schema.metadata
-            manifest = manifest_from_metadata(metadata)
-            failures = failures_from_metadata(metadata)
-            table = _strip_failures(table)
-            _check_columns(table)
-            return Collection(
-                table, name=manifest.get("name"), manifest=manifest, failures=failures
-            )
-        folder = resolve_existing(candidate) if candidate.is_dir() else None
-        if folder is None:
+        return _from_stored(stored)
+    if is_remote(path_or_name):
+        url = str(path_or_name).rstrip("/")
+        if url.endswith(".parquet"):
+            from rasteret.io.objects import get_object
+
+            data, _ = get_object(backend or default_backend(), url)
+            return _from_file(pq.read_table(pa.BufferReader(data)))
+        base, name = split_collection_url(url)
+        workspace = ObjectWorkspace(base, backend or default_backend())
+        stored = workspace.read(name)
+        if stored is None:
             raise CollectionNotFoundError(
-                f"no collection at {str(path_or_name)!r}: not a collection folder or "
-                "GeoParquet file; to load a saved collection by name, pass the bare name "
-                f"(saved collections: {list_collections(workspace_dir=workspace_dir) or 'none'})"
+                f"no collection at {url!r}: no manifest {workspace.manifest_url(name)}; "
+                f"collections in workspace {base}: {workspace.names() or 'none'}"
             )
-    manifest, failures = read_folder_metadata(folder)
-    table = _strip_failures(_read_folder(folder))
-    _check_columns(table)
-    return Collection(
-        table, name=manifest.get("name"), manifest=manifest, failures=failures, path=folder
-    )
+        return _from_stored(stored)
+    candidate = local_path(path_or_name)
+    if candidate.is_file():
+        return _from_file(pq.read_table(candidate))
+    folder = resolve_existing(candidate) if candidate.is_dir() else None
+    if folder is None:
+        saved = list_collections(workspace_dir=workspace_dir, backend=backend)
+        raise CollectionNotFoundError(
+            f"no collection at {str(path_or_name)!r}: not a collection folder or "
+            "GeoParquet file; to load a saved collection by name, pass the bare name "
+            f"(saved collections: {saved or 'none'})"
+        )
+    if not any(folder.glob("part-*.parquet")):
+        raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
+    return _from_stored(read_folder(folder))
 
 
 def _check_columns(table: pa.Table) -> None:
@@ -549,35 +564,23 @@ def _check_columns(table: pa.Table) -> None:
             raise ValueError(f"column {name!r} is missing or not {kind}")
 
 
-def _workspace(folder: str | os.PathLike | None) -> Path:
-    # Inside load() and list_collections() their parameter workspace_dir hides the
-    # storage function of that name.
-    return workspace_dir(folder)
-
-
-def list_collections(*, workspace_dir: str | os.PathLike | None = None) -> list[str]:
+def list_collections(*, workspace_dir: str | os.PathLike | None = None,
+                     backend: Backend | None = None) -> list[str]:
     """Names of the collections saved in the workspace.
 
     Args:
-        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+        workspace_dir: The workspace: a local folder or an object-store URL such as
+            ``s3://bucket/prefix`` (default ``$RASTERET_WORKSPACE`` or
             ``~/.rasteret/collections``).
+        backend: The stores and credentials reaching an object-store workspace.
     """
-    root = _workspace(workspace_dir)
-    names = set()
-    for path in root.iterdir():
-        if not path.is_dir():
-            continue
-        if not path.name.startswith("."):
-            names.add(path.name)
-        elif ".old-" in path.name:
-            # A collection set aside by a swap that did not finish: recovered below.
-            names.add(path.name[1:].rpartition(".old-")[0])
-    # Hidden folders (builds in progress, swaps) are never collections themselves.
-    return sorted(name for name in names if resolve_existing(root / name))
+    return open_workspace(workspace_dir, backend).names()
 
 
-def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:
-    """Delete a saved collection.
+def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None,
+                      backend: Backend | None = None) -> None:
+    """Delete a saved collection (in an object-store workspace: its manifest first, so
+    it disappears at once, then its parts).
 
     Args:
         name: The collection's name.
@@ -587,8 +590,7 @@ def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = No
     Raises:
         CollectionNotFoundError: No collection by that name.
     """
-    folder = collection_path(name, workspace_dir)
-    if not folder.exists():
-        raise CollectionNotFoundError(f"no collection {name!r} in {folder.parent}")
-    shutil.rmtree(folder)
+    workspace = open_workspace(workspace_dir, backend)
+    if not workspace.delete(name):
+        raise CollectionNotFoundError(f"no collection {name!r} in {workspace.location}")
 

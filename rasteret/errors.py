@@ -54,6 +54,21 @@ class ObjectChangedError(BackendError):
     """
 
 
+class WriteConflictError(BackendError):
+    """A conditional write lost: the object was created or replaced by someone else
+    since it was read (``If-None-Match`` / ``If-Match`` failed). Never retried."""
+
+
+class CollectionConflictError(WriteConflictError):
+    """Another build published the same collection first.
+
+    Publishing a collection to an object-store workspace ends with one conditional
+    write of its manifest, so of two concurrent builds exactly one wins; the other
+    raises this (its parts are removed). The message names the collection and the
+    workspace: load the winner, or rebuild with ``force=True`` to replace it.
+    """
+
+
 class ForkAfterIOError(RasteretError, RuntimeError):
     """This process was forked after its parent did rasteret I/O.
 

@@ -64,11 +64,42 @@ PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def chosen_workspace(workspace: str | os.PathLike | None = None) -> str | os.PathLike:
+    """The workspace asked for: the argument, ``$RASTERET_WORKSPACE``, or
+    ``~/.rasteret/collections`` (a path or a URL, unchecked)."""
+    return workspace or os.environ.get(WORKSPACE_ENV) or Path.home() / ".rasteret" / "collections"
+
+
+def is_remote(location: str | os.PathLike | None) -> bool:
+    """Whether ``location`` is an object-store URL (``s3://``, ``az://``, ``gs://``,
+    ``https://``...), not a local path or a ``file://`` URL."""
+    return isinstance(location, str) and "://" in location and not location.startswith(
+        "file://")
+
+
+def local_path(location: str | os.PathLike) -> Path:
+    """The local path of a path or ``file://`` URL."""
+    text = os.fspath(location)
+    if isinstance(text, str) and text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path))
+    return Path(text).expanduser()
+
+
 def workspace_dir(workspace: str | os.PathLike | None = None) -> Path:
-    """The folder collections live in: the argument, ``$RASTERET_WORKSPACE``, or
-    ``~/.rasteret/collections``."""
-    chosen = workspace or os.environ.get(WORKSPACE_ENV) or Path.home() / ".rasteret" / "collections"
-    path = Path(chosen).expanduser()
+    """The local folder collections live in: the argument (a path or ``file://`` URL),
+    ``$RASTERET_WORKSPACE``, or ``~/.rasteret/collections``.
+
+    Raises:
+        ConfigurationError: The workspace is an object-store URL (see
+            :func:`rasteret.workspace.open_workspace`).
+    """
+    chosen = chosen_workspace(workspace)
+    if is_remote(chosen):
+        raise ConfigurationError(
+            f"workspace {chosen!r} is an object-store URL, not a local folder")
+    path = local_path(chosen)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -146,16 +177,33 @@ def write_parts(
     most ROWS_PER_PART rows, each with the GeoParquet and rasteret metadata, the
     first one also with ``failures`` (none when None)."""
     folder.mkdir(parents=True, exist_ok=True)
-    failures = FAILURE_SCHEMA.empty_table() if failures is None else failures
     paths = []
-    for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART)):
+    for index, part in enumerate(split_parts(table, manifest, failures)):
         path = folder / f"part-{index:05d}.parquet"
-        part = with_metadata(
-            table.slice(start, ROWS_PER_PART), manifest, failures if index == 0 else None
-        )
         pq.write_table(part, path, **PARQUET_OPTIONS)
         paths.append(path)
     return paths
+
+
+def split_parts(
+    table: pa.Table, manifest: dict[str, Any], failures: pa.Table | None = None
+) -> list[pa.Table]:
+    """``table`` cut into the parts of a collection: at most ROWS_PER_PART rows each
+    (one part, possibly empty, at least), each with the GeoParquet and rasteret
+    metadata, the first one also with ``failures`` (none when None)."""
+    failures = FAILURE_SCHEMA.empty_table() if failures is None else failures
+    return [
+        with_metadata(table.slice(start, ROWS_PER_PART), manifest,
+                      failures if index == 0 else None)
+        for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART))
+    ]
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes of a Parquet file written with PARQUET_OPTIONS."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    return sink.getvalue().to_pybytes()
 
 
 def publish(staging: Path, final: Path) -> None:
@@ -246,3 +294,11 @@ def read_folder_metadata(folder: Path) -> tuple[dict[str, Any], pa.Table]:
         return manifest, failures
     metadata = pq.read_schema(folder / FIRST_PART).metadata
     return manifest_from_metadata(metadata), failures_from_metadata(metadata)
+
+
+def read_parts(paths: list[Path]) -> pa.Table:
+    """The rows of the local Parquet files ``paths``, in order, read in parallel (a
+    dataset is several times faster than one file after another)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset([str(p) for p in paths], format="parquet").to_table()

@@ -219,7 +219,8 @@ def test_paths_that_are_not_collections_and_remote_urls_are_typed_errors(
         rasteret.load(tmp_path / "empty", workspace_dir=bench_and_other)
     with pytest.raises(CollectionNotFoundError, match="not a collection folder"):
         rasteret.load(str(tmp_path / "absent"), workspace_dir=bench_and_other)
-    with pytest.raises(ConfigurationError, match="local folders and files only"):
-        rasteret.load("s3://bucket/collections/bench", workspace_dir=bench_and_other)
+    # Object-store URLs load (tests/test_remote_workspace.py); unknown schemes do not.
+    with pytest.raises(ConfigurationError, match="unsupported URL scheme"):
+        rasteret.load("ftp://bucket/collections/bench", workspace_dir=bench_and_other)
     with pytest.raises(ConfigurationError, match="invalid collection name"):
         rasteret.load("bad name", workspace_dir=bench_and_other)

@@ -73,18 +73,19 @@ def build_from_stac(
         The saved :class:`~rasteret.collection.Collection`.
     """
     from rasteret.io.cloud_config import CloudConfig, backend_for_dataset
-    from rasteret.storage import collection_path, resolve_existing
+    from rasteret.workspace import open_workspace
 
-    if not force and resolve_existing(collection_path(name, workspace_dir)):
-        from rasteret.collection import load
-
-        return load(name, workspace_dir=workspace_dir)
     # One CloudConfig drives the rewrites, the header indexing and (through the ids
     # recorded in the manifest) every later read, so build and reads agree. A static
-    # catalog's JSON goes through the same backend as its COGs.
+    # catalog's JSON and the workspace go through the same backend as its COGs.
+    backend = backend_for_dataset(dataset_id, backend, collection=collection)
+    # An existing collection is loaded before any search (the builder's check).
+    if not force and open_workspace(workspace_dir, backend).exists(name):
+        from rasteret.collection import load
+
+        return load(name, workspace_dir=workspace_dir, backend=backend)
     found = CloudConfig.lookup(dataset_id, collection)
     rewrite = found[1].rewrite_url if found is not None else None
-    backend = backend_for_dataset(dataset_id, backend, collection=collection)
     items = search_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size, backend=backend,

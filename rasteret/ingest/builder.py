@@ -1,9 +1,10 @@
 """From scene records to a saved collection: index in batches, resume, publish atomically.
 
-Progress is kept in a private ``.<name>.partial`` folder next to the collection:
-each finished batch of scenes is one Parquet file there, so a killed build loses at
-most one batch and a re-run skips what is done. The collection folder itself is
-replaced only once everything is written.
+Progress is kept in a private ``.<name>.partial`` folder next to the collection (for
+an object-store workspace, in a local temporary folder): each finished batch of
+scenes is one Parquet file there, so a killed build loses at most one batch and a
+re-run skips what is done. The collection is published only once everything is
+written (see :mod:`rasteret.workspace`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import pyarrow.parquet as pq
 
 from rasteret.atomic import write_atomic
 from rasteret.collection import Collection, load
-from rasteret.errors import ConfigurationError, IndexingError, NoScenesError, RasteretError
+from rasteret.errors import (
+    CollectionConflictError,
+    ConfigurationError,
+    IndexingError,
+    NoScenesError,
+    RasteretError,
+)
 from rasteret.ingest.indexer import (
     DEFAULT_MAX_CONCURRENT,
     IndexFailure,
@@ -35,15 +42,8 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, check_option
-from rasteret.storage import (
-    FAILURE_SCHEMA,
-    PARQUET_OPTIONS,
-    collection_path,
-    publish,
-    resolve_existing,
-    staging_dir,
-    write_parts,
-)
+from rasteret.storage import FAILURE_SCHEMA, PARQUET_OPTIONS
+from rasteret.workspace import open_workspace
 
 log = logging.getLogger("rasteret")
 
@@ -128,8 +128,12 @@ def build_collection(
         manifest: Build information stored with the collection (no secrets).
         backend: How to reach the stores.
         workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
-            ``~/.rasteret/collections``).
-        force: Rebuild even if a collection with that name exists.
+            ``~/.rasteret/collections``): a local folder or an object-store URL
+            (``s3://bucket/prefix``, ``az://container/prefix``, ``gs://...``) written
+            through ``backend``.
+        force: Rebuild even if a collection with that name exists. Without it, a
+            concurrent build that publishes the same name first wins and its
+            collection is returned.
         on_error: ``"raise"`` stops with :class:`IndexingError` when an asset fails
             (finished batches are kept, so a re-run resumes); ``"skip"`` leaves failed
             scenes out and records every failure in ``collection.failures``.
@@ -143,11 +147,15 @@ def build_collection(
     Raises:
         NoScenesError: ``records`` is empty.
         IndexingError: Some assets failed and ``on_error="raise"``.
+        CollectionConflictError: With ``force=True`` on an object store, another
+            build replaced the collection while this one was writing.
+        AccessDeniedError: The backend may not write the workspace.
     """
     check_option("on_error", on_error, ON_ERROR)
-    final = collection_path(name, workspace_dir)
-    if not force and resolve_existing(final):
-        return load(final)
+    backend = backend or default_backend()
+    workspace = open_workspace(workspace_dir, backend)
+    if not force and workspace.exists(name):
+        return load(name, workspace_dir=workspace_dir, backend=backend)
     if not records:
         raise NoScenesError(
             f"no scenes to index for collection {name!r} (source: {manifest.get('source')}); "
@@ -156,10 +164,9 @@ def build_collection(
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise ConfigurationError(f"scene ids are not unique in the source of {name!r}")
-    backend = backend or default_backend()
 
-    partial = final.with_name(f".{final.name}.partial")
     fingerprint = _fingerprint(records)
+    partial = workspace.progress_dir(name, fingerprint)
     state_file = partial / "build.json"
     if partial.exists():
         try:
@@ -219,15 +226,16 @@ def build_collection(
         "scenes": table.num_rows,
         "failures": failures_table.num_rows,
     }
-    staging = staging_dir(final)
     try:
         # The folder holds only the parts (the failures ride in the first one's
         # footer), so GeoParquet readers given the folder see exactly the scenes.
-        write_parts(table, staging, manifest, failures_table)
-        publish(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        workspace.publish(name, table, manifest, failures_table, replace=force)
+    except CollectionConflictError:
+        if force:
+            raise
+        # Another build of the same name published first: without force= an existing
+        # collection is loaded rather than rebuilt, so this build yields to it.
+        log.info("collection %s was published by another build first; loading it", name)
     shutil.rmtree(partial, ignore_errors=True)
     if failures_table.num_rows:
         warnings.warn(
@@ -235,7 +243,7 @@ def build_collection(
             "and were left out; see collection.failures",
             stacklevel=2,
         )
-    return load(final)
+    return load(name, workspace_dir=workspace_dir, backend=backend)
 
 
 def _band_names(records: list[SceneRecord]) -> set[str]:

@@ -32,6 +32,7 @@ from rasteret.errors import (
     RasteretError,
     RegionMismatchError,
     ShortReadError,
+    WriteConflictError,
 )
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
@@ -109,7 +110,7 @@ def is_throttled(error: RasteretError) -> bool:
 def is_transient(error: RasteretError) -> bool:
     """True for failures worth retrying: network errors, 5xx, 429, short bodies."""
     if isinstance(error, (AccessDeniedError, ObjectNotFoundError, ConfigurationError,
-                          ObjectChangedError)):
+                          ObjectChangedError, WriteConflictError)):
         return False
     if isinstance(error, NetworkError):
         return True

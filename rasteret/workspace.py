@@ -1,0 +1,479 @@
+"""Workspaces: where collections are saved, a local folder or an object-store prefix.
+
+Both kinds offer the same verbs (``exists``, ``names``, ``read``, ``publish``,
+``delete``); builds, :func:`rasteret.load`, :func:`rasteret.list_collections` and
+:func:`rasteret.delete_collection` go through them.
+
+A local workspace (a path or a ``file://`` URL) is a folder of collection folders
+(see :mod:`rasteret.storage`): a build is written to a private staging folder and
+renamed into place.
+
+An object-store workspace (``s3://bucket/prefix``, ``az://container/prefix``,
+``gs://bucket/prefix``) has no rename, so a collection is published through a
+manifest, reached through the same :class:`~rasteret.io.backend.Backend` (stores and
+credentials) as the COGs::
+
+    <workspace>/<name>/part-<build>-00000.parquet    the parts of one build
+    <workspace>/_rasteret/<name>.json                 the manifest: the parts of the
+                                                      current version
+
+1. A build writes its parts under names carrying its build id (a timestamp and a
+   random suffix), so they never overwrite another build's parts.
+2. It then writes the manifest, last, with a conditional put: ``If-None-Match: *``
+   for a new collection, ``If-Match`` on the ETag of the manifest it replaces. Of
+   two concurrent builds exactly one wins; the other gets
+   :class:`~rasteret.errors.CollectionConflictError` and deletes its parts.
+3. The winner deletes the parts of the manifest it replaced, and parts of unfinished
+   builds older than :data:`ORPHAN_AGE`.
+
+The manifest is the truth: readers read it, then exactly the parts it lists (no
+listing). A reader that finds a listed part gone (a replace finished in between)
+reads the new manifest again, so it gets the old or the new rows, never a mix.
+The folder ``<name>/`` is clean (only the current parts) once the publisher
+finishes; between the manifest write and that clean-up, a reader of the whole folder
+(DuckDB ``read_parquet('s3://.../name/*.parquet')``) could see both versions.
+The manifest lives outside the folder so that such readers never see it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rasteret.errors import (
+    AccessDeniedError,
+    CollectionConflictError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    RasteretError,
+    WriteConflictError,
+)
+from rasteret.io.backend import Backend, default_backend
+from rasteret.io.objects import (
+    delete_objects,
+    get_object,
+    get_objects_async,
+    list_objects,
+    put_object,
+    put_objects_async,
+)
+from rasteret.io.runtime import run_sync
+from rasteret.storage import (
+    FAILURES_KEY,
+    check_name,
+    chosen_workspace,
+    failures_from_metadata,
+    is_remote,
+    manifest_from_metadata,
+    parquet_bytes,
+    publish,
+    read_folder_metadata,
+    read_parts,
+    resolve_existing,
+    split_parts,
+    staging_dir,
+    workspace_dir,
+    write_parts,
+)
+
+log = logging.getLogger("rasteret")
+
+#: The folder of an object-store workspace holding one manifest per collection.
+MANIFEST_DIR = "_rasteret"
+#: The manifest's ``format`` value; its ``version`` is MANIFEST_VERSION.
+MANIFEST_FORMAT = "rasteret-collection-manifest"
+MANIFEST_VERSION = 1
+#: Parts in a collection's folder that no manifest lists are left to builds in flight
+#: for this long, then deleted by the next publish or delete of that collection.
+ORPHAN_AGE = dt.timedelta(hours=1)
+#: A reader re-reads the manifest at most this many times when a replace races it.
+READ_ATTEMPTS = 5
+
+
+@dataclass
+class StoredCollection:
+    """A collection as read from a workspace.
+
+    Attributes:
+        table: The scenes (the failures removed from the schema metadata).
+        manifest: The build information from the first part's footer.
+        failures: The assets that could not be indexed.
+        path: The local folder (None on an object store).
+        location: The folder's path or URL.
+    """
+
+    table: pa.Table
+    manifest: dict[str, Any]
+    failures: pa.Table
+    path: Path | None
+    location: str
+
+
+def strip_failures(table: pa.Table) -> pa.Table:
+    """Drop the failures a read carries over from the first part's footer: they
+    live in ``Collection.failures``, not in every copy of the schema."""
+    metadata = dict(table.schema.metadata or {})
+    metadata.pop(FAILURES_KEY, None)
+    return table.replace_schema_metadata(metadata)
+
+
+class LocalWorkspace:
+    """Collections as folders of Parquet parts under a local folder.
+
+    Attributes:
+        root: The folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def location(self) -> str:
+        """The folder, as shown in messages."""
+        return str(self.root)
+
+    def exists(self, name: str) -> bool:
+        """Whether the collection ``name`` is saved here."""
+        return resolve_existing(self.root / check_name(name)) is not None
+
+    def names(self) -> list[str]:
+        """Names of the collections saved here."""
+        names = set()
+        for path in self.root.iterdir():
+            if not path.is_dir():
+                continue
+            if not path.name.startswith("."):
+                names.add(path.name)
+            elif ".old-" in path.name:
+                # A collection set aside by a swap that did not finish: recovered below.
+                names.add(path.name[1:].rpartition(".old-")[0])
+        # Hidden folders (builds in progress, swaps) are never collections themselves.
+        return sorted(name for name in names if resolve_existing(self.root / name))
+
+    def read(self, name: str) -> StoredCollection | None:
+        """The collection ``name``, or None when there is none."""
+        folder = resolve_existing(self.root / check_name(name))
+        if folder is None:
+            return None
+        return read_folder(folder)
+
+    def publish(self, name: str, table: pa.Table, manifest: dict[str, Any],
+                failures: pa.Table, *, replace: bool) -> None:
+        """Save ``table`` as the collection ``name``: written to a staging folder and
+        renamed into place (replacing the old one, whatever ``replace`` says: a local
+        folder has one writer at a time)."""
+        final = self.root / check_name(name)
+        staging = staging_dir(final)
+        try:
+            write_parts(table, staging, manifest, failures)
+            publish(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def delete(self, name: str) -> bool:
+        """Delete the collection ``name``; False when there was none."""
+        folder = self.root / check_name(name)
+        if not folder.exists():
+            return False
+        shutil.rmtree(folder)
+        return True
+
+    def progress_dir(self, name: str, fingerprint: str) -> Path:
+        """The private folder a build of ``name`` keeps its finished batches in (one
+        per name: a build of other scenes starts it afresh)."""
+        return self.root / f".{check_name(name)}.partial"
+
+
+def read_folder(folder: Path) -> StoredCollection:
+    """The collection in the local folder ``folder``.
+
+    Raises:
+        ValueError: The folder holds no parts, or its metadata is not a collection's.
+    """
+    parts = sorted(folder.glob("part-*.parquet"))
+    if not parts:
+        raise ValueError(f"{folder} holds no part-*.parquet files")
+    manifest, failures = read_folder_metadata(folder)
+    return StoredCollection(strip_failures(read_parts(parts)), manifest, failures, folder,
+                            str(folder))
+
+
+class ObjectWorkspace:
+    """Collections under a prefix of an object store, published through manifests
+    (see the module's docstring for the protocol).
+
+    Attributes:
+        url: The workspace's URL, without a trailing slash.
+        backend: The stores and credentials used.
+    """
+
+    def __init__(self, url: str, backend: Backend) -> None:
+        self.url = url.rstrip("/")
+        self.backend = backend
+
+    @property
+    def location(self) -> str:
+        """The workspace URL, as shown in messages."""
+        return self.url
+
+    def _url(self, relative: str) -> str:
+        return f"{self.url}/{relative}"
+
+    def manifest_url(self, name: str) -> str:
+        """The URL of the manifest of ``name``."""
+        return self._url(f"{MANIFEST_DIR}/{check_name(name)}.json")
+
+    def folder_url(self, name: str) -> str:
+        """The URL of the folder holding the parts of ``name``."""
+        return self._url(check_name(name))
+
+    def _denied(self, error: AccessDeniedError) -> AccessDeniedError:
+        return AccessDeniedError(f"workspace {self.url}: {error}")
+
+    def _head(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The manifest of ``name`` and its version, or None when there is none."""
+        url = self.manifest_url(name)
+        try:
+            data, version = get_object(self.backend, url)
+        except ObjectNotFoundError:
+            return None
+        except AccessDeniedError as exc:
+            raise self._denied(exc) from None
+        head = json.loads(data)
+        if (not isinstance(head, dict) or head.get("format") != MANIFEST_FORMAT
+                or not isinstance(head.get("parts"), list) or not head["parts"]):
+            raise ValueError(f"{url} is not a rasteret collection manifest")
+        if head.get("version", 0) > MANIFEST_VERSION:
+            raise ValueError(
+                f"{url} was written by a newer rasteret (manifest version "
+                f"{head.get('version')}): upgrade rasteret to read it")
+        return head, version
+
+    def exists(self, name: str) -> bool:
+        """Whether the collection ``name`` is published here."""
+        return self._head(name) is not None
+
+    def names(self) -> list[str]:
+        """Names of the collections published here (one listing of the manifests)."""
+        try:
+            found = list_objects(self.backend, self._url(MANIFEST_DIR))
+        except AccessDeniedError as exc:
+            raise self._denied(exc) from None
+        names = []
+        for item in found:
+            stem, dot, suffix = item.name.partition(".json")
+            if dot and not suffix and "/" not in stem:
+                try:
+                    names.append(check_name(stem))
+                except ConfigurationError:
+                    continue
+        return sorted(names)
+
+    def read(self, name: str) -> StoredCollection | None:
+        """The collection ``name`` (its manifest, then exactly the parts it lists), or
+        None when there is none.
+
+        Raises:
+            ObjectNotFoundError: A listed part is missing and no replace explains it.
+        """
+        for attempt in range(READ_ATTEMPTS):
+            found = self._head(name)
+            if found is None:
+                return None
+            head, version = found
+            urls = [self._url(str(part["path"])) for part in head["parts"]]
+            try:
+                blobs = run_sync(get_objects_async(self.backend, urls))
+            except AccessDeniedError as exc:
+                raise self._denied(exc) from None
+            except ObjectNotFoundError:
+                # A replace (or a delete) finished between our manifest read and the
+                # part reads and removed the parts we were sent to: read the new one.
+                now = self._head(name)
+                if now is not None and now[1] != version and attempt + 1 < READ_ATTEMPTS:
+                    continue
+                if now is None:
+                    return None
+                raise
+            tables = [pq.read_table(pa.BufferReader(blob)) for blob in blobs]
+            metadata = tables[0].schema.metadata
+            table = pa.concat_tables([strip_failures(t) for t in tables])
+            return StoredCollection(table, manifest_from_metadata(metadata),
+                                    failures_from_metadata(metadata), None,
+                                    self.folder_url(name))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def publish(self, name: str, table: pa.Table, manifest: dict[str, Any],
+                failures: pa.Table, *, replace: bool) -> None:
+        """Publish ``table`` as the collection ``name``: parts first, manifest last.
+
+        Args:
+            replace: Replace the current version (conditioned on its ETag); when False
+                the collection must not exist yet.
+
+        Raises:
+            CollectionConflictError: Another build published ``name`` first (this
+                build's parts are deleted again).
+            AccessDeniedError: The backend may not write the workspace.
+        """
+        check_name(name)
+        build = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        previous = self._head(name) if replace else None
+        blobs: dict[str, bytes] = {}
+        entries = []
+        for index, part in enumerate(split_parts(table, manifest, failures)):
+            relative = f"{name}/part-{build}-{index:05d}.parquet"
+            data = parquet_bytes(part)
+            blobs[self._url(relative)] = data
+            entries.append({"path": relative, "rows": part.num_rows, "size": len(data)})
+        head = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "name": name,
+            "build": build,
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "scenes": table.num_rows,
+            "parts": entries,
+        }
+        try:
+            run_sync(put_objects_async(self.backend, blobs))
+            self._commit(name, head, previous)
+        except BaseException as exc:
+            won = isinstance(exc, WriteConflictError) and self._is_current(name, build)
+            if not won:  # a put retried after a lost answer can find its own manifest
+                self._discard(list(blobs))
+                if isinstance(exc, AccessDeniedError):
+                    raise self._denied(exc) from None
+                if isinstance(exc, WriteConflictError):
+                    raise CollectionConflictError(
+                        f"collection {name!r} in workspace {self.url} was "
+                        + ("replaced" if previous else "published")
+                        + " by another build while this one was writing; this build's "
+                        "parts were removed. Load the other build's collection, or run "
+                        "this build again with force=True to replace it"
+                    ) from None
+                raise
+        self._sweep(name, head, previous[0] if previous else None)
+
+    def _commit(self, name: str, head: dict[str, Any],
+                previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        """Write the manifest: the one step that makes a build visible."""
+        data = json.dumps(head, indent=1).encode()
+        if previous is None:
+            put_object(self.backend, self.manifest_url(name), data, create=True)
+        else:
+            put_object(self.backend, self.manifest_url(name), data, if_version=previous[1])
+
+    def _is_current(self, name: str, build: str) -> bool:
+        try:
+            found = self._head(name)
+        except (RasteretError, ValueError):
+            return False
+        return found is not None and found[0].get("build") == build
+
+    def _discard(self, urls: list[str]) -> None:
+        """Delete this build's own parts after it failed (best effort: a part left
+        behind is invisible to readers of the manifest and swept later)."""
+        try:
+            delete_objects(self.backend, urls)
+        except RasteretError as exc:
+            log.warning("could not remove the parts of a failed build: %s", exc)
+
+    def _sweep(self, name: str, head: dict[str, Any] | None,
+               superseded: dict[str, Any] | None) -> None:
+        """Delete the parts of the replaced version and stale parts no manifest lists.
+
+        Parts of builds still in flight are younger than ORPHAN_AGE and stay.
+        """
+        keep = {part["path"] for part in (head or {}).get("parts", [])}
+        doomed = {part["path"] for part in (superseded or {}).get("parts", [])} - keep
+        cutoff = dt.datetime.now(dt.UTC) - ORPHAN_AGE
+        try:
+            for item in list_objects(self.backend, self.folder_url(name)):
+                relative = f"{name}/{item.name}"
+                if relative not in keep and item.last_modified and item.last_modified < cutoff:
+                    doomed.add(relative)
+            delete_objects(self.backend, [self._url(p) for p in sorted(doomed)])
+        except RasteretError as exc:
+            # The manifest is the truth: leftovers are invisible to it and swept later.
+            log.warning("collection %r in %s: old parts not removed yet: %s",
+                        name, self.url, exc)
+
+    def delete(self, name: str) -> bool:
+        """Delete the collection ``name`` (manifest first, then its parts); False when
+        there was none."""
+        found = self._head(name)
+        if found is None:
+            return False
+        try:
+            delete_objects(self.backend, [self.manifest_url(name)])
+        except AccessDeniedError as exc:
+            raise self._denied(exc) from None
+        self._sweep(name, None, found[0])
+        return True
+
+    def progress_dir(self, name: str, fingerprint: str) -> Path:
+        """A local private folder a build of ``name`` keeps its finished batches in,
+        so a killed build resumes on this machine. One per workspace, name and set of
+        scenes (``fingerprint``): builds of other scenes racing for the same name
+        never share one."""
+        digest = hashlib.sha256(f"{self.url}\n{fingerprint}".encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "rasteret-builds" / f"{check_name(name)}-{digest}"
+
+    def export(self, table: pa.Table, url: str) -> str:
+        """Write ``table`` as the single object ``url`` (one put: atomic)."""
+        try:
+            put_object(self.backend, url, parquet_bytes(table))
+        except AccessDeniedError as exc:
+            raise self._denied(exc) from None
+        return url
+
+
+Workspace = LocalWorkspace | ObjectWorkspace
+
+
+def open_workspace(workspace: str | os.PathLike | None = None,
+                   backend: Backend | None = None) -> Workspace:
+    """The workspace at ``workspace`` (default ``$RASTERET_WORKSPACE`` or
+    ``~/.rasteret/collections``): a local folder for paths and ``file://`` URLs, an
+    object-store prefix for ``s3://``, ``az://``, ``gs://``... reached with
+    ``backend`` (default: the default backend).
+
+    Raises:
+        ConfigurationError: The URL's scheme is not supported.
+    """
+    chosen = chosen_workspace(workspace)
+    if is_remote(chosen):
+        from rasteret.io.urls import parse_url
+
+        url = str(chosen)
+        if parse_url(url).kind == "http" or "?" in url:
+            raise ConfigurationError(
+                f"workspace {url!r}: use an object-store URL (s3://, az://, gs://) or a "
+                "local folder; plain HTTP servers cannot be written to")
+        return ObjectWorkspace(url, backend or default_backend())
+    return LocalWorkspace(workspace_dir(chosen))
+
+
+def split_collection_url(url: str) -> tuple[str, str]:
+    """``(workspace URL, name)`` of the URL of a collection's folder."""
+    base, _, name = url.rstrip("/").rpartition("/")
+    if "://" not in base or base.endswith(":/"):
+        raise ConfigurationError(
+            f"{url!r} does not name a collection inside a workspace: use "
+            "s3://bucket/prefix/NAME (the collection NAME in workspace s3://bucket/prefix)")
+    return base, check_name(name)
+
