@@ -517,7 +517,7 @@ def overview(user: User) -> None:
     np.testing.assert_array_equal(pixels[0, :SIZE, :SIZE], truth)
     assert not pixels[0, SIZE:].any() and not pixels[0, :, SIZE:].any()
     assert "boto3" in backend.describe_credentials(ES_S2.hrefs["red"])  # aws configure
-    from torchgeo.datasets import GeoDataset
+    from torchgeo.datasets import GeoDataset  # the block's last line needs the torch extra
 
     dataset = ns["dataset"]
     assert isinstance(dataset, GeoDataset) and dataset.backend is backend
@@ -696,10 +696,11 @@ def rewrite_url(user: User) -> None:
 class Flow:
     first_line: str
     run: Callable[[User], None]
+    torch: bool = False  # the block needs the torch extra
 
 
 FLOWS = {
-    0: Flow("import rasteret", overview),
+    0: Flow("import rasteret", overview, torch=True),
     1: Flow('s2 = rasteret.build("pc/sentinel-2-l2a", name="pc-s2", '
             'bbox=(77.5, 12.9, 77.7, 13.1),', pc_no_backend),
     2: Flow("backend = rasteret.create_backend(", pc_token_api),
@@ -724,9 +725,18 @@ def _block_id(index: int) -> str:
     return f"{index}-{re.sub(r'[^A-Za-z0-9]+', '-', first).strip('-')[:40]}"
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=_block_id)
+def _block_params() -> list[Any]:
+    return [pytest.param(index, id=_block_id(index),
+                         marks=[pytest.mark.torch] if index in FLOWS and FLOWS[index].torch
+                         else [])
+            for index in range(len(BLOCKS))]
+
+
+@pytest.mark.parametrize("index", _block_params())
 def test_guide_block_runs_as_written(index, user):
     flow = FLOWS.get(index)
+    if flow is not None and flow.torch:
+        pytest.importorskip("torchgeo")
     first = BLOCKS[index].splitlines()[0]
     assert flow is not None, (
         f"docs/authentication.md block {index} ({first!r}) has no entry in FLOWS: give it "
