@@ -64,7 +64,7 @@ PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def workspace_dir(workspace: str | os.PathLike | None = None) -> Path:
+def workspace_dir(workspace: str | os.PathLike[str] | None = None) -> Path:
     """The folder collections live in: the argument, ``$RASTERET_WORKSPACE``, or
     ``~/.rasteret/collections``."""
     chosen = workspace or os.environ.get(WORKSPACE_ENV) or Path.home() / ".rasteret" / "collections"
@@ -87,7 +87,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def collection_path(name: str, workspace: str | os.PathLike | None = None) -> Path:
+def collection_path(name: str, workspace: str | os.PathLike[str] | None = None) -> Path:
     """Where the collection ``name`` lives in the workspace."""
     return workspace_dir(workspace) / check_name(name)
 

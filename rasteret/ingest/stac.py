@@ -7,11 +7,12 @@ user band codes (``B04``) to the provider's asset keys (``red`` on Earth Search,
 
 from __future__ import annotations
 
+import datetime as dt
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from rasteret.collection import check_bbox, parse_date_range
+from rasteret.collection import DateRange, check_bbox, parse_date_range
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.ingest.records import (
     BandMetadata,
@@ -21,12 +22,7 @@ from rasteret.ingest.records import (
     parse_datetime,
     unsigned,
 )
-
-# A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
-# dataset spanning several STAC collections whose asset keys differ, a mapping from
-# collection id to either of those (e.g. HLS: {"HLSS30_2.0": "B8A", "HLSL30_2.0": "B05"}).
-BandTarget = str | tuple[str, int]
-BandMap = Mapping[str, BandTarget | Mapping[str, BandTarget]]
+from rasteret.registry import BandMap, BandTarget
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -78,12 +74,13 @@ def item_to_record(
     if band_map is None:
         band_map = {key: key for key, asset in assets.items() if _is_image_asset(asset)}
     bands: dict[str, BandSource | None] = {}
-    for band, target in band_map.items():
-        if isinstance(target, Mapping):
-            target = target.get(item.get("collection") or "")
-            if target is None:
-                bands[band] = None
-                continue
+    for band, spec in band_map.items():
+        target: BandTarget | None = (
+            spec.get(item.get("collection") or "") if isinstance(spec, Mapping) else spec
+        )
+        if target is None:
+            bands[band] = None
+            continue
         key, index = (target, 1) if isinstance(target, str) else (target[0], int(target[1]))
         asset = assets.get(key)
         if asset is None:
@@ -195,7 +192,11 @@ def band_metadata(item: Mapping[str, Any], asset: Mapping[str, Any], index: int 
     return None if metadata == BandMetadata() else metadata
 
 
-def _in_window(item: Mapping[str, Any], bbox, window) -> bool:
+def _in_window(
+    item: Mapping[str, Any],
+    bbox: Sequence[float] | None,
+    window: tuple[dt.datetime, dt.datetime] | None,
+) -> bool:
     if bbox is not None and item.get("bbox"):
         b = item["bbox"]
         minx, miny, maxx, maxy = b[0], b[1], b[-2], b[-1]
@@ -220,7 +221,7 @@ def search_items(
     *,
     collection: str | None,
     bbox: Iterable[float] | None = None,
-    date_range: tuple[Any, Any] | None = None,
+    date_range: DateRange | None = None,
     query: Mapping[str, Any] | None = None,
     max_items: int | None = None,
     headers: Mapping[str, str] | None = None,
@@ -259,7 +260,15 @@ def _collection_ids(collection: str | None) -> list[str]:
     return [part.strip() for part in (collection or "").split(",") if part.strip()]
 
 
-def _api_items(stac_api, collection, box, window, max_items, headers, page_size) -> list[dict]:
+def _api_items(
+    stac_api: str,
+    collection: str | None,
+    box: Sequence[float] | None,
+    window: tuple[dt.datetime, dt.datetime] | None,
+    max_items: int | None,
+    headers: Mapping[str, str] | None,
+    page_size: int,
+) -> list[dict[str, Any]]:
     from pystac_client import Client
 
     client = Client.open(stac_api, headers=dict(headers or {}))
@@ -279,12 +288,16 @@ def _api_items(stac_api, collection, box, window, max_items, headers, page_size)
     return [item.to_dict() for item in search.items()]
 
 
-def _static_items(source: str, collection: str | None) -> list[dict]:
+def _static_items(source: str, collection: str | None) -> list[dict[str, Any]]:
     import pystac
 
     root = pystac.read_file(source)
     if isinstance(root, pystac.Item):
         return [root.to_dict()]
+    if not isinstance(root, pystac.Catalog):  # a Collection is a Catalog
+        raise StacSearchError(
+            f"{source} is a {type(root).__name__}, not a STAC catalog, collection or item"
+        )
     items = []
     for item in root.get_items(recursive=True):
         item.make_asset_hrefs_absolute()
