@@ -454,13 +454,15 @@ def create_backend(
         default_s3_config: S3 settings for every bucket: ``region``,
             ``skip_signature``, ``aws_access_key_id``, ``aws_secret_access_key``,
             ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
-            obstore-style names both work).
-        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...).
-        retry_config: obstore retry settings (``max_retries``, ``retry_timeout``,
-            ``backoff``).
+            obstore-style names both work; typed as obstore's ``S3Config`` plus the
+            boto-style names).
+        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...; an
+            ``obstore.store.ClientConfig``).
+        retry_config: obstore retry settings (``max_retries``, ``retry_timeout`` as a
+            ``datetime.timedelta``, ``backoff``; an ``obstore.store.RetryConfig``).
         azure_config: Azure settings for every container (``endpoint`` for an emulator,
-            ``account_name``...).
-        gcs_config: Google Cloud Storage settings.
+            ``account_name``...; an ``obstore.store.AzureConfig``).
+        gcs_config: Google Cloud Storage settings (an ``obstore.store.GCSConfig``).
         max_concurrent_requests: Requests in flight at once through this backend in
             each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
         retries: rasteret's retry policy for transient failures (default: 5 attempts
