@@ -66,10 +66,12 @@ servers:
 	    --prefix .cache/azurite azurite >/dev/null; \
 	fi
 
-# The import contracts of pyproject.toml ([tool.importlinter]) run first: a broken
-# layer, a cycle or torch in the core fails the target before any test runs.
+# The import contracts of pyproject.toml ([tool.importlinter]) and the type check
+# ([tool.mypy]) run first: a broken layer, a cycle, torch in the core or a type error
+# fails the target before any test runs.
 test: venv servers
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy rasteret
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	exit $$status

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Write ``path`` whole or not at all.
 
     ``write`` writes a temporary file beside ``path`` (same folder, so the rename

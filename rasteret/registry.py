@@ -24,6 +24,12 @@ from typing import Any
 from rasteret.errors import ConfigurationError, DatasetNotFoundError
 from rasteret.redact import masked
 
+# A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
+# dataset spanning several STAC collections whose asset keys differ, a mapping from
+# collection id to either of those (e.g. HLS: {"HLSS30_2.0": "B8A", "HLSL30_2.0": "B05"}).
+BandTarget = str | tuple[str, int]
+BandMap = Mapping[str, BandTarget | Mapping[str, BandTarget]]
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -47,7 +53,7 @@ class DatasetInfo:
     id: str
     stac_api: str
     collection: str
-    band_map: Mapping[str, str | tuple[str, int]]
+    band_map: BandMap
     description: str = ""
     auth: str = "none"
     cloud_config: Mapping[str, Any] = field(default_factory=dict)
@@ -60,7 +66,8 @@ class DatasetInfo:
         data = asdict(self)
         data["band_map"] = {k: list(v) if isinstance(v, tuple) else v
                             for k, v in self.band_map.items()}
-        return masked(data)
+        shown: dict[str, Any] = masked(data)
+        return shown
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())

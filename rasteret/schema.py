@@ -219,9 +219,10 @@ def _stac(record: dict[str, Any]) -> dict[str, Any]:
 def band_nodata(record: dict[str, Any]) -> float | None:
     """A band's nodata: the COG's own GDAL_NODATA when it has one, else the STAC
     item's ``raster:bands`` nodata, else None."""
-    if record.get("nodata") is not None:
-        return record["nodata"]
-    return _stac(record).get("nodata")
+    nodata: float | None = record.get("nodata")
+    if nodata is None:
+        nodata = _stac(record).get("nodata")
+    return nodata
 
 
 def band_scale_offset(record: dict[str, Any]) -> tuple[float, float]:

@@ -64,20 +64,20 @@ PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def chosen_workspace(workspace: str | os.PathLike | None = None) -> str | os.PathLike:
+def chosen_workspace(workspace: str | os.PathLike[str] | None = None) -> str | os.PathLike[str]:
     """The workspace asked for: the argument, ``$RASTERET_WORKSPACE``, or
     ``~/.rasteret/collections`` (a path or a URL, unchecked)."""
     return workspace or os.environ.get(WORKSPACE_ENV) or Path.home() / ".rasteret" / "collections"
 
 
-def is_remote(location: str | os.PathLike | None) -> bool:
+def is_remote(location: str | os.PathLike[str] | None) -> bool:
     """Whether ``location`` is an object-store URL (``s3://``, ``az://``, ``gs://``,
     ``https://``...), not a local path or a ``file://`` URL."""
     return isinstance(location, str) and "://" in location and not location.startswith(
         "file://")
 
 
-def local_path(location: str | os.PathLike) -> Path:
+def local_path(location: str | os.PathLike[str]) -> Path:
     """The local path of a path or ``file://`` URL."""
     text = os.fspath(location)
     if isinstance(text, str) and text.startswith("file://"):
@@ -87,7 +87,7 @@ def local_path(location: str | os.PathLike) -> Path:
     return Path(text).expanduser()
 
 
-def workspace_dir(workspace: str | os.PathLike | None = None) -> Path:
+def workspace_dir(workspace: str | os.PathLike[str] | None = None) -> Path:
     """The local folder collections live in: the argument (a path or ``file://`` URL),
     ``$RASTERET_WORKSPACE``, or ``~/.rasteret/collections``.
 
@@ -118,7 +118,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def collection_path(name: str, workspace: str | os.PathLike | None = None) -> Path:
+def collection_path(name: str, workspace: str | os.PathLike[str] | None = None) -> Path:
     """Where the collection ``name`` lives in the workspace."""
     return workspace_dir(workspace) / check_name(name)
 
@@ -203,7 +203,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
     """``table`` as the bytes of a Parquet file written with PARQUET_OPTIONS."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET_OPTIONS)
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 def publish(staging: Path, final: Path) -> None:

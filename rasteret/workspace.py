@@ -445,7 +445,7 @@ class ObjectWorkspace:
 Workspace = LocalWorkspace | ObjectWorkspace
 
 
-def open_workspace(workspace: str | os.PathLike | None = None,
+def open_workspace(workspace: str | os.PathLike[str] | None = None,
                    backend: Backend | None = None) -> Workspace:
     """The workspace at ``workspace`` (default ``$RASTERET_WORKSPACE`` or
     ``~/.rasteret/collections``): a local folder for paths and ``file://`` URLs, an

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
-from rasteret.ingest.builder import build_collection
+from rasteret.ingest.builder import OnError, build_collection
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, unsigned
-from rasteret.ingest.stac import BandMap, item_to_record, search_items
+from rasteret.ingest.stac import item_to_record, search_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.registry import find_dataset, list_datasets
+from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
 
 
 def build_from_stac(
@@ -33,9 +33,9 @@ def build_from_stac(
     band_map: BandMap | None = None,
     query: Mapping[str, Any] | None = None,
     max_items: int | None = None,
-    workspace_dir: str | os.PathLike | None = None,
+    workspace_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    on_error: str = "raise",
+    on_error: OnError = "raise",
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stats: FetchStats | None = None,
@@ -121,9 +121,9 @@ def build(
     backend: Backend | None = None,
     query: Mapping[str, Any] | None = None,
     bands: Sequence[str] | None = None,
-    workspace_dir: str | os.PathLike | None = None,
+    workspace_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    on_error: str = "raise",
+    on_error: OnError = "raise",
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stac_api: str | None = None,
@@ -162,18 +162,19 @@ def build(
             a band is unknown.
     """
     info = find_dataset(dataset_id)
-    if info is None and stac_api is None:
+    band_map: dict[str, BandTarget | Mapping[str, BandTarget]] | None
+    if info is not None:
+        band_map = dict(info.band_map)
+        default_query = info.query or {}
+        stac_api = stac_api or info.stac_api
+        collection = collection or info.collection
+    elif stac_api is None:
         raise ConfigurationError(
             f"unknown dataset {dataset_id!r}: register it with rasteret.datasets.register("
             f"id={dataset_id!r}, stac_api=..., collection=..., band_map=...), or pass "
             f"stac_api= (the STAC collection is then {dataset_id.rsplit('/', 1)[-1]!r}, or "
             f"collection=); registered datasets: {[d.id for d in list_datasets()]}"
         )
-    if info is not None:
-        band_map: dict[str, Any] | None = dict(info.band_map)
-        default_query = info.query or {}
-        stac_api = stac_api or info.stac_api
-        collection = collection or info.collection
     else:
         band_map = None
         default_query = {}
@@ -219,13 +220,14 @@ def _geometry_of(value: Any) -> dict[str, Any] | None:
 
     if value is None:
         return None
-    if isinstance(value, (bytes, bytearray)):
-        return mapping(shapely.from_wkb(bytes(value)))
-    if isinstance(value, str):
-        return mapping(shapely.from_wkt(value))
     if isinstance(value, dict):
         return value
-    return mapping(value)
+    if isinstance(value, (bytes, bytearray)):
+        value = shapely.from_wkb(bytes(value))
+    elif isinstance(value, str):
+        value = shapely.from_wkt(value)
+    geojson: dict[str, Any] = mapping(value)
+    return geojson
 
 
 def build_from_table(
@@ -239,9 +241,9 @@ def build_from_table(
     datetime_column: str | None = "datetime",
     geometry_column: str | None = "geometry",
     backend: Backend | None = None,
-    workspace_dir: str | os.PathLike | None = None,
+    workspace_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    on_error: str = "raise",
+    on_error: OnError = "raise",
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stats: FetchStats | None = None,
@@ -268,19 +270,22 @@ def build_from_table(
     columns = set(arrow.column_names)
     if href_columns is None and assets_column is None:
         raise ConfigurationError("pass href_columns={band: column} or assets_column=")
-    if isinstance(href_columns, Sequence) and not isinstance(href_columns, str):
-        href_columns = {c: c for c in href_columns}
-    for column in (href_columns or {}).values():
+    # A list names columns that are named after their bands.
+    band_columns: Mapping[str, str] = (
+        href_columns if isinstance(href_columns, Mapping)
+        else {c: c for c in href_columns or ()}
+    )
+    for column in band_columns.values():
         if column not in columns:
             raise ConfigurationError(f"no column {column!r}; columns are {sorted(columns)}")
     if assets_column is not None and assets_column not in columns:
         raise ConfigurationError(f"no column {assets_column!r}; columns are {sorted(columns)}")
     used = {id_column, datetime_column, geometry_column, assets_column,
-            *(href_columns or {}).values()}
+            *band_columns.values()}
     records = []
     for index, row in enumerate(arrow.to_pylist()):
         bands: dict[str, BandSource | None] = {}
-        for band, column in (href_columns or {}).items():
+        for band, column in band_columns.items():
             href = row[column]
             bands[band] = BandSource(unsigned(str(href))) if href else None
         if assets_column is not None:

@@ -17,7 +17,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +48,10 @@ from rasteret.workspace import open_workspace
 log = logging.getLogger("rasteret")
 
 BATCH_SCENES = 2000
+
+#: What a build does when assets fail: stop with IndexingError, or build without them.
+OnError = Literal["raise", "skip"]
+
 
 def _fingerprint(records: list[SceneRecord]) -> str:
     digest = hashlib.sha256()
@@ -113,9 +117,9 @@ def build_collection(
     name: str,
     manifest: dict[str, Any],
     backend: Backend | None = None,
-    workspace_dir: str | os.PathLike | None = None,
+    workspace_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    on_error: str = "raise",
+    on_error: OnError = "raise",
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stats: FetchStats | None = None,

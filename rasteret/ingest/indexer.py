@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
-from rasteret.io.fetch import FetchStats
+from rasteret.io.fetch import FetchStats, ObjectInfo
 from rasteret.io.urls import strip_query
 from rasteret.read.cog import HEADER_BYTES, read_header
 from rasteret.schema import header_to_record
+from rasteret.tiff.header import CogHeader
 
 DEFAULT_MAX_CONCURRENT = 256
 
@@ -51,14 +52,15 @@ async def index_hrefs(
     header_bytes: int = HEADER_BYTES,
     stats: FetchStats | None = None,
     description: str = "Indexing COG headers",
-) -> dict[str, tuple[Any, int | None] | BaseException]:
+) -> dict[str, tuple[CogHeader, ObjectInfo] | BaseException]:
     """Parse the headers of ``hrefs`` concurrently.
 
     Returns:
-        href -> ``(CogHeader, size)`` or the exception that stopped it.
+        href -> ``(header, info)`` (the object's size and version) or the exception
+        that stopped it.
     """
     semaphore = asyncio.Semaphore(max_concurrent)
-    results: dict[str, tuple[Any, int | None] | BaseException] = {}
+    results: dict[str, tuple[CogHeader, ObjectInfo] | BaseException] = {}
     failed = 0
     bar = tqdm(total=len(hrefs), desc=description, unit="asset", disable=not progress)
 
@@ -83,7 +85,7 @@ async def index_hrefs(
 
 
 def band_record(
-    parsed: tuple[Any, int | None], href: str, band_index: int
+    parsed: tuple[CogHeader, ObjectInfo], href: str, band_index: int
 ) -> dict[str, Any]:
     """The stored record of one band, checking a multi-band asset has the sample.
 

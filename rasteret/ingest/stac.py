@@ -13,6 +13,7 @@ user band codes (``B04``) to the provider's asset keys (``red`` on Earth Search,
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import operator
 import os
@@ -21,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from rasteret.collection import check_bbox, parse_date_range, parse_datetime
+from rasteret.collection import DateRange, check_bbox, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
 from rasteret.ingest.records import (
     BandMetadata,
@@ -34,12 +35,7 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats, fetch_object
 from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
-
-# A band's target is an asset key, an (asset key, 1-based band index) pair, or, for a
-# dataset spanning several STAC collections whose asset keys differ, a mapping from
-# collection id to either of those (e.g. HLS: {"HLSS30_2.0": "B8A", "HLSL30_2.0": "B05"}).
-BandTarget = str | tuple[str, int]
-BandMap = Mapping[str, BandTarget | Mapping[str, BandTarget]]
+from rasteret.registry import BandMap, BandTarget
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -92,12 +88,13 @@ def item_to_record(
     if band_map is None:
         band_map = {key: key for key, asset in assets.items() if _is_image_asset(asset)}
     bands: dict[str, BandSource | None] = {}
-    for band, target in band_map.items():
-        if isinstance(target, Mapping):
-            target = target.get(item.get("collection") or "")
-            if target is None:
-                bands[band] = None
-                continue
+    for band, spec in band_map.items():
+        target: BandTarget | None = (
+            spec.get(item.get("collection") or "") if isinstance(spec, Mapping) else spec
+        )
+        if target is None:
+            bands[band] = None
+            continue
         key, index = (target, 1) if isinstance(target, str) else (target[0], int(target[1]))
         asset = assets.get(key)
         if asset is None:
@@ -209,7 +206,11 @@ def band_metadata(item: Mapping[str, Any], asset: Mapping[str, Any], index: int 
     return None if metadata == BandMetadata() else metadata
 
 
-def _in_window(item: Mapping[str, Any], bbox, window) -> bool:
+def _in_window(
+    item: Mapping[str, Any],
+    bbox: Sequence[float] | None,
+    window: tuple[dt.datetime, dt.datetime] | None,
+) -> bool:
     if bbox is not None and item.get("bbox"):
         b = item["bbox"]
         minx, miny, maxx, maxy = b[0], b[1], b[-2], b[-1]
@@ -234,7 +235,7 @@ def search_items(
     *,
     collection: str | None,
     bbox: Iterable[float] | None = None,
-    date_range: tuple[Any, Any] | None = None,
+    date_range: DateRange | None = None,
     query: Mapping[str, Any] | None = None,
     max_items: int | None = None,
     headers: Mapping[str, str] | None = None,
@@ -283,7 +284,15 @@ def _collection_ids(collection: str | None) -> list[str]:
     return [part.strip() for part in (collection or "").split(",") if part.strip()]
 
 
-def _api_items(stac_api, collection, box, window, max_items, headers, page_size) -> list[dict]:
+def _api_items(
+    stac_api: str,
+    collection: str | None,
+    box: Sequence[float] | None,
+    window: tuple[dt.datetime, dt.datetime] | None,
+    max_items: int | None,
+    headers: Mapping[str, str] | None,
+    page_size: int,
+) -> list[dict[str, Any]]:
     from pystac_client import Client
 
     client = Client.open(stac_api, headers=dict(headers or {}))

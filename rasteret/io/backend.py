@@ -11,14 +11,56 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
 from rasteret.errors import AccessDeniedError, ConfigurationError
 from rasteret.io.urls import StoreTarget, parse_url
 from rasteret.redact import masked
+
+if TYPE_CHECKING:
+    # obstore's config types exist for type checkers only (not importable at runtime).
+    from obstore.store import (
+        AzureConfig,
+        AzureCredentialProvider,
+        ClientConfig,
+        GCSConfig,
+        GCSCredentialProvider,
+        ObjectStore,
+        RetryConfig,
+        S3Config,
+        S3CredentialProvider,
+    )
+
+    from rasteret.io.credentials import PlanetaryComputerSas
+
+    class S3Options(S3Config, total=False):
+        """obstore's S3 settings plus the boto-style names rasteret also accepts.
+
+        Keys are case-insensitive at runtime, and boolean settings may be given as
+        the strings ``"true"``/``"false"`` (as environment variables hold them).
+        """
+
+        aws_access_key_id: str
+        aws_secret_access_key: str
+        aws_session_token: str
+        aws_region: str
+        aws_endpoint: str
+        aws_endpoint_url: str
+        endpoint_url: str
+        aws_skip_signature: bool
+        aws_request_payer: bool
+        requester_pays: bool
+
+    CredentialProvider: TypeAlias = (
+        S3CredentialProvider
+        | AzureCredentialProvider
+        | GCSCredentialProvider
+        | PlanetaryComputerSas
+    )
 
 _S3_ALIASES = {
     "aws_access_key_id": "access_key_id",
@@ -54,10 +96,14 @@ def _as_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def normalize_s3_config(config: dict[str, Any] | None) -> dict[str, Any]:
+def normalize_s3_config(config: S3Options | Mapping[str, Any] | None) -> S3Config:
     """Return ``config`` with boto-style keys (``aws_access_key_id``...) renamed to
     obstore's (``access_key_id``...), and boolean settings given as strings
-    (``skip_signature="false"``) turned into booleans."""
+    (``skip_signature="false"``) turned into booleans.
+
+    Raises:
+        ConfigurationError: A boolean setting is a string that is not a boolean.
+    """
     normalized: dict[str, Any] = {}
     for key, value in (config or {}).items():
         name = key.lower()
@@ -67,7 +113,8 @@ def normalize_s3_config(config: dict[str, Any] | None) -> dict[str, Any]:
             normalized[name] = _as_bool(name, normalized[name])
     if normalized.get("request_payer") is True:
         normalized["request_payer"] = "requester"
-    return normalized
+    # Unknown keys pass through: obstore names them when the store is built.
+    return cast("S3Config", normalized)
 
 
 def endpoint_from_env() -> str | None:
@@ -81,7 +128,7 @@ def endpoint_from_env() -> str | None:
     return None
 
 
-def provider_kind(provider: Any) -> str:
+def provider_kind(provider: object) -> Literal["s3", "azure", "gcs"]:
     """Guess which store kind a credential provider serves: ``s3``, ``azure`` or ``gcs``."""
     module = type(provider).__module__.lower()
     name = type(provider).__name__.lower()
@@ -99,7 +146,7 @@ def _aws_profile_configured() -> bool:
     )
 
 
-def _needs_boto3_chain(config: dict[str, Any]) -> bool:
+def _needs_boto3_chain(config: S3Config) -> bool:
     """True when the credentials live where only boto3 reads them (a profile, ``~/.aws``).
 
     Raises:
@@ -189,13 +236,13 @@ class Backend:
     def __init__(
         self,
         *,
-        credential_provider: Any = None,
+        credential_provider: CredentialProvider | None = None,
         region: str | None = None,
-        default_s3_config: dict[str, Any] | None = None,
-        client_options: dict[str, Any] | None = None,
-        retry_config: dict[str, Any] | None = None,
-        azure_config: dict[str, Any] | None = None,
-        gcs_config: dict[str, Any] | None = None,
+        default_s3_config: S3Options | None = None,
+        client_options: ClientConfig | None = None,
+        retry_config: RetryConfig | None = None,
+        azure_config: AzureConfig | None = None,
+        gcs_config: GCSConfig | None = None,
         max_concurrent_requests: int | None = None,
         retries: RetryPolicy | None = None,
     ) -> None:
@@ -204,11 +251,11 @@ class Backend:
         self.max_concurrent_requests = max_concurrent_requests
         self.region = region
         self.default_s3_config = normalize_s3_config(default_s3_config)
-        self.client_options = dict(client_options or {})
-        self.retry_config = dict(retry_config) if retry_config else None
-        self.azure_config = dict(azure_config or {})
-        self.gcs_config = dict(gcs_config or {})
-        self._stores: dict[tuple[str, str], Any] = {}
+        self.client_options: ClientConfig = client_options.copy() if client_options else {}
+        self.retry_config: RetryConfig | None = retry_config.copy() if retry_config else None
+        self.azure_config: AzureConfig = azure_config.copy() if azure_config else {}
+        self.gcs_config: GCSConfig = gcs_config.copy() if gcs_config else {}
+        self._stores: dict[tuple[str, str], ObjectStore] = {}
         self._lock = threading.Lock()
 
     # -- pickling: the description travels, live stores do not -----------------------
@@ -232,7 +279,7 @@ class Backend:
         )
 
     # -- routing --------------------------------------------------------------------
-    def store_for(self, url: str) -> tuple[Any, str]:
+    def store_for(self, url: str) -> tuple[ObjectStore, str]:
         """Return ``(store, path)`` for ``url``, building the store on first use."""
         target = parse_url(url)
         cache_key = (target.kind, target.key)
@@ -265,17 +312,18 @@ class Backend:
             return "no credentials"
         return "the store's default credentials from the environment"
 
-    def _options_for(self, endpoint: str | None) -> dict[str, Any]:
-        options = dict(self.client_options)
+    def _options_for(self, endpoint: str | None) -> ClientConfig:
+        options = self.client_options.copy()
         if endpoint and endpoint.startswith("http://"):
             options.setdefault("allow_http", True)
         return options
 
-    def _s3_config(self, url_region: str | None) -> dict[str, Any]:
-        config = dict(self.default_s3_config)
-        if "endpoint" not in config and endpoint_from_env():
+    def _s3_config(self, url_region: str | None) -> S3Config:
+        config = self.default_s3_config.copy()
+        env_endpoint = endpoint_from_env()
+        if "endpoint" not in config and env_endpoint:
             # As boto3 does; passing it on lets an http:// endpoint get allow_http.
-            config["endpoint"] = endpoint_from_env()
+            config["endpoint"] = env_endpoint
         region = (
             config.get("region")
             or self.region
@@ -307,7 +355,7 @@ class Backend:
             config["skip_signature"] = True
         return config
 
-    def _azure_provider(self, account: str, container: str) -> Any:
+    def _azure_provider(self, account: str, container: str) -> AzureCredentialProvider:
         """The user's Azure provider, or a Planetary Computer provider for this
         container cloned from the user's (one provider serves one container)."""
         from rasteret.io.credentials import planetary_computer_template
@@ -315,85 +363,87 @@ class Backend:
         provider = self.credential_provider
         template = planetary_computer_template(provider)
         if template is None:
-            return provider
+            # provider_kind() said "azure": an Azure provider of the user's.
+            return cast("AzureCredentialProvider", provider)
         bound = getattr(provider, "config", None) or {}
         if bound.get("account_name") == account and bound.get("container_name") == container:
-            return provider
+            return cast("AzureCredentialProvider", provider)
         return template.for_container(account, container)
 
-    def _build_store(self, target: StoreTarget) -> Any:
+    def _build_store(self, target: StoreTarget) -> ObjectStore:
         # rasteret retries (and counts retries) itself; obstore's own retries stay off
         # unless the caller configured them.
-        retry = {"retry_config": self.retry_config or {"max_retries": 0}}
+        retry: RetryConfig = self.retry_config or {"max_retries": 0}
         provider = self.credential_provider
+        # provider_kind() routes the user's provider to the stores of its kind; the
+        # casts below say what that runtime check found.
+        kind = provider_kind(provider) if provider is not None else None
         if target.kind == "file":
             return LocalStore()
         if target.kind == "http":
             return HTTPStore.from_url(
-                target.key, client_options=self._options_for(target.key), **retry
+                target.key, client_options=self._options_for(target.key), retry_config=retry
             )
         if target.kind == "s3":
             config = self._s3_config(target.region)
-            kwargs: dict[str, Any] = {}
-            if provider is not None and provider_kind(provider) == "s3":
-                kwargs["credential_provider"] = provider
+            s3_provider: S3CredentialProvider | None = None
+            if kind == "s3":
+                s3_provider = cast("S3CredentialProvider", provider)
             elif _needs_boto3_chain(config):
                 # obstore reads AWS_* variables but not profiles or ~/.aws: boto3 does.
                 from obstore.auth.boto3 import Boto3CredentialProvider
 
-                kwargs["credential_provider"] = Boto3CredentialProvider(boto3_session())
+                s3_provider = Boto3CredentialProvider(boto3_session())
             return S3Store(
                 target.key,
                 config=config,
                 client_options=self._options_for(config.get("endpoint")),
-                **retry,
-                **kwargs,
+                retry_config=retry,
+                credential_provider=s3_provider,
             )
         if target.kind == "azure":
             account, _, container = target.key.partition("/")
-            config = dict(self.azure_config)
+            azure = self.azure_config.copy()
             env_endpoint = os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get(
                 "AZURE_ENDPOINT")
-            if "endpoint" not in config and env_endpoint:
+            if "endpoint" not in azure and env_endpoint:
                 # obstore reads it too, but explicit client options hide the environment's
                 # allow_http: pass it on so an http:// emulator endpoint works.
-                config["endpoint"] = env_endpoint
-            account = account or config.get("account_name", "")
+                azure["endpoint"] = env_endpoint
+            account = account or azure.get("account_name", "")
             if account:
-                config.setdefault("account_name", account)
-            kwargs = {}
-            if provider is not None and provider_kind(provider) == "azure":
-                kwargs["credential_provider"] = self._azure_provider(account, container)
+                azure.setdefault("account_name", account)
             return AzureStore(
                 container,
-                config=config,
-                client_options=self._options_for(config.get("endpoint")),
-                **retry,
-                **kwargs,
+                config=azure,
+                client_options=self._options_for(azure.get("endpoint")),
+                retry_config=retry,
+                credential_provider=(
+                    self._azure_provider(account, container) if kind == "azure" else None
+                ),
             )
         if target.kind == "gcs":
-            kwargs = {}
-            if provider is not None and provider_kind(provider) == "gcs":
-                kwargs["credential_provider"] = provider
             return GCSStore(
                 target.key,
-                config=dict(self.gcs_config),
+                config=self.gcs_config.copy(),
                 client_options=self._options_for(None),
-                **retry,
-                **kwargs,
+                retry_config=retry,
+                credential_provider=(
+                    cast("GCSCredentialProvider", provider) if kind == "gcs" else None
+                ),
             )
         raise ConfigurationError(f"no store for {target.kind!r}")
 
 
 def create_backend(
     *,
-    credential_provider: Any = None,
+    credential_provider: CredentialProvider | None = None,
     region: str | None = None,
-    default_s3_config: dict[str, Any] | None = None,
-    client_options: dict[str, Any] | None = None,
-    retry_config: dict[str, Any] | None = None,
-    azure_config: dict[str, Any] | None = None,
-    gcs_config: dict[str, Any] | None = None,
+    default_s3_config: S3Options | None = None,
+    client_options: ClientConfig | None = None,
+    retry_config: RetryConfig | None = None,
+    azure_config: AzureConfig | None = None,
+    gcs_config: GCSConfig | None = None,
     max_concurrent_requests: int | None = None,
     retries: RetryPolicy | None = None,
 ) -> Backend:
@@ -409,14 +459,17 @@ def create_backend(
         default_s3_config: S3 settings for every bucket: ``region``,
             ``skip_signature``, ``aws_access_key_id``, ``aws_secret_access_key``,
             ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
-            obstore-style names both work).
-        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...).
-        retry_config: obstore's own retry settings (``max_retries``,
-            ``retry_timeout``, ``backoff``), applied inside each request; off unless
-            given, since rasteret retries itself (see ``retries``).
+            obstore-style names both work; typed as obstore's ``S3Config`` plus the
+            boto-style names).
+        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...; an
+            ``obstore.store.ClientConfig``).
+        retry_config: obstore's own retry settings (``max_retries``, ``retry_timeout`` as a
+            ``datetime.timedelta``, ``backoff``; an ``obstore.store.RetryConfig``),
+            applied inside each request; off unless given, since rasteret retries
+            itself (see ``retries``).
         azure_config: Azure settings for every container (``endpoint`` for an emulator,
-            ``account_name``...).
-        gcs_config: Google Cloud Storage settings.
+            ``account_name``...; an ``obstore.store.AzureConfig``).
+        gcs_config: Google Cloud Storage settings (an ``obstore.store.GCSConfig``).
         max_concurrent_requests: Requests in flight at once through this backend in
             each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
         retries: rasteret's :class:`RetryPolicy` for transient failures (default: 5

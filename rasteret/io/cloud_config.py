@@ -18,15 +18,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from rasteret import registry
 from rasteret.errors import ConfigurationError
-from rasteret.io.backend import Backend, boto3_session, create_backend, default_backend, masked
+from rasteret.io.backend import Backend, boto3_session, create_backend, default_backend
+from rasteret.redact import masked
 
-PROVIDERS = ("aws", "gcp", "azure", "planetary_computer", "earthdata", "http")
+if TYPE_CHECKING:
+    from obstore.auth.boto3 import Boto3CredentialProvider
+
+    from rasteret.io.backend import CredentialProvider, S3Options
+
+#: The providers a CloudConfig names.
+Provider = Literal["aws", "gcp", "azure", "planetary_computer", "earthdata", "http"]
+
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 # Other spellings of a provider -> the one value a config holds.
 _PROVIDER_ALIASES = {"gcs": "gcp"}
+
+
+def _no_s3_options() -> S3Options:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -46,12 +59,12 @@ class CloudConfig:
         s3_config: Extra S3 settings (``endpoint``, ``skip_signature``...).
     """
 
-    provider: str = "aws"
+    provider: Provider = "aws"
     requester_pays: bool = False
     region: str | None = None
     url_patterns: dict[str, str] = field(default_factory=dict)
     credentials_url: str | None = None
-    s3_config: dict[str, Any] = field(default_factory=dict)
+    s3_config: S3Options = field(default_factory=lambda: _no_s3_options())
 
     def __post_init__(self) -> None:
         name = str(self.provider).strip().lower()
@@ -124,8 +137,8 @@ class CloudConfig:
         """
         for key in (dataset_id, collection):
             config = cls.get(key)
-            if config is not None:
-                return key, config  # type: ignore[return-value]
+            if key is not None and config is not None:
+                return key, config
         return None
 
     @classmethod
@@ -142,14 +155,14 @@ class CloudConfig:
                 return replacement + url[len(prefix):]
         return url
 
-    def to_backend(self, credential_provider: Any = None) -> Backend:
+    def to_backend(self, credential_provider: CredentialProvider | None = None) -> Backend:
         """A backend reading this dataset.
 
         Args:
             credential_provider: Overrides the provider the config implies (for
                 example an Earthdata provider with your own ``auth``).
         """
-        s3 = dict(self.s3_config)
+        s3 = self.s3_config.copy()
         if self.requester_pays:
             s3["request_payer"] = True
         if credential_provider is None and self.provider == "planetary_computer":
@@ -176,7 +189,7 @@ class CloudConfig:
         )
 
 
-def _boto3_provider_if_configured() -> Any:
+def _boto3_provider_if_configured() -> Boto3CredentialProvider | None:
     """A boto3 credential provider when the AWS chain (variables, ``~/.aws``, SSO,
     instance roles) has credentials; None otherwise (obstore reads the variables).
 

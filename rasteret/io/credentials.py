@@ -9,7 +9,10 @@ container it meets, sharing the token endpoint and subscription key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from obstore.auth.planetary_computer import PlanetaryComputerCredentialProvider
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class PlanetaryComputerSas:
         key = "***" if self.subscription_key else None
         return f"PlanetaryComputerSas(sas_url={self.sas_url!r}, subscription_key={key})"
 
-    def for_container(self, account: str, container: str) -> Any:
+    def for_container(self, account: str, container: str) -> PlanetaryComputerCredentialProvider:
         """An obstore provider for one account/container."""
         from obstore.auth.planetary_computer import PlanetaryComputerCredentialProvider
 
@@ -78,7 +81,7 @@ class PlanetaryComputerSas:
         )
 
 
-def planetary_computer_template(provider: Any) -> PlanetaryComputerSas | None:
+def planetary_computer_template(provider: object) -> PlanetaryComputerSas | None:
     """The per-container template of a Planetary Computer provider (or None if
     ``provider`` is not one)."""
     if isinstance(provider, PlanetaryComputerSas):

@@ -11,8 +11,9 @@ import os
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore
 from obstore.exceptions import (
@@ -37,6 +38,11 @@ from rasteret.errors import (
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import ensure_io_allowed
 from rasteret.io.urls import strip_query
+
+if TYPE_CHECKING:
+    from obstore import Bytes, GetOptions
+
+_T = TypeVar("_T")
 
 MAX_CONCURRENT_REQUESTS = int(os.environ.get("RASTERET_MAX_CONCURRENT_REQUESTS", "256"))
 
@@ -117,8 +123,9 @@ def is_transient(error: RasteretError) -> bool:
     return isinstance(error, BackendError) and bool(_TRANSIENT.search(str(error)))
 
 
-async def with_retries(backend: Backend, url: str, what: str, attempt_once,
-                       stats: FetchStats | None):
+async def with_retries(backend: Backend, url: str, what: str,
+                       attempt_once: Callable[[], Awaitable[_T]],
+                       stats: FetchStats | None) -> _T:
     """Run ``attempt_once()`` until it succeeds, retrying transient failures with
     exponential backoff and full jitter within the backend's retry policy; a store
     that throttles is given ``throttle_delay`` more before each retry.
@@ -329,7 +336,7 @@ def check_version(url: str, version: ObjectInfo, meta: Any) -> None:
 async def fetch_range(
     backend: Backend, url: str, start: int, end: int, stats: FetchStats | None = None,
     *, version: ObjectInfo | None = None,
-) -> Any:
+) -> Bytes:
     """Fetch bytes ``[start, end)`` of ``url``; the result supports the buffer protocol.
 
     Args:
@@ -345,12 +352,12 @@ async def fetch_range(
     ensure_io_allowed()
     store, path = backend.store_for(url)
     what = f"read of bytes {start}-{end}"
-    options: dict[str, Any] = {"range": (start, end)}
+    options: GetOptions = {"range": (start, end)}
     if_match = _strong_etag(version.etag) if version is not None else None
     if if_match:
         options["if_match"] = if_match
 
-    async def once() -> Any:
+    async def once() -> Bytes:
         try:
             async with _semaphore(backend):
                 if version is None:
@@ -384,7 +391,7 @@ async def fetch_ranges(
     stats: FetchStats | None = None,
     *,
     version: ObjectInfo | None = None,
-) -> list[Any]:
+) -> list[Bytes]:
     """Fetch several ranges of one object concurrently, in the order given."""
     return list(await asyncio.gather(
         *(fetch_range(backend, url, s, e, stats, version=version) for s, e in ranges)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from rasteret.errors import ConfigurationError
-from rasteret.redact import strip_query  # noqa: F401 - re-exported for io, read, ingest
+from rasteret.redact import strip_query as strip_query  # re-exported for io, read, ingest
 
 _S3_VIRTUAL_HOST = re.compile(
     r"^(?P<bucket>[a-z0-9.\-]+)\.s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com$"

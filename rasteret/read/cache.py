@@ -85,7 +85,7 @@ class DiskCache:
     with a rebuilt collection's offsets.
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.hits = 0
@@ -123,7 +123,7 @@ class PendingChunk:
         decoding: True once decoding started (``rows`` is final).
     """
 
-    future: asyncio.Future
+    future: asyncio.Future[np.ndarray]
     rows: int
     decoding: bool = False
 
@@ -142,7 +142,7 @@ class ChunkCaches:
             Without memory, reads always decode only the rows they need.
     """
 
-    def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike | None = None,
+    def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike[str] | None = None,
                  whole_chunks: bool = True):
         self.memory = TileCache(memory_bytes) if memory_bytes > 0 else None
         self.disk = DiskCache(disk_dir) if disk_dir else None

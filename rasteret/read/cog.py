@@ -20,7 +20,7 @@ from rasteret.read.plan import Window, plan_window
 from rasteret.tiff.bytesource import ByteSource, MissingBytes
 from rasteret.tiff.codecs import check_supported, compression_name
 from rasteret.tiff.geo import nodata_for_dtype
-from rasteret.tiff.header import CogHeader, parse_header
+from rasteret.tiff.header import CogHeader, ImageLevel, parse_header
 
 #: Bytes fetched by the header's single request. GDAL COG headers (every IFD and
 #: tile table, overviews included) fit in it for images up to about 20,000 tiles.
@@ -36,7 +36,7 @@ async def read_header(
     backend: Backend,
     header_bytes: int = HEADER_BYTES,
     stats: FetchStats | None = None,
-) -> tuple[CogHeader, int | None]:
+) -> tuple[CogHeader, ObjectInfo]:
     """Fetch and parse a TIFF header: one ranged GET, plus one concurrent round for
     any tile tables or IFDs that lie beyond it.
 
@@ -131,7 +131,7 @@ class CogFile:
 
     # -- description ---------------------------------------------------------------
     @property
-    def _main(self):
+    def _main(self) -> ImageLevel:
         return self.header.levels[0]
 
     @property
@@ -235,7 +235,7 @@ class CogFile:
         level = self._level(overview)
         return self.transform @ Affine.scale(self.width / level.width, self.height / level.height)
 
-    def _level(self, overview: int | None):
+    def _level(self, overview: int | None) -> ImageLevel:
         if overview is None:
             return self._main
         if not 0 <= overview < len(self.header.levels) - 1:
@@ -379,7 +379,7 @@ class CogFile:
 
 
 async def open_cog_async(
-    url: str | os.PathLike,
+    url: str | os.PathLike[str],
     *,
     backend: Backend | None = None,
     header_bytes: int = HEADER_BYTES,
@@ -394,7 +394,7 @@ async def open_cog_async(
 
 
 def open_cog(
-    url: str | os.PathLike,
+    url: str | os.PathLike[str],
     *,
     backend: Backend | None = None,
     header_bytes: int = HEADER_BYTES,

@@ -11,10 +11,10 @@ import numpy as np
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, ObjectInfo, fetch_range
 from rasteret.io.runtime import decode_pool
-from rasteret.read.cache import ChunkCaches, PendingChunk, chunk_key
+from rasteret.read.cache import ChunkCaches, ChunkKey, PendingChunk, chunk_key
 from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
-from rasteret.tiff.header import ImageLevel
+from rasteret.tiff.header import ByteOrder, ImageLevel
 
 
 def paste_chunk(
@@ -48,7 +48,7 @@ async def execute_plan(
     *,
     backend: Backend,
     url: str,
-    byteorder: str,
+    byteorder: ByteOrder,
     nodata: float | None = None,
     out: np.ndarray,
     stats: FetchStats | None = None,
@@ -75,12 +75,12 @@ async def execute_plan(
     memory = caches.memory if caches else None
     disk = caches.disk if caches else None
     # Whole chunks only pay off when memory keeps them for later reads.
-    whole = memory is not None and caches.whole_chunks
+    whole = caches is not None and memory is not None and caches.whole_chunks
     # Chunks this call decodes that other calls may be waiting for (and the reverse).
     in_flight = caches.in_flight(loop) if caches else None
     tag = f"{version.etag or ''}|{version.size or ''}" if version is not None else ""
     expected = version if validate else None
-    owned: dict[Any, PendingChunk] = {}
+    owned: dict[ChunkKey, PendingChunk] = {}
 
     def decode_all(pieces: list[tuple[ChunkRead, Any, int]]) -> list[Any]:
         """Decode and paste chunks (in a decode thread): a tile or the error, each."""
@@ -127,7 +127,7 @@ async def execute_plan(
             key = chunk_key(url, level, chunk.index)
             _settle(owned.pop(key, None), in_flight, key, exc)
 
-    async def wait_for(future: asyncio.Future, chunk: ChunkRead) -> None:
+    async def wait_for(future: asyncio.Future[np.ndarray], chunk: ChunkRead) -> None:
         paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
 
     async def fetch_and_decode(ranges: list[ByteRange]) -> None:
@@ -145,13 +145,13 @@ async def execute_plan(
                 offset = chunk.start - byte_range.start
                 pieces.append((chunk, view[offset : offset + chunk.length]))
         if disk is not None:
-            for chunk, data in pieces:
-                disk.put(chunk_key(url, level, chunk.index), data, tag)
+            for chunk, piece in pieces:
+                disk.put(chunk_key(url, level, chunk.index), piece, tag)
         await decode(pieces)
 
     ranges = plan.ranges
     tasks: list[Any] = []
-    if caches is not None:
+    if caches is not None and in_flight is not None:
         missing, stored = [], []
         for chunk in (c for r in plan.ranges for c in r.chunks):
             key = chunk_key(url, level, chunk.index)
@@ -187,7 +187,8 @@ async def execute_plan(
     return out
 
 
-def _settle(pending: PendingChunk | None, in_flight: dict | None, key: Any,
+def _settle(pending: PendingChunk | None, in_flight: dict[ChunkKey, PendingChunk] | None,
+            key: ChunkKey,
             outcome: np.ndarray | BaseException) -> None:
     """Hand a decoded chunk (or its failure) to the reads waiting for it."""
     if pending is None:

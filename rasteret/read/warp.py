@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 from affine import Affine
@@ -23,7 +24,9 @@ from rasteret.options import check_option
 from rasteret.read.cog import CogFile
 from rasteret.tiff.geo import nodata_for_dtype
 
-RESAMPLING = ("nearest", "bilinear")
+#: How a pixel is taken from a source that is not on the target grid.
+Resampling = Literal["nearest", "bilinear"]
+RESAMPLING: tuple[Resampling, ...] = get_args(Resampling)
 _ALIGN_TOLERANCE = 1e-6
 
 
@@ -119,9 +122,9 @@ def _sample(
     data: np.ndarray,
     src_cols: np.ndarray,
     src_rows: np.ndarray,
-    fill,
+    fill: np.generic,
     nodata: float | None,
-    resampling: str,
+    resampling: Resampling,
 ) -> np.ndarray:
     """Sample ``data`` (bands, rows, cols) at fractional pixel positions."""
     bands, height, width = data.shape
@@ -172,7 +175,7 @@ async def read_into_grid(
     grid: GridSpec,
     *,
     bands: list[int] | None = None,
-    resampling: str = "nearest",
+    resampling: Resampling = "nearest",
     stats: FetchStats | None = None,
 ) -> np.ndarray:
     """Read ``bands`` (1-based) of ``cog`` onto ``grid``; pixels outside the file get
@@ -195,6 +198,7 @@ async def read_into_grid(
             return await cog.read_async(window, bands=bands, stats=stats)
     overview = choose_overview(cog, grid, same_crs)
     src_transform = cog.level_transform(overview)
+    assert src_transform is not None  # the file's transform was checked above
     src_cols, src_rows = source_coordinates(src_transform, cog.crs, grid)
     fill = nodata_for_dtype(cog.nodata, cog.dtype)
     finite = np.isfinite(src_cols) & np.isfinite(src_rows)

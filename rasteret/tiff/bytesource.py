@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 
 class MissingBytes(Exception):
@@ -32,7 +36,7 @@ class ByteSource:
     _starts: list[int] = field(default_factory=list)
     _chunks: list[bytes] = field(default_factory=list)
 
-    def add(self, start: int, data: bytes) -> None:
+    def add(self, start: int, data: Buffer) -> None:
         """Record ``data`` as the bytes starting at ``start``."""
         index = bisect.bisect_left(self._starts, start)
         self._starts.insert(index, start)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rasteret.errors import CorruptTiffError, UnsupportedTiffError
 from rasteret.tiff.geo import nodata_for_dtype
-from rasteret.tiff.header import ImageLevel
+from rasteret.tiff.header import ByteOrder, ImageLevel
 
 _LERC_DEFLATE = 1
 _LERC_ZSTD = 2
@@ -28,23 +28,31 @@ _UNASSOCIATED_ALPHA = 2
 _DEFLATE_LARGEST_UNIT = 65_535 + 258
 
 
+def _deflate_into(data: bytes, out: np.ndarray) -> np.ndarray:
+    """libdeflate-decode ``data`` into ``out``; returns the part of ``out`` it filled."""
+    # imagecodecs' stubs list bytearray/memoryview outputs only, but a numpy array is
+    # decoded into in place and a view of it returned (the predictors rely on that).
+    return imagecodecs.deflate_decode(data, out=out)  # type: ignore[arg-type,return-value]
+
+
 def _zlib(data: bytes, size: int, wanted: int) -> np.ndarray | bytes:
     if wanted + _DEFLATE_LARGEST_UNIT < size:
         # Only the first rows are needed: stop inflating soon after them (libdeflate
         # writes straight into our buffer and reports that it ran out of room).
         prefix = np.empty(wanted + _DEFLATE_LARGEST_UNIT, np.uint8)
         try:
-            imagecodecs.deflate_decode(data, out=prefix)
+            _deflate_into(data, prefix)
         except imagecodecs.DeflateError as exc:
             if "INSUFFICIENT_SPACE" in str(exc):
                 return prefix[:wanted]
         # The stream ended early or is damaged: the whole-chunk path below decides.
     # libdeflate needs the output size; fall back to zlib for streams it rejects
     # (for example a truncated or padded stream that zlib tolerates, as GDAL does).
+    raw: np.ndarray | bytes
     try:
-        raw = imagecodecs.deflate_decode(data, out=np.empty(size, np.uint8))
+        raw = _deflate_into(data, np.empty(size, np.uint8))
     except Exception:  # noqa: BLE001 - any libdeflate failure gets the lenient decoder
-        raw = imagecodecs.zlib_decode(data)
+        raw = bytes(imagecodecs.zlib_decode(data))  # bytes already: no copy
     if len(raw) < size:
         raise CorruptTiffError(f"a chunk decompressed to {len(raw)} bytes, {size} expected")
     return raw
@@ -142,7 +150,7 @@ def check_supported(level: ImageLevel, url: str) -> None:
 
 
 def decode_chunk(
-    data: bytes, level: ImageLevel, byteorder: str, rows: int, url: str = "<bytes>",
+    data: bytes, level: ImageLevel, byteorder: ByteOrder, rows: int, url: str = "<bytes>",
     *, max_rows: int | None = None, nodata: float | None = None,
 ) -> np.ndarray:
     """Decode one tile or strip.
@@ -217,9 +225,9 @@ def _decode_image_codec(data: bytes, level: ImageLevel, nodata: float | None) ->
     if compression == 34887:
         extra = level.lerc_parameters[1] if len(level.lerc_parameters) > 1 else 0
         if extra == _LERC_DEFLATE:
-            data = imagecodecs.zlib_decode(data)
+            data = bytes(imagecodecs.zlib_decode(data))  # bytes already: no copy
         elif extra == _LERC_ZSTD:
-            data = imagecodecs.zstd_decode(data)
+            data = bytes(imagecodecs.zstd_decode(data))
         array, valid = imagecodecs.lerc_decode(data, masks=True)
         return _apply_lerc_mask(np.asarray(array), valid, level, nodata)
     if compression == 34712:
@@ -259,7 +267,7 @@ def _apply_lerc_mask(array: np.ndarray, valid: np.ndarray | None, level: ImageLe
     return array
 
 
-def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, chunk_rows: int,
+def _decode_bytes(data: bytes, level: ImageLevel, byteorder: ByteOrder, chunk_rows: int,
                   rows: int) -> np.ndarray:
     """Decode the first ``rows`` of a chunk's ``chunk_rows`` rows."""
     width = level.chunk_width
@@ -270,7 +278,9 @@ def _decode_bytes(data: bytes, level: ImageLevel, byteorder: str, chunk_rows: in
                  else -(-(width * samples * bits) // 8))
     expected = rows * row_bytes
     # The codec is told the whole chunk's size, so a short stream is still detected.
-    raw = COMPRESSIONS[level.compression].decode(data, chunk_rows * row_bytes, expected)
+    decode = COMPRESSIONS[level.compression].decode
+    assert decode is not None  # codecs decoding to pixels never reach this function
+    raw = decode(data, chunk_rows * row_bytes, expected)
     if level.fill_order == 2:
         raw = imagecodecs.bitorder_decode(bytes(raw))
     if bits not in (8, 16, 32, 64):

@@ -228,15 +228,16 @@ def parse_geo(
     )
 
 
-def nodata_for_dtype(nodata: float | None, dtype: np.dtype) -> Any:
+def nodata_for_dtype(nodata: float | None, dtype: np.dtype) -> np.generic:
     """Return ``nodata`` as a value of ``dtype``, or 0 when it is unset or out of range."""
+    scalar: type[np.generic] = dtype.type
     if nodata is None:
-        return dtype.type(0)
+        return scalar(0)
     if dtype.kind == "f":
-        return dtype.type(nodata)
+        return scalar(nodata)
     if math.isnan(nodata) or math.isinf(nodata):
-        return dtype.type(0)
+        return scalar(0)
     info = np.iinfo(dtype)
     if info.min <= nodata <= info.max:
-        return dtype.type(int(nodata))
-    return dtype.type(0)
+        return scalar(int(nodata))
+    return scalar(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,6 +39,9 @@ MAX_CHUNK_PIXELS = 2**28
 
 # Bytes to ask for when an IFD itself lies outside the known bytes.
 IFD_READ_SIZE = 16 * 1024
+
+#: A TIFF's byte order, as a struct/numpy prefix: little-endian or big-endian.
+ByteOrder = Literal["<", ">"]
 
 # TIFF field type -> (numpy code, size in bytes)
 _FIELD_TYPES: dict[int, tuple[str, int]] = {
@@ -153,7 +156,7 @@ class ImageLevel:
     byte_counts: np.ndarray
     jpeg_tables: bytes | None = None
     extra_samples: tuple[int, ...] = ()
-    ycbcr_subsampling: tuple[int, int] = (2, 2)
+    ycbcr_subsampling: tuple[int, ...] = (2, 2)  # two values in a well-formed file
     lerc_parameters: tuple[int, ...] = ()
 
     @property
@@ -204,7 +207,7 @@ class CogHeader:
         geo: Georeferencing, nodata, scale/offset and metadata.
     """
 
-    byteorder: str
+    byteorder: ByteOrder
     bigtiff: bool
     levels: tuple[ImageLevel, ...]
     masks: dict[int, ImageLevel] = field(default_factory=dict)
@@ -239,7 +242,7 @@ def sample_dtype(bits: int, sample_format: int) -> np.dtype:
 class _Reader:
     """Decodes IFD entries from a :class:`ByteSource`, collecting what is missing."""
 
-    def __init__(self, source: ByteSource, byteorder: str, bigtiff: bool, url: str) -> None:
+    def __init__(self, source: ByteSource, byteorder: ByteOrder, bigtiff: bool, url: str) -> None:
         self.source = source
         self.byteorder = byteorder
         self.bigtiff = bigtiff
@@ -290,6 +293,7 @@ class _Reader:
         total = count * size
         if total > MAX_TAG_BYTES:
             raise CorruptTiffError(f"tag {tag} claims {total} bytes in {self.url}")
+        raw: bytes | None
         if total <= len(inline):
             raw = inline[:total]
         else:
@@ -405,7 +409,7 @@ def _build_level(tags: dict[int, Any], url: str) -> ImageLevel:
     return level
 
 
-def read_preamble(source: ByteSource, url: str) -> tuple[str, bool, int]:
+def read_preamble(source: ByteSource, url: str) -> tuple[ByteOrder, bool, int]:
     """Return ``(byteorder, bigtiff, first_ifd_offset)`` from the file's first bytes.
 
     Raises:
@@ -414,6 +418,7 @@ def read_preamble(source: ByteSource, url: str) -> tuple[str, bool, int]:
     head = source.get(0, 16) or source.get(0, 8)
     if head is None:
         raise CorruptTiffError(f"{url} is too short to be a TIFF")
+    byteorder: ByteOrder
     if head[:2] == b"II":
         byteorder = "<"
     elif head[:2] == b"MM":
@@ -481,7 +486,9 @@ def parse_header(source: ByteSource, *, url: str = "<bytes>") -> CogHeader:
         raise CorruptTiffError(f"malformed tag values in {url}: {exc}") from exc
 
 
-def _assemble(ifds: list[dict[int, Any]], byteorder: str, bigtiff: bool, url: str) -> CogHeader:
+def _assemble(
+    ifds: list[dict[int, Any]], byteorder: ByteOrder, bigtiff: bool, url: str
+) -> CogHeader:
     """Sort IFDs into the main image, its overviews and masks."""
     main_tags = ifds[0]
     main = _build_level(main_tags, url)
