@@ -13,7 +13,7 @@ from rasterio.windows import from_bounds  # noqa: E402
 
 import rasteret  # noqa: E402
 from rasteret.errors import ConfigurationError  # noqa: E402
-from rasteret.read.analysis import NoCoverageError  # noqa: E402
+from rasteret.analysis import NoCoverageError  # noqa: E402
 from testbed.scenes import write_scenes  # noqa: E402
 
 BANDS = ["B04", "B08"]

@@ -136,11 +136,11 @@ def export_chips(
     for number, chip in enumerate(sampler):
         sample = dataset[chip]
         image = sample["image"].numpy()
-        x, y, t = dataset._disambiguate_slice(chip)
-        scenes = dataset._scenes(x, y, t)
+        x, y, _ = dataset.resolve_slice(chip)
+        scenes = dataset.scene_rows(chip)
         transform = [float(v) for v in sample["transform"][:6]]
         chip_id = f"chip_{number:06d}"
-        nodata = dataset._cog(scenes[0], bands[0])[0].nodata if scenes else None
+        nodata = dataset.view(scenes[0], bands[0]).nodata if scenes else None
         write_geotiff(staging / "chips" / f"{chip_id}.tif", image, transform, dataset.crs,
                       nodata)
         look = to_uint8(image)
