@@ -173,7 +173,7 @@ def choose_grid(
 
 def _segment(geometry: shapely.Geometry) -> float:
     minx, miny, maxx, maxy = geometry.bounds
-    return max(maxx - minx, maxy - miny, 1e-9) / 20
+    return float(max(maxx - minx, maxy - miny, 1e-9)) / 20
 
 
 def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
@@ -197,7 +197,8 @@ def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.nda
     cols = t.c + (np.arange(grid.width) + 0.5) * t.a
     rows = t.f + (np.arange(grid.height) + 0.5) * t.e
     xx, yy = np.meshgrid(cols, rows)
-    return shapely.contains_xy(shape, xx, yy)
+    inside: np.ndarray = shapely.contains_xy(shape, xx, yy)
+    return inside
 
 
 async def _read_area(
@@ -534,13 +535,8 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
         cog = cogs.get((row, band))
         if cog is None:
             cog = cogs[(row, band)] = view.cog(resolved, caches, validate=validate)
-        x, y = shapes[index].x, shapes[index].y
-        if not crs.equals(cog.crs):
-            x, y = transformer(crs, cog.crs).transform(x, y)
-        inverse = ~cog.transform
-        col = inverse.a * x + inverse.b * y + inverse.c
-        line = inverse.d * x + inverse.e * y + inverse.f
-        window = (math.floor(col), math.floor(line), 1, 1)
+        col, line = view.pixel_of(shapes[index].x, shapes[index].y, crs)
+        window = (col, line, 1, 1)
         return (await cog.read_async(window, bands=[view.band_index]))[0, 0, 0]
 
     async def read_all() -> list[Any]:

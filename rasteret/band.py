@@ -15,6 +15,7 @@ stay in Arrow until :meth:`BandView.header` (or :meth:`BandView.cog`) needs them
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,15 @@ class BandView:
         x1, y1 = to_crs.transform(t.c + t.a, t.f + t.e)
         return abs(x1 - x0), abs(y1 - y0)
 
+    def pixel_of(self, x: float, y: float, crs: CRS | None = None) -> tuple[int, int]:
+        """``(col, row)`` of the full-resolution pixel containing the point ``(x, y)``
+        given in ``crs`` (default: the image's own)."""
+        transform = self._georeferencing()[1]
+        if crs is not None and not crs.equals(self.crs):
+            x, y = transformer(crs, self.crs).transform(x, y)
+        col, row = ~transform * (x, y)
+        return math.floor(col), math.floor(row)
+
     # -- the full record -----------------------------------------------------------------
     def record(self) -> dict[str, Any]:
         """The stored record as a dict matching :data:`rasteret.schema.BAND_TYPE`
@@ -219,7 +229,7 @@ def band_views(column: pa.ChunkedArray | pa.StructArray, *, band: str,
             continue
         local = wanted[positions] - starts[number]
         built = _chunk_views(chunk, local, band=band,
-                             ids=[ids[p] for p in positions],
+                             ids=[ids[int(p)] for p in positions],
                              rows=[int(r) for r in wanted[positions]])
         for position, view in zip(positions, built):
             views[position] = view

@@ -141,7 +141,7 @@ class Collection:
 
     # -- description -----------------------------------------------------------------
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
     @property
     def bands(self) -> list[str]:
@@ -169,7 +169,7 @@ class Collection:
         return sorted(int(v) for v in pc.unique(self.table["proj:epsg"]).to_pylist() if v)
 
     @property
-    def crs(self):
+    def crs(self) -> CRS | None:
         """The raster CRS as a pyproj CRS when all scenes share one, else None."""
         from pyproj import CRS
 
@@ -230,11 +230,11 @@ class Collection:
         )
 
     # -- views -----------------------------------------------------------------------
-    def to_pandas(self):
+    def to_pandas(self) -> pd.DataFrame:
         """The table as a pandas DataFrame (band columns as dicts)."""
         return self.table.to_pandas()
 
-    def to_geopandas(self):
+    def to_geopandas(self) -> gpd.GeoDataFrame:
         """The table as a GeoDataFrame with footprints in EPSG:4326 (needs geopandas)."""
         import geopandas as gpd
         import shapely
@@ -468,15 +468,16 @@ class Collection:
             cache_dir=cache_dir, apply_scale=apply_scale, validate=validate)
         return dataset
 
-    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike,
+    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike[str],
                      **options: Any) -> Path:
         """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
         labelling (needs the ``torch`` extra). See
         :func:`rasteret.torch.export.export_chips`."""
-        return _torch_module("export").export_chips(self, bands, out_dir, **options)
+        manifest: Path = _torch_module("export").export_chips(self, bands, out_dir, **options)
+        return manifest
 
     # -- saving ----------------------------------------------------------------------
-    def export(self, path: str | os.PathLike) -> Path:
+    def export(self, path: str | os.PathLike[str]) -> Path:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
         pyarrow; its footer keeps the build information and failures) and return its
         path."""
@@ -518,14 +519,14 @@ def _read_folder(folder: Path) -> pa.Table:
 
 
 def load(
-    path_or_name: str | os.PathLike, *, workspace_dir: str | os.PathLike | None = None
+    path_or_name: str | os.PathLike[str], *, workspace_dir: str | os.PathLike[str] | None = None
 ) -> Collection:
     """Load a saved collection by name (in the workspace) or by path (a collection
     folder or a GeoParquet file written by :meth:`Collection.export`).
 
     A bare name (a string without a path separator, a leading ``~`` or a URL scheme)
     is always looked up in the workspace, never in the current directory: pass
-    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike``, is a
+    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike[str]``, is a
     path; ``file://`` URLs are local paths.
 
     Args:
@@ -554,12 +555,12 @@ def load(
         ) from exc
 
 
-def _is_bare_name(path_or_name: str | os.PathLike) -> bool:
+def _is_bare_name(path_or_name: str | os.PathLike[str]) -> bool:
     """A string without a separator, a leading ``~`` or a URL scheme names a
     collection in the workspace; everything else is a path."""
     if not isinstance(path_or_name, str):
         return False
-    separators = {"/", os.sep, os.altsep} - {None}
+    separators = {"/"} | {sep for sep in (os.sep, os.altsep) if sep}
     return not (
         any(sep in path_or_name for sep in separators)
         or path_or_name.startswith("~")
@@ -567,7 +568,7 @@ def _is_bare_name(path_or_name: str | os.PathLike) -> bool:
     )
 
 
-def _local_path(path: str | os.PathLike) -> Path:
+def _local_path(path: str | os.PathLike[str]) -> Path:
     """The local path of ``path``; ``file://`` URLs included, other schemes refused."""
     text = os.fspath(path)
     if isinstance(text, str) and "://" in text:
@@ -591,7 +592,7 @@ def _strip_failures(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(metadata)
 
 
-def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None
+def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None
           ) -> Collection:
     if _is_bare_name(path_or_name):
         name = str(path_or_name)
@@ -660,7 +661,7 @@ def list_collections(workspace: str | os.PathLike | None = None) -> list[str]:
     return sorted(name for name in names if resolve_existing(root / name))
 
 
-def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None) -> None:
+def delete_collection(name: str, *, workspace_dir: str | os.PathLike[str] | None = None) -> None:
     """Delete a saved collection.
 
     Raises:

@@ -17,7 +17,7 @@ import shapely
 from shapely.geometry import box, shape
 
 from rasteret.band import BandView, band_views, crs_of
-from rasteret.io.urls import strip_query
+from rasteret.redact import strip_query
 from rasteret.schema import BAND_TYPE, BASE_FIELDS, BBOX_TYPE, with_band_metadata
 
 # STAC properties that are not kept as scalar columns (they live elsewhere or are
@@ -166,7 +166,8 @@ def records_to_table(
     # Per scene, the views of its indexed bands in band order (the first one gives the
     # footprint when the source has none, and the CRS).
     scene_views = [[v[row] for v in views if v[row] is not None] for row in range(len(records))]
-    geometries, bboxes = [], []
+    geometries: list[bytes | None] = []
+    bboxes: list[dict[str, float] | None] = []
     for record, indexed in zip(records, scene_views):
         if record.geometry:
             geom = shape(record.geometry)

@@ -100,7 +100,8 @@ class TileAlignedSampler(GeoSampler):
         self._length = length if (length and mode == "random") else len(self._chips["xmin"])
 
     def _candidates(
-        self, dataset: RasteretDataset, roi: shapely.Geometry | None, time_range
+        self, dataset: RasteretDataset, roi: shapely.Geometry | None,
+        time_range: tuple[Any, Any] | None,
     ) -> dict[str, np.ndarray]:
         band = dataset.bands[0]
         xs, ys, starts, stops = [], [], [], []
