@@ -163,7 +163,7 @@ class BandView:
         transform = self._georeferencing()[1]
         if crs is not None and not crs.equals(self.crs):
             x, y = transformer(crs, self.crs).transform(x, y)
-        col, row = ~transform * (x, y)
+        col, row = ~transform @ (x, y)
         return math.floor(col), math.floor(row)
 
     # -- the full record -----------------------------------------------------------------
