@@ -149,10 +149,10 @@ def main() -> None:
 
             total = 0
             for chip in slices:
-                x, y, t = ours._disambiguate_slice(chip)
-                for row in ours._scenes(x, y, t):
+                x, y, _ = ours.resolve_slice(chip)
+                for row in ours.scene_rows(chip):
                     for band in BANDS:
-                        cog, _ = ours._cog(row, band)
+                        cog = ours.cog(row, band)
                         tr = cog.transform
                         window = Window(round((x.start - tr.c) / tr.a),
                                         round((y.stop - tr.f) / tr.e), 256, 256)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rasteret.atomic import write_atomic
+from rasteret.band import BandView, band_views
 from rasteret.errors import (
     CollectionNotFoundError,
     ConfigurationError,
@@ -26,11 +28,11 @@ from rasteret.errors import (
     RasteretError,
 )
 from rasteret.io.backend import Backend, default_backend
+from rasteret.options import MosaicOrder, OnError, Resampling
 from rasteret.read.cog import CogFile
 from rasteret.schema import (
     BAND_TYPE,
     SCHEMA_VERSION,
-    record_to_header,
     upgrade_band_columns,
 )
 from rasteret.storage import (
@@ -51,6 +53,16 @@ from rasteret.workspace import (
     split_collection_url,
     strip_failures,
 )
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import torch
+    import xarray as xr
+    from pyproj import CRS
+
+    from rasteret.torch.dataset import RasteretDataset
 
 BBox = tuple[float, float, float, float]
 DateRange = tuple[Any, Any]
@@ -142,7 +154,7 @@ class Collection:
 
     # -- description -----------------------------------------------------------------
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
     @property
     def bands(self) -> list[str]:
@@ -170,7 +182,7 @@ class Collection:
         return sorted(int(v) for v in pc.unique(self.table["proj:epsg"]).to_pylist() if v)
 
     @property
-    def crs(self):
+    def crs(self) -> CRS | None:
         """The raster CRS as a pyproj CRS when all scenes share one, else None."""
         from pyproj import CRS
 
@@ -231,11 +243,11 @@ class Collection:
         )
 
     # -- views -----------------------------------------------------------------------
-    def to_pandas(self):
+    def to_pandas(self) -> pd.DataFrame:
         """The table as a pandas DataFrame (band columns as dicts)."""
         return self.table.to_pandas()
 
-    def to_geopandas(self):
+    def to_geopandas(self) -> gpd.GeoDataFrame:
         """The table as a GeoDataFrame with footprints in EPSG:4326 (needs geopandas)."""
         import geopandas as gpd
         import shapely
@@ -317,10 +329,45 @@ class Collection:
             )
         return list(bands)
 
+    def band_views(self, band: str, rows: Sequence[int] | None = None
+                   ) -> list[BandView | None]:
+        """Typed views of one band of ``rows`` (default: every scene), in that order.
+
+        Only the light fields are read from the Arrow columns (href, version, CRS,
+        transform, level-0 grid, nodata/scale/offset); tile tables stay in Arrow until
+        a view's ``header()`` or ``cog()`` is asked for.
+
+        Returns:
+            One :class:`~rasteret.band.BandView` per row; None where the band was not
+            indexed (see :attr:`failures`).
+
+        Raises:
+            ConfigurationError: Unknown band.
+        """
+        self.check_bands([band])
+        ids_column = self.table["id"]
+        ids = (ids_column.to_pylist() if rows is None
+               else ids_column.take(pa.array(list(rows), pa.int64())).to_pylist())
+        return band_views(self.table[band], band=band, ids=ids, rows=rows)
+
+    def band_view(self, row: int, band: str) -> BandView:
+        """The typed view of one band of one scene.
+
+        Raises:
+            ConfigurationError: Unknown band, or the band was not indexed for this scene.
+        """
+        view = self.band_views(band, [row])[0]
+        if view is None:
+            raise ConfigurationError(
+                f"band {band!r} of scene {self.table['id'][row].as_py()!r} was not indexed "
+                "(see collection.failures)"
+            )
+        return view
+
     def band_record(self, row: int, band: str) -> dict[str, Any] | None:
         """The stored header record of one band of one scene (None if it failed)."""
-        self.check_bands([band])
-        return self.table[band][row].as_py()
+        view = self.band_views(band, [row])[0]
+        return None if view is None else view.record()
 
     def cog(self, row: int, band: str, *, backend: Backend | None = None,
             validate: bool = True) -> CogFile:
@@ -335,71 +382,116 @@ class Collection:
         """
         from rasteret.io.cloud_config import backend_for_collection
 
-        record = self.band_record(row, band)
-        if record is None:
-            raise ConfigurationError(
-                f"band {band!r} of scene {self.table['id'][row].as_py()!r} was not indexed "
-                "(see collection.failures)"
-            )
-        return CogFile(
-            record["href"],
-            record_to_header(record),
-            backend=backend_for_collection(self, backend),
-            size=record["size"],
-            etag=record.get("etag"),
-            last_modified=record.get("last_modified"),
-            validate=validate,
-        )
+        return self.band_view(row, band).cog(backend_for_collection(self, backend),
+                                             validate=validate)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Yield each scene as a dict (band columns as records)."""
         yield from self.table.to_pylist()
 
     # -- pixels ----------------------------------------------------------------------
-    def get_numpy(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+    # The analysis functions live in rasteret.analysis, above the collection (they take
+    # a Collection); these methods reach it by name, see _module.
+    def get_numpy(
+        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
+        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
+        resolution: float | tuple[float, float] | None = None,
+        resampling: Resampling = "nearest", apply_scale: bool = False, mask: bool = True,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True,
+    ) -> np.ndarray | list[np.ndarray]:
         """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
-        See :func:`rasteret.read.analysis.get_numpy` for the options.
+        See :func:`rasteret.analysis.get_numpy` for the arguments, the result and the
+        errors.
         """
-        from rasteret.read.analysis import get_numpy
+        arrays: np.ndarray | list[np.ndarray] = _module("rasteret.analysis").get_numpy(
+            self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
+            target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, mask=mask, date_range=date_range, on_error=on_error,
+            validate=validate)
+        return arrays
 
-        return get_numpy(self, geometries, bands, **options)
-
-    def get_xarray(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+    def get_xarray(
+        self, geometries: Any, bands: Sequence[str], *, masked: bool = False,
+        apply_scale: bool = False, geometry_crs: CRS | str | int = 4326,
+        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
+        resolution: float | tuple[float, float] | None = None,
+        resampling: Resampling = "nearest", mask: bool = True,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True,
+    ) -> xr.Dataset | list[xr.Dataset]:
         """Pixels as an ``xarray.Dataset`` (one variable per band, dims time/y/x, CF
-        grid mapping). See :func:`rasteret.read.analysis.get_xarray`."""
-        from rasteret.read.analysis import get_xarray
+        grid mapping). See :func:`rasteret.analysis.get_xarray`."""
+        datasets: xr.Dataset | list[xr.Dataset] = _module("rasteret.analysis").get_xarray(
+            self, geometries, bands, masked=masked, apply_scale=apply_scale,
+            geometry_crs=geometry_crs, backend=backend, target_crs=target_crs,
+            resolution=resolution, resampling=resampling, mask=mask, date_range=date_range,
+            on_error=on_error, validate=validate)
+        return datasets
 
-        return get_xarray(self, geometries, bands, **options)
-
-    def get_gdf(self, geometries: Any, bands: Sequence[str], **options: Any) -> Any:
+    def get_gdf(
+        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
+        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
+        resolution: float | tuple[float, float] | None = None,
+        resampling: Resampling = "nearest", mask: bool = True,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True,
+    ) -> gpd.GeoDataFrame:
         """One row per scene x geometry with its arrays and transform. See
-        :func:`rasteret.read.analysis.get_gdf`."""
-        from rasteret.read.analysis import get_gdf
+        :func:`rasteret.analysis.get_gdf`."""
+        frame: gpd.GeoDataFrame = _module("rasteret.analysis").get_gdf(
+            self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
+            target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
+            date_range=date_range, on_error=on_error, validate=validate)
+        return frame
 
-        return get_gdf(self, geometries, bands, **options)
-
-    def sample_points(self, points: Any, bands: Sequence[str], **options: Any) -> Any:
+    def sample_points(
+        self, points: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
+        backend: Backend | None = None, scenes: Literal["all", "latest"] = "all",
+        date_range: DateRange | None = None, validate: bool = True,
+    ) -> pd.DataFrame:
         """Values of ``bands`` at ``points`` (nearest pixel). See
-        :func:`rasteret.read.analysis.sample_points`."""
-        from rasteret.read.analysis import sample_points
+        :func:`rasteret.analysis.sample_points`."""
+        values: pd.DataFrame = _module("rasteret.analysis").sample_points(
+            self, points, bands, geometry_crs=geometry_crs, backend=backend, scenes=scenes,
+            date_range=date_range, validate=validate)
+        return values
 
-        return sample_points(self, points, bands, **options)
-
-    def to_torchgeo_dataset(self, bands: Sequence[str], **options: Any) -> Any:
+    def to_torchgeo_dataset(
+        self, bands: Sequence[str], *, chip_size: int | None = None,
+        time_series: bool = False, backend: Backend | None = None,
+        target_crs: CRS | str | int | None = None,
+        res: float | tuple[float, float] | None = None, is_image: bool = True,
+        dtype: torch.dtype | None = None, mosaic_order: MosaicOrder = "latest",
+        resampling: Resampling = "nearest",
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        mask_bands: Sequence[str] | None = None, on_error: OnError = "raise",
+        cache_bytes: int = 256 * 1024 * 1024, cache_dir: str | None = None,
+        apply_scale: bool = False, validate: bool = True,
+    ) -> RasteretDataset:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
-        ``torch`` extra). See :class:`rasteret.torch.RasteretDataset`."""
-        return _torch_module("dataset").RasteretDataset(self, bands, **options)
+        ``torch`` extra). See :class:`rasteret.torch.RasteretDataset` for the
+        arguments."""
+        dataset: RasteretDataset = _torch_module("dataset").RasteretDataset(
+            self, bands, chip_size=chip_size, time_series=time_series, backend=backend,
+            target_crs=target_crs, res=res, is_image=is_image, dtype=dtype,
+            mosaic_order=mosaic_order, resampling=resampling, transforms=transforms,
+            mask_bands=mask_bands, on_error=on_error, cache_bytes=cache_bytes,
+            cache_dir=cache_dir, apply_scale=apply_scale, validate=validate)
+        return dataset
 
-    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike,
+    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike[str],
                      **options: Any) -> Path:
         """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
         labelling (needs the ``torch`` extra). See
         :func:`rasteret.torch.export.export_chips`."""
-        return _torch_module("export").export_chips(self, bands, out_dir, **options)
+        manifest: Path = _torch_module("export").export_chips(self, bands, out_dir, **options)
+        return manifest
 
     # -- saving ----------------------------------------------------------------------
-    def export(self, path: str | os.PathLike, *, backend: Backend | None = None) -> Path | str:
+    def export(self, path: str | os.PathLike[str], *, backend: Backend | None = None
+               ) -> Path | str:
         """Write the collection as one GeoParquet file (readable by DuckDB, GeoPandas,
         pyarrow; its footer keeps the build information and failures) and return its
         path.
@@ -423,28 +515,34 @@ class Collection:
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
-def _torch_module(name: str) -> Any:
-    """``rasteret.torch.<name>``, imported when a TorchGeo entry point is called.
+def _module(name: str) -> ModuleType:
+    """A module above the collection (``rasteret.analysis``, ``rasteret.torch.*``),
+    imported when one of its entry points is called.
 
-    ``rasteret.torch`` sits above the collection (its datasets take a Collection), so
-    the collection reaches it by name at call time rather than by an import statement:
-    the import graph keeps one direction, the import-linter contracts see no cycle, and
-    ``import rasteret`` never loads torch. Without the ``torch`` extra this raises the
-    ImportError naming the missing package.
+    Those modules take a Collection, so the collection reaches them by name at call
+    time rather than by an import statement: the import graph keeps one direction, the
+    import-linter contracts see no cycle, and ``import rasteret`` never loads torch.
+    Without the ``torch`` extra this raises the ImportError naming the missing package.
     """
-    return importlib.import_module(f"rasteret.torch.{name}")
+    return importlib.import_module(name)
+
+
+def _torch_module(name: str) -> ModuleType:
+    """``rasteret.torch.<name>``, imported when a TorchGeo entry point is called (see
+    :func:`_module`)."""
+    return _module(f"rasteret.torch.{name}")
 
 
 def load(
-    path_or_name: str | os.PathLike, *, workspace_dir: str | os.PathLike | None = None,
-    backend: Backend | None = None,
+    path_or_name: str | os.PathLike[str], *,
+    workspace_dir: str | os.PathLike[str] | None = None, backend: Backend | None = None,
 ) -> Collection:
     """Load a saved collection by name (in the workspace) or by path (a collection
     folder or a GeoParquet file written by :meth:`Collection.export`).
 
     A bare name (a string without a path separator, a leading ``~`` or a URL scheme)
     is always looked up in the workspace, never in the current directory: pass
-    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike``, is a
+    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike[str]``, is a
     path; ``file://`` URLs are local paths. An object-store URL names a collection
     in a workspace there (``s3://bucket/prefix/NAME``: its manifest is read, then the
     parts it lists) or an exported file (``s3://bucket/key.parquet``).
@@ -480,12 +578,12 @@ def load(
         ) from exc
 
 
-def _is_bare_name(path_or_name: str | os.PathLike) -> bool:
+def _is_bare_name(path_or_name: str | os.PathLike[str]) -> bool:
     """A string without a separator, a leading ``~`` or a URL scheme names a
     collection in the workspace; everything else is a path."""
     if not isinstance(path_or_name, str):
         return False
-    separators = {"/", os.sep, os.altsep} - {None}
+    separators = {"/"} | {sep for sep in (os.sep, os.altsep) if sep}
     return not (
         any(sep in path_or_name for sep in separators)
         or path_or_name.startswith("~")
@@ -509,7 +607,7 @@ def _from_stored(stored: StoredCollection) -> Collection:
                       failures=stored.failures, path=stored.path)
 
 
-def _load(path_or_name: str | os.PathLike, workspace_dir: str | os.PathLike | None,
+def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None,
           backend: Backend | None) -> Collection:
     if _is_bare_name(path_or_name):
         name = str(path_or_name)
@@ -564,7 +662,7 @@ def _check_columns(table: pa.Table) -> None:
             raise ValueError(f"column {name!r} is missing or not {kind}")
 
 
-def list_collections(*, workspace_dir: str | os.PathLike | None = None,
+def list_collections(*, workspace_dir: str | os.PathLike[str] | None = None,
                      backend: Backend | None = None) -> list[str]:
     """Names of the collections saved in the workspace.
 
@@ -577,7 +675,7 @@ def list_collections(*, workspace_dir: str | os.PathLike | None = None,
     return open_workspace(workspace_dir, backend).names()
 
 
-def delete_collection(name: str, *, workspace_dir: str | os.PathLike | None = None,
+def delete_collection(name: str, *, workspace_dir: str | os.PathLike[str] | None = None,
                       backend: Backend | None = None) -> None:
     """Delete a saved collection (in an object-store workspace: its manifest first, so
     it disappears at once, then its parts).

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal, get_args
 
 from rasteret.errors import ConfigurationError
 
 #: ``on_error`` of builds, reads and datasets: stop at the first failure, or leave
 #: the failing asset, scene or chip out and go on.
-ON_ERROR = ("raise", "skip")
+OnError = Literal["raise", "skip"]
+ON_ERROR: tuple[OnError, ...] = get_args(OnError)
+
+#: How pixels are resampled when a read leaves the native grid.
+Resampling = Literal["nearest", "bilinear"]
+RESAMPLING: tuple[Resampling, ...] = get_args(Resampling)
+
+#: Which scene wins where scenes overlap in a mosaic.
+MosaicOrder = Literal["latest", "earliest", "least_cloudy"]
+MOSAIC_ORDER: tuple[MosaicOrder, ...] = get_args(MosaicOrder)
 
 
 def check_option(name: str, value: Any, choices: Collection[Any]) -> None:

@@ -212,6 +212,15 @@ def record_to_header(record: dict[str, Any]) -> CogHeader:
     )
 
 
+def with_band_metadata(record: dict[str, Any] | None, stac: dict[str, Any] | None
+                       ) -> dict[str, Any] | None:
+    """A band record with what the STAC item says about its values (a dict matching
+    :data:`STAC_BAND_TYPE`) added; the record unchanged without either."""
+    if record is None or stac is None:
+        return record
+    return {**record, "stac": stac}
+
+
 def _stac(record: dict[str, Any]) -> dict[str, Any]:
     return record.get("stac") or {}
 

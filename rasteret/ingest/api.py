@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
-from rasteret.ingest.builder import OnError, build_collection
+from rasteret.ingest.builder import build_collection
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import item_to_record, search_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
+from rasteret.options import OnError
 from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
 
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,17 +41,13 @@ from rasteret.ingest.records import SceneRecord, records_to_table
 from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, check_option
+from rasteret.options import ON_ERROR, OnError, check_option
 from rasteret.storage import FAILURE_SCHEMA, PARQUET_OPTIONS
 from rasteret.workspace import open_workspace
 
 log = logging.getLogger("rasteret")
 
 BATCH_SCENES = 2000
-
-#: What a build does when assets fail: stop with IndexingError, or build without them.
-OnError = Literal["raise", "skip"]
-
 
 def _fingerprint(records: list[SceneRecord]) -> str:
     digest = hashlib.sha256()

@@ -10,15 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 import shapely
 from shapely.geometry import box, shape
 
-from rasteret.io.urls import strip_query
-from rasteret.schema import BAND_TYPE, BASE_FIELDS, BBOX_TYPE
+from rasteret.band import BandView, band_views, crs_of
+from rasteret.redact import strip_query
+from rasteret.schema import BAND_TYPE, BASE_FIELDS, BBOX_TYPE, with_band_metadata
 
 # STAC properties that are not kept as scalar columns (they live elsewhere or are
 # too nested to be useful as columns).
@@ -118,29 +118,12 @@ def _property_column(values: list[Any]) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-@lru_cache(maxsize=64)
-def _to_degrees(epsg: int):
-    from pyproj import Transformer
-
-    return Transformer.from_crs(epsg, 4326, always_xy=True)
-
-
-def footprint_from_header(record: dict[str, Any] | None):
-    """The footprint of a band's image in degrees, from its stored header, or None."""
-    if not record or not record.get("transform") or not record.get("epsg"):
+def footprint_in_degrees(view: BandView | None) -> shapely.Polygon | None:
+    """The footprint of a band's image in degrees (CRS84), or None without a view or
+    georeferencing."""
+    if view is None or not view.georeferenced:
         return None
-    from affine import Affine
-
-    transform = Affine(*record["transform"])
-    level = record["levels"][0]
-    left, top = transform.c, transform.f
-    right = left + transform.a * level["width"]
-    bottom = top + transform.e * level["height"]
-    to_degrees = _to_degrees(record["epsg"])
-    minx, miny, maxx, maxy = to_degrees.transform_bounds(
-        min(left, right), min(top, bottom), max(left, right), max(top, bottom), densify_pts=21
-    )
-    return box(minx, miny, maxx, maxy)
+    return view.footprint(crs_of(4326))
 
 
 def records_to_table(
@@ -157,14 +140,28 @@ def records_to_table(
         for name in bands:
             if name not in band_names:
                 band_names.append(name)
-    geometries, bboxes = [], []
-    for record, bands in zip(records, band_records):
+    band_columns = {
+        name: pa.array(
+            [with_band_metadata(bands.get(name), _metadata(record.bands.get(name)))
+             for record, bands in zip(records, band_records)],
+            BAND_TYPE,
+        )
+        for name in band_names
+    }
+    ids = [r.id for r in records]
+    views = [band_views(band_columns[name], band=name, ids=ids) for name in band_names]
+    # Per scene, the views of its indexed bands in band order (the first one gives the
+    # footprint when the source has none, and the CRS).
+    scene_views = [[v[row] for v in views if v[row] is not None] for row in range(len(records))]
+    geometries: list[bytes | None] = []
+    bboxes: list[dict[str, float] | None] = []
+    for record, indexed in zip(records, scene_views):
         if record.geometry:
             geom = shape(record.geometry)
         elif record.bbox:
             geom = box(*record.bbox)
         else:
-            geom = footprint_from_header(next((b for b in bands.values() if b), None))
+            geom = footprint_in_degrees(indexed[0] if indexed else None)
         geometries.append(shapely.to_wkb(geom) if geom is not None else None)
         if geom is not None:
             minx, miny, maxx, maxy = geom.bounds
@@ -172,8 +169,8 @@ def records_to_table(
         else:
             bboxes.append(None)
     epsgs = []
-    for record, bands in zip(records, band_records):
-        header_epsg = next((b["epsg"] for b in bands.values() if b and b.get("epsg")), None)
+    for record, indexed in zip(records, scene_views):
+        header_epsg = next((v.epsg for v in indexed if v is not None and v.epsg), None)
         epsgs.append(header_epsg or record.epsg)
     columns: dict[str, pa.Array] = {
         "id": pa.array([r.id for r in records], pa.string()),
@@ -188,18 +185,10 @@ def records_to_table(
     property_names = sorted({k for p in properties for k in p} - base - set(band_names))
     for name in property_names:
         columns[name] = _property_column([p.get(name) for p in properties])
-    for name in band_names:
-        columns[name] = pa.array(
-            [_with_metadata(bands.get(name), record.bands.get(name))
-             for record, bands in zip(records, band_records)],
-            BAND_TYPE,
-        )
+    columns.update(band_columns)
     return pa.table(columns)
 
 
-def _with_metadata(header: dict[str, Any] | None, source: BandSource | None
-                   ) -> dict[str, Any] | None:
-    """A band's header record with the catalog's metadata of its values added."""
-    if header is None or source is None or source.metadata is None:
-        return header
-    return {**header, "stac": source.metadata.to_record()}
+def _metadata(source: BandSource | None) -> dict[str, Any] | None:
+    """What the catalog says about a band's values, as a STAC band record (or None)."""
+    return None if source is None or source.metadata is None else source.metadata.to_record()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, get_args
 
 import numpy as np
 from affine import Affine
@@ -20,13 +19,10 @@ from pyproj import CRS, Transformer
 
 from rasteret.errors import ConfigurationError
 from rasteret.io.fetch import FetchStats
-from rasteret.options import check_option
+from rasteret.options import RESAMPLING, Resampling, check_option
 from rasteret.read.cog import CogFile
 from rasteret.tiff.geo import nodata_for_dtype
 
-#: How a pixel is taken from a source that is not on the target grid.
-Resampling = Literal["nearest", "bilinear"]
-RESAMPLING: tuple[Resampling, ...] = get_args(Resampling)
 _ALIGN_TOLERANCE = 1e-6
 
 

@@ -4,6 +4,8 @@ Importing this package imports torch, torchgeo and lightning (the ``torch`` extr
 ``import rasteret`` alone does not.
 """
 
+from typing import Any
+
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.loader import dataloader
 from rasteret.torch.samplers import TileAlignedSampler
@@ -11,7 +13,7 @@ from rasteret.torch.samplers import TileAlignedSampler
 __all__ = ["RasteretDataModule", "RasteretDataset", "TileAlignedSampler", "dataloader"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Lightning is imported only when the datamodule is asked for.
     if name == "RasteretDataModule":
         from rasteret.torch.datamodule import RasteretDataModule

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import pyarrow.compute as pc
 import shapely
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from rasteret.collection import Collection, load
 from rasteret.errors import ConfigurationError
@@ -159,7 +159,7 @@ class RasteretDataModule(L.LightningDataModule):
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
 
-    def _sampler(self, name: str):
+    def _sampler(self, name: str) -> Sampler[Any]:
         from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
         dataset = self.datasets[name]
@@ -176,7 +176,7 @@ class RasteretDataModule(L.LightningDataModule):
             )
         return GriddedPatchSampler(dataset, size=self.chip_size, roi=roi)
 
-    def _loader(self, name: str) -> DataLoader:
+    def _loader(self, name: str) -> DataLoader[Any]:
         if name not in self.datasets:
             raise ConfigurationError(
                 f"no {name!r} dataset: call setup() first, or give splits for it"
@@ -189,24 +189,24 @@ class RasteretDataModule(L.LightningDataModule):
             multiprocessing_context=self.multiprocessing_context,
         )
 
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Scale images on the device (cheaper than in every worker)."""
         if self.image_scale is not None and "image" in batch:
             batch["image"] = batch["image"].float() * self.image_scale
         return batch
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Any]:
         """Random (or tile-aligned random) chips of the training split."""
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Any]:
         """A grid of chips over the validation split."""
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[Any]:
         """A grid of chips over the test split."""
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader[Any]:
         """A grid of chips over the prediction split."""
         return self._loader("predict")

@@ -17,27 +17,24 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 import torch
 from affine import Affine
 from pyproj import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
 
+from rasteret.band import BandView, most_common_crs, native_resolution
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, check_option
+from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
-from rasteret.read.warp import GridSpec, read_into_grid, transformer
-from rasteret.schema import band_scale_offset, record_to_header
+from rasteret.read.warp import GridSpec, read_into_grid
 from rasteret.tiff.geo import nodata_for_dtype
-
-MOSAIC_ORDERS = ("latest", "earliest", "least_cloudy")
 
 # Scenes read at once while filling a mosaic: the first scene usually covers a chip,
 # so reading more in the first round would waste bytes.
@@ -130,11 +127,11 @@ class RasteretDataset(GeoDataset):
         res: float | tuple[float, float] | None = None,
         is_image: bool = True,
         dtype: torch.dtype | None = None,
-        mosaic_order: str = "latest",
-        resampling: str = "nearest",
+        mosaic_order: MosaicOrder = "latest",
+        resampling: Resampling = "nearest",
         transforms: Callable[[Sample], Sample] | None = None,
         mask_bands: Sequence[str] | None = None,
-        on_error: str = "raise",
+        on_error: OnError = "raise",
         cache_bytes: int = 256 * 1024 * 1024,
         cache_dir: str | None = None,
         apply_scale: bool = False,
@@ -147,7 +144,7 @@ class RasteretDataset(GeoDataset):
             )
         self.bands = collection.check_bands(list(bands))
         self.mask_bands = collection.check_bands(list(mask_bands or []))
-        check_option("mosaic_order", mosaic_order, MOSAIC_ORDERS)
+        check_option("mosaic_order", mosaic_order, MOSAIC_ORDER)
         check_option("on_error", on_error, ON_ERROR)
         self.collection = collection
         self.chip_size = chip_size
@@ -159,36 +156,30 @@ class RasteretDataset(GeoDataset):
         self.resampling = resampling
         self.transforms = transforms
         self.on_error = on_error
-        self.paths = []
+        self.paths: list[str] = []
         self.errors = 0
         self.stats = FetchStats()
         self.cache_bytes = cache_bytes
         self.cache_dir = cache_dir
         self.apply_scale = apply_scale
-        self._scaling: dict[tuple[int, str], tuple[float, float]] = {}
         self.validate = validate
         self._caches: ChunkCaches | None = None
-        self._cogs: dict[tuple[int, str], tuple[CogFile, int]] = {}
+        self._views: dict[str, list[BandView | None]] = {}
+        self._cogs: dict[tuple[int, str], CogFile] = {}
 
         table = collection.table
-        epsgs = table["proj:epsg"].to_pylist()
-        if target_crs is None:
-            common = pd.Series([e for e in epsgs if e]).mode()
-            if common.empty:
-                raise ConfigurationError("the collection's scenes have no CRS")
-            crs = CRS.from_epsg(int(common.iloc[0]))
-        else:
-            crs = CRS.from_user_input(target_crs)
-        first = table[self.bands[0]].to_pylist()
+        first = [self.view(row, self.bands[0]) for row in range(len(collection))]
+        crs = (most_common_crs(first) if target_crs is None
+               else CRS.from_user_input(target_crs))
         footprints, intervals = [], []
-        for row, record in enumerate(first):
-            footprints.append(self._footprint(record, crs))
+        for row, view in enumerate(first):
+            footprints.append(view.footprint(crs))
             when = table["datetime"][row].as_py()
             when = when or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
             stamp = pd.Timestamp(when).tz_convert(None)
             intervals.append((stamp, stamp))
         if res is None:
-            res = self._native_res(first, epsgs, crs)
+            res = native_resolution(first, crs)
         self._res = (float(res), float(res)) if isinstance(res, (int, float)) else (
             float(res[0]), float(res[1]))
         index = pd.IntervalIndex.from_tuples(intervals, closed="both", name="datetime")
@@ -204,38 +195,11 @@ class RasteretDataset(GeoDataset):
                  else [None] * len(first))
         self._cloud = [c if c is not None else 100.0 for c in cloud]
 
-    # -- construction helpers --------------------------------------------------------
-    @staticmethod
-    def _footprint(record: dict[str, Any], crs: CRS) -> shapely.Polygon:
-        transform = Affine(*record["transform"])
-        level = record["levels"][0]
-        left, top = transform.c, transform.f
-        right = left + transform.a * level["width"]
-        bottom = top + transform.e * level["height"]
-        bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-        source = CRS.from_epsg(record["epsg"])
-        if not source.equals(crs):
-            bounds = transformer(source, crs).transform_bounds(*bounds, densify_pts=21)
-        return shapely.box(*bounds)
-
-    @staticmethod
-    def _native_res(records: list[dict], epsgs: list[int | None], crs: CRS) -> tuple[float, float]:
-        for record, epsg in zip(records, epsgs):
-            if epsg and CRS.from_epsg(epsg).equals(crs):
-                t = record["transform"]
-                return abs(t[0]), abs(t[4])
-        # No scene is natively in the target CRS: use the first scene's pixel size there.
-        record = records[0]
-        t = Affine(*record["transform"])
-        to_crs = transformer(CRS.from_epsg(record["epsg"]), crs)
-        x0, y0 = to_crs.transform(t.c, t.f)
-        x1, y1 = to_crs.transform(t.c + t.a, t.f + t.e)
-        return abs(x1 - x0), abs(y1 - y0)
-
     # -- pickling: the description travels, live stores and caches do not ------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cogs"] = {}
+        state["_views"] = {}
         state["_caches"] = None
         state["stats"] = FetchStats()
         return state
@@ -247,21 +211,47 @@ class RasteretDataset(GeoDataset):
             self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir)
         return self._caches
 
-    def _cog(self, row: int, band: str) -> tuple[CogFile, int]:
-        """The file of one band of one scene (from the stored header) and its sample."""
+    def views(self, band: str) -> list[BandView | None]:
+        """The views of ``band`` for every scene, by row; None where the band was not
+        indexed (built once per process)."""
+        views = self._views.get(band)
+        if views is None:
+            views = self._views[band] = self.collection.band_views(band)
+        return views
+
+    def view(self, row: int, band: str) -> BandView:
+        """The view of one band of one scene.
+
+        Raises:
+            ConfigurationError: The band was not indexed for this scene.
+        """
+        view = self.views(band)[row]
+        return view if view is not None else self.collection.band_view(row, band)
+
+    def cog(self, row: int, band: str) -> CogFile:
+        """The file of one band of one scene, from the stored header (no request),
+        sharing this process's caches; built once per process."""
         key = (row, band)
-        cached = self._cogs.get(key)
-        if cached is None:
-            record = self.collection.table[band][row].as_py()
-            cog = CogFile(record["href"], record_to_header(record), backend=self.backend,
-                          size=record["size"], caches=self.caches, etag=record.get("etag"),
-                          last_modified=record.get("last_modified"), validate=self.validate)
-            cached = self._cogs[key] = (cog, record["band_index"])
-        return cached
+        cog = self._cogs.get(key)
+        if cog is None:
+            cog = self._cogs[key] = self.view(row, band).cog(
+                self.backend, self.caches, validate=self.validate)
+        return cog
+
+    def scene_rows(self, index: GeoSlice) -> list[int]:
+        """The collection rows a sample at ``index`` reads, in reading order (oldest
+        first for time series; by ``mosaic_order`` for mosaics)."""
+        return self._scenes(*self.resolve_slice(index))
+
+    def resolve_slice(self, index: GeoSlice) -> tuple[slice, slice, slice]:
+        """``index`` as three slices ``x, y, t`` with every bound and step filled in
+        from the dataset's bounds and resolution (as a sample reads it)."""
+        x, y, t = self._disambiguate_slice(index)
+        return x, y, t
 
     # -- sampling --------------------------------------------------------------------
     def _grid(self, index: GeoSlice) -> tuple[GridSpec, slice, slice, slice]:
-        x, y, t = self._disambiguate_slice(index)
+        x, y, t = self.resolve_slice(index)
         width = max(1, round((x.stop - x.start) / x.step))
         height = max(1, round((y.stop - y.start) / y.step))
         transform = Affine(x.step, 0.0, x.start, 0.0, -y.step, y.stop)
@@ -283,23 +273,18 @@ class RasteretDataset(GeoDataset):
             rows.sort(key=lambda r: self._cloud[r])
         return rows
 
-    def _scale_offset(self, row: int, band: str) -> tuple[float, float]:
-        key = (row, band)
-        if key not in self._scaling:
-            self._scaling[key] = band_scale_offset(self.collection.table[band][row].as_py())
-        return self._scaling[key]
-
     def _scaled(self, band: str) -> bool:
         return self.apply_scale and band in self.bands
 
     async def _read_band(self, row: int, band: str, grid: GridSpec) -> np.ndarray:
-        cog, band_index = self._cog(row, band)
+        view = self.view(row, band)
+        cog = self.cog(row, band)
         data = await read_into_grid(
-            cog, grid, bands=[band_index], resampling=self.resampling, stats=self.stats
+            cog, grid, bands=[view.band_index], resampling=self.resampling, stats=self.stats
         )
         if not self._scaled(band):
             return data
-        scale, offset = self._scale_offset(row, band)
+        scale, offset = view.scale, view.offset
         # float64 arithmetic, so scenes stored with different offsets round alike.
         values = (data.astype(np.float64) * scale + offset).astype(np.float32)
         nodata = nodata_for_dtype(cog.nodata, data.dtype)
@@ -323,7 +308,7 @@ class RasteretDataset(GeoDataset):
 
     def _fill_values(self, row: int) -> list[Any]:
         bands = self.bands + self.mask_bands
-        cogs = [self._cog(row, band)[0] for band in bands]
+        cogs = [self.cog(row, band) for band in bands]
         return [np.nan if self._scaled(band) else nodata_for_dtype(cog.nodata, cog.dtype)
                 for band, cog in zip(bands, cogs)]
 

@@ -60,7 +60,7 @@ def write_geotiff(path: Path, data: np.ndarray, transform: Sequence[float], crs:
     """Write ``data`` ``(bands, rows, cols)`` as a deflate GeoTIFF with georeferencing."""
     a, _, c, _, e, f = transform[:6]
     keys = geokeys_for(crs)
-    tags = [
+    tags: list[tuple[int, str, int, Any, bool]] = [
         (TAG_MODEL_PIXEL_SCALE, "d", 3, (a, -e, 0.0), False),
         (TAG_MODEL_TIEPOINT, "d", 6, (0.0, 0.0, 0.0, c, f, 0.0), False),
         (TAG_GEO_KEY_DIRECTORY, "H", len(keys), keys, False),
@@ -100,10 +100,10 @@ def quicklook_grid(chips: list[np.ndarray], gap: int = 4) -> np.ndarray:
 def export_chips(
     collection: Collection,
     bands: Sequence[str],
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     *,
     chip_size: int = 256,
-    sampler: Iterable | None = None,
+    sampler: Iterable[Any] | None = None,
     mode: str = "grid",
     length: int | None = None,
     seed: int | None = 0,
@@ -155,11 +155,11 @@ def export_chips(
     for number, chip in enumerate(sampler):
         sample = dataset[chip]
         image = sample["image"].numpy()
-        x, y, t = dataset._disambiguate_slice(chip)
-        scenes = dataset._scenes(x, y, t)
+        x, y, _ = dataset.resolve_slice(chip)
+        scenes = dataset.scene_rows(chip)
         transform = [float(v) for v in sample["transform"][:6]]
         chip_id = f"chip_{number:06d}"
-        nodata = dataset._cog(scenes[0], bands[0])[0].nodata if scenes else None
+        nodata = dataset.view(scenes[0], bands[0]).nodata if scenes else None
         write_geotiff(staging / "chips" / f"{chip_id}.tif", image, transform, dataset.crs,
                       nodata)
         look = to_uint8(image)

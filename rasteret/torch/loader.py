@@ -18,15 +18,15 @@ DEFAULT_CONTEXT = "forkserver"
 
 
 def dataloader(
-    dataset: Dataset,
+    dataset: Dataset[Any],
     *,
-    sampler: Sampler | None = None,
+    sampler: Sampler[Any] | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
     multiprocessing_context: str | None = DEFAULT_CONTEXT,
     persistent_workers: bool | None = None,
     **kwargs: Any,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """A DataLoader for a rasteret (or any TorchGeo) dataset.
 
     Batches are read in one concurrent pass through the dataset's ``__getitems__``

@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 import shapely
 import torch.distributed as dist
-from affine import Affine
-from pyproj import CRS
 from torchgeo.samplers import GeoSampler
 
 from rasteret.errors import ConfigurationError
@@ -102,10 +100,10 @@ class TileAlignedSampler(GeoSampler):
         self._length = length if (length and mode == "random") else len(self._chips["xmin"])
 
     def _candidates(
-        self, dataset: RasteretDataset, roi: shapely.Geometry | None, time_range
+        self, dataset: RasteretDataset, roi: shapely.Geometry | None,
+        time_range: tuple[Any, Any] | None,
     ) -> dict[str, np.ndarray]:
         band = dataset.bands[0]
-        records = dataset.collection.table[band].to_pylist()
         xs, ys, starts, stops = [], [], [], []
         window = None
         if time_range is not None:
@@ -113,16 +111,16 @@ class TileAlignedSampler(GeoSampler):
         for (interval, entry) in zip(dataset.index.index, dataset.index.itertuples()):
             if window and (interval.right < window[0] or interval.left > window[1]):
                 continue
-            record = records[entry.row]
-            if not CRS.from_epsg(record["epsg"]).equals(dataset.crs):
+            view = dataset.view(int(entry.row), band)
+            transform = view.transform
+            if transform is None or view.epsg is None or not view.crs.equals(dataset.crs):
                 continue
-            transform = Affine(*record["transform"])
-            if not (math.isclose(abs(transform.a), dataset.res[0], rel_tol=1e-6)
-                    and math.isclose(abs(transform.e), dataset.res[1], rel_tol=1e-6)):
+            xres, yres = view.resolution()
+            if not (math.isclose(xres, dataset.res[0], rel_tol=1e-6)
+                    and math.isclose(yres, dataset.res[1], rel_tol=1e-6)):
                 continue
-            level = record["levels"][0]
-            cols = _chip_offsets(level["width"], level["chunk_width"], self.size)
-            rows = _chip_offsets(level["height"], level["chunk_height"], self.size)
+            cols = _chip_offsets(view.width, view.tile_width, self.size)
+            rows = _chip_offsets(view.height, view.tile_height, self.size)
             grid_cols, grid_rows = np.meshgrid(cols, rows)
             xs.append(transform.c + grid_cols.ravel() * transform.a)
             ys.append(transform.f + grid_rows.ravel() * transform.e)

@@ -1,5 +1,10 @@
 """Pixels for analysis: areas over time as NumPy or xarray, rows per scene, points.
 
+These functions are the collection's analysis methods (``Collection.get_numpy``,
+``get_xarray``, ``get_gdf``, ``sample_points`` delegate here): they sit above
+:mod:`rasteret.collection` and use its band views and :mod:`rasteret.read` (grids,
+windows, warping).
+
 Every read uses the collection's stored headers (no header request) and keeps all
 tiles of all scenes of a request in flight at once. Scenes in one CRS come back on
 their native grid (equal to rasterio's windowed reads); a request spanning several
@@ -13,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import shapely
@@ -25,15 +29,25 @@ import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
+from rasteret.band import BandView, most_common_crs, native_resolution, native_view
+from rasteret.collection import Collection, DateRange
 from rasteret.errors import ConfigurationError, NoCoverageError, RasteretError
 from rasteret.io.backend import Backend
+from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, check_option
+from rasteret.options import ON_ERROR, OnError, Resampling, check_option
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
-from rasteret.schema import band_scale_offset, record_to_header
 from rasteret.tiff.geo import nodata_for_dtype
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+    import xarray as xr
+
+#: A CRS as pyproj takes it: a CRS, ``"EPSG:32633"``, WKT, or an EPSG code.
+CRSLike = CRS | str | int
 
 
 @dataclass
@@ -45,10 +59,13 @@ class AreaResult:
     rows: list[int]
     bands: list[str]
     nodata: list[Any]
+    #: ``views[band][t]``: the view of each band of each scene in ``rows``.
+    views: dict[str, list[BandView]]
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def to_geometries(geometries: Any, geometry_crs: Any) -> tuple[list[shapely.Geometry], CRS]:
+def to_geometries(geometries: Any, geometry_crs: CRSLike
+                  ) -> tuple[list[shapely.Geometry], CRS]:
     """Normalise the accepted geometry inputs to shapely geometries and their CRS.
 
     Accepts a ``(minx, miny, maxx, maxy)`` tuple, a shapely geometry, a GeoJSON
@@ -97,7 +114,7 @@ def _check_degrees(geometry: shapely.Geometry, crs: CRS) -> None:
         )
 
 
-def _check_collection(collection: Any) -> None:
+def _check_collection(collection: Collection) -> None:
     if not len(collection):
         source = collection.manifest.get("source")
         raise NoCoverageError(
@@ -107,43 +124,36 @@ def _check_collection(collection: Any) -> None:
 
 
 # -- grids ----------------------------------------------------------------------------------
-def _records(collection: Any, rows: list[int], band: str) -> list[dict[str, Any]]:
-    column = collection.table[band]
-    return [column[r].as_py() for r in rows]
+def _views(collection: Collection, rows: list[int], band: str) -> list[BandView]:
+    """The views of ``band`` in ``rows``, refusing a scene where it was not indexed."""
+    views = collection.band_views(band, rows)
+    for row, view in zip(rows, views):
+        if view is None:
+            collection.band_view(row, band)  # raises, naming the scene and the band
+    return [v for v in views if v is not None]
 
 
 def choose_grid(
-    collection: Any,
-    rows: list[int],
-    band: str,
+    views: Sequence[BandView],
     geometry: shapely.Geometry,
     geometry_crs: CRS,
     *,
-    target_crs: Any = None,
+    target_crs: CRSLike | None = None,
     resolution: float | tuple[float, float] | None = None,
 ) -> GridSpec:
-    """The output grid for ``geometry``: native when possible, snapped to the pixel
-    grid of the first scene in the chosen CRS."""
-    records = _records(collection, rows, band)
-    if target_crs is not None:
-        crs = CRS.from_user_input(target_crs)
-    else:
-        code = Counter(r["epsg"] for r in records).most_common(1)[0][0]
-        crs = CRS.from_epsg(code)
-    reference = next((r for r in records if CRS.from_epsg(r["epsg"]).equals(crs)), None)
+    """The output grid for ``geometry`` over the scenes of ``views``: native when
+    possible, snapped to the pixel grid of the first scene in the chosen CRS (the most
+    common CRS of the views unless ``target_crs`` is given)."""
+    crs = CRS.from_user_input(target_crs) if target_crs is not None else most_common_crs(views)
+    reference = native_view(views, crs)
     # Snap to the first native scene's pixel grid so its pixels are read unresampled.
-    origin = (reference["transform"][2], reference["transform"][5]) if reference else (0.0, 0.0)
+    origin = ((reference.transform.c, reference.transform.f)
+              if reference is not None and reference.transform is not None else (0.0, 0.0))
     if resolution is not None:
         xres, yres = (resolution, resolution) if isinstance(resolution, (int, float)) \
             else resolution
-    elif reference is not None:
-        xres, yres = abs(reference["transform"][0]), abs(reference["transform"][4])
     else:
-        t = Affine(*records[0]["transform"])
-        to_crs = transformer(CRS.from_epsg(records[0]["epsg"]), crs)
-        x0, y0 = to_crs.transform(t.c, t.f)
-        x1, y1 = to_crs.transform(t.c + t.a, t.f + t.e)
-        xres, yres = abs(x1 - x0), abs(y1 - y0)
+        xres, yres = native_resolution(views, crs)
     shape = geometry if geometry_crs.equals(crs) else shapely.ops.transform(
         transformer(geometry_crs, crs).transform, shapely.segmentize(geometry, _segment(geometry))
     )
@@ -160,11 +170,11 @@ def choose_grid(
 
 def _segment(geometry: shapely.Geometry) -> float:
     minx, miny, maxx, maxy = geometry.bounds
-    return max(maxx - minx, maxy - miny, 1e-9) / 20
+    return float(max(maxx - minx, maxy - miny, 1e-9)) / 20
 
 
-def covering_rows(collection: Any, geometry: shapely.Geometry, crs: CRS,
-                  date_range: Any = None) -> list[int]:
+def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
+                  date_range: DateRange | None = None) -> list[int]:
     """Rows (oldest first) whose footprint bbox meets ``geometry``."""
     degrees = geometry if crs.equals(CRS.from_epsg(4326)) else shapely.ops.transform(
         transformer(crs, CRS.from_epsg(4326)).transform, geometry)
@@ -177,15 +187,6 @@ def covering_rows(collection: Any, geometry: shapely.Geometry, crs: CRS,
 
 
 # -- reading --------------------------------------------------------------------------------
-def _cog(collection: Any, row: int, band: str, backend: Backend, caches: ChunkCaches | None,
-         validate: bool = True) -> tuple[CogFile, int]:
-    record = collection.table[band][row].as_py()
-    return CogFile(record["href"], record_to_header(record), backend=backend,
-                   size=record["size"], caches=caches, etag=record.get("etag"),
-                   last_modified=record.get("last_modified"),
-                   validate=validate), record["band_index"]
-
-
 def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.ndarray:
     shape = geometry if crs.equals(grid.crs) else shapely.ops.transform(
         transformer(crs, grid.crs).transform, shapely.segmentize(geometry, _segment(geometry)))
@@ -193,13 +194,15 @@ def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.nda
     cols = t.c + (np.arange(grid.width) + 0.5) * t.a
     rows = t.f + (np.arange(grid.height) + 0.5) * t.e
     xx, yy = np.meshgrid(cols, rows)
-    return shapely.contains_xy(shape, xx, yy)
+    inside: np.ndarray = shapely.contains_xy(shape, xx, yy)
+    return inside
 
 
 async def _read_area(
-    collection: Any, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
-    backend: Backend, target_crs: Any, resolution: Any, resampling: str, mask: bool,
-    date_range: Any, on_error: str = "raise", validate: bool = True,
+    collection: Collection, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
+    backend: Backend, target_crs: CRSLike | None,
+    resolution: float | tuple[float, float] | None, resampling: Resampling, mask: bool,
+    date_range: DateRange | None, on_error: OnError = "raise", validate: bool = True,
 ) -> AreaResult:
     _check_degrees(geometry, crs)
     rows = covering_rows(collection, geometry, crs, date_range)
@@ -208,14 +211,16 @@ async def _read_area(
             f"no scene of collection {collection.name!r} covers {geometry.bounds} "
             f"({crs.name}); its scenes cover {collection.bounds} in degrees"
         )
-    grid = choose_grid(collection, rows, bands[0], geometry, crs, target_crs=target_crs,
+    views = {b: _views(collection, rows, b) for b in bands}
+    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
     caches = ChunkCaches(memory_bytes=64 * 1024 * 1024, whole_chunks=False)
-    cogs = {(r, b): _cog(collection, r, b, backend, caches, validate)
-            for r in rows for b in bands}
+    cogs = {(t, b): views[b][t].cog(backend, caches, validate=validate)
+            for t in range(len(rows)) for b in bands}
     arrays = await asyncio.gather(*(
-        read_into_grid(cogs[(r, b)][0], grid, bands=[cogs[(r, b)][1]], resampling=resampling)
-        for r in rows for b in bands
+        read_into_grid(cogs[(t, b)], grid, bands=[views[b][t].band_index],
+                       resampling=resampling)
+        for t in range(len(rows)) for b in bands
     ), return_exceptions=True)
     failed = {rows[i // len(bands)] for i, a in enumerate(arrays) if isinstance(a, BaseException)}
     if failed:
@@ -228,32 +233,33 @@ async def _read_area(
         keep = [i for i, r in enumerate(rows) if r not in failed]
         arrays = [arrays[k * len(bands) + b] for k in keep for b in range(len(bands))]
         rows = [rows[k] for k in keep]
+        views = {b: [views[b][k] for k in keep] for b in bands}
         if not rows:
             raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
-    dtype = np.result_type(*(a.dtype for a in arrays))
-    data = np.stack([a[0].astype(dtype, copy=False) for a in arrays]).reshape(
+    read: list[np.ndarray] = [a for a in arrays if not isinstance(a, BaseException)]
+    dtype = np.result_type(*(a.dtype for a in read))
+    data = np.stack([a[0].astype(dtype, copy=False) for a in read]).reshape(
         len(rows), len(bands), grid.height, grid.width)
-    nodata = [nodata_for_dtype(cogs[(rows[0], b)][0].nodata, dtype) for b in bands]
+    nodata = [nodata_for_dtype(views[b][0].nodata, dtype) for b in bands]
     if mask and not isinstance(geometry, shapely.Point):
         outside = ~_inside_mask(grid, geometry, crs)
         for index, value in enumerate(nodata):
             data[:, index][:, outside] = value
-    return AreaResult(data, grid, rows, bands, nodata)
+    return AreaResult(data, grid, rows, bands, nodata, views)
 
 
-def _scale_offsets(collection: Any, result: AreaResult, band: str) -> list[tuple[float, float]]:
+def _scale_offsets(result: AreaResult, band: str) -> list[tuple[float, float]]:
     """Each scene's ``(scale, offset)`` for ``band``: scenes may differ (Sentinel-2
     baselines 04.00 and later add an offset the earlier ones lack)."""
-    column = collection.table[band]
-    return [band_scale_offset(column[row].as_py()) for row in result.rows]
+    return [(view.scale, view.offset) for view in result.views[band]]
 
 
-def _scaled(collection: Any, result: AreaResult) -> np.ndarray:
+def _scaled(result: AreaResult) -> np.ndarray:
     """Physical values as float32 (nodata -> NaN), each scene with its own scale and
-    offset: the COG's own, else its STAC item's (see ``band_scale_offset``)."""
+    offset: the COG's own, else its STAC item's (see ``BandView.scale``)."""
     data = np.empty(result.data.shape, np.float32)
     for index, band in enumerate(result.bands):
-        for time, (scale, offset) in enumerate(_scale_offsets(collection, result, band)):
+        for time, (scale, offset) in enumerate(_scale_offsets(result, band)):
             raw = result.data[time, index]
             # float64 arithmetic, so scenes stored with different offsets round alike.
             values = raw.astype(np.float64) * scale + offset
@@ -262,23 +268,23 @@ def _scaled(collection: Any, result: AreaResult) -> np.ndarray:
     return data
 
 
-def read_areas(collection: Any, geometries: Any, bands: Sequence[str], *,
-               geometry_crs: Any = 4326, backend: Backend | None = None,
-               target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
-               mask: bool = True, date_range: Any = None, on_error: str = "raise",
-               validate: bool = True) -> tuple[list[AreaResult], list, CRS]:
+def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
+               geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+               target_crs: CRSLike | None = None,
+               resolution: float | tuple[float, float] | None = None,
+               resampling: Resampling = "nearest", mask: bool = True,
+               date_range: DateRange | None = None, on_error: OnError = "raise",
+               validate: bool = True) -> tuple[list[AreaResult], list[shapely.Geometry], CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions)."""
-    from rasteret.io.cloud_config import backend_for_collection
-
     check_option("on_error", on_error, ON_ERROR)
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
-    backend = backend_for_collection(collection, backend)
+    resolved = backend_for_collection(collection, backend)
 
     async def read_all() -> list[AreaResult]:
         return list(await asyncio.gather(*(
-            _read_area(collection, g, crs, bands, backend=backend, target_crs=target_crs,
+            _read_area(collection, g, crs, bands, backend=resolved, target_crs=target_crs,
                        resolution=resolution, resampling=resampling, mask=mask,
                        date_range=date_range, on_error=on_error, validate=validate)
             for g in shapes
@@ -295,11 +301,14 @@ def _single_geometry(geometries: Any) -> bool:
 
 
 # -- public functions -----------------------------------------------------------------------
-def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
-              geometry_crs: Any = 4326, backend: Backend | None = None,
-              target_crs: Any = None, resolution: Any = None, resampling: str = "nearest",
-              apply_scale: bool = False, mask: bool = True, date_range: Any = None,
-              on_error: str = "raise", validate: bool = True) -> np.ndarray | list[np.ndarray]:
+def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
+              geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+              target_crs: CRSLike | None = None,
+              resolution: float | tuple[float, float] | None = None,
+              resampling: Resampling = "nearest", apply_scale: bool = False,
+              mask: bool = True, date_range: DateRange | None = None,
+              on_error: OnError = "raise", validate: bool = True
+              ) -> np.ndarray | list[np.ndarray]:
     """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
     Args:
@@ -340,7 +349,7 @@ def get_numpy(collection: Any, geometries: Any, bands: Sequence[str], *,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
                                on_error=on_error, validate=validate)
-    arrays = [_scaled(collection, r) if apply_scale else r.data for r in results]
+    arrays = [_scaled(r) if apply_scale else r.data for r in results]
     return arrays[0] if _single_geometry(geometries) else arrays
 
 
@@ -350,7 +359,8 @@ def _coords(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
             t.f + (np.arange(grid.height) + 0.5) * t.e)
 
 
-def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: bool):
+def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, masked: bool
+             ) -> xr.Dataset:
     import pandas as pd
     import xarray as xr
 
@@ -358,7 +368,7 @@ def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: boo
     times = pd.to_datetime(
         [collection.table["datetime"][r].as_py() for r in result.rows], utc=True
     ).tz_convert(None)
-    data = _scaled(collection, result) if apply_scale else result.data
+    data = _scaled(result) if apply_scale else result.data
     if masked and not apply_scale:
         data = data.astype(np.float32)
         for index, value in enumerate(result.nodata):
@@ -370,13 +380,13 @@ def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: boo
         "spatial_ref": result.grid.crs.to_wkt(),
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
-    variables = {}
+    variables: dict[str, xr.DataArray] = {}
     for index, band in enumerate(result.bands):
-        attrs = {"grid_mapping": "spatial_ref"}
+        attrs: dict[str, Any] = {"grid_mapping": "spatial_ref"}
         if not (apply_scale or masked):
             attrs["nodata"] = result.nodata[index].item()
             attrs["_FillValue"] = result.nodata[index].item()
-        pairs = set(_scale_offsets(collection, result, band))
+        pairs = set(_scale_offsets(result, band))
         if not apply_scale and len(pairs) == 1:  # CF attributes hold one pair per variable
             attrs["scale_factor"], attrs["add_offset"] = pairs.pop()
         variables[band] = xr.DataArray(data[:, index], dims=("time", "y", "x"), attrs=attrs)
@@ -387,8 +397,14 @@ def _dataset(collection: Any, result: AreaResult, apply_scale: bool, masked: boo
     return dataset
 
 
-def get_xarray(collection: Any, geometries: Any, bands: Sequence[str], *,
-               masked: bool = False, apply_scale: bool = False, **options: Any):
+def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
+               masked: bool = False, apply_scale: bool = False,
+               geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+               target_crs: CRSLike | None = None,
+               resolution: float | tuple[float, float] | None = None,
+               resampling: Resampling = "nearest", mask: bool = True,
+               date_range: DateRange | None = None, on_error: OnError = "raise",
+               validate: bool = True) -> xr.Dataset | list[xr.Dataset]:
     """Pixels as an ``xarray.Dataset``: one variable per band, dims ``(time, y, x)``,
     pixel-centre ``x``/``y`` coordinates, a CF ``spatial_ref`` grid mapping (WKT and
     GeoTransform, as rioxarray and odc read it), nodata and scale/offset attributes.
@@ -400,27 +416,41 @@ def get_xarray(collection: Any, geometries: Any, bands: Sequence[str], *,
         masked: Return float32 with NaN where pixels are nodata.
         apply_scale: Physical values (float32, NaN nodata), scaled as in
             :func:`get_numpy`.
-        **options: As for :func:`get_numpy`.
+        geometry_crs, backend, target_crs, resolution, resampling, mask, date_range,
+            on_error, validate: As for :func:`get_numpy`.
 
     Returns:
         A Dataset for one geometry, else a list of Datasets.
     """
-    results, _, _ = read_areas(collection, geometries, bands, **options)
+    results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
+                               backend=backend, target_crs=target_crs, resolution=resolution,
+                               resampling=resampling, mask=mask, date_range=date_range,
+                               on_error=on_error, validate=validate)
     datasets = [_dataset(collection, r, apply_scale, masked) for r in results]
     return datasets[0] if _single_geometry(geometries) else datasets
 
 
-def get_gdf(collection: Any, geometries: Any, bands: Sequence[str], **options: Any):
+def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
+            geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+            target_crs: CRSLike | None = None,
+            resolution: float | tuple[float, float] | None = None,
+            resampling: Resampling = "nearest", mask: bool = True,
+            date_range: DateRange | None = None, on_error: OnError = "raise",
+            validate: bool = True) -> gpd.GeoDataFrame:
     """One row per scene x geometry with its arrays and transform.
 
     Columns: the user's columns (when ``geometries`` is a GeoDataFrame), ``geometry``,
     ``geometry_index``, ``id``, ``datetime``, ``crs``, ``transform`` (6 numbers) and one
-    column per band holding a 2-D array.
+    column per band holding a 2-D array. The other arguments are as for
+    :func:`get_numpy`.
     """
     import geopandas as gpd
     import pandas as pd
 
-    results, shapes, crs = read_areas(collection, geometries, bands, **options)
+    results, shapes, crs = read_areas(
+        collection, geometries, bands, geometry_crs=geometry_crs, backend=backend,
+        target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
+        date_range=date_range, on_error=on_error, validate=validate)
     user = geometries.drop(columns=geometries.geometry.name) \
         if isinstance(geometries, gpd.GeoDataFrame) else None
     records = []
@@ -442,9 +472,11 @@ def get_gdf(collection: Any, geometries: Any, bands: Sequence[str], **options: A
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
 
 
-def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
-                  geometry_crs: Any = 4326, backend: Backend | None = None,
-                  scenes: str = "all", date_range: Any = None, validate: bool = True):
+def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
+                  geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+                  scenes: Literal["all", "latest"] = "all",
+                  date_range: DateRange | None = None, validate: bool = True
+                  ) -> pd.DataFrame:
     """Values of ``bands`` at ``points`` (the pixel containing each point, in each
     scene's own grid).
 
@@ -470,8 +502,6 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
     import geopandas as gpd
     import pandas as pd
 
-    from rasteret.io.cloud_config import backend_for_collection
-
     check_option("scenes", scenes, ("all", "latest"))
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
@@ -480,9 +510,9 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
     shapes, crs = to_geometries(points, geometry_crs)
     user = points.drop(columns=points.geometry.name) \
         if isinstance(points, gpd.GeoDataFrame) else None
-    backend = backend_for_collection(collection, backend)
+    resolved = backend_for_collection(collection, backend)
     caches = ChunkCaches(memory_bytes=128 * 1024 * 1024, whole_chunks=False)
-    jobs = []
+    jobs: list[tuple[int, int]] = []
     for index, point in enumerate(shapes):
         _check_degrees(point, crs)
         rows = covering_rows(collection, point, crs, date_range)
@@ -491,22 +521,24 @@ def sample_points(collection: Any, points: Any, bands: Sequence[str], *,
         for row in rows:
             jobs.append((index, row))
 
-    async def value(index: int, row: int, band: str):
-        cog, band_index = _cog(collection, row, band, backend, caches, validate)
-        x, y = shapes[index].x, shapes[index].y
-        if not crs.equals(cog.crs):
-            x, y = transformer(crs, cog.crs).transform(x, y)
-        inverse = ~cog.transform
-        col = inverse.a * x + inverse.b * y + inverse.c
-        line = inverse.d * x + inverse.e * y + inverse.f
-        window = (math.floor(col), math.floor(line), 1, 1)
-        return (await cog.read_async(window, bands=[band_index]))[0, 0, 0]
+    rows = sorted({row for _, row in jobs})
+    views = {b: dict(zip(rows, _views(collection, rows, b))) for b in bands}
+    cogs: dict[tuple[int, str], CogFile] = {}
 
-    async def read_all():
+    async def value(index: int, row: int, band: str) -> Any:
+        view = views[band][row]
+        cog = cogs.get((row, band))
+        if cog is None:
+            cog = cogs[(row, band)] = view.cog(resolved, caches, validate=validate)
+        col, line = view.pixel_of(shapes[index].x, shapes[index].y, crs)
+        window = (col, line, 1, 1)
+        return (await cog.read_async(window, bands=[view.band_index]))[0, 0, 0]
+
+    async def read_all() -> list[Any]:
         return await asyncio.gather(*(value(i, r, b) for i, r in jobs for b in bands))
 
     values = run_sync(read_all()) if jobs else []
-    records = []
+    records: list[dict[str, Any]] = []
     for number, (index, row) in enumerate(jobs):
         entry: dict[str, Any] = {} if user is None else dict(user.iloc[index])
         entry.update({"point_index": index, "id": collection.table["id"][row].as_py(),
