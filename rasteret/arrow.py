@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from rasteret.errors import ConfigurationError, CorruptCollectionError
-from rasteret.schema import BAND_TYPE, BASE_FIELDS, upgrade_band_columns
+from rasteret.schema import BAND_TYPE, BASE_FIELDS, is_band_struct, upgrade_band_columns
 from rasteret.storage import geo_metadata, manifest_from_metadata, with_metadata
 
 #: Field metadata keys of an Arrow extension type (the C data interface carries
@@ -57,7 +57,8 @@ def stream_schema(schema: pa.Schema, manifest: Mapping[str, Any]) -> pa.Schema:
         schema: The stored table's schema.
         manifest: The collection's build information.
     """
-    schema = with_metadata(schema.empty_table(), dict(manifest)).schema
+    # Exactly the entries a Parquet footer has (the failures stay out of the stream).
+    schema = schema.with_metadata(with_metadata(pa.table({}), dict(manifest)).schema.metadata)
     index = schema.get_field_index(GEOMETRY)
     if index >= 0:
         schema = schema.set(index, schema.field(index).with_metadata(geometry_field_metadata()))
@@ -113,11 +114,11 @@ def _check_geometry(field: pa.Field) -> None:
         )
     try:
         crs = json.loads(metadata).get("crs") if metadata else None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError) as exc:
         raise ConfigurationError(
             f"column {GEOMETRY!r} has GeoArrow metadata that is not a JSON object: "
             f"{metadata!r}"
-        ) from None
+        ) from exc
     if crs is None:
         return
     from pyproj import CRS
@@ -153,10 +154,6 @@ def _plain_type(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def _is_band(kind: pa.DataType) -> bool:
-    return pa.types.is_struct(kind) and {"href", "levels"} <= {f.name for f in kind}
-
-
 def table_from_arrow(
     data: Any, manifest: Mapping[str, Any] | None = None
 ) -> tuple[pa.Table, dict[str, Any]]:
@@ -189,7 +186,7 @@ def table_from_arrow(
             manifest = manifest_from_metadata(table.schema.metadata)
         except ValueError as exc:
             raise CorruptCollectionError(
-                f"Arrow data for Collection.from_arrow: {exc}") from None
+                f"Arrow data for Collection.from_arrow: {exc}") from exc
     manifest = dict(manifest)
     table = table.replace_schema_metadata(None)
     names = table.column_names
@@ -210,7 +207,7 @@ def table_from_arrow(
             raise ConfigurationError(
                 f"column {base.name!r} of the Arrow data is {incoming.type}, which does "
                 f"not convert to the collection's {base.type}: {exc}"
-            ) from None
+            ) from exc
         if base.name == "id" and column.null_count:
             raise ConfigurationError("column 'id' of the Arrow data has null scene ids")
         table = table.set_column(
@@ -222,7 +219,7 @@ def table_from_arrow(
                                      table.column(index).cast(kind))
     listed = manifest.get("bands")
     for band in listed if isinstance(listed, list) else ():
-        if band in names and not _is_band(table.schema.field(band).type):
+        if band in names and not is_band_struct(table.schema.field(band).type):
             raise ConfigurationError(
                 f"column {band!r} of the Arrow data is {table.schema.field(band).type}, "
                 "not a band struct (href, levels, ...): select the whole band column"
@@ -232,7 +229,7 @@ def table_from_arrow(
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise ConfigurationError(
             f"a band column of the Arrow data does not convert to the band struct: {exc}"
-        ) from None
+        ) from exc
     bands = [f.name for f in table.schema if f.type == BAND_TYPE]
     if not bands:
         raise ConfigurationError(

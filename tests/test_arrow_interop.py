@@ -266,6 +266,12 @@ def test_from_arrow_refuses_bad_input(collection):
     with pytest.raises(ConfigurationError, match="CRS84"):
         rasteret.Collection.from_arrow(
             table.set_column(table.schema.get_field_index("geometry"), utm, table["geometry"]))
+    garbled = utm.with_metadata({b"ARROW:extension:name": b"geoarrow.wkb",
+                                 b"ARROW:extension:metadata": b"{not json"})
+    with pytest.raises(ConfigurationError, match="not a JSON object"):
+        rasteret.Collection.from_arrow(
+            table.set_column(table.schema.get_field_index("geometry"), garbled,
+                             table["geometry"]))
     damaged = table.replace_schema_metadata({b"rasteret": b"[1, 2]"})
     with pytest.raises(CorruptCollectionError, match="not a JSON object"):
         rasteret.Collection.from_arrow(damaged)
