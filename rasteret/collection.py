@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_views
 from rasteret.errors import (
@@ -255,6 +256,61 @@ class Collection:
         frame = self.table.drop_columns(["geometry"]).to_pandas()
         geometry = shapely.from_wkb(self.table["geometry"].to_numpy(zero_copy_only=False))
         return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+
+    # -- Arrow interop ---------------------------------------------------------------
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        """The scenes as an Arrow C stream (the Arrow PyCapsule interface), so
+        ``pyarrow.table(c)``, ``polars.DataFrame(c)``, ``duckdb.sql("select ... from
+        c")`` and ``GeoDataFrame.from_arrow(c)`` take the collection as it is.
+
+        The stream shares the table's buffers (no copy); its ``geometry`` field is
+        tagged GeoArrow WKB with the CRS (OGC:CRS84) and its schema metadata holds the
+        build information (see :mod:`rasteret.arrow`).
+
+        Args:
+            requested_schema: A PyCapsule of the schema the consumer asks for, or None.
+
+        Returns:
+            A PyCapsule holding an ``ArrowArrayStream``.
+        """
+        return stream_table(self.table, self.manifest).__arrow_c_stream__(requested_schema)
+
+    def __arrow_c_schema__(self) -> Any:
+        """The schema of :meth:`__arrow_c_stream__` as a PyCapsule (``ArrowSchema``)."""
+        return stream_schema(self.table.schema, self.manifest).__arrow_c_schema__()
+
+    @classmethod
+    def from_arrow(cls, data: Any, *, name: str | None = None,
+                   manifest: dict[str, Any] | None = None) -> Collection:
+        """A collection from Arrow data carrying a collection's columns, e.g. a
+        collection filtered in DuckDB or Polars, ready to read pixels.
+
+        Columns get their stored types back (see
+        :func:`rasteret.arrow.table_from_arrow`). The build information (dataset id,
+        STAC collection, band map), which reads need to pick their stores and
+        credentials, comes from ``manifest`` when given, else from the data's schema
+        metadata (kept by pyarrow, dropped by DuckDB and Polars: pass
+        ``manifest=original.manifest`` after those).
+
+        Args:
+            data: A pyarrow Table, RecordBatch or RecordBatchReader, or any object
+                with ``__arrow_c_stream__`` (a DuckDB relation, a Polars DataFrame,
+                a Collection...).
+            name: The collection's name (default: the one in the build information).
+            manifest: The build information, overriding the data's.
+
+        Returns:
+            An unsaved collection (``path`` None, no failures).
+
+        Raises:
+            ConfigurationError: Not Arrow data, a column every collection has or
+                every band column is missing, or a column has an unusable type
+                (the message names it).
+            CorruptCollectionError: The schema's ``rasteret`` metadata is damaged.
+        """
+        table, manifest = table_from_arrow(data, manifest)
+        return cls(table, name=name if name is not None else manifest.get("name"),
+                   manifest=manifest)
 
     # -- filters ---------------------------------------------------------------------
     def _with(self, table: pa.Table) -> Collection:

@@ -254,7 +254,9 @@ def band_scale_offset(record: dict[str, Any]) -> tuple[float, float]:
             0.0 if stac_offset is None else stac_offset)
 
 
-def _is_band_struct(kind: pa.DataType) -> bool:
+def is_band_struct(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is a band column's struct, of today's :data:`BAND_TYPE` or
+    another version of it (older collections, other engines' round trips)."""
     return pa.types.is_struct(kind) and {"href", "levels"} <= {f.name for f in kind}
 
 
@@ -265,7 +267,7 @@ def upgrade_band_columns(table: pa.Table) -> pa.Table:
     read as before.
     """
     for index, column in enumerate(table.schema):
-        if column.type == BAND_TYPE or not _is_band_struct(column.type):
+        if column.type == BAND_TYPE or not is_band_struct(column.type):
             continue
         chunks = []
         for chunk in table.column(index).chunks:
