@@ -90,3 +90,11 @@ def test_pixel_digests_match_across_layouts_and_catch_one_changed_pixel(aoi):
     changed[2, 1, 7, 7] += 1
     hashes = aoi.digest("rasteret get_numpy", changed)["hashes"]
     assert [a != b for a, b in zip(hashes, reference["hashes"])] == [False] * 5 + [True]
+
+
+def test_stackstac_chunks_end_on_tile_edges(aoi):
+    chunks = aoi.aligned_chunks(503, 5000, 2048)
+    assert sum(chunks) == 5000 and max(chunks) <= 2048
+    edges = np.cumsum(chunks)[:-1] + 503
+    assert chunks[0] == 2048 - 503 and all(edge % 2048 == 0 for edge in edges)
+    assert aoi.aligned_chunks(0, 4096, 2048) == (2048, 2048)
