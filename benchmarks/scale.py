@@ -25,7 +25,7 @@ available memory drops under 2 GB. The last table row is the slope per 100k scen
 (least squares over the sizes that completed the step).
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000,20000,200000] [--quick]
-    .venv/bin/python benchmarks/scale.py --sizes 2000000 --max-gb 20   # by hand
+    .venv/bin/python benchmarks/scale.py --sizes 2000000 --max-gb 22   # by hand
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=4096, help="scene size in px")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
     parser.add_argument("--chips", type=int, default=160, help="sampler length")
-    parser.add_argument("--max-gb", type=float, default=16.0,
+    parser.add_argument("--max-gb", type=float, default=20.0,
                         help="stop a size when its processes hold more than this")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per size")
     parser.add_argument("--quick", action="store_true", help="sizes 1000,5000")
