@@ -32,7 +32,7 @@ if python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
 echo "none"
 endef
 
-.PHONY: venv servers test lint demo clean
+.PHONY: venv servers test lint demo clean bench-deps
 
 $(STAMP): pyproject.toml testbed/pyproject.toml
 	@python="$$( $(find_python) )"; \
@@ -78,6 +78,12 @@ test: venv servers
 
 lint: venv
 	$(VENV)/bin/ruff check rasteret testbed tests benchmarks training_examples
+
+# The peers of benchmarks/aoi.py: odc-stac (the bench extra) and stackstac, whose
+# pandas<3 pin is skipped (--no-deps) so the project's pandas stays as it is.
+bench-deps: venv
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q --no-deps 'stackstac>=0.5.1'
 
 demo: venv
 	$(PY) training_examples/demo.py
