@@ -16,6 +16,9 @@ credentials) as the COGs::
     <workspace>/<name>/part-<build>-00000.parquet    the parts of one build
     <workspace>/_rasteret/<name>.json                 the manifest: the parts of the
                                                       current version
+    <workspace>/_rasteret/builds/<name>/<key>.parquet the batches of a distributed
+                                                      build in flight (see
+                                                      rasteret.ingest.distributed)
 
 1. A build writes its parts under names carrying its build id (a timestamp and a
    random suffix), so they never overwrite another build's parts.
