@@ -317,3 +317,18 @@ def test_batch_size_must_be_positive(scenes, tmp_path):
                                                       match="batch_size"):
         rasteret.build_from_table(table_of(scenes), name="b", href_columns=["B04"],
                                   workspace_dir=tmp_path, executor=pool, batch_size=0)
+
+
+def test_build_by_dataset_id_passes_the_executor_on(stac_api, backend, tmp_path):
+    options = dict(stac_api=stac_api.url, bbox=BBOX, date_range=DATES, bands=["red"],
+                   backend=backend, on_error="skip", progress=False)
+    with warnings.catch_warnings(), ThreadPoolExecutor(2) as threads:
+        warnings.simplefilter("ignore", UserWarning)
+        reference = rasteret.build("my-org/sentinel-2-l2a", name="id", **options,
+                                   workspace_dir=tmp_path / "one")
+        executor = Recording(threads)
+        built = rasteret.build("my-org/sentinel-2-l2a", name="id", **options,
+                               workspace_dir=tmp_path / "pool", executor=executor,
+                               batch_size=3)
+    assert_same_collection(built, reference)
+    assert executor.submitted == 5 + 1  # 14 one-band scenes in tasks of 3, one part
