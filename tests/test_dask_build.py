@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
+import distributed as distributed_dask  # the dev extra installs it: never skipped
 import pyarrow as pa
 import pytest
 
@@ -24,8 +25,6 @@ from rasteret.ingest import distributed
 from rasteret.io.backend import RetryPolicy
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
-
-distributed_dask = pytest.importorskip("distributed")
 
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)}
 COGS = "dask-build-cogs"
