@@ -179,10 +179,15 @@ def write_parts(
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, part in enumerate(split_parts(table, manifest, failures)):
-        path = folder / f"part-{index:05d}.parquet"
+        path = folder / part_file(index)
         pq.write_table(part, path, **PARQUET_OPTIONS)
         paths.append(path)
     return paths
+
+
+def part_file(index: int) -> str:
+    """The file name of part ``index`` of a local collection folder."""
+    return f"part-{index:05d}.parquet"
 
 
 def split_parts(

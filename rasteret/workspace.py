@@ -16,6 +16,9 @@ credentials) as the COGs::
     <workspace>/<name>/part-<build>-00000.parquet    the parts of one build
     <workspace>/_rasteret/<name>.json                 the manifest: the parts of the
                                                       current version
+    <workspace>/_rasteret/builds/<name>/<key>.parquet the batches of a distributed
+                                                      build in flight (see
+                                                      rasteret.ingest.distributed)
 
 1. A build writes its parts under names carrying its build id (a timestamp and a
    random suffix), so they never overwrite another build's parts.
@@ -45,6 +48,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rasteret.atomic import write_atomic
 from rasteret.errors import (
     AccessDeniedError,
     CollectionConflictError,
@@ -72,12 +77,14 @@ from rasteret.io.objects import (
 from rasteret.io.runtime import run_sync
 from rasteret.storage import (
     FAILURES_KEY,
+    PARQUET_OPTIONS,
     check_name,
     chosen_workspace,
     failures_from_metadata,
     is_remote,
     manifest_from_metadata,
     parquet_bytes,
+    part_file,
     publish,
     read_folder_metadata,
     read_parts,
@@ -85,7 +92,6 @@ from rasteret.storage import (
     split_parts,
     staging_dir,
     workspace_dir,
-    write_parts,
 )
 
 log = logging.getLogger("rasteret")
@@ -174,14 +180,18 @@ class LocalWorkspace:
         """Save ``table`` as the collection ``name``: written to a staging folder and
         renamed into place (replacing the old one, whatever ``replace`` says: a local
         folder has one writer at a time)."""
-        final = self.root / check_name(name)
-        staging = staging_dir(final)
+        draft = self.draft(name, replace=replace)
         try:
-            write_parts(table, staging, manifest, failures)
-            publish(staging, final)
+            entries = draft.write_parts(dict(enumerate(split_parts(table, manifest, failures))))
+            draft.commit(entries, scenes=table.num_rows)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            draft.discard()
             raise
+
+    def draft(self, name: str, *, replace: bool) -> LocalDraft:
+        """A new version of the collection ``name``, to write parts into and commit
+        (``replace`` is moot: a local folder has one writer at a time)."""
+        return LocalDraft(self.root / check_name(name))
 
     def delete(self, name: str) -> bool:
         """Delete the collection ``name``; False when there was none."""
@@ -195,6 +205,77 @@ class LocalWorkspace:
         """The private folder a build of ``name`` keeps its finished batches in (one
         per name: a build of other scenes starts it afresh)."""
         return self.root / f".{check_name(name)}.partial"
+
+    def task_area(self, name: str) -> LocalTaskArea:
+        """Where the tasks of a distributed build of ``name`` keep their finished
+        batches: the private folder ``.<name>.tasks`` (the workers must see this
+        folder: the same machine, or a shared file system)."""
+        return LocalTaskArea(self.root / f".{check_name(name)}.tasks")
+
+
+class LocalDraft:
+    """A version of a collection being written: parts go into a private staging
+    folder beside the collection, and :meth:`commit` renames it into place.
+
+    It pickles, so the tasks of a distributed build write their parts into it from
+    other processes (of this machine, or of machines sharing the folder).
+
+    Attributes:
+        final: The collection's folder.
+        folder: The staging folder the parts are written to.
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.folder = staging_dir(final)
+
+    def write_parts(self, parts: Mapping[int, pa.Table]) -> list[dict[str, Any]]:
+        """Write ``parts`` (part number -> table, metadata attached) and return their
+        entries (``path`` relative to the workspace, ``rows``, ``size``)."""
+        entries = []
+        for index, part in parts.items():
+            path = self.folder / part_file(index)
+            pq.write_table(part, path, **PARQUET_OPTIONS)
+            entries.append({"path": f"{self.final.name}/{path.name}", "rows": part.num_rows,
+                            "size": path.stat().st_size})
+        return entries
+
+    def commit(self, entries: list[dict[str, Any]], *, scenes: int) -> None:
+        """Publish the parts written (all of them: ``entries`` is for the record):
+        the staging folder replaces the collection's folder in one rename."""
+        publish(self.folder, self.final)
+
+    def discard(self, parts: int = 0) -> None:
+        """Remove what was written (the staging folder)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class LocalTaskArea:
+    """The finished batches of a distributed build, one Parquet file per task in a
+    local folder, each written whole or not at all.
+
+    Attributes:
+        folder: The folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store the batch of task ``key``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / f"{key}.parquet", lambda tmp: tmp.write_bytes(data))
+
+    def get(self, key: str) -> bytes | None:
+        """The batch of task ``key``, or None when it has not finished."""
+        try:
+            return (self.folder / f"{key}.parquet").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def clear(self) -> None:
+        """Remove every batch (after the build was published)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def read_folder(folder: Path) -> StoredCollection:
@@ -329,44 +410,33 @@ class ObjectWorkspace:
                 build's parts are deleted again).
             AccessDeniedError: The backend may not write the workspace.
         """
-        check_name(name)
-        build = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-        previous = self._head(name) if replace else None
-        blobs: dict[str, bytes] = {}
-        entries = []
-        for index, part in enumerate(split_parts(table, manifest, failures)):
-            relative = f"{name}/part-{build}-{index:05d}.parquet"
-            data = parquet_bytes(part)
-            blobs[self._url(relative)] = data
-            entries.append({"path": relative, "rows": part.num_rows, "size": len(data)})
-        head = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "name": name,
-            "build": build,
-            "created": dt.datetime.now(dt.UTC).isoformat(),
-            "scenes": table.num_rows,
-            "parts": entries,
-        }
+        draft = self.draft(name, replace=replace)
+        parts = dict(enumerate(split_parts(table, manifest, failures)))
         try:
-            run_sync(put_objects_async(self.backend, blobs))
-            self._commit(name, head, previous)
-        except BaseException as exc:
-            won = isinstance(exc, WriteConflictError) and self._is_current(name, build)
-            if not won:  # a put retried after a lost answer can find its own manifest
-                self._discard(list(blobs))
-                if isinstance(exc, AccessDeniedError):
-                    raise self._denied(exc) from None
-                if isinstance(exc, WriteConflictError):
-                    raise CollectionConflictError(
-                        f"collection {name!r} in workspace {self.url} was "
-                        + ("replaced" if previous else "published")
-                        + " by another build while this one was writing; this build's "
-                        "parts were removed. Load the other build's collection, or run "
-                        "this build again with force=True to replace it"
-                    ) from None
-                raise
-        self._sweep(name, head, previous[0] if previous else None)
+            entries = draft.write_parts(parts)
+        except BaseException:
+            draft.discard(len(parts))
+            raise
+        draft.commit(entries, scenes=table.num_rows)
+
+    def draft(self, name: str, *, replace: bool) -> ObjectDraft:
+        """A new version of the collection ``name`` (a new build id), to write parts
+        into and commit.
+
+        Args:
+            replace: Replace the current version (its manifest is read now, and the
+                commit is conditioned on its ETag); when False the collection must not
+                exist when the commit comes.
+        """
+        return ObjectDraft(self, check_name(name),
+                           self._head(name) if replace else None)
+
+    def task_area(self, name: str) -> ObjectTaskArea:
+        """Where the tasks of a distributed build of ``name`` keep their finished
+        batches: ``<workspace>/_rasteret/builds/<name>/`` (outside the collection's
+        folder, so readers of the folder never see them)."""
+        return ObjectTaskArea(self._url(f"{MANIFEST_DIR}/builds/{check_name(name)}"),
+                              self.backend)
 
     def _commit(self, name: str, head: dict[str, Any],
                 previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
@@ -442,7 +512,135 @@ class ObjectWorkspace:
         return url
 
 
+class ObjectDraft:
+    """A version of a collection being written to an object store: parts under names
+    carrying a new build id, then :meth:`commit` writes the manifest (see the
+    module's docstring for the protocol).
+
+    It pickles, so the tasks of a distributed build write their parts into it from
+    other processes or machines; the commit stays with the process that drafted it.
+
+    Attributes:
+        workspace: The workspace.
+        name: The collection's name.
+        build: This version's build id.
+        previous: The manifest replaced and its version (None for a new collection).
+    """
+
+    def __init__(self, workspace: ObjectWorkspace, name: str,
+                 previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        self.workspace = workspace
+        self.name = name
+        self.build = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        self.previous = previous
+
+    def part_path(self, index: int) -> str:
+        """The path of part ``index``, relative to the workspace."""
+        return f"{self.name}/part-{self.build}-{index:05d}.parquet"
+
+    def write_parts(self, parts: Mapping[int, pa.Table]) -> list[dict[str, Any]]:
+        """Write ``parts`` (part number -> table, metadata attached) concurrently and
+        return their entries in the manifest (``path``, ``rows``, ``size``).
+
+        Raises:
+            AccessDeniedError: The backend may not write the workspace.
+        """
+        blobs: dict[str, bytes] = {}
+        entries = []
+        for index, part in parts.items():
+            data = parquet_bytes(part)
+            blobs[self.workspace._url(self.part_path(index))] = data
+            entries.append({"path": self.part_path(index), "rows": part.num_rows,
+                            "size": len(data)})
+        try:
+            run_sync(put_objects_async(self.workspace.backend, blobs))
+        except AccessDeniedError as exc:
+            raise self.workspace._denied(exc) from None
+        return entries
+
+    def commit(self, entries: list[dict[str, Any]], *, scenes: int) -> None:
+        """Write the manifest listing ``entries`` (the one step that makes this
+        version visible), then sweep the replaced version's parts.
+
+        Raises:
+            CollectionConflictError: Another build published the collection first
+                (this build's parts are deleted again).
+            AccessDeniedError: The backend may not write the workspace.
+        """
+        workspace, name = self.workspace, self.name
+        head = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "name": name,
+            "build": self.build,
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "scenes": scenes,
+            "parts": entries,
+        }
+        try:
+            workspace._commit(name, head, self.previous)
+        except BaseException as exc:
+            won = isinstance(exc, WriteConflictError) and workspace._is_current(name, self.build)
+            if not won:  # a put retried after a lost answer can find its own manifest
+                self.discard(len(entries))
+                if isinstance(exc, AccessDeniedError):
+                    raise workspace._denied(exc) from None
+                if isinstance(exc, WriteConflictError):
+                    raise CollectionConflictError(
+                        f"collection {name!r} in workspace {workspace.url} was "
+                        + ("replaced" if self.previous else "published")
+                        + " by another build while this one was writing; this build's "
+                        "parts were removed. Load the other build's collection, or run "
+                        "this build again with force=True to replace it"
+                    ) from None
+                raise
+        workspace._sweep(name, head, self.previous[0] if self.previous else None)
+
+    def discard(self, parts: int = 0) -> None:
+        """Delete parts ``0 .. parts - 1`` of this build (best effort)."""
+        self.workspace._discard([self.workspace._url(self.part_path(index))
+                                 for index in range(parts)])
+
+
+class ObjectTaskArea:
+    """The finished batches of a distributed build, one Parquet object per task under
+    a prefix of an object store (each put is whole or absent).
+
+    Attributes:
+        url: The prefix.
+        backend: The stores and credentials used.
+    """
+
+    def __init__(self, url: str, backend: Backend) -> None:
+        self.url = url
+        self.backend = backend
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store the batch of task ``key``."""
+        put_object(self.backend, f"{self.url}/{key}.parquet", data)
+
+    def get(self, key: str) -> bytes | None:
+        """The batch of task ``key``, or None when it has not finished."""
+        try:
+            return get_object(self.backend, f"{self.url}/{key}.parquet")[0]
+        except ObjectNotFoundError:
+            return None
+
+    def clear(self) -> None:
+        """Remove every batch (after the build was published; best effort)."""
+        try:
+            found = list_objects(self.backend, self.url)
+            delete_objects(self.backend, [f"{self.url}/{item.name}" for item in found])
+        except RasteretError as exc:
+            log.warning("the batches of a finished build under %s were not removed: %s",
+                        self.url, exc)
+
+
 Workspace = LocalWorkspace | ObjectWorkspace
+#: A version of a collection being written (see ``Workspace.draft``).
+Draft = LocalDraft | ObjectDraft
+#: Where a distributed build keeps its finished batches (see ``Workspace.task_area``).
+TaskArea = LocalTaskArea | ObjectTaskArea
 
 
 def open_workspace(workspace: str | os.PathLike[str] | None = None,

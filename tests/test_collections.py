@@ -283,14 +283,14 @@ def test_interrupted_build_keeps_old_collection_and_resumes(scenes, tmp_path, wo
         import os, signal
         import rasteret.ingest.builder as build
         build.BATCH_SCENES = 1
-        original = build._index_batch
+        original = build.index_batch
         calls = []
         def dying(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(*args, **kwargs)
-        build._index_batch = dying
+        build.index_batch = dying
         import rasteret
         rasteret.build_from_table({str(table_path)!r}, name="k",
             href_columns={{"red": "red", "again": "red"}}, workspace_dir={str(workspace)!r},

@@ -4,7 +4,8 @@ or static catalog) and ``build_from_table`` (a user's table of hrefs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import pyarrow.parquet as pq
 from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.builder import build_collection
+from rasteret.ingest.distributed import DEFAULT_BATCH_SIZE, build_collection_on
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, unsigned
-from rasteret.ingest.stac import item_to_record, search_items
+from rasteret.ingest.stac import item_to_record, iter_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.options import OnError
@@ -43,6 +45,8 @@ def build_from_stac(
     dataset_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     page_size: int = 100,
+    executor: Executor | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Collection:
     """Build a collection from a STAC API search or a static catalog.
 
@@ -69,6 +73,13 @@ def build_from_stac(
             and ``collection`` are recorded, so reads find the same CloudConfig.
         headers: Extra HTTP headers for the STAC API.
         page_size: Items per page of the search (pages are followed to the end).
+        executor: Index on this :class:`concurrent.futures.Executor` (e.g.
+            ``distributed.Client(...).get_executor()``, or a ``ProcessPoolExecutor``
+            with a ``spawn`` or ``forkserver`` context): the search runs here page by
+            page, tasks of ``batch_size`` assets index and write their own parts into
+            the workspace, and this process publishes (see
+            :mod:`rasteret.ingest.distributed`). Default: index in this process.
+        batch_size: With ``executor``: assets per task.
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
@@ -87,11 +98,12 @@ def build_from_stac(
         return load(name, workspace_dir=workspace_dir, backend=backend)
     found = CloudConfig.lookup(dataset_id, collection)
     rewrite = found[1].rewrite_url if found is not None else None
-    items = search_items(
+    # A lazy search: pages are fetched as the items are consumed.
+    items = iter_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size, backend=backend,
     )
-    records = [item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items]
+    records = (item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items)
     window = parse_date_range(date_range)
     manifest = {
         "dataset_id": dataset_id,
@@ -106,8 +118,16 @@ def build_from_stac(
         "band_map": {k: list(v) if isinstance(v, tuple) else v
                      for k, v in (band_map or {}).items()},
     }
+    if executor is not None:
+        # Pages are turned into tasks as they arrive: the search is never held whole.
+        return build_collection_on(
+            executor, records, name=name, manifest=manifest, backend=backend,
+            workspace_dir=workspace_dir, force=force, on_error=on_error,
+            max_concurrent=max_concurrent, progress=progress, stats=stats,
+            batch_size=batch_size,
+        )
     return build_collection(
-        records, name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
+        list(records), name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
         force=force, on_error=on_error, max_concurrent=max_concurrent, progress=progress,
         stats=stats,
     )
@@ -129,6 +149,8 @@ def build(
     progress: bool = True,
     stac_api: str | None = None,
     collection: str | None = None,
+    executor: Executor | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Collection:
     """Build a collection of a dataset by id.
 
@@ -155,8 +177,8 @@ def build(
         stac_api: Override the dataset's STAC API (a mirror, or a local test server);
             required for an id that is not in the catalog.
         collection: Override the STAC collection id.
-        workspace_dir, force, on_error, max_concurrent, progress: See
-            :func:`build_from_stac`.
+        workspace_dir, force, on_error, max_concurrent, progress, executor,
+        batch_size: See :func:`build_from_stac`.
 
     Raises:
         ConfigurationError: The id is not registered and no ``stac_api`` is given, or
@@ -195,6 +217,7 @@ def build(
         date_range=date_range, backend=backend, band_map=band_map, query=merged_query,
         workspace_dir=workspace_dir, force=force, on_error=on_error,
         max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
+        executor=executor, batch_size=batch_size,
     )
 
 
@@ -248,6 +271,8 @@ def build_from_table(
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     progress: bool = True,
     stats: FetchStats | None = None,
+    executor: Executor | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Collection:
     """Build a collection from a table of hrefs.
 
@@ -264,8 +289,9 @@ def build_from_table(
         datetime_column: Acquisition times (optional).
         geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
             (optional: without it, footprints come from the headers).
-        backend, workspace_dir, force, on_error, max_concurrent, progress, stats: See
-            :func:`build_from_stac`.
+        backend, workspace_dir, force, on_error, max_concurrent, progress, stats,
+        executor, batch_size: See :func:`build_from_stac` (with ``executor``, the
+            rows are turned into tasks a record batch at a time).
     """
     arrow = _as_arrow(table)
     columns = set(arrow.column_names)
@@ -283,36 +309,66 @@ def build_from_table(
         raise ConfigurationError(f"no column {assets_column!r}; columns are {sorted(columns)}")
     used = {id_column, datetime_column, geometry_column, assets_column,
             *band_columns.values()}
-    records = []
-    for index, row in enumerate(arrow.to_pylist()):
-        bands: dict[str, BandSource | None] = {}
-        for band, column in band_columns.items():
-            href = row[column]
-            bands[band] = BandSource(unsigned(str(href))) if href else None
-        if assets_column is not None:
-            assets = row[assets_column] or {}
-            if isinstance(assets, list):  # map<string, ...> arrives as key/value pairs
-                assets = dict(assets)
-            item = {"id": "_", "properties": {}, "assets": {
-                k: (v if isinstance(v, dict) else {"href": v, "type": "image/tiff"})
-                for k, v in assets.items()}}
-            bands.update(item_to_record(item, band_map=band_map).bands)
-        geometry = _geometry_of(row.get(geometry_column)) if geometry_column else None
-        properties = {k: v for k, v in row.items() if k not in used}
-        records.append(
-            SceneRecord(
-                id=str(row.get(id_column, index) if id_column in columns else index),
-                datetime=parse_datetime(row.get(datetime_column)) if datetime_column else None,
-                geometry=geometry,
-                bbox=None,
-                collection=None,
-                properties=properties,
-                bands=bands,
-            )
-        )
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in arrow.to_batches():
+            yield from batch.to_pylist()
+
+    records = (
+        _table_record(index, row, columns=columns, band_columns=band_columns,
+                      assets_column=assets_column, band_map=band_map, id_column=id_column,
+                      datetime_column=datetime_column, geometry_column=geometry_column,
+                      used=used)
+        for index, row in enumerate(rows()))
     manifest = {"dataset_id": None, "source": {"kind": "table", "rows": arrow.num_rows}}
+    if executor is not None:
+        return build_collection_on(
+            executor, records, name=name, manifest=manifest, backend=backend,
+            workspace_dir=workspace_dir, force=force, on_error=on_error,
+            max_concurrent=max_concurrent, progress=progress, stats=stats,
+            batch_size=batch_size,
+        )
     return build_collection(
-        records, name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
-        force=force, on_error=on_error, max_concurrent=max_concurrent, progress=progress,
-        stats=stats,
+        list(records), name=name, manifest=manifest, backend=backend,
+        workspace_dir=workspace_dir, force=force, on_error=on_error,
+        max_concurrent=max_concurrent, progress=progress, stats=stats,
+    )
+
+
+def _table_record(
+    index: int,
+    row: dict[str, Any],
+    *,
+    columns: set[str],
+    band_columns: Mapping[str, str],
+    assets_column: str | None,
+    band_map: BandMap | None,
+    id_column: str,
+    datetime_column: str | None,
+    geometry_column: str | None,
+    used: set[str | None],
+) -> SceneRecord:
+    """The scene of row ``index`` of a table given to :func:`build_from_table`."""
+    bands: dict[str, BandSource | None] = {}
+    for band, column in band_columns.items():
+        href = row[column]
+        bands[band] = BandSource(unsigned(str(href))) if href else None
+    if assets_column is not None:
+        assets = row[assets_column] or {}
+        if isinstance(assets, list):  # map<string, ...> arrives as key/value pairs
+            assets = dict(assets)
+        item = {"id": "_", "properties": {}, "assets": {
+            k: (v if isinstance(v, dict) else {"href": v, "type": "image/tiff"})
+            for k, v in assets.items()}}
+        bands.update(item_to_record(item, band_map=band_map).bands)
+    geometry = _geometry_of(row.get(geometry_column)) if geometry_column else None
+    properties = {k: v for k, v in row.items() if k not in used}
+    return SceneRecord(
+        id=str(row.get(id_column, index) if id_column in columns else index),
+        datetime=parse_datetime(row.get(datetime_column)) if datetime_column else None,
+        geometry=geometry,
+        bbox=None,
+        collection=None,
+        properties=properties,
+        bands=bands,
     )

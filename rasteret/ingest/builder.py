@@ -63,7 +63,7 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
 
-def _index_batch(
+def index_batch(
     batch: list[SceneRecord],
     *,
     backend: Backend,
@@ -192,7 +192,7 @@ def build_collection(
     batch_number = len(list(partial.glob("batch-*.parquet")))
     for start in range(0, len(todo), BATCH_SCENES):
         batch = todo[start : start + BATCH_SCENES]
-        kept, kept_bands, failures = _index_batch(
+        kept, kept_bands, failures = index_batch(
             batch, backend=backend, max_concurrent=max_concurrent, progress=progress, stats=stats
         )
         suffix = f"{batch_number:05d}-{os.getpid()}"

@@ -19,7 +19,7 @@ import operator
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rasteret.collection import DateRange, check_bbox, parse_date_range, parse_datetime
@@ -261,23 +261,55 @@ def search_items(
     Raises:
         StacSearchError: The API or catalog could not be read; names the URL.
     """
+    return list(iter_items(
+        stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
+        max_items=max_items, headers=headers, page_size=page_size, backend=backend,
+        max_in_flight=max_in_flight))
+
+
+def iter_items(
+    stac_api: str,
+    *,
+    collection: str | None,
+    bbox: Iterable[float] | None = None,
+    date_range: DateRange | None = None,
+    query: Mapping[str, Any] | None = None,
+    max_items: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    page_size: int = 100,
+    backend: Backend | None = None,
+    max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
+) -> Iterator[dict[str, Any]]:
+    """The items of :func:`search_items`, one at a time: a STAC API's pages are
+    fetched as the items are consumed, so only one page is held at once (a static
+    catalog is crawled whole first).
+
+    Raises:
+        StacSearchError: The API or catalog could not be read (also while paging);
+            names the URL.
+    """
     box = check_bbox(list(bbox)) if bbox is not None else None
     window = parse_date_range(date_range)
+    found = 0
     try:
         if _is_static_catalog(stac_api):
-            items = run_sync(crawl_static_catalog(
+            items: Iterable[dict[str, Any]] = run_sync(crawl_static_catalog(
                 stac_api, backend=backend or default_backend(),
                 collections=_collection_ids(collection), max_in_flight=max_in_flight))
         else:
             items = _api_items(stac_api, collection, box, window, max_items, headers,
                                page_size)
+        for item in items:
+            if max_items and found >= max_items:
+                return
+            if _in_window(item, box, window) and matches_query(item.get("properties") or {},
+                                                               query):
+                found += 1
+                yield item
     except RasteretError:
         raise
     except Exception as exc:  # network and parsing errors come in many types
         raise StacSearchError(f"searching {stac_api} failed: {type(exc).__name__}: {exc}") from exc
-    selected = [i for i in items if _in_window(i, box, window)
-                and matches_query(i.get("properties") or {}, query)]
-    return selected[:max_items] if max_items else selected
 
 
 def _collection_ids(collection: str | None) -> list[str]:
@@ -292,7 +324,7 @@ def _api_items(
     max_items: int | None,
     headers: Mapping[str, str] | None,
     page_size: int,
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     from pystac_client import Client
 
     client = Client.open(stac_api, headers=dict(headers or {}))
@@ -308,8 +340,8 @@ def _api_items(
         limit=page_size,  # items per page; pystac-client follows "next" links
     )
     # Property filters are applied client side (matches_query): servers that ignore
-    # `query` would otherwise return nothing or everything.
-    return [item.to_dict() for item in search.items()]
+    # `query` would otherwise return nothing or everything. Pages are fetched lazily.
+    return (item.to_dict() for item in search.items())
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

@@ -1,0 +1,333 @@
+"""Distributed builds: ``executor=`` on a Dask ``LocalCluster`` (2 worker processes)
+and on a spawn ``ProcessPoolExecutor``, over COGs on moto (S3) found through a rustac
+STAC API. The collection equals a build in one process, row for row; a worker killed
+mid-build ends in the same collection (Dask's retry, or our resume); an s3://
+workspace is written by the workers and published by the driver."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import warnings
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from pathlib import Path
+
+import distributed as distributed_dask  # the dev extra installs it: never skipped
+import pyarrow as pa
+import pytest
+
+import rasteret
+from rasteret.errors import ForkAfterIOError, IndexingError
+from rasteret.ingest import distributed
+from rasteret.io.backend import RetryPolicy
+from testbed.scenes import stac_collection, stac_item, write_scenes
+from testbed.stac import StacApiServer
+
+FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)}
+COGS = "dask-build-cogs"
+WORKSPACES = "dask-build-workspaces"
+BBOX = (14.0, 36.0, 16.5, 38.0)
+DATES = ("2024-01-01", "2025-12-31")
+BANDS = {"B04": "red", "B08": "nir"}
+#: Assets per task in these tests: 2 scenes of 2 bands, so 14 scenes make 7 tasks.
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """14 small scenes of two bands (28 assets)."""
+    root = tmp_path_factory.mktemp("dask-build-scenes")
+    return write_scenes(root, count=14, size=128, tile=64, bands=("B04", "B08"), label=False,
+                        shift=64, overviews=False)
+
+
+@pytest.fixture(scope="module")
+def moto(moto_server, scenes):
+    """The session's moto holding the scenes' COGs, and a bucket for workspaces."""
+    moto_server.create_bucket(COGS)
+    moto_server.create_bucket(WORKSPACES)
+    for scene in scenes:
+        for band, path in scene.files.items():
+            moto_server.upload(COGS, f"{scene.id}/{band}.tif", path)
+    return moto_server
+
+
+def href_of(scene, band, path):
+    return f"s3://{COGS}/{scene.id}/{band}.tif"
+
+
+@pytest.fixture(scope="module")
+def backend(moto):
+    return rasteret.create_backend(
+        default_s3_config={"endpoint": moto.endpoint, "region": "us-east-1",
+                           "aws_access_key_id": moto.access_key_id,
+                           "aws_secret_access_key": moto.secret_access_key},
+        retry_config=FAST_RETRY, retries=RetryPolicy(attempts=2, budget=5))
+
+
+@pytest.fixture(scope="module")
+def stac_api(scenes, moto):
+    """A rustac STAC API over the scenes; one item's nir asset does not exist."""
+    items = [stac_item(scene, href_of) for scene in scenes]
+    items[5]["assets"]["nir"]["href"] = f"s3://{COGS}/missing/B08.tif"
+    with StacApiServer(stac_collection(items), items) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A Dask client of a LocalCluster: two worker processes of one thread each."""
+    with distributed_dask.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       dashboard_address=None) as cluster:
+        with distributed_dask.Client(cluster) as dask_client:
+            yield dask_client
+
+
+def build(stac_api, backend, workspace, name="s2", **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the "left out" summary
+        return rasteret.build_from_stac(
+            name=name, stac_api=stac_api.url, collection="sentinel-2-l2a", bbox=BBOX,
+            date_range=DATES, band_map=BANDS, backend=backend, workspace_dir=workspace,
+            on_error="skip", progress=False, page_size=3, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def single(stac_api, backend, tmp_path_factory):
+    """The reference: the same build in this process alone."""
+    return build(stac_api, backend, tmp_path_factory.mktemp("single-ws"))
+
+
+def assert_same_collection(built, reference):
+    """Same rows and columns (tables sorted by id), failures and build information."""
+    def rows(table):
+        return table.sort_by("id").replace_schema_metadata(None)
+
+    assert rows(built.table).equals(rows(reference.table))
+
+    def failures(collection):  # messages carry the server's timing and request id
+        return sorted((row["id"], row["band"], row["href"], row["error_type"],
+                       row["message"][:60]) for row in collection.failures.to_pylist())
+
+    assert failures(built) == failures(reference)
+    def manifest(collection):
+        return {k: v for k, v in collection.manifest.items() if k != "created"}
+
+    assert manifest(built) == manifest(reference)
+
+
+class Recording(Executor):
+    """An executor that hands tasks to ``inner`` and counts them; the ``kill``-th task
+    (1-based) runs through :func:`die_once` first."""
+
+    def __init__(self, inner, *, kill=None, marker=None):
+        self.inner = inner
+        self.kill = kill
+        self.marker = marker
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.submitted += 1
+        if self.submitted == self.kill:
+            fn = partial(die_once, str(self.marker), fn)
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+def die_once(marker, fn, *args):
+    """End the worker process abruptly on the first attempt (the marker file records
+    it); run ``fn`` on any later one."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return fn(*args)
+
+
+# -- Dask ------------------------------------------------------------------------------
+def test_cluster_build_equals_single_process(stac_api, backend, client, single, tmp_path):
+    stats = rasteret.FetchStats()
+    executor = Recording(client.get_executor())
+    built = build(stac_api, backend, tmp_path / "ws", executor=executor, batch_size=BATCH,
+                  stats=stats)
+    assert_same_collection(built, single)
+    assert len(built) == 13 and built.failures.num_rows == 1
+    # 7 index tasks (two scenes each) and one part task; the workers' requests are
+    # counted here (one per asset; the missing one returns no bytes).
+    assert executor.submitted == 8 and stats.requests == 27
+    # The finished batches are gone, and only the collection is left in the workspace.
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == ["s2"]
+
+
+def test_worker_killed_mid_build_is_retried_by_dask(stac_api, backend, client, single,
+                                                     tmp_path):
+    marker = tmp_path / "killed"
+    executor = Recording(client.get_executor(), kill=3, marker=marker)
+    built = build(stac_api, backend, tmp_path / "ws", executor=executor, batch_size=BATCH)
+    assert marker.exists()  # a worker did die
+    assert_same_collection(built, single)
+
+
+def test_remote_workspace_built_through_the_cluster(stac_api, backend, client, single,
+                                                    moto):
+    workspace = f"s3://{WORKSPACES}/team"
+    built = build(stac_api, backend, workspace, executor=client.get_executor(),
+                  batch_size=BATCH)
+    assert built.path is None
+    assert_same_collection(built, single)
+    assert_same_collection(rasteret.load(f"{workspace}/s2", backend=backend), single)
+    keys = sorted(item["Key"] for item in moto.boto3_client().list_objects_v2(
+        Bucket=WORKSPACES, Prefix="team/").get("Contents", []))
+    # One manifest and one part: the task batches under _rasteret/builds/ are removed.
+    assert keys[0] == "team/_rasteret/s2.json" and len(keys) == 2
+    assert keys[1].startswith("team/s2/part-")
+
+
+# -- ProcessPoolExecutor ----------------------------------------------------------------
+def table_of(scenes):
+    """The scenes as a table of hrefs on S3, one with a missing asset, and a property
+    that has no value in the first scenes (typed by the later ones)."""
+    rows = [{"id": s.id, "datetime": s.datetime, "B04": href_of(s, "B04", None),
+             "B08": href_of(s, "B08", None), "quality": None if i < 6 else i / 2}
+            for i, s in enumerate(scenes)]
+    rows[5]["B08"] = f"s3://{COGS}/missing/B08.tif"
+    return pa.Table.from_pylist(rows)
+
+
+def build_table(scenes, backend, workspace, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return rasteret.build_from_table(
+            table_of(scenes), name="t", href_columns=["B04", "B08"], backend=backend,
+            workspace_dir=workspace, on_error="skip", progress=False, **kwargs)
+
+
+def spawn_pool(workers):
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two spawned worker processes."""
+    with spawn_pool(2) as executor:
+        yield executor
+
+
+def test_spawn_process_pool_build_equals_single_process(scenes, backend, pool, tmp_path):
+    reference = build_table(scenes, backend, tmp_path / "one")
+    assert reference.table.schema.field("quality").type == pa.float64()
+    built = build_table(scenes, backend, tmp_path / "pool", executor=pool, batch_size=BATCH)
+    assert_same_collection(built, reference)
+
+
+def test_killed_pool_worker_then_rerun_resumes(scenes, backend, pool, tmp_path):
+    reference = build_table(scenes, backend, tmp_path / "one")
+    marker = tmp_path / "killed"
+    # One worker runs the tasks in order: the first three finish, the fourth kills it.
+    with spawn_pool(1) as dying, pytest.raises(BrokenProcessPool):
+        build_table(scenes, backend, tmp_path / "pool",
+                    executor=Recording(dying, kill=4, marker=marker), batch_size=BATCH)
+    assert marker.exists() and not (tmp_path / "pool" / "t").exists()
+    assert len(list((tmp_path / "pool" / ".t.tasks").glob("*.parquet"))) == 3
+    stats = rasteret.FetchStats()
+    built = build_table(scenes, backend, tmp_path / "pool", executor=pool, batch_size=BATCH,
+                        stats=stats)
+    assert_same_collection(built, reference)
+    # The three finished tasks (12 assets) were not redone: 16 headers were read.
+    assert stats.requests == 28 - 3 * 4
+    assert not (tmp_path / "pool" / ".t.tasks").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
+def test_forked_workers_after_io_raise_a_clear_error(scenes, backend, tmp_path):
+    build_table(scenes, backend, tmp_path / "one")  # this process has done I/O
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        with pytest.raises(ForkAfterIOError, match="spawn"):
+            build_table(scenes, backend, tmp_path / "fork", executor=pool, batch_size=BATCH)
+
+
+# -- the driver -------------------------------------------------------------------------
+def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypatch):
+    """Tasks go out while the source is still being read, never more than
+    TASKS_IN_FLIGHT at once, and with on_error="raise" a failure stops the build."""
+    monkeypatch.setattr(distributed, "TASKS_IN_FLIGHT", 2)
+    table = table_of(scenes).drop_columns(["quality"])
+    local = pa.Table.from_pylist([
+        {**row, "B04": str(s.files["B04"]), "B08": str(s.files["B08"])}
+        for row, s in zip(table.to_pylist(), scenes)])
+    pulled = []
+    at_submit = []
+    in_flight = []
+
+    class Watching(Executor):
+        def __init__(self, inner):
+            self.inner = inner
+            self.pending: set[Future] = set()
+
+        def submit(self, fn, /, *args, **kwargs):
+            at_submit.append(len(pulled))
+            self.pending = {f for f in self.pending if not f.done()}
+            future = self.inner.submit(fn, *args, **kwargs)
+            self.pending.add(future)
+            in_flight.append(len(self.pending))
+            return future
+
+    from rasteret.ingest.api import _table_record
+
+    def records():
+        for index, row in enumerate(local.to_pylist()):
+            pulled.append(index)
+            yield _table_record(index, row, columns=set(local.column_names),
+                                band_columns={"B04": "B04", "B08": "B08"}, assets_column=None,
+                                band_map=None, id_column="id", datetime_column="datetime",
+                                geometry_column=None, used={"id", "datetime", "B04", "B08"})
+
+    with ThreadPoolExecutor(2) as pool:
+        built = distributed.build_collection_on(
+            Watching(pool), records(), name="w", manifest={"dataset_id": None},
+            workspace_dir=tmp_path, progress=False, batch_size=BATCH)
+    assert len(built) == 14 and at_submit[0] == 2 and max(in_flight) <= 2
+    broken = local.to_pylist()
+    broken[5]["B08"] = str(tmp_path / "missing.tif")
+    with ThreadPoolExecutor(2) as pool, pytest.raises(IndexingError, match="missing.tif"):
+        rasteret.build_from_table(
+            pa.Table.from_pylist(broken), name="r", href_columns=["B04", "B08"],
+            workspace_dir=tmp_path, progress=False, executor=pool, batch_size=BATCH)
+    assert not (tmp_path / "r").exists()
+
+
+def test_schemas_of_batches_merge_as_one_process_types_them():
+    merge = distributed.merge_schemas
+    a = pa.schema([("id", pa.string()), ("q", pa.null()), ("n", pa.int64())])
+    b = pa.schema([("id", pa.string()), ("q", pa.float64()), ("n", pa.float64()),
+                   ("s", pa.string())])
+    merged = merge(merge(None, a), b)
+    assert merged == pa.schema([("id", pa.string()), ("q", pa.float64()),
+                                ("n", pa.float64()), ("s", pa.string())])
+    assert merge(pa.schema([("x", pa.int64())]), pa.schema([("x", pa.string())])) \
+        == pa.schema([("x", pa.string())])
+    with pytest.raises(rasteret.errors.ConfigurationError, match="'x'"):
+        merge(pa.schema([("x", pa.int64())]), pa.schema([("x", pa.list_(pa.int64()))]))
+
+
+def test_batch_size_must_be_positive(scenes, tmp_path):
+    with ThreadPoolExecutor(1) as pool, pytest.raises(rasteret.errors.ConfigurationError,
+                                                      match="batch_size"):
+        rasteret.build_from_table(table_of(scenes), name="b", href_columns=["B04"],
+                                  workspace_dir=tmp_path, executor=pool, batch_size=0)
+
+
+def test_build_by_dataset_id_passes_the_executor_on(stac_api, backend, tmp_path):
+    options = dict(stac_api=stac_api.url, bbox=BBOX, date_range=DATES, bands=["red"],
+                   backend=backend, on_error="skip", progress=False)
+    with warnings.catch_warnings(), ThreadPoolExecutor(2) as threads:
+        warnings.simplefilter("ignore", UserWarning)
+        reference = rasteret.build("my-org/sentinel-2-l2a", name="id", **options,
+                                   workspace_dir=tmp_path / "one")
+        executor = Recording(threads)
+        built = rasteret.build("my-org/sentinel-2-l2a", name="id", **options,
+                               workspace_dir=tmp_path / "pool", executor=executor,
+                               batch_size=3)
+    assert_same_collection(built, reference)
+    assert executor.submitted == 5 + 1  # 14 one-band scenes in tasks of 3, one part
