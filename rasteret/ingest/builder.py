@@ -71,6 +71,12 @@ def index_batch(
     progress: bool,
     stats: FetchStats | None,
 ) -> tuple[list[SceneRecord], list[dict[str, Any]], list[IndexFailure]]:
+    """Index the headers of one batch of scenes (each href read once, concurrently).
+
+    Returns:
+        The scenes kept, their band records (parallel to the scenes), and the assets
+        that failed (a scene with a failed band is left out).
+    """
     hrefs = list(dict.fromkeys(s.href for r in batch for s in r.bands.values() if s))
     parsed = run_sync(
         index_hrefs(
