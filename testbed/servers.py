@@ -14,6 +14,7 @@ stopped at interpreter exit if the caller forgot.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -323,6 +324,65 @@ class MotoServer(_Server):
         """Delete every bucket and object."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
+
+    def enable_iam(self, users: dict[str, list[str] | None], *,
+                   session_for: str | None = None) -> dict[str, tuple[str, ...]]:
+        """Create IAM users, then turn moto's authentication on (it cannot be undone).
+
+        Args:
+            users: User name -> the actions its policy allows (e.g.
+                ``["s3:GetObject", "s3:ListBucket"]``), or None for a user with no
+                policy (every request is denied).
+            session_for: A user whose allowed actions a role also gets: its temporary
+                credentials (with a session token, as STS, SSO and Earthdata hand
+                out) come back under ``"session"``.
+
+        Returns:
+            Name -> ``(key id, secret)``, and ``"session"`` -> ``(key id, secret,
+            token)`` with ``session_for``.
+        """
+        import boto3
+
+        admin = {"endpoint_url": self.endpoint, "region_name": self.region,
+                 "aws_access_key_id": self.access_key_id,
+                 "aws_secret_access_key": self.secret_access_key}
+        iam = boto3.client("iam", **admin)
+        keys: dict[str, tuple[str, ...]] = {}
+        for number, (user, actions) in enumerate(users.items()):
+            iam.create_user(UserName=user)
+            if actions is not None:
+                if user == session_for:
+                    actions = [*actions, "sts:AssumeRole"]
+                document = json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+                })
+                policy = iam.create_policy(PolicyName=f"policy-{number}",
+                                           PolicyDocument=document)["Policy"]["Arn"]
+                iam.attach_user_policy(UserName=user, PolicyArn=policy)
+                if user == session_for:
+                    iam.create_role(RoleName="session-role",
+                                    AssumeRolePolicyDocument=json.dumps({
+                                        "Version": "2012-10-17",
+                                        "Statement": [{"Effect": "Allow",
+                                                       "Principal": {"AWS": "*"},
+                                                       "Action": "sts:AssumeRole"}],
+                                    }))
+                    iam.attach_role_policy(RoleName="session-role", PolicyArn=policy)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        if session_for is not None:
+            sts = boto3.client("sts", endpoint_url=self.endpoint, region_name=self.region,
+                               aws_access_key_id=keys[session_for][0],
+                               aws_secret_access_key=keys[session_for][1])
+            session = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/session-role",
+                                      RoleSessionName="rasteret-test")["Credentials"]
+            keys["session"] = (session["AccessKeyId"], session["SecretAccessKey"],
+                               session["SessionToken"])
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0",
+                                         headers={"Content-Type": "text/plain"}, method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+        return keys
 
 
 class LatencyProxy(_Server):

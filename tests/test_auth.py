@@ -5,14 +5,12 @@ credentials endpoint, CloudConfig, worker processes, and secrets never leaking."
 from __future__ import annotations
 
 import datetime as dt
-import json
 import multiprocessing
 import os
 import pickle
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -59,42 +57,8 @@ def iam_moto(cog_path):
     with MotoServer() as moto:
         moto.create_bucket("private-bucket")
         moto.upload("private-bucket", "scene.tif", cog_path)
-        import boto3
-
-        iam = boto3.client("iam", endpoint_url=moto.endpoint, region_name="us-east-1",
-                           aws_access_key_id=moto.access_key_id,
-                           aws_secret_access_key=moto.secret_access_key)
-        policy = iam.create_policy(PolicyName="read", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:ListBucket", "sts:AssumeRole"],
-                           "Resource": "*"}],
-        }))["Policy"]["Arn"]
-        iam.create_role(RoleName="reader-role", AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                           "Action": "sts:AssumeRole"}],
-        }))
-        iam.attach_role_policy(RoleName="reader-role", PolicyArn=policy)
-        keys = {}
-        for user in ("reader", "stranger"):
-            iam.create_user(UserName=user)
-            if user == "reader":
-                iam.attach_user_policy(UserName=user, PolicyArn=policy)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        sts = boto3.client("sts", endpoint_url=moto.endpoint, region_name="us-east-1",
-                           aws_access_key_id=keys["reader"][0],
-                           aws_secret_access_key=keys["reader"][1])
-        # Temporary credentials with a session token (what STS, SSO and Earthdata hand
-        # out); moto checks them once auth is on.
-        session = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/reader-role",
-                                  RoleSessionName="rasteret-test")["Credentials"]
-        keys["session"] = (session["AccessKeyId"], session["SecretAccessKey"],
-                           session["SessionToken"])
-        request = urllib.request.Request(f"{moto.endpoint}/moto-api/reset-auth", data=b"0",
-                                         headers={"Content-Type": "text/plain"}, method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        keys = moto.enable_iam({"reader": ["s3:GetObject", "s3:ListBucket"],
+                                "stranger": None}, session_for="reader")
         yield moto, keys
 
 

@@ -34,7 +34,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from functools import cached_property
@@ -238,7 +237,6 @@ class Cloud:
     def iam(self) -> tuple[MotoServer, dict[str, tuple[str, ...]]]:
         """moto with IAM authentication on: a reader (with a policy), a stranger
         (without), and temporary keys (with a session token) of a reader role."""
-        import boto3
 
         moto = self.stack.enter_context(MotoServer())
         private = write_cog(self.folder / "private.tif", epsg=32633,
@@ -246,39 +244,8 @@ class Cloud:
         self.truth[PRIVATE] = private
         moto.create_bucket("private-bucket")
         moto.upload("private-bucket", "scene.tif", private)
-        admin = {"endpoint_url": moto.endpoint, "region_name": "us-east-1",
-                 "aws_access_key_id": moto.access_key_id,
-                 "aws_secret_access_key": moto.secret_access_key}
-        iam = boto3.client("iam", **admin)
-        policy = iam.create_policy(PolicyName="read", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:ListBucket", "sts:AssumeRole"],
-                           "Resource": "*"}],
-        }))["Policy"]["Arn"]
-        iam.create_role(RoleName="reader-role", AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                           "Action": "sts:AssumeRole"}],
-        }))
-        iam.attach_role_policy(RoleName="reader-role", PolicyArn=policy)
-        keys: dict[str, tuple[str, ...]] = {}
-        for user in ("reader", "stranger"):
-            iam.create_user(UserName=user)
-            if user == "reader":
-                iam.attach_user_policy(UserName=user, PolicyArn=policy)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        sts = boto3.client("sts", endpoint_url=moto.endpoint, region_name="us-east-1",
-                           aws_access_key_id=keys["reader"][0],
-                           aws_secret_access_key=keys["reader"][1])
-        session = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/reader-role",
-                                  RoleSessionName="guide")["Credentials"]
-        keys["session"] = (session["AccessKeyId"], session["SecretAccessKey"],
-                           session["SessionToken"])
-        request = urllib.request.Request(f"{moto.endpoint}/moto-api/reset-auth", data=b"0",
-                                         headers={"Content-Type": "text/plain"}, method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        keys = moto.enable_iam({"reader": ["s3:GetObject", "s3:ListBucket"],
+                                "stranger": None}, session_for="reader")
         return moto, keys
 
     @cached_property

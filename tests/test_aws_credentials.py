@@ -5,9 +5,7 @@ against moto with IAM authentication on."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
-import urllib.request
 
 import numpy as np
 import pytest
@@ -44,26 +42,12 @@ def pixels_and_cog(tmp_path_factory):
 def iam_moto(pixels_and_cog):
     """moto with IAM authentication enforced: a reader with a policy, and a public
     object for anonymous reads."""
-    import boto3
 
     with MotoServer() as moto:
         moto.create_bucket("private-bucket")
         moto.upload("private-bucket", "scene.tif", pixels_and_cog[1])
-        iam = boto3.client("iam", endpoint_url=moto.endpoint, region_name="us-east-1",
-                           aws_access_key_id=moto.access_key_id,
-                           aws_secret_access_key=moto.secret_access_key)
-        policy = iam.create_policy(PolicyName="read", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                           "Resource": "*"}],
-        }))["Policy"]["Arn"]
-        iam.create_user(UserName="reader")
-        iam.attach_user_policy(UserName="reader", PolicyArn=policy)
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
-        request = urllib.request.Request(f"{moto.endpoint}/moto-api/reset-auth", data=b"0",
-                                         headers={"Content-Type": "text/plain"}, method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
-        yield moto, (key["AccessKeyId"], key["SecretAccessKey"])
+        keys = moto.enable_iam({"reader": ["s3:GetObject", "s3:ListBucket"]})
+        yield moto, keys["reader"]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import urllib.request
 import warnings
 
 import pyarrow as pa
@@ -48,25 +47,7 @@ def iam_moto():
     ``stranger`` with no policy."""
     with MotoServer() as moto:
         moto.create_bucket(BUCKET)
-        import boto3
-
-        iam = boto3.client("iam", endpoint_url=moto.endpoint, region_name="us-east-1",
-                           aws_access_key_id=moto.access_key_id,
-                           aws_secret_access_key=moto.secret_access_key)
-        policy = iam.create_policy(PolicyName="write", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}],
-        }))["Policy"]["Arn"]
-        keys = {}
-        for user in ("writer", "stranger"):
-            iam.create_user(UserName=user)
-            if user == "writer":
-                iam.attach_user_policy(UserName=user, PolicyArn=policy)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        request = urllib.request.Request(f"{moto.endpoint}/moto-api/reset-auth", data=b"0",
-                                         headers={"Content-Type": "text/plain"}, method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        keys = moto.enable_iam({"writer": ["s3:*"], "stranger": None})
         yield moto, keys
 
 
