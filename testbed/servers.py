@@ -236,9 +236,14 @@ http {{
         return self
 
     def requests(self) -> list[AccessRecord]:
-        """Every request logged since the last :meth:`clear_log`."""
+        """Every request logged since the last :meth:`clear_log`.
+
+        nginx writes a request's log line after the response has gone out, so a
+        client can be done before its last line is written: the log is read once it
+        has stopped growing for a moment.
+        """
         records = []
-        for line in self.access_log_path.read_text().splitlines():
+        for line in self._settled_log().splitlines():
             parts = line.split("\t")
             if len(parts) != 5:
                 continue
@@ -246,6 +251,19 @@ http {{
             records.append(AccessRecord(method, path, int(status),
                                         "" if byte_range == "-" else byte_range, int(body)))
         return records
+
+    def _settled_log(self, quiet: float = 0.1, timeout: float = 3.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = self.access_log_path.read_text()
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            again = self.access_log_path.read_text()
+            if again != text:
+                text, stable_since = again, time.monotonic()
+            elif time.monotonic() - stable_since >= quiet:
+                break
+        return text
 
     def count(self, path_prefix: str = "/") -> int:
         """Requests whose path starts with ``path_prefix``."""
@@ -291,7 +309,9 @@ class MotoServer(_Server):
         """Start ``moto_server`` and wait until it answers."""
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+        # The moto installed beside this Python first (the venv's), then PATH's.
+        beside = Path(sys.executable).with_name("moto_server")
+        binary = str(beside) if beside.exists() else shutil.which("moto_server") or str(beside)
         if not Path(binary).exists():
             raise RuntimeError("moto is not installed: run `make test` (it installs .[dev])")
         self._process = start_process([binary, "-H", "127.0.0.1", "-p", str(port)], "moto")
