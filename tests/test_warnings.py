@@ -73,3 +73,24 @@ def test_make_test_runs_the_core_suite_on_python_311_after_the_main_run():
     assert "pyproject.toml" in stamp.splitlines()[0]
     assert "pip install -q -e '.[dev,aws]' -e ./testbed" in stamp  # no torch extra
 
+
+
+def test_the_left_out_warning_of_a_build_names_the_users_line(tmp_path):
+    # Before, the builder's fixed stacklevel named rasteret/ingest/api.py: the warning
+    # pointed into the package (and so failed this run's filter) instead of at the call.
+    import pyarrow as pa
+
+    import rasteret
+    from testbed.scenes import write_scenes
+
+    scenes = write_scenes(tmp_path / "scenes", count=1, size=256, tile=128, bands=("B04",),
+                          label=False)
+    table = pa.Table.from_pylist(
+        [{"id": scenes[0].id, "datetime": scenes[0].datetime, "B04": str(scenes[0].files["B04"])},
+         {"id": "missing", "datetime": scenes[0].datetime, "B04": str(tmp_path / "nope.tif")}])
+    with pytest.warns(UserWarning, match="1 asset") as caught:
+        collection = rasteret.build_from_table(table, name="t", href_columns=["B04"],
+                                               workspace_dir=tmp_path / "ws", progress=False,
+                                               on_error="skip")
+    assert len(collection) == 1
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
