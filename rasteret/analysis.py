@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import shapely
 import shapely.geometry
-import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
@@ -103,15 +103,30 @@ def to_geometries(geometries: Any, geometry_crs: CRSLike
     )
 
 
-def _check_degrees(geometry: shapely.Geometry, crs: CRS) -> None:
+def _check_degrees(geometry: shapely.Geometry, crs: CRS, collection: Collection) -> None:
     if not crs.is_geographic:
         return
     minx, miny, maxx, maxy = geometry.bounds
     if min(minx, miny) < -180 or maxx > 360 or maxy > 90 or miny < -90:
+        # Projected coordinates are most likely in the collection's own CRS.
+        codes = [c for c in collection.table["proj:epsg"].to_pylist() if c is not None]
+        example = (f"geometry_crs={Counter(codes).most_common(1)[0][0]} (the collection's "
+                   "CRS)" if codes else "geometry_crs=<the EPSG code of your coordinates>")
         raise ConfigurationError(
             f"coordinates {geometry.bounds} look projected but geometry_crs is {crs.name} "
-            "(degrees): pass geometry_crs= the geometry's CRS, e.g. geometry_crs=32633"
+            f"(degrees): pass geometry_crs= the geometry's CRS, e.g. {example}"
         )
+
+
+def _reproject(geometry: shapely.Geometry, source: CRS, target: CRS, *,
+               densify: bool = True) -> shapely.Geometry:
+    """``geometry`` from ``source`` to ``target`` (edges densified first, so a box
+    stays a faithful outline after a curved projection)."""
+    if source.equals(target):
+        return geometry
+    if densify:
+        geometry = shapely.segmentize(geometry, _segment(geometry))
+    return shapely.transform(geometry, transformer(source, target).transform, interleaved=False)
 
 
 def _check_collection(collection: Collection) -> None:
@@ -154,9 +169,7 @@ def choose_grid(
             else resolution
     else:
         xres, yres = native_resolution(views, crs)
-    shape = geometry if geometry_crs.equals(crs) else shapely.ops.transform(
-        transformer(geometry_crs, crs).transform, shapely.segmentize(geometry, _segment(geometry))
-    )
+    shape = _reproject(geometry, geometry_crs, crs)
     minx, miny, maxx, maxy = shape.bounds
     ox, oy = origin
     left = ox + math.floor(round((minx - ox) / xres, 6)) * xres
@@ -176,8 +189,7 @@ def _segment(geometry: shapely.Geometry) -> float:
 def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
                   date_range: DateRange | None = None) -> list[int]:
     """Rows (oldest first) whose footprint bbox meets ``geometry``."""
-    degrees = geometry if crs.equals(CRS.from_epsg(4326)) else shapely.ops.transform(
-        transformer(crs, CRS.from_epsg(4326)).transform, geometry)
+    degrees = _reproject(geometry, crs, CRS.from_epsg(4326), densify=False)
     subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
     ids = set(subset.table["id"].to_pylist())
     table = collection.table
@@ -188,8 +200,7 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
 
 # -- reading --------------------------------------------------------------------------------
 def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.ndarray:
-    shape = geometry if crs.equals(grid.crs) else shapely.ops.transform(
-        transformer(crs, grid.crs).transform, shapely.segmentize(geometry, _segment(geometry)))
+    shape = _reproject(geometry, crs, grid.crs)
     t = grid.transform
     cols = t.c + (np.arange(grid.width) + 0.5) * t.a
     rows = t.f + (np.arange(grid.height) + 0.5) * t.e
@@ -204,7 +215,7 @@ async def _read_area(
     resolution: float | tuple[float, float] | None, resampling: Resampling, mask: bool,
     date_range: DateRange | None, on_error: OnError = "raise", validate: bool = True,
 ) -> AreaResult:
-    _check_degrees(geometry, crs)
+    _check_degrees(geometry, crs, collection)
     rows = covering_rows(collection, geometry, crs, date_range)
     if not rows:
         raise NoCoverageError(
@@ -514,7 +525,7 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
     caches = ChunkCaches(memory_bytes=128 * 1024 * 1024, whole_chunks=False)
     jobs: list[tuple[int, int]] = []
     for index, point in enumerate(shapes):
-        _check_degrees(point, crs)
+        _check_degrees(point, crs, collection)
         rows = covering_rows(collection, point, crs, date_range)
         if scenes == "latest":
             rows = rows[-1:]

@@ -8,6 +8,9 @@ written against the standard library keeps working.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 
@@ -153,3 +156,26 @@ class IndexingError(RasteretError):
             + '\nPass on_error="skip" to build without them (they are kept in '
             "collection.failures); re-running the build resumes where it stopped."
         )
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, naming the first frame outside rasteret: the user's call.
+
+    A fixed ``stacklevel`` names whichever rasteret function happened to call the
+    warning code (``build`` and ``build_from_table`` reach the builder at different
+    depths); this walks up to the caller the message is meant for, so the warning
+    points at the user's line and their filters (by module) apply to it.
+
+    Args:
+        message: The warning's text.
+        category: The warning class (``UserWarning`` by default).
+    """
+    frame = sys._getframe(1)
+    level = 2  # stacklevel 2 names the frame that called warn_user
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

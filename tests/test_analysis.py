@@ -210,3 +210,11 @@ def test_on_error_skip_leaves_out_a_broken_scene(scenes, tmp_path):
     with _pytest.warns(UserWarning, match=scenes[0][1].id):
         data = collection.get_numpy(bounds, ["B04"], geometry_crs=32633, on_error="skip")
     assert data.shape[0] == 2
+
+
+def test_projected_coordinates_hint_names_the_collections_own_crs(scenes, tmp_path):
+    # A collection in UTM 32N only: the hint must name 32632, not a fixed example.
+    z32 = build(scenes[1], tmp_path, "z32")
+    bounds = (1_034_500.0, 4_112_000.0, 1_035_000.0, 4_112_500.0)
+    with pytest.raises(ConfigurationError, match=r"geometry_crs=32632 \(the collection's CRS\)"):
+        z32.get_numpy(bounds, BANDS)

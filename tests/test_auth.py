@@ -278,8 +278,10 @@ def test_each_worker_process_fetches_its_own_token(azurite, expected, method):
         assert sum(endpoints.requests.values()) == 3
 
 
+@pytest.mark.torch
 def test_torch_dataloader_workers_fetch_their_own_tokens(azurite, tmp_path):
     torch = pytest.importorskip("torch")
+    pytest.importorskip("torchgeo")
     import pyarrow as pa
 
     from rasteret.torch import TileAlignedSampler, dataloader

@@ -252,6 +252,7 @@ def test_band_metadata_from_real_items():
     assert math.isnan(second.nodata) and second.offset == 1.0 and second.scale is None
 
 
+@pytest.mark.torch
 def test_torchgeo_dataset_apply_scale(es_collection):
     pytest.importorskip("torchgeo")
     from rasteret.torch import RasteretDataset

@@ -329,6 +329,7 @@ def test_cli_datasets_info_and_list_json_mask_secrets(tmp_path):
         assert secret not in out.stdout + out.stderr, secret
 
 
+@pytest.mark.torch
 def test_torchgeo_dataset_and_chip_export_read_through_the_config(stac_api, bucket, scenes,
                                                                    tmp_path):
     pytest.importorskip("torchgeo")

@@ -1,5 +1,5 @@
 """Conformance with GDAL: files written by rasterio at test time, read by rasteret and
-by rasterio, bit for bit (lossy codecs within a small tolerance).
+by rasterio, bit for bit (lossy codecs within the decoders' rounding).
 
 The matrix covers dtypes x codecs x predictors x block sizes (image sizes not
 multiples of the block) x pixel/band interleave x overviews x nodata, plus
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,7 @@ CASES = _cases()
 
 
 def _data(case: Case) -> np.ndarray:
-    rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))  # same data every run
     rows, cols = case.size
     yy, xx = np.mgrid[0:rows, 0:cols]
     smooth = np.sin(xx / 37.0) + np.cos(yy / 53.0)
@@ -132,9 +133,12 @@ def _data(case: Case) -> np.ndarray:
         low = max(float(info.min), -span / 2) if info.min < 0 else 0.0
         base = low + (smooth + 2) / 4 * span + rng.integers(0, 7, (rows, cols))
         base = np.clip(base, info.min, info.max)
-    data = np.stack([base + band * 3 for band in range(case.count)]).astype(dtype)
+    data = np.stack([base + band * 3 for band in range(case.count)])
     if case.lossy:
-        data = np.clip(data, 0, 255).astype(dtype)
+        # Clip before the cast: 256 cast to uint8 wraps to 0, and such sharp edges make
+        # JPEG decoders (chroma upsampling) differ by far more than their rounding.
+        data = np.clip(data, 0, 255)
+    data = data.astype(dtype)
     if case.nodata is not None:
         data[:, 10:40, 20:90] = case.nodata
     if case.extra.get("sparse_ok"):
@@ -228,8 +232,11 @@ def _windows(width: int, height: int, block: int, seed: int) -> list[tuple[int, 
 def _assert_equal(got: np.ndarray, expected: np.ndarray, lossy: bool, what: str) -> None:
     assert got.shape == expected.shape, what
     if lossy:
+        # JPEG decoders round differently (libjpeg-turbo's IDCT, chroma upsampling and
+        # colour conversion): the rasterio 1.4 wheel's GDAL 3.10 differs from imagecodecs
+        # by up to 2 on rare pixels; the rasterio 1.5 wheel's GDAL 3.12 agrees exactly.
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, what
+        assert diff.max() <= 2 and diff.mean() < 0.02, (what, diff.max(), diff.mean())
     else:
         np.testing.assert_array_equal(got, expected, err_msg=what)
 

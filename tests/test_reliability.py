@@ -106,8 +106,9 @@ def _die_on_second_sample(sample):
     return sample
 
 
+@pytest.mark.torch
 def test_a_dead_worker_surfaces_an_error(tmp_path):
-    pytest.importorskip("torch")
+    pytest.importorskip("torchgeo")
     from rasteret.torch import TileAlignedSampler, dataloader
 
     scenes = write_scenes(tmp_path / "data", count=1, size=512, tile=128, bands=("B04",),

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from rasteret.errors import (
     IndexingError,
     NoScenesError,
     RasteretError,
+    warn_user,
 )
 from rasteret.ingest.indexer import (
     DEFAULT_MAX_CONCURRENT,
@@ -244,10 +244,9 @@ def build_collection(
         log.info("collection %s was published by another build first; loading it", name)
     shutil.rmtree(partial, ignore_errors=True)
     if failures_table.num_rows:
-        warnings.warn(
+        warn_user(
             f"collection {name!r}: {failures_table.num_rows} asset(s) could not be indexed "
             "and were left out; see collection.failures",
-            stacklevel=2,
         )
     return load(name, workspace_dir=workspace_dir, backend=backend)
 
