@@ -21,6 +21,7 @@ own) to leave malloc alone.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import os
 import sys
@@ -118,8 +119,18 @@ def io_loop() -> asyncio.AbstractEventLoop:
                 target=_run_loop, args=(loop,), name="rasteret-io", daemon=True
             )
             thread.start()
+            atexit.register(_stop_at_exit, loop, thread)
             _loop = loop
         return _loop
+
+
+def _stop_at_exit(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    # Stop the loop while the interpreter is still whole: a daemon loop thread still
+    # running during finalization can be handed a completed request by obstore's
+    # runtime threads after Python has started tearing down.
+    if thread.is_alive() and not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=2.0)
 
 
 def decode_pool() -> ThreadPoolExecutor:
