@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ class ChipExport:
                 f"{manifest} is not the manifest of a chip export of this rasteret version; "
                 "export the chips again with Collection.export_chips")
         self.folder = manifest.parent
-        self.chips = {row["chip_id"]: row for row in table.to_pylist()}
+        self.chips: dict[str, dict[str, Any]] = {
+            row["chip_id"]: row for row in table.to_pylist()}
         labels: dict[str, dict[str, str]] = info.get("labels") or {}
         #: Label band -> label name -> class value.
         self.classes: dict[str, dict[str, int]] = {
@@ -179,11 +181,13 @@ def read_mask_folder(export: ChipExport, folder: Path,
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 mask = page.asarray()
-                scale = page.tags.get("ModelPixelScaleTag")
-                tie = page.tags.get("ModelTiepointTag")
+                scale_tag = page.tags.get("ModelPixelScaleTag")
+                tie_tag = page.tags.get("ModelTiepointTag")
+                scale = scale_tag.value if scale_tag is not None else None
+                tie = tie_tag.value if tie_tag is not None else None
             if scale is not None and tie is not None:
-                a, b, c, _, e, f = export.transform(path.stem)
-                found = (scale.value[0], tie.value[3], -scale.value[1], tie.value[4])
+                a, _, c, _, e, f = export.transform(path.stem)
+                found = (scale[0], tie[3], -scale[1], tie[4])
                 if not np.allclose(found, (a, c, e, f), rtol=0, atol=1e-6 * abs(a)):
                     raise ConfigurationError(
                         f"{path} is georeferenced at {found}, not on chip {path.stem}'s grid "
@@ -281,7 +285,7 @@ def import_masks(
                         "naming every class")
                 data = data.astype(dtype)
             encoded = encode_geotiff(data, chips.transform(chip_id), crs)
-            write_atomic(path, lambda tmp, blob=encoded: tmp.write_bytes(blob))
+            write_atomic(path, partial(Path.write_bytes, data=encoded))
             record[label_band] = str(path.resolve())
         rows.append(record)
     if not rows:

@@ -72,7 +72,7 @@ def decode_brush_values(rle: Sequence[int]) -> np.ndarray:
         ConfigurationError: The code is truncated or malformed.
     """
     data = np.asarray(rle, dtype=np.int64)
-    if data.size < 7 or data.min() < 0 or data.max() > 255:
+    if data.size < 7 or not ((data >= 0) & (data <= 255)).all():
         raise ConfigurationError(
             "not a Label Studio brush RLE: expected a list of byte values with a 7-byte "
             "header (export the project as JSON, brush results carry value.rle)")

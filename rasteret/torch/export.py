@@ -45,7 +45,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     values = shown.astype(np.float64)
     low, high = np.nanpercentile(values, (2, 98)) if values.size else (0, 1)
     scaled = np.clip((values - low) / max(high - low, 1e-9) * 255, 0, 255).astype(np.uint8)
-    return np.moveaxis(scaled, 0, -1) if scaled.shape[0] == 3 else scaled[0]
+    # Contiguous: PNG encoders reject the strided view moveaxis returns.
+    shaped = np.moveaxis(scaled, 0, -1) if scaled.shape[0] == 3 else scaled[0]
+    return np.ascontiguousarray(shaped)
 
 
 def quicklook_grid(chips: list[np.ndarray], gap: int = 4) -> np.ndarray:
