@@ -94,3 +94,20 @@ def test_plot_of_a_mask_dataset_and_errors(collection):
         dataset.plot(sample, bands=["B02", "B08"])
     with pytest.raises(ConfigurationError, match="nothing|no 'image'"):
         dataset.plot({"bounds": sample["bounds"]})
+
+
+def test_demo_png_is_made_of_plots(collection):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "training_examples" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    dataset = collection.to_torchgeo_dataset(BANDS, mask_bands=["label"])
+    sample = first_sample(dataset)
+    figures = [dataset.plot({**sample, "prediction": sample["mask"]}) for _ in range(2)]
+    width, height = (int(v) for v in figures[0].canvas.get_width_height())
+    grid = demo.figure_rows(figures)
+    assert grid.shape == (2 * height, width, 3) and grid.dtype == np.uint8
+    assert grid.flags["C_CONTIGUOUS"]
