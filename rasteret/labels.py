@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ import tifffile
 from pyproj import CRS
 from tqdm.auto import tqdm
 
-from rasteret.atomic import write_atomic
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.api import build_from_table
 from rasteret.labelstudio import decode_brush_rle
-from rasteret.storage import manifest_from_metadata
+from rasteret.storage import manifest_from_metadata, publish
 from rasteret.tiff.writer import encode_geotiff
 
 #: Mask file suffixes read from a folder source.
@@ -202,6 +200,28 @@ def read_mask_folder(export: ChipExport, folder: Path,
         yield path.stem, {band: mask}
 
 
+def mask_pixels(chips: ChipExport, chip_id: str, band: str,
+                mask: np.ndarray | None) -> np.ndarray:
+    """The pixels of one mask GeoTIFF: a painted mask in its band's dtype, a folder's
+    mask as it is, zeros (nothing painted) when the band has no mask.
+
+    Raises:
+        ConfigurationError: Painted class values do not fit the band's dtype.
+    """
+    dtype = chips.dtype(band)
+    if mask is None:
+        row = chips.chip(chip_id)
+        return np.zeros((row["height"], row["width"]), dtype)
+    if mask.dtype != np.int64:  # read from a file: kept as the labeller stored it
+        return mask
+    limits = np.iinfo(dtype)
+    if mask.size and (mask.min() < limits.min or mask.max() > limits.max):
+        raise ConfigurationError(
+            f"chip {chip_id}: class values {int(mask.min())}..{int(mask.max())} of {band!r} "
+            f"do not fit {dtype}; export with label_classes= naming every class")
+    return mask.astype(dtype)
+
+
 def import_masks(
     export: str | os.PathLike[str],
     source: str | os.PathLike[str],
@@ -211,6 +231,7 @@ def import_masks(
     band: str | None = None,
     workspace_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Collection:
     """Turn labelled masks of exported chips into a collection aligned with the chips.
@@ -233,17 +254,20 @@ def import_masks(
             named ``<chip id>.png`` / ``<chip id>.tif`` holding class values (e.g.
             masks drawn in QGIS on the GeoTIFF chips).
         name: The new collection's name.
-        out_dir: Where the mask GeoTIFFs go (default ``<export>/masks``); replaced.
+        out_dir: Where the mask GeoTIFFs go (default ``<export>/masks``, replaced by
+            each import).
         band: The band name of a folder's masks (default: the export's first label
             band); Label Studio results name their band (``from_name``).
         workspace_dir: The collection's workspace.
         force: Replace an existing collection of this name.
+        overwrite: Replace a non-empty ``out_dir``.
         progress: Show progress bars.
 
     Returns:
         The mask collection.
 
     Raises:
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
         ConfigurationError: ``export`` is not a chip export, ``source`` names a chip,
             band or label the export does not have, a mask's size or grid is not its
             chip's, or nothing was labelled.
@@ -261,37 +285,35 @@ def import_masks(
         raise ConfigurationError(
             f"no labels at {source}: pass Label Studio's JSON export or a folder of masks")
     target = Path(out_dir) if out_dir is not None else chips.folder / "masks"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    # The default folder is the import's own; a given one is replaced only on request.
+    if out_dir is not None and target.exists() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace it")
+    # Written aside and swapped in whole, so a failed import leaves the old masks.
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     rows: list[dict[str, Any]] = []
-    for chip_id, layers in tqdm(masks, desc="label import", unit="chip", disable=not progress):
-        row = chips.chip(chip_id)
-        record: dict[str, Any] = {"id": chip_id, "datetime": row["datetime"]}
-        crs = CRS.from_user_input(row["crs"])
-        for label_band in bands:
-            mask = layers.get(label_band)
-            if mask is None:
-                mask = np.zeros((row["height"], row["width"]), np.uint8)
-            path = target / (f"{chip_id}.tif" if len(bands) == 1
-                             else f"{chip_id}.{label_band}.tif")
-            data = np.asarray(mask)[None]
-            if data.dtype == np.int64:  # painted from Label Studio: the band's dtype
-                dtype = chips.dtype(label_band)
-                if data.size and (data.min() < np.iinfo(dtype).min
-                                  or data.max() > np.iinfo(dtype).max):
-                    raise ConfigurationError(
-                        f"chip {chip_id}: class values {int(data.min())}..{int(data.max())} "
-                        f"of {label_band!r} do not fit {dtype}; export with label_classes= "
-                        "naming every class")
-                data = data.astype(dtype)
-            encoded = encode_geotiff(data, chips.transform(chip_id), crs)
-            write_atomic(path, partial(Path.write_bytes, data=encoded))
-            record[label_band] = str(path.resolve())
-        rows.append(record)
+    try:
+        for chip_id, layers in tqdm(masks, desc="label import", unit="chip", disable=not progress):
+            row = chips.chip(chip_id)
+            record: dict[str, Any] = {"id": chip_id, "datetime": row["datetime"]}
+            crs = CRS.from_user_input(row["crs"])
+            for label_band in bands:
+                file = f"{chip_id}.tif" if len(bands) == 1 else f"{chip_id}.{label_band}.tif"
+                data = mask_pixels(chips, chip_id, label_band, layers.get(label_band))
+                (staging / file).write_bytes(
+                    encode_geotiff(data[None], chips.transform(chip_id), crs))
+                record[label_band] = str((target / file).resolve())
+            rows.append(record)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if not rows:
+        shutil.rmtree(staging)
         raise ConfigurationError(
             f"no labelled chip in {source}: annotate (or accept the pre-annotations of) "
             "some tasks before exporting")
+    publish(staging, target)
     return build_from_table(pa.Table.from_pylist(rows), name=name, href_columns=bands,
                             geometry_column=None, workspace_dir=workspace_dir, force=force,
                             progress=progress)

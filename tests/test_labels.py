@@ -238,19 +238,29 @@ def test_import_from_a_folder_of_masks(world, tmp_path):
             np.testing.assert_array_equal(src.read(1), mask)
             assert src.transform.almost_equals(rasterio.Affine(*export.transform(chip_id)))
 
-    # A GeoTIFF on another grid, a mask of the wrong size, an unknown chip.
+    # A non-empty out_dir is replaced only on request.
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        rasteret.labels.import_masks(out, folder, name="drawn", out_dir=tmp_path / "m",
+                                     workspace_dir=tmp_path / "ws", force=True)
+
+    # A GeoTIFF on another grid, a mask of the wrong size, an unknown chip; each failed
+    # import leaves the masks of the last good one.
+    def fails(match):
+        with pytest.raises(ConfigurationError, match=match):
+            rasteret.labels.import_masks(out, folder, name="bad", out_dir=tmp_path / "m",
+                                         overwrite=True, workspace_dir=tmp_path / "ws")
+        assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+            "chip_000000.tif", "chip_000001.tif"]
+
     shifted = (transform[0], 0.0, transform[2] + 10, 0.0, transform[4], transform[5])
     (folder / "chip_000001.tif").write_bytes(encode_geotiff(second[None], shifted, crs))
-    with pytest.raises(ConfigurationError, match="not on chip chip_000001's grid"):
-        rasteret.labels.import_masks(out, folder, name="bad", workspace_dir=tmp_path / "ws")
+    fails("not on chip chip_000001's grid")
     (folder / "chip_000001.tif").unlink()
     (folder / "chip_000000.png").write_bytes(imagecodecs.png_encode(first[:64]))
-    with pytest.raises(ConfigurationError, match="chip chip_000000 is 128x128"):
-        rasteret.labels.import_masks(out, folder, name="bad", workspace_dir=tmp_path / "ws")
+    fails("chip chip_000000 is 128x128")
     (folder / "chip_000000.png").unlink()
     (folder / "chip_999999.png").write_bytes(imagecodecs.png_encode(first))
-    with pytest.raises(ConfigurationError, match="no chip 'chip_999999'"):
-        rasteret.labels.import_masks(out, folder, name="bad", workspace_dir=tmp_path / "ws")
+    fails("no chip 'chip_999999'")
 
 
 def test_import_rejects_unknown_labels_and_empty_exports(world, tmp_path):
