@@ -154,6 +154,8 @@ def test_default_classes_and_image_url(world, tmp_path):
     tasks = json.loads((tmp_path / "y" / "label_studio_tasks.json").read_text())
     assert "predictions" not in tasks[0]
     assert 'name="label"' in (tmp_path / "y" / "label_studio_config.xml").read_text()
+    with pytest.raises(ConfigurationError, match="names must be unique"):
+        collection.export_chips(["B04"], tmp_path / "z", label_classes={1: "a", 2: "a"})
 
 
 def test_round_trip_from_label_studio_json(world):
@@ -162,7 +164,7 @@ def test_round_trip_from_label_studio_json(world):
     import torch
     from torch.utils.data import DataLoader
     from torchgeo.datasets import IntersectionDataset, stack_samples
-    from torchgeo.samplers import RandomGeoSampler
+    from torchgeo.samplers import RandomPatchSampler
 
     collection, out, manifest, root = world
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
@@ -197,7 +199,7 @@ def test_round_trip_from_label_studio_json(world):
             np.testing.assert_array_equal(sample["image"].numpy(), chip.read())
 
     # A few training steps on the pair.
-    sampler = RandomGeoSampler(both, size=64, length=8)
+    sampler = RandomPatchSampler(both, size=64, length=8, generator=0)
     loader = DataLoader(both, sampler=sampler, batch_size=4, collate_fn=stack_samples)
     model = torch.nn.Conv2d(3, 4, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
