@@ -4,7 +4,7 @@
 ``rasteret.torch``.
 """
 
-from rasteret import datasets, errors
+from rasteret import datasets, errors, labels
 from rasteret.collection import Collection, delete_collection, list_collections, load
 from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.io.backend import Backend, RetryPolicy, create_backend
@@ -30,6 +30,7 @@ __all__ = [
     "datasets",
     "delete_collection",
     "errors",
+    "labels",
     "list_collections",
     "load",
     "open_cog",

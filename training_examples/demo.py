@@ -6,7 +6,7 @@
 3. Train a small U-Net (TorchGeo's SemanticSegmentation task) with Lightning for a
    few steps on tile-aligned chips, through forkserver DataLoader workers.
 4. Measure samples/s, requests and bytes per chip; write a PNG of chips with
-   predictions; stop every server.
+   predictions (``RasteretDataset.plot``); stop every server.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,21 +34,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def quicklook(images: torch.Tensor, masks: torch.Tensor, predictions: torch.Tensor) -> np.ndarray:
-    """A grid: one row per chip, columns RGB | label | prediction (uint8 RGB)."""
-    palette = np.array([[34, 139, 34], [210, 180, 140], [70, 130, 180], [220, 220, 220]],
-                       np.uint8)
+def figure_rows(figures: list[Figure]) -> np.ndarray:
+    """Render figures (``RasteretDataset.plot``) and stack them into one RGB image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     rows = []
-    for image, mask, pred in zip(images, masks, predictions):
-        rgb = image[[2, 1, 0]].float().numpy()  # B04, B03, B02
-        low, high = np.percentile(rgb, (2, 98))
-        rgb = np.clip((rgb - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
-        rgb = np.moveaxis(rgb, 0, -1)
-        gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
-        rows.append(np.concatenate(
-            [rgb, gap, palette[mask.numpy() % 4], gap, palette[pred.numpy() % 4]], axis=1))
-        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows[:-1], axis=0)
+    for figure in figures:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        rows.append(np.asarray(canvas.buffer_rgba())[..., :3])
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+              for r in rows]
+    return np.ascontiguousarray(np.concatenate(padded, axis=0))
 
 
 def main() -> None:
@@ -115,10 +114,15 @@ def main() -> None:
         with torch.no_grad():
             predictions = task(images.float() * 1e-4).argmax(dim=1)
         accuracy = float((predictions == masks).float().mean())
+        # One row per chip, drawn by the dataset's own plot (TorchGeo style).
+        figures = [
+            dataset.plot({**chip, "prediction": prediction}, suptitle=f"validation chip {i}")
+            for i, (chip, prediction) in enumerate(zip(chips, predictions))
+        ]
         png = out / "chips_with_predictions.png"
-        png.write_bytes(imagecodecs.png_encode(quicklook(images, masks, predictions)))
+        png.write_bytes(imagecodecs.png_encode(figure_rows(figures)))
         print(f"[demo] pixel accuracy on 6 validation chips: {accuracy:.2f}")
-        print(f"[demo] wrote {png} (columns: RGB | label | prediction)")
+        print(f"[demo] wrote {png} (RasteretDataset.plot per chip: RGB | mask | prediction)")
     print(f"[demo] all servers stopped; total {time.perf_counter() - started:.1f} s")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from affine import Affine
+from matplotlib.figure import Figure
 from pyproj import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
@@ -394,3 +395,120 @@ class RasteretDataset(GeoDataset):
             f"RasteretDataset({self.collection.name!r}, bands={self.bands}, "
             f"{len(self)} scenes, crs=EPSG:{self.crs.to_epsg()}, res={self.res})"
         )
+
+    # -- plotting --------------------------------------------------------------------
+    def plot(
+        self,
+        sample: Sample,
+        *,
+        bands: Sequence[str | int] | None = None,
+        stretch: tuple[float, float] = (2, 98),
+        show_titles: bool = True,
+        suptitle: str | None = None,
+        prediction_key: str = "prediction",
+    ) -> Figure:
+        """Plot a sample as TorchGeo's datasets do: the image, the mask and a
+        prediction side by side.
+
+        The image shows three bands as RGB (or one band in grey), each stretched
+        between the ``stretch`` percentiles of the shown pixels (NaN shows black).
+        The mask (one panel per mask band) and the prediction share one colour scale
+        of class values. A time series sample shows its latest time step.
+
+        Args:
+            sample: A sample of this dataset (``image`` and/or ``mask``; a batch's
+                element from ``torchgeo.datasets.unbind_samples`` works too).
+            bands: The shown bands, by name or channel index: three (RGB) or one
+                (grey). Default: ``("B04", "B03", "B02")`` when the dataset has them,
+                else its first three bands, else its first band.
+            stretch: Lower and upper percentiles of the contrast stretch.
+            show_titles: Title each panel.
+            suptitle: A title for the figure.
+            prediction_key: The sample key of a prediction (class values, ``[H, W]``
+                or class scores ``[K, H, W]``); plotted when present.
+
+        Returns:
+            A matplotlib ``Figure`` (no pyplot state; ``fig.savefig(...)`` writes it).
+
+        Raises:
+            ConfigurationError: ``bands`` names a band the dataset lacks, is not one
+                or three bands, or the sample has nothing to plot.
+        """
+        panels: list[tuple[str, np.ndarray, str]] = []
+        if "image" in sample:
+            image = np.asarray(sample["image"].detach().cpu().float().numpy())
+            if image.ndim == 4:
+                image = image[-1]
+            channels = self._plot_channels(bands, image.shape[0])
+            shown = image[channels]
+            low, high = (np.nanpercentile(shown, stretch) if np.isfinite(shown).any()
+                         else (0.0, 1.0))
+            shown = np.clip((shown - low) / max(float(high - low), 1e-12), 0, 1)
+            shown = np.nan_to_num(shown, nan=0.0)
+            # Transforms may add channels (e.g. indices): those have no band name.
+            names = [self.bands[c] if c < len(self.bands) else str(c) for c in channels]
+            view = np.moveaxis(shown, 0, -1) if len(channels) == 3 else shown[0]
+            panels.append((f"Image ({', '.join(names)})", view, "image"))
+        classes: list[np.ndarray] = []
+        if "mask" in sample:
+            mask = sample["mask"].detach().cpu().numpy()
+            mask_names = self.mask_bands if self.mask_bands else self.bands
+            if mask.ndim == 4 or (mask.ndim == 3 and self.time_series):
+                mask = mask[-1]
+            layers = mask.reshape(-1, *mask.shape[-2:])
+            for number, layer in enumerate(layers):
+                name = mask_names[number] if number < len(mask_names) else str(number)
+                title = "Mask" if len(layers) == 1 else f"Mask ({name})"
+                panels.append((title, layer, "classes"))
+                classes.append(layer)
+        if prediction_key in sample:
+            prediction = sample[prediction_key].detach().cpu().numpy()
+            if prediction.ndim == 3:  # class scores: the most likely class
+                prediction = prediction.argmax(axis=0)
+            panels.append(("Prediction", prediction, "classes"))
+            classes.append(prediction)
+        if not panels:
+            raise ConfigurationError(
+                f"the sample has no 'image', 'mask' or {prediction_key!r} to plot; its keys "
+                f"are {sorted(sample)}")
+        # One colour per class value for up to 20 classes (tab20), a ramp beyond.
+        top = max((int(np.nanmax(c)) for c in classes if c.size), default=1)
+        cmap, vmax = ("tab20", 19) if top < 20 else ("viridis", top)
+        figure = Figure(figsize=(4 * len(panels), 4), layout="constrained")
+        axes = figure.subplots(1, len(panels), squeeze=False)[0]
+        for axis, (title, values, kind) in zip(axes, panels):
+            if kind == "classes":
+                axis.imshow(values, cmap=cmap, vmin=0, vmax=vmax, interpolation="none")
+            else:
+                axis.imshow(values, cmap="gray" if values.ndim == 2 else None, vmin=0, vmax=1,
+                            interpolation="none")
+            axis.set_axis_off()
+            if show_titles:
+                axis.set_title(title)
+        if suptitle is not None:
+            figure.suptitle(suptitle)
+        return figure
+
+    def _plot_channels(self, bands: Sequence[str | int] | None, count: int) -> list[int]:
+        """The image channels ``plot`` shows (three, or one for grey)."""
+        if bands is None:
+            rgb = ("B04", "B03", "B02")
+            if all(b in self.bands for b in rgb):
+                return [self.bands.index(b) for b in rgb]
+            return [0, 1, 2] if count >= 3 else [0]
+        if len(bands) not in (1, 3):
+            raise ConfigurationError(
+                f"plot shows one band (grey) or three (RGB), got bands={list(bands)}")
+        channels = []
+        for band in bands:
+            if isinstance(band, str):
+                if band not in self.bands:
+                    raise ConfigurationError(
+                        f"plot: no band {band!r} in the dataset; its bands are {self.bands}")
+                channels.append(self.bands.index(band))
+            elif not 0 <= band < count:
+                raise ConfigurationError(
+                    f"plot: channel {band} is out of range for an image of {count} channels")
+            else:
+                channels.append(int(band))
+        return channels

@@ -1,13 +1,15 @@
-"""Chip export for labelling: georeferenced GeoTIFF chips (and optional PNGs), a
-GeoParquet manifest, and a quick-look PNG grid."""
+"""Chip export for labelling: georeferenced GeoTIFF chips, PNG chips with a Label
+Studio project (tasks with brush pre-annotations, labeling config), a GeoParquet
+manifest, and a quick-look PNG grid."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,60 +18,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
-import tifffile
 from pyproj import CRS
 
 from rasteret.atomic import write_atomic
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
+from rasteret.labelstudio import brush_results, labeling_config
 from rasteret.read.warp import transformer
 from rasteret.storage import publish, with_metadata
-from rasteret.tiff.geo import (
-    GEOGRAPHIC_TYPE,
-    GT_MODEL_TYPE,
-    GT_RASTER_TYPE,
-    PROJECTED_CS_TYPE,
-    TAG_GDAL_NODATA,
-    TAG_GEO_KEY_DIRECTORY,
-    TAG_MODEL_PIXEL_SCALE,
-    TAG_MODEL_TIEPOINT,
-)
+from rasteret.tiff.writer import encode_geotiff
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.samplers import TileAlignedSampler
 
 QUICKLOOK_MAX_CHIPS = 64
 
 
-def geokeys_for(crs: CRS) -> list[int]:
-    """A GeoKeyDirectory naming ``crs`` by its EPSG code (area pixels)."""
-    code = crs.to_epsg()
-    if code is None:
-        raise ConfigurationError(f"chips need an EPSG CRS, got {crs.name}")
-    # Model type 2 geographic / 1 projected; raster type 1 PixelIsArea.
-    if crs.is_geographic:
-        keys = [(GT_MODEL_TYPE, 0, 1, 2), (GT_RASTER_TYPE, 0, 1, 1),
-                (GEOGRAPHIC_TYPE, 0, 1, code)]
-    else:
-        keys = [(GT_MODEL_TYPE, 0, 1, 1), (GT_RASTER_TYPE, 0, 1, 1),
-                (PROJECTED_CS_TYPE, 0, 1, code)]
-    return [1, 1, 0, len(keys)] + [v for key in keys for v in key]
-
-
 def write_geotiff(path: Path, data: np.ndarray, transform: Sequence[float], crs: CRS,
                   nodata: float | None = None) -> None:
     """Write ``data`` ``(bands, rows, cols)`` as a deflate GeoTIFF with georeferencing."""
-    a, _, c, _, e, f = transform[:6]
-    keys = geokeys_for(crs)
-    tags: list[tuple[int, str, int, Any, bool]] = [
-        (TAG_MODEL_PIXEL_SCALE, "d", 3, (a, -e, 0.0), False),
-        (TAG_MODEL_TIEPOINT, "d", 6, (0.0, 0.0, 0.0, c, f, 0.0), False),
-        (TAG_GEO_KEY_DIRECTORY, "H", len(keys), keys, False),
-    ]
-    if nodata is not None:
-        tags.append((TAG_GDAL_NODATA, "s", 0, f"{nodata:g}", False))
-    write_atomic(path, lambda tmp: tifffile.imwrite(
-        tmp, data, photometric="minisblack", planarconfig="separate", compression="zlib",
-        predictor=data.dtype.kind in "iu", extratags=tags))
+    write_atomic(path, lambda tmp: tmp.write_bytes(encode_geotiff(data, transform, crs, nodata)))
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -78,7 +45,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     values = shown.astype(np.float64)
     low, high = np.nanpercentile(values, (2, 98)) if values.size else (0, 1)
     scaled = np.clip((values - low) / max(high - low, 1e-9) * 255, 0, 255).astype(np.uint8)
-    return np.moveaxis(scaled, 0, -1) if scaled.shape[0] == 3 else scaled[0]
+    # Contiguous: PNG encoders reject the strided view moveaxis returns.
+    shaped = np.moveaxis(scaled, 0, -1) if scaled.shape[0] == 3 else scaled[0]
+    return np.ascontiguousarray(shaped)
 
 
 def quicklook_grid(chips: list[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -97,6 +66,25 @@ def quicklook_grid(chips: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return grid
 
 
+#: The Label Studio files of an export.
+TASKS_FILE = "label_studio_tasks.json"
+CONFIG_FILE = "label_studio_config.xml"
+#: The ``<BrushLabels>`` name when no mask band is exported.
+DEFAULT_LABEL_BAND = "label"
+
+
+def class_names(label_classes: Mapping[int, str] | Sequence[str] | None) -> dict[int, str] | None:
+    """``label_classes`` as class value -> label name (a sequence is indexed by value)."""
+    if label_classes is None:
+        return None
+    pairs = (label_classes.items() if isinstance(label_classes, Mapping)
+             else enumerate(label_classes))
+    names = {int(value): str(name) for value, name in pairs}
+    if len(set(names.values())) != len(names):
+        raise ConfigurationError(f"label_classes names must be unique, got {names}")
+    return names
+
+
 def export_chips(
     collection: Collection,
     bands: Sequence[str],
@@ -111,44 +99,73 @@ def export_chips(
     quicklook: bool = True,
     overwrite: bool = False,
     dataset_options: dict[str, Any] | None = None,
+    mask_bands: Sequence[str] | None = None,
+    label_classes: Mapping[int, str] | Sequence[str] | None = None,
+    label_studio: bool = True,
+    image_url: str | None = None,
 ) -> Path:
     """Write chips of ``bands`` for labelling and return the manifest's path.
+
+    Besides the GeoTIFF chips, the folder is a ready Label Studio project: PNG chips,
+    ``label_studio_tasks.json`` (one task per chip, ``data.image`` pointing at its
+    PNG and ``data.chip_id`` naming it; the ``mask_bands`` as brush pre-annotations,
+    Label Studio's ``predictions``) and ``label_studio_config.xml`` (the image and one
+    ``<BrushLabels>`` per label band). :func:`rasteret.labels.import_masks` brings the
+    labelled masks back as a collection aligned with the chips.
 
     Args:
         collection: The collection to cut chips from.
         bands: Bands of each chip, in order.
         out_dir: Output folder: ``chips/<id>.tif`` (and ``.png``), ``manifest.parquet``
-            (chip id, bounds, CRS, datetime, source scenes; GeoParquet with footprints
-            in CRS84) and ``quicklook.png``.
+            (chip id, bounds, size, CRS, datetime, source scenes; GeoParquet with
+            footprints in CRS84), ``quicklook.png`` and the Label Studio files.
         chip_size: Chip size in pixels (for the default sampler).
         sampler: Any TorchGeo sampler over a :class:`RasteretDataset` of this
             collection; default :class:`TileAlignedSampler` in ``mode``.
         mode: ``"grid"`` (every aligned chip) or ``"random"`` (``length`` chips).
         length: Number of random chips.
         seed: Seed of the random sampler.
-        png: Also write an 8-bit PNG next to each GeoTIFF.
+        png: Write an 8-bit PNG next to each GeoTIFF (always with ``label_studio``).
         quicklook: Write ``quicklook.png``, a grid of (up to 64) chips.
         overwrite: Replace an existing output folder.
         dataset_options: Extra keyword arguments of :class:`RasteretDataset`.
+        mask_bands: Label bands read with each chip and written as brush
+            pre-annotations (one ``<BrushLabels>`` named after each band); without
+            them, the config has one ``<BrushLabels>`` named ``label``.
+        label_classes: Class value -> label name (a sequence: names by value).
+            Values not listed are not pre-annotated. Default: every value of the
+            mask bands but 0 and nodata, named by its value.
+        label_studio: Write the Label Studio tasks and config (and the PNG chips).
+        image_url: Prefix of the tasks' image URLs, before ``chips/<id>.png``.
+            Default ``/data/local-files/?d=<out_dir name>/``: Label Studio serving
+            local files with ``LOCAL_FILES_DOCUMENT_ROOT`` the folder that holds
+            ``out_dir``. Use e.g. ``https://host/chips-export/`` for a web server.
 
     Raises:
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
-        ConfigurationError: The sampler produced no chip, or the collection's CRS
-            has no EPSG code.
+        ConfigurationError: The sampler produced no chip, the collection's CRS
+            has no EPSG code, or ``label_classes`` repeats a name.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace it")
         shutil.rmtree(out)
+    classes = class_names(label_classes)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "chips").mkdir(parents=True)
-    dataset = RasteretDataset(collection, bands, chip_size=chip_size, **(dataset_options or {}))
+    dataset = RasteretDataset(collection, bands, chip_size=chip_size, mask_bands=mask_bands,
+                              **(dataset_options or {}))
+    label_bands = list(dataset.mask_bands) or [DEFAULT_LABEL_BAND]
+    # Class names per label band: given, or found in the mask bands as chips go by.
+    controls: dict[str, dict[int, str]] = {band: dict(classes or {}) for band in label_bands}
+    url_prefix = image_url if image_url is not None else f"/data/local-files/?d={out.name}/"
     if sampler is None:
         sampler = TileAlignedSampler(dataset, size=chip_size, mode=mode, length=length, seed=seed)
     to_degrees = transformer(dataset.crs, CRS.from_epsg(4326))
     rows: list[dict[str, Any]] = []
+    tasks: list[dict[str, Any]] = []
     looks: list[np.ndarray] = []
     ids = collection.table["id"].to_pylist()
     times = collection.table["datetime"].to_pylist()
@@ -163,15 +180,31 @@ def export_chips(
         write_geotiff(staging / "chips" / f"{chip_id}.tif", image, transform, dataset.crs,
                       nodata)
         look = to_uint8(image)
-        if png:
+        if png or label_studio:
             (staging / "chips" / f"{chip_id}.png").write_bytes(imagecodecs.png_encode(look))
         if quicklook and len(looks) < QUICKLOOK_MAX_CHIPS:
             looks.append(look)
+        if label_studio:
+            task: dict[str, Any] = {"data": {"image": f"{url_prefix}chips/{chip_id}.png",
+                                             "chip_id": chip_id}}
+            if dataset.mask_bands:
+                masks = sample["mask"].numpy().reshape(-1, *image.shape[-2:])
+                results = []
+                for band, mask in zip(dataset.mask_bands, masks):
+                    known = controls[band]
+                    if classes is None:
+                        skip = {0, dataset.view(scenes[0], band).nodata if scenes else None}
+                        known.update({v: str(v) for v in np.unique(mask).tolist()
+                                      if v not in skip and v not in known})
+                    results += brush_results(mask, known, from_name=band)
+                task["predictions"] = [{"model_version": "mask_bands", "result": results}]
+            tasks.append(task)
         footprint = shapely.box(*to_degrees.transform_bounds(x.start, y.start, x.stop, y.stop))
         rows.append({
             "chip_id": chip_id,
             "path": f"chips/{chip_id}.tif",
             "minx": x.start, "miny": y.start, "maxx": x.stop, "maxy": y.stop,
+            "width": image.shape[-1], "height": image.shape[-2],
             "crs": f"EPSG:{dataset.crs.to_epsg()}",
             "datetime": times[scenes[0]] if scenes else None,
             "source_scenes": [ids[r] for r in scenes],
@@ -188,14 +221,21 @@ def export_chips(
     table = pa.Table.from_pylist(rows).cast(pa.schema([
         ("chip_id", pa.string()), ("path", pa.string()), ("minx", pa.float64()),
         ("miny", pa.float64()), ("maxx", pa.float64()), ("maxy", pa.float64()),
+        ("width", pa.int32()), ("height", pa.int32()),
         ("crs", pa.string()), ("datetime", pa.timestamp("us", tz="UTC")),
         ("source_scenes", pa.list_(pa.string())), ("geometry", pa.binary()),
         ("bbox", pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()),
                             ("xmax", pa.float64()), ("ymax", pa.float64())])),
     ]))
     manifest = {"kind": "chips", "collection": collection.name, "bands": list(bands),
-                "created": dt.datetime.now(dt.UTC).isoformat()}
+                "created": dt.datetime.now(dt.UTC).isoformat(),
+                # What rasteret.labels needs to map brush labels back to class values.
+                "labels": {band: {str(v): name for v, name in sorted(controls[band].items())}
+                           for band in label_bands}}
     pq.write_table(with_metadata(table, manifest), staging / "manifest.parquet")
+    if label_studio:
+        (staging / TASKS_FILE).write_text(json.dumps(tasks, indent=1))
+        (staging / CONFIG_FILE).write_text(labeling_config(controls))
     if quicklook:
         (staging / "quicklook.png").write_bytes(imagecodecs.png_encode(quicklook_grid(looks)))
     publish(staging, out)
