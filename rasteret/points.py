@@ -494,7 +494,7 @@ def _output(parsed: _Points, point_of: np.ndarray, added: dict[str, Any],
         return extra
     user = parsed.frame.iloc[point_of].reset_index(drop=True)
     for name in extra.columns:
-        user[name] = extra[name].to_numpy() if name != "datetime" else extra[name].array
+        user[name] = extra[name].array  # both indexes run 0..n-1; dtypes kept
     return user
 
 
