@@ -337,3 +337,31 @@ def test_dask_dataframe_on_a_local_cluster_equals_eager(collection):
             distributed.Client(cluster) as client:
         computed = client.compute(lazy).result()
     _check_lazy(eager, lazy, computed)
+
+
+def _guide_blocks():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "reading-pixels.md").read_text()
+    section = text[text.index("### Labels with dates"):text.index("## Errors")]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_guides_point_examples_run(collection, monkeypatch):
+    import dask
+
+    blocks = _guide_blocks()
+    assert len(blocks) == 2
+    monkeypatch.setattr(rasteret, "load", lambda name: collection)
+    namespace: dict = {}
+    with dask.config.set({"dataframe.convert-string": False}):
+        for code in blocks:
+            exec(compile(code, "reading-pixels.md", "exec"), namespace)
+    values, result = namespace["values"], namespace["result"]
+    assert len(values) > 100 and (values["distance_days"] <= 10).all()
+    assert namespace["chips"]["B08"].iloc[0].shape == (5, 5)
+    eager = collection.sample_points(namespace["labels"], ["B04", "B08"],
+                                     xy_columns=("lon", "lat"), match="nearest",
+                                     date_column="date")
+    assert sorted(result["label_id"]) == sorted(eager["label_id"]) and len(eager) > 100
