@@ -526,7 +526,9 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
         ``distance_days`` (absolute, NaN without point dates) and one column per band.
         Other inputs give a pandas DataFrame. Points no scene covers (within
         ``max_days``) have no row. A dask DataFrame gives a lazy dask DataFrame with
-        the same columns (rows ordered by position, not by input order).
+        the same columns (rows ordered by position, not by input order; its
+        ``point_index`` is each row's integer index label, the position in the input
+        for a frame made by ``dask.dataframe.from_pandas`` with a default index).
 
     Raises:
         ConfigurationError: Unknown band or option, points that are not points, or

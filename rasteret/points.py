@@ -524,8 +524,12 @@ def _key_partition(frame: pd.DataFrame, geometry_crs: Any, xy_columns: tuple[str
 
 def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequence[str],
                       key: str, options: dict[str, Any]) -> Any:
+    labels = frame.index.to_numpy()
     frame = frame.drop(columns=[key]).reset_index(drop=True)
-    return sample_points(collection, frame, bands, _allow_empty=True, **options)
+    out = sample_points(collection, frame, bands, _allow_empty=True, **options)
+    if labels.dtype.kind in "iu":  # the row's own index label: its position in the input
+        out["point_index"] = labels[out["point_index"].to_numpy()].astype(np.int64)
+    return out
 
 
 def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,

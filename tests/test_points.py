@@ -236,8 +236,7 @@ def test_one_request_per_distinct_tile_touched(collection, nginx_server):
         line, col = _pixel(x, y)
         tiles.add((line // TILE, col // TILE))
     nginx_server.clear_log()
-    collection.sample_points(frame, ["B04", "B08"], geometry_crs=EPSG, xy_columns=("x", "y"),
-                             validate=False)
+    collection.sample_points(frame, ["B04", "B08"], geometry_crs=EPSG, xy_columns=("x", "y"))
     records = [r for r in nginx_server.requests() if r.path.startswith("/points/")]
     # 3 scenes x 2 bands, each tile fetched once, nothing else (no header request).
     assert len(records) == len(tiles) * 3 * 2
@@ -300,9 +299,7 @@ def _check_lazy(eager, lazy, computed):
     assert dict(lazy.dtypes) == dict(eager.dtypes)
     result = _sorted(computed)
     expected = _sorted(eager)
-    # point_index counts within a partition; the input id (site) is the key.
-    pd.testing.assert_frame_equal(result.drop(columns="point_index"),
-                                  expected.drop(columns="point_index"))
+    pd.testing.assert_frame_equal(result, expected)
 
 
 def test_dask_dataframe_threaded_equals_eager(collection):
