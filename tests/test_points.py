@@ -282,7 +282,7 @@ def _sorted(frame):
     return frame.sort_values(["site", "id"]).reset_index(drop=True)
 
 
-def _dask_case(collection):
+def _dask_case(collection, nginx_server):
     frame = _points(500, seed=6)
     frame["date"] = [START + dt.timedelta(days=int(d)) for d in
                      np.random.default_rng(1).integers(0, 25, len(frame))]
@@ -290,7 +290,9 @@ def _dask_case(collection):
                "date_column": "date", "mask_band": "SCL", "mask_values": CLOUD,
                "max_distance_pixels": 2}
     eager = collection.sample_points(frame, ["B04", "B08"], **options)
+    nginx_server.clear_log()
     lazy = collection.sample_points(_dask_frame(frame, 7), ["B04", "B08"], **options)
+    assert nginx_server.count() == 0  # the meta is computed without reading
     return eager, lazy
 
 
@@ -302,10 +304,10 @@ def _check_lazy(eager, lazy, computed):
     pd.testing.assert_frame_equal(result, expected)
 
 
-def test_dask_dataframe_threaded_equals_eager(collection):
+def test_dask_dataframe_threaded_equals_eager(collection, nginx_server):
     import dask
 
-    eager, lazy = _dask_case(collection)
+    eager, lazy = _dask_case(collection, nginx_server)
     with dask.config.set(scheduler="threads"):
         computed = lazy.compute()
     _check_lazy(eager, lazy, computed)
@@ -325,10 +327,10 @@ def test_dask_partitions_are_spatially_compact(collection):
     assert sum(touched) / len(touched) < 12
 
 
-def test_dask_dataframe_on_a_local_cluster_equals_eager(collection):
+def test_dask_dataframe_on_a_local_cluster_equals_eager(collection, nginx_server):
     distributed = pytest.importorskip("distributed")
 
-    eager, lazy = _dask_case(collection)
+    eager, lazy = _dask_case(collection, nginx_server)
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
