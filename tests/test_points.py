@@ -364,3 +364,27 @@ def test_the_guides_point_examples_run(collection, monkeypatch):
                                      xy_columns=("lon", "lat"), match="nearest",
                                      date_column="date")
     assert sorted(result["label_id"]) == sorted(eager["label_id"]) and len(eager) > 100
+
+
+def test_the_benchmark_counts_the_tiles_a_window_touches():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_points", folder / "points.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(folder))
+    x0, y0 = bench.ORIGIN
+    corner = pd.DataFrame({"x": [x0 + 5.0], "y": [y0 - 5.0]})      # pixel (0, 0)
+    edge = pd.DataFrame({"x": [x0 + 511.5 * 10], "y": [y0 - 511.5 * 10]})  # pixel (511, 511)
+    assert bench.tiles_touched(corner, 2, 2048) == 1               # outside pixels skipped
+    assert bench.tiles_touched(edge, 0, 2048) == 1
+    assert bench.tiles_touched(edge, 1, 2048) == 4                 # a window across 4 tiles
+    points = bench.random_points(5000, 2048, 20)
+    assert bench.tiles_touched(points, 0, 2048) == 16
+    assert len(points) == 5000 and points.date.min() >= pd.Timestamp(bench.START)
