@@ -35,15 +35,13 @@ from rasteret.errors import ConfigurationError, NoCoverageError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, OnError, Resampling, check_option
+from rasteret.options import ON_ERROR, Match, OnError, Resampling, check_option
 from rasteret.read.cache import ChunkCaches
-from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import pandas as pd
     import xarray as xr
 
 #: A CRS as pyproj takes it: a CRS, ``"EPSG:32633"``, WKT, or an EPSG code.
@@ -485,78 +483,79 @@ def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
 
 def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
                   geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-                  scenes: Literal["all", "latest"] = "all",
-                  date_range: DateRange | None = None, validate: bool = True
-                  ) -> pd.DataFrame:
-    """Values of ``bands`` at ``points`` (the pixel containing each point, in each
-    scene's own grid).
+                  match: Match | None = None, scenes: Literal["all", "latest"] | None = None,
+                  date_column: str | None = None, dates: Any = None,
+                  max_days: float | None = None, mask_band: str | None = None,
+                  mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
+                  neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
+                  date_range: DateRange | None = None, validate: bool = True) -> Any:
+    """Values of ``bands`` at ``points``: the pixel containing each point, in each
+    matched scene's own grid (like rasterio's ``sample``), optionally the nearest valid
+    pixel around it or the window around it. Each distinct tile is fetched once.
 
     Args:
         collection: The collection.
-        points: Shapely points, ``(x, y)`` pairs, GeoJSON, or a GeoDataFrame (its other
-            columns, e.g. ids, are kept).
+        points: A GeoDataFrame, a pandas DataFrame or an Arrow table (coordinates in
+            ``xy_columns``, else a ``geometry`` column of shapely points or WKB), a
+            dask DataFrame of those (sampled partition by partition, see Returns),
+            shapely points, ``(x, y)`` pairs or GeoJSON.
         bands: Band names.
-        geometry_crs: CRS of the points (default EPSG:4326).
-        backend: How to reach the stores.
-        scenes: ``"all"`` (one row per point and scene) or ``"latest"``.
+        geometry_crs: CRS of the points (default EPSG:4326; a GeoDataFrame's own CRS
+            wins).
+        backend: How to reach the stores (default: the dataset's CloudConfig).
+        match: Which scenes each point takes: ``"all"`` (default; one row per point and
+            covering scene), ``"latest"`` (the newest; with point dates, the newest at
+            or before the point's date), or ``"nearest"`` (the scene closest in time to
+            the point's date; needs dates).
+        scenes: The older name of ``match`` (``"all"`` or ``"latest"``).
+        date_column: The column of ``points`` holding each point's date.
+        dates: Per-point timestamps (a sequence as long as the points), instead of
+            ``date_column``.
+        max_days: With point dates, only scenes at most this many days from the
+            point's date.
+        mask_band: A band whose classes mark pixels invalid (e.g. Sentinel-2 ``"SCL"``).
+        mask_values: The classes of ``mask_band`` that are invalid (e.g. ``[3, 8, 9,
+            10]``: cloud shadow, cloud medium and high probability, cirrus).
+        max_distance_pixels: When the point's pixel is invalid (nodata in a requested
+            band, or a ``mask_values`` class), take the nearest valid pixel within this
+            Euclidean distance in pixels (ties: the upper row first, then the left
+            column). 0 (default) takes the point's own pixel.
+        neighbourhood: An odd ``k``: return the ``k`` x ``k`` window centred on the
+            point's pixel (a 2-D array per band and row; a fixed-size list of lists in
+            Arrow). Pixels outside the image hold the nodata value.
+        xy_columns: The coordinate columns of a DataFrame or Arrow table.
         date_range: Only scenes within ``(start, end)``.
         validate: Check that every tile comes from the recorded version of its object,
             as for :func:`get_numpy`.
 
     Returns:
-        A pandas DataFrame: the user's columns, ``point_index``, ``id``, ``datetime`` and
-        one column per band.
+        The points' own kind: an Arrow table, GeoDataFrame or pandas DataFrame with
+        every input column (rows repeated per matched scene), then ``point_index``
+        (the point's position in the input), ``id`` and ``datetime`` of the scene,
+        ``distance_pixels`` (to the pixel sampled; NaN when no valid pixel was found
+        within ``max_distance_pixels``, the point's own pixel is then returned),
+        ``distance_days`` (absolute, NaN without point dates) and one column per band.
+        Other inputs give a pandas DataFrame. Points no scene covers (within
+        ``max_days``) have no row. A dask DataFrame gives a lazy dask DataFrame with
+        the same columns (rows ordered by position, not by input order; its
+        ``point_index`` is each row's integer index label, the position in the input
+        for a frame made by ``dask.dataframe.from_pandas`` with a default index).
 
     Raises:
+        ConfigurationError: Unknown band or option, points that are not points, or
+            ``match="nearest"`` without dates.
+        NoCoverageError: No scene covers any point, or the collection is empty.
         ObjectChangedError: An object was replaced after the build.
     """
-    import geopandas as gpd
-    import pandas as pd
+    from rasteret.points import sample_points as sample
 
-    check_option("scenes", scenes, ("all", "latest"))
-    _check_collection(collection)
-    bands = collection.check_bands(list(bands))
-    if isinstance(points, (list, tuple)) and points and isinstance(points[0], (tuple, list)):
-        points = [shapely.Point(*p) for p in points]
-    shapes, crs = to_geometries(points, geometry_crs)
-    user = points.drop(columns=points.geometry.name) \
-        if isinstance(points, gpd.GeoDataFrame) else None
-    resolved = backend_for_collection(collection, backend)
-    caches = ChunkCaches(memory_bytes=128 * 1024 * 1024, whole_chunks=False)
-    jobs: list[tuple[int, int]] = []
-    for index, point in enumerate(shapes):
-        _check_degrees(point, crs, collection)
-        rows = covering_rows(collection, point, crs, date_range)
-        if scenes == "latest":
-            rows = rows[-1:]
-        for row in rows:
-            jobs.append((index, row))
-
-    rows = sorted({row for _, row in jobs})
-    views = {b: dict(zip(rows, _views(collection, rows, b))) for b in bands}
-    cogs: dict[tuple[int, str], CogFile] = {}
-
-    async def value(index: int, row: int, band: str) -> Any:
-        view = views[band][row]
-        cog = cogs.get((row, band))
-        if cog is None:
-            cog = cogs[(row, band)] = view.cog(resolved, caches, validate=validate)
-        col, line = view.pixel_of(shapes[index].x, shapes[index].y, crs)
-        window = (col, line, 1, 1)
-        return (await cog.read_async(window, bands=[view.band_index]))[0, 0, 0]
-
-    async def read_all() -> list[Any]:
-        return await asyncio.gather(*(value(i, r, b) for i, r in jobs for b in bands))
-
-    values = run_sync(read_all()) if jobs else []
-    records: list[dict[str, Any]] = []
-    for number, (index, row) in enumerate(jobs):
-        entry: dict[str, Any] = {} if user is None else dict(user.iloc[index])
-        entry.update({"point_index": index, "id": collection.table["id"][row].as_py(),
-                      "datetime": collection.table["datetime"][row].as_py()})
-        for b, band in enumerate(bands):
-            entry[band] = values[number * len(bands) + b]
-        records.append(entry)
-    if not records:
-        raise NoCoverageError(f"no scene of collection {collection.name!r} covers the points")
-    return pd.DataFrame.from_records(records)
+    if scenes is not None:
+        check_option("scenes", scenes, ("all", "latest"))
+        if match is not None and match != scenes:
+            raise ConfigurationError(f"scenes={scenes!r} and match={match!r} disagree: pass "
+                                     "match= only (scenes= is its older name)")
+    return sample(collection, points, bands, geometry_crs=geometry_crs, backend=backend,
+                  match=match or scenes or "all", date_column=date_column, dates=dates,
+                  max_days=max_days, mask_band=mask_band, mask_values=mask_values,
+                  max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
+                  xy_columns=xy_columns, date_range=date_range, validate=validate)

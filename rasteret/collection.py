@@ -29,7 +29,7 @@ from rasteret.errors import (
     RasteretError,
 )
 from rasteret.io.backend import Backend, default_backend
-from rasteret.options import MosaicOrder, OnError, Resampling
+from rasteret.options import Match, MosaicOrder, OnError, Resampling
 from rasteret.read.cog import CogFile
 from rasteret.schema import (
     BAND_TYPE,
@@ -504,14 +504,23 @@ class Collection:
 
     def sample_points(
         self, points: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
-        backend: Backend | None = None, scenes: Literal["all", "latest"] = "all",
+        backend: Backend | None = None,
+        match: Match | None = None,
+        scenes: Literal["all", "latest"] | None = None, date_column: str | None = None,
+        dates: Any = None, max_days: float | None = None, mask_band: str | None = None,
+        mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
+        neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
         date_range: DateRange | None = None, validate: bool = True,
-    ) -> pd.DataFrame:
-        """Values of ``bands`` at ``points`` (nearest pixel). See
+    ) -> pd.DataFrame | pa.Table:
+        """Values of ``bands`` at ``points`` (nearest pixel, nearest valid pixel or a
+        window; scenes matched by time), in the points' own kind. See
         :func:`rasteret.analysis.sample_points`."""
-        values: pd.DataFrame = _module("rasteret.analysis").sample_points(
-            self, points, bands, geometry_crs=geometry_crs, backend=backend, scenes=scenes,
-            date_range=date_range, validate=validate)
+        values: pd.DataFrame | pa.Table = _module("rasteret.analysis").sample_points(
+            self, points, bands, geometry_crs=geometry_crs, backend=backend, match=match,
+            scenes=scenes, date_column=date_column, dates=dates, max_days=max_days,
+            mask_band=mask_band, mask_values=mask_values,
+            max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
+            xy_columns=xy_columns, date_range=date_range, validate=validate)
         return values
 
     def to_torchgeo_dataset(

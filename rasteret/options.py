@@ -20,6 +20,11 @@ RESAMPLING: tuple[Resampling, ...] = get_args(Resampling)
 MosaicOrder = Literal["latest", "earliest", "least_cloudy"]
 MOSAIC_ORDER: tuple[MosaicOrder, ...] = get_args(MosaicOrder)
 
+#: Which scenes a sampled point takes: every covering scene, the newest (at or before
+#: the point's date when points carry dates), or the nearest in time to its date.
+Match = Literal["all", "latest", "nearest"]
+MATCH: tuple[Match, ...] = get_args(Match)
+
 
 def check_option(name: str, value: Any, choices: Collection[Any]) -> None:
     """Refuse ``value`` for the option ``name`` unless it is one of ``choices``.

@@ -1,0 +1,555 @@
+"""Values at points: time matching, valid-pixel search, neighbourhoods, Dask partitions.
+
+:func:`sample_points` is the work behind ``Collection.sample_points`` and
+:func:`rasteret.analysis.sample_points`. It is vectorised over points: each point is
+matched to its scenes (all, the latest, or the nearest in time to the point's own
+date), every pixel a point needs (its own, the pixels searched around it for a valid
+one, its neighbourhood) is mapped to the tile holding it, and each distinct tile is
+fetched once and decoded once (one request per tile touched), all tiles of all scenes
+in flight at once. A dask DataFrame of points is sorted by a space-filling-curve key,
+so each partition covers a compact area and touches few tiles, and every partition is
+sampled in its task with the process's own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import shapely
+import shapely.geometry
+from pyproj import CRS
+
+from rasteret.band import BandView
+from rasteret.collection import Collection, DateRange
+from rasteret.errors import ConfigurationError, NoCoverageError
+from rasteret.io.backend import Backend
+from rasteret.io.cloud_config import backend_for_collection
+from rasteret.io.runtime import run_sync
+from rasteret.options import MATCH, Match, check_option
+from rasteret.read.cog import CogFile
+from rasteret.read.warp import transformer
+from rasteret.tiff.geo import nodata_for_dtype
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The columns :func:`sample_points` adds before the band columns.
+ADDED_COLUMNS = ("point_index", "id", "datetime", "distance_pixels", "distance_days")
+
+#: Tiles fetched and decoded at once: bounds the memory of decoded tiles in flight.
+_TILES_IN_FLIGHT = 256
+_US_PER_DAY = 86_400 * 1_000_000
+#: Bits per axis of the Morton key that orders points of a dask DataFrame.
+_MORTON_BITS = 16
+
+
+@dataclass
+class _Points:
+    """The parsed input: coordinates in ``crs``, dates (us since the epoch, UTC) and
+    the user's table in its own kind."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    crs: CRS
+    times: np.ndarray | None
+    kind: Literal["arrow", "pandas", "geopandas", "plain"]
+    frame: Any
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def _apply(t: Any, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
+    """An affine transform applied to coordinate arrays."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    return t.a * xs + t.b * ys + t.c, t.d * xs + t.e * ys + t.f
+
+
+def _is_dask(points: Any) -> bool:
+    return type(points).__module__.split(".")[0] in ("dask", "dask_geopandas", "dask_expr")
+
+
+def _geometry_xy(values: Sequence[Any], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of shapely points or WKB values."""
+    geoms = np.array([shapely.from_wkb(v) if isinstance(v, (bytes, bytearray, memoryview))
+                      else v for v in values], dtype=object)
+    if len(geoms) and not np.all(shapely.get_type_id(geoms) == 0):
+        raise ConfigurationError(
+            f"{where} holds geometries other than points: pass points (use .centroid or "
+            ".representative_point() for polygons)")
+    return shapely.get_x(geoms).astype(np.float64), shapely.get_y(geoms).astype(np.float64)
+
+
+def _parse_times(values: Any, where: str) -> np.ndarray:
+    """Timestamps (strings, datetimes, numpy or pandas values) as int64 microseconds
+    since the epoch in UTC; naive values are UTC."""
+    import pandas as pd
+
+    try:
+        stamps = pd.to_datetime(pd.Series(list(values) if not hasattr(values, "dtype")
+                                          else values), utc=True)
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(f"{where} does not hold timestamps: {error}") from error
+    if stamps.isna().any():
+        raise ConfigurationError(f"{where} has missing dates: give every point a date")
+    result: np.ndarray = stamps.dt.tz_convert(None).astype("datetime64[us]").to_numpy().astype(
+        np.int64)
+    return result
+
+
+def _plain_points(points: Any) -> list[Any]:
+    """Shapely points from a point, ``(x, y)`` pairs, GeoJSON or a list of these."""
+    if isinstance(points, shapely.Geometry):
+        return [points]
+    if isinstance(points, dict):
+        if points.get("type") == "FeatureCollection":
+            return [shapely.geometry.shape(f["geometry"]) for f in points["features"]]
+        if points.get("type") == "Feature":
+            return [shapely.geometry.shape(points["geometry"])]
+        return [shapely.geometry.shape(points)]
+    if isinstance(points, (list, tuple)):
+        if len(points) in (2, 3) and all(isinstance(v, (int, float)) for v in points):
+            return [shapely.Point(*points)]
+        out: list[Any] = []
+        for item in points:
+            out.extend(_plain_points(item))
+        return out
+    raise ConfigurationError(
+        f"cannot read points from {type(points).__name__}: pass shapely points, (x, y) "
+        "pairs, GeoJSON, a GeoDataFrame, a pandas DataFrame or an Arrow table (with "
+        "xy_columns= or a 'geometry' column), or a dask DataFrame")
+
+
+def _read_points(points: Any, geometry_crs: Any, xy_columns: tuple[str, str] | None,
+                 date_column: str | None, dates: Any) -> _Points:
+    """Normalise every accepted form of points (see :func:`sample_points`)."""
+    import pandas as pd
+
+    crs = CRS.from_user_input(geometry_crs)
+    kind: Literal["arrow", "pandas", "geopandas", "plain"]
+    columns: list[str] | None
+    if isinstance(points, pa.Table):
+        kind, frame, columns = "arrow", points, points.column_names
+    elif isinstance(points, pd.DataFrame):
+        is_geo = hasattr(points, "geometry") and hasattr(points, "crs") \
+            and type(points).__name__ == "GeoDataFrame"
+        kind, frame, columns = ("geopandas" if is_geo else "pandas"), points, list(points.columns)
+    else:
+        kind, frame, columns = "plain", None, None
+    if kind == "plain":
+        if hasattr(points, "crs") and hasattr(points, "values"):  # GeoSeries: its CRS wins
+            if points.crs is not None:
+                crs = CRS.from_user_input(points.crs)
+            points = list(points.values)
+        xs, ys = _geometry_xy(_plain_points(points), "points")
+    elif xy_columns is not None:
+        missing = [c for c in xy_columns if c not in (columns or [])]
+        if missing:
+            raise ConfigurationError(f"xy_columns {missing} are not columns of the points; "
+                                     f"columns are {columns}")
+        xs = np.asarray(frame[xy_columns[0]], dtype=np.float64)
+        ys = np.asarray(frame[xy_columns[1]], dtype=np.float64)
+    elif kind == "geopandas":
+        if frame.crs is not None:
+            crs = CRS.from_user_input(frame.crs)
+        xs, ys = _geometry_xy(list(frame.geometry.values), "the GeoDataFrame's geometry")
+    elif "geometry" in (columns or []):
+        values = frame["geometry"].to_pylist() if kind == "arrow" else list(frame["geometry"])
+        xs, ys = _geometry_xy(values, "the 'geometry' column")
+    else:
+        raise ConfigurationError(
+            f"cannot find the points' coordinates in columns {columns}: pass "
+            "xy_columns=('x', 'y') naming the coordinate columns, or a 'geometry' column "
+            "of shapely points or WKB")
+    if len(xs) and crs.is_geographic and (
+            np.nanmin(xs) < -180 or np.nanmax(xs) > 360 or np.nanmin(ys) < -90
+            or np.nanmax(ys) > 90):
+        raise ConfigurationError(
+            f"point coordinates look projected but geometry_crs is {crs.name} (degrees): pass "
+            "geometry_crs= the points' CRS (an EPSG code such as the collection's)")
+    times: np.ndarray | None = None
+    if date_column is not None and dates is not None:
+        raise ConfigurationError("pass date_column= or dates=, not both")
+    if date_column is not None:
+        if columns is None or date_column not in columns:
+            raise ConfigurationError(
+                f"date_column {date_column!r} is not a column of the points; columns are "
+                f"{columns} (plain points take per-point timestamps through dates=)")
+        column = frame[date_column]
+        times = _parse_times(column.to_pandas() if kind == "arrow" else column,
+                             f"date_column {date_column!r}")
+    elif dates is not None:
+        times = _parse_times(dates, "dates")
+        if len(times) != len(xs):
+            raise ConfigurationError(f"dates has {len(times)} values for {len(xs)} points")
+    if columns is not None:
+        clash = [c for c in ADDED_COLUMNS if c in columns]
+        if clash:
+            raise ConfigurationError(
+                f"the points already have column(s) {clash}, which sample_points adds: "
+                "rename them first")
+    return _Points(xs, ys, crs, times, kind, frame)
+
+
+# -- matching points to scenes --------------------------------------------------------------
+def _candidate_rows(collection: Collection, date_range: DateRange | None) -> list[int]:
+    """Rows within ``date_range``, oldest first (undated scenes last)."""
+    ids = set(collection.subset(date_range=date_range).table["id"].to_pylist()) \
+        if date_range is not None else None
+    scene_ids = collection.table["id"].to_pylist()
+    times = collection.table["datetime"].to_pylist()
+    rows = [r for r in range(len(scene_ids)) if ids is None or scene_ids[r] in ids]
+    return sorted(rows, key=lambda r: (times[r] is None, times[r], r))
+
+
+def _pixels(view: BandView, points: _Points) -> tuple[np.ndarray, np.ndarray]:
+    """``(col, row)`` of the full-resolution pixel holding each point in ``view``."""
+    epsg, transform = view._georeferencing()
+    xs, ys = points.xs, points.ys
+    if not points.crs.equals(view.crs):
+        xs, ys = transformer(points.crs, view.crs).transform(xs, ys)
+    cols, rows = _apply(~transform, xs, ys)
+    return np.floor(cols).astype(np.int64), np.floor(rows).astype(np.int64)
+
+
+def _match(points: _Points, covered: np.ndarray, scene_times: np.ndarray, match: Match,
+           max_days: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(point, scene)`` index pairs (scenes are columns of ``covered``, oldest first),
+    ordered by point, then time."""
+    eligible = covered.copy()
+    if points.times is not None:
+        days = (scene_times[None, :] - points.times[:, None]) / _US_PER_DAY
+        if max_days is not None:
+            eligible &= np.abs(days) <= max_days
+        if match == "latest":
+            eligible &= days <= 0
+    if match == "all":
+        pairs = np.nonzero(eligible)
+        return pairs[0], pairs[1]
+    if match == "latest":  # the last eligible column: columns are oldest first
+        last = eligible.shape[1] - 1 - np.argmax(eligible[:, ::-1], axis=1)
+        keep = eligible.any(axis=1)
+        return np.nonzero(keep)[0], last[keep]
+    assert points.times is not None
+    gap = np.where(eligible, np.abs(scene_times[None, :] - points.times[:, None]), np.inf)
+    best = np.argmin(gap, axis=1)  # ties: the earlier scene
+    keep = eligible.any(axis=1)
+    return np.nonzero(keep)[0], best[keep]
+
+
+# -- reading the pixels ---------------------------------------------------------------------
+def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets of the ``(2r+1)²`` window, row-major."""
+    d = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(d, d, indexing="ij")
+    return dy.ravel(), dx.ravel()
+
+
+async def _read_band(cog: CogFile, view: BandView, cols: np.ndarray, rows: np.ndarray,
+                     out: np.ndarray, limit: asyncio.Semaphore) -> None:
+    """Fill ``out`` (same shape as ``cols``) with the pixels at ``(cols, rows)``,
+    fetching each tile they touch once; pixels outside the image keep ``out``'s
+    fill."""
+    tw, th = view.tile_width, view.tile_height
+    inside = (cols >= 0) & (rows >= 0) & (cols < view.width) & (rows < view.height)
+    across = -(-view.width // tw)
+    flat = np.flatnonzero(inside)
+    if not len(flat):
+        return
+    c, r = cols.ravel()[flat], rows.ravel()[flat]
+    keys = (r // th) * across + c // tw
+    order = np.argsort(keys, kind="stable")
+    keys, flat, c, r = keys[order], flat[order], c[order], r[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    target = out.reshape(-1)
+
+    async def tile(start: int, end: int) -> None:
+        ty, tx = divmod(int(keys[start]), across)
+        async with limit:
+            data = await cog.read_async((tx * tw, ty * th, tw, th), bands=[view.band_index])
+        target[flat[start:end]] = data[0, r[start:end] - ty * th, c[start:end] - tx * tw]
+
+    await asyncio.gather(*(tile(int(s), int(e)) for s, e in zip(starts, ends)))
+
+
+def _band_dtype(views: Sequence[BandView]) -> np.dtype:
+    return np.result_type(*(v.header().levels[0].dtype for v in views)) if views \
+        else np.dtype(np.float64)
+
+
+def _invalid(values: np.ndarray, nodata: Any) -> np.ndarray:
+    if values.dtype.kind == "f":
+        bad: np.ndarray = np.isnan(values)
+        return bad if nodata is None or np.isnan(nodata) else bad | (values == nodata)
+    return values == nodata if nodata is not None else np.zeros(values.shape, bool)
+
+
+# -- the public function --------------------------------------------------------------------
+def sample_points(
+    collection: Collection, points: Any, bands: Sequence[str], *,
+    geometry_crs: Any = 4326, backend: Backend | None = None, match: Match = "all",
+    date_column: str | None = None, dates: Any = None, max_days: float | None = None,
+    mask_band: str | None = None, mask_values: Sequence[float] | None = None,
+    max_distance_pixels: int = 0, neighbourhood: int | None = None,
+    xy_columns: tuple[str, str] | None = None, date_range: DateRange | None = None,
+    validate: bool = True, _allow_empty: bool = False,
+) -> Any:
+    """Values of ``bands`` at ``points``: see :func:`rasteret.analysis.sample_points`,
+    which documents every argument (this is its implementation)."""
+    check_option("match", match, MATCH)
+    if _is_dask(points):
+        return _sample_dask(
+            collection, points, bands, geometry_crs=geometry_crs, backend=backend,
+            match=match, date_column=date_column, max_days=max_days, mask_band=mask_band,
+            mask_values=mask_values, max_distance_pixels=max_distance_pixels,
+            neighbourhood=neighbourhood, xy_columns=xy_columns, date_range=date_range,
+            validate=validate, dates=dates)
+    if not len(collection):
+        raise NoCoverageError(
+            f"collection {collection.name!r} is empty (built from "
+            f"{collection.manifest.get('source')}); rebuild it with a wider bbox or date range")
+    bands = collection.check_bands(list(bands))
+    if mask_band is not None:
+        collection.check_bands([mask_band])
+        if not mask_values:
+            raise ConfigurationError(
+                f"mask_band={mask_band!r} needs mask_values=, the classes to treat as invalid "
+                "(e.g. Sentinel-2 SCL mask_values=[3, 8, 9, 10])")
+    elif mask_values:
+        raise ConfigurationError("mask_values= needs mask_band=, the band holding the classes")
+    if not isinstance(max_distance_pixels, int) or max_distance_pixels < 0:
+        raise ConfigurationError(
+            f"max_distance_pixels must be a whole number of pixels >= 0; got "
+            f"{max_distance_pixels!r}")
+    if neighbourhood is not None and (not isinstance(neighbourhood, int) or neighbourhood < 1
+                                      or neighbourhood % 2 == 0):
+        raise ConfigurationError(
+            f"neighbourhood must be an odd number of pixels (1, 3, 5...), the side of the "
+            f"window centred on each point's pixel; got {neighbourhood!r}")
+    parsed = _read_points(points, geometry_crs, xy_columns, date_column, dates)
+    if match == "nearest" and parsed.times is None:
+        raise ConfigurationError(
+            "match='nearest' needs the points' dates: pass date_column= (a column of the "
+            "points) or dates= (one timestamp per point)")
+
+    candidates = _candidate_rows(collection, date_range)
+    reference = dict(zip(candidates, collection.band_views(bands[0], candidates)))
+    candidates = [r for r in candidates if reference[r] is not None]
+    scene_times = np.array([
+        np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64) if t is not None
+        else np.iinfo(np.int64).min // 2
+        for t in collection.table["datetime"].take(pa.array(candidates, pa.int64())).to_pylist()
+    ], dtype=np.int64)
+    n = len(parsed.xs)
+    covered = np.zeros((n, len(candidates)), bool)
+    centre_cols = np.zeros((n, len(candidates)), np.int64)
+    centre_rows = np.zeros((n, len(candidates)), np.int64)
+    for k, row in enumerate(candidates):
+        view = reference[row]
+        assert view is not None
+        cols, lines = _pixels(view, parsed)
+        centre_cols[:, k], centre_rows[:, k] = cols, lines
+        covered[:, k] = (cols >= 0) & (lines >= 0) & (cols < view.width) & (lines < view.height)
+    point_of, scene_of = _match(parsed, covered, scene_times, match, max_days)
+
+    read_bands = bands + ([mask_band] if mask_band is not None and mask_band not in bands
+                          else [])
+    views = {b: dict(zip(candidates, collection.band_views(b, candidates))) for b in read_bands}
+    dtypes = {b: _band_dtype([v for v in views[b].values() if v is not None])
+              for b in read_bands}
+    radius = max(max_distance_pixels, (neighbourhood or 1) // 2)
+    dy, dx = _offsets(radius)
+    jobs = len(point_of)
+    values = {b: np.empty((jobs, len(dy)), dtypes[b]) for b in read_bands}
+    nodata = {b: nodata_for_dtype(next((v.nodata for v in views[b].values() if v is not None),
+                                       None), dtypes[b]) for b in read_bands}
+    if jobs:
+        resolved = backend_for_collection(collection, backend)
+        _read_all(collection, candidates, views, reference, read_bands, point_of, scene_of,
+                  centre_cols, centre_rows, dy, dx, values, nodata, resolved, validate)
+
+    # The valid pixel nearest the centre: offsets in order of distance, then row, column.
+    distance = np.hypot(dy, dx)
+    search = np.lexsort((dx, dy, distance))
+    search = search[distance[search] <= max_distance_pixels]
+    invalid = np.zeros((jobs, len(dy)), bool)
+    for b in bands:
+        for s in np.unique(scene_of):
+            view = views[b][candidates[int(s)]]
+            own = nodata_for_dtype(view.nodata, dtypes[b]) if view is not None else nodata[b]
+            rows_s = scene_of == s
+            invalid[rows_s] |= _invalid(values[b][rows_s], own)
+    if mask_band is not None:
+        invalid |= np.isin(values[mask_band], np.asarray(mask_values))
+    candidates_ok = ~invalid[:, search]
+    found = candidates_ok.any(axis=1)
+    chosen = np.where(found, search[np.argmax(candidates_ok, axis=1)], len(dy) // 2)
+    distance_pixels = np.where(found, distance[chosen], np.nan)
+    distance_days = (np.abs(scene_times[scene_of] - parsed.times[point_of]) / _US_PER_DAY
+                     if parsed.times is not None else np.full(jobs, np.nan))
+    band_values: dict[str, Any] = {}
+    for b in bands:
+        if neighbourhood is None:
+            band_values[b] = values[b][np.arange(jobs), chosen]
+        else:
+            half = neighbourhood // 2
+            window = (np.abs(dy) <= half) & (np.abs(dx) <= half)
+            band_values[b] = values[b][:, window].reshape(jobs, neighbourhood, neighbourhood)
+    if not jobs and not _allow_empty:
+        raise NoCoverageError(
+            f"no scene of collection {collection.name!r} covers the points"
+            + (" within max_days" if max_days is not None else ""))
+    rows_taken = pa.array([candidates[s] for s in scene_of], pa.int64())
+    added = {
+        "point_index": point_of.astype(np.int64),
+        "id": collection.table["id"].take(rows_taken),
+        "datetime": collection.table["datetime"].take(rows_taken),
+        "distance_pixels": distance_pixels,
+        "distance_days": distance_days,
+    }
+    return _output(parsed, point_of, added, band_values, bands, neighbourhood)
+
+
+def _read_all(collection: Collection, candidates: list[int],
+              views: dict[str, dict[int, BandView | None]],
+              reference: dict[int, BandView | None], read_bands: list[str],
+              point_of: np.ndarray, scene_of: np.ndarray, centre_cols: np.ndarray,
+              centre_rows: np.ndarray, dy: np.ndarray, dx: np.ndarray,
+              values: dict[str, np.ndarray], nodata: dict[str, Any], backend: Backend,
+              validate: bool) -> None:
+    """Read every pixel of every job's window, one request per distinct tile."""
+    limit: asyncio.Semaphore | None = None
+    tasks = []
+    for s in np.unique(scene_of):
+        row = candidates[int(s)]
+        ref = reference[row]
+        assert ref is not None
+        jobs = np.flatnonzero(scene_of == s)
+        cols = centre_cols[point_of[jobs], s][:, None] + dx[None, :]
+        lines = centre_rows[point_of[jobs], s][:, None] + dy[None, :]
+        for b in read_bands:
+            view = views[b][row]
+            if view is None:
+                collection.band_view(row, b)  # raises, naming the scene and the band
+                continue
+            out = np.full((len(jobs), len(dy)), nodata[b], values[b].dtype)
+            c, r = cols, lines
+            assert view.transform is not None and ref.transform is not None
+            if view.transform != ref.transform or view.epsg != ref.epsg:
+                # Another grid (e.g. a 20 m mask band beside 10 m bands): the pixel of
+                # this band holding each window pixel's centre.
+                x, y = _apply(ref.transform, cols + 0.5, lines + 0.5)
+                if view.epsg != ref.epsg:
+                    x, y = transformer(ref.crs, view.crs).transform(x, y)
+                fc, fr = _apply(~view.transform, x, y)
+                c, r = np.floor(fc).astype(np.int64), np.floor(fr).astype(np.int64)
+            cog = view.cog(backend, validate=validate)
+            tasks.append((cog, view, c, r, out, b, jobs))
+
+    async def run() -> None:
+        nonlocal limit
+        limit = asyncio.Semaphore(_TILES_IN_FLIGHT)
+        await asyncio.gather(*(_read_band(cog, view, c, r, out, limit)
+                               for cog, view, c, r, out, _, _ in tasks))
+
+    run_sync(run())
+    for _, _, _, _, out, b, jobs in tasks:
+        values[b][jobs] = out
+
+
+# -- output ---------------------------------------------------------------------------------
+def _arrow_values(data: np.ndarray, neighbourhood: int | None) -> pa.Array:
+    if neighbourhood is None:
+        return pa.array(data)
+    flat = pa.array(data.reshape(-1))
+    inner = pa.FixedSizeListArray.from_arrays(flat, neighbourhood)
+    return pa.FixedSizeListArray.from_arrays(inner, neighbourhood)
+
+
+def _output(parsed: _Points, point_of: np.ndarray, added: dict[str, Any],
+            band_values: dict[str, Any], bands: list[str], neighbourhood: int | None) -> Any:
+    """The result in the input's own kind: the user's columns, the added ones, bands."""
+    import pandas as pd
+
+    if parsed.kind == "arrow":
+        table = parsed.frame.take(pa.array(point_of, pa.int64()))
+        for name, column in added.items():
+            table = table.append_column(name, column if isinstance(
+                column, (pa.Array, pa.ChunkedArray)) else pa.array(column))
+        for b in bands:
+            table = table.append_column(b, _arrow_values(band_values[b], neighbourhood))
+        return table
+    columns: dict[str, Any] = {}
+    for name, column in added.items():
+        columns[name] = column.to_pandas() if isinstance(column, (pa.Array, pa.ChunkedArray)) \
+            else column
+    for b in bands:
+        columns[b] = band_values[b] if neighbourhood is None else list(band_values[b])
+    extra = pd.DataFrame(columns)
+    if parsed.kind == "plain":
+        return extra
+    user = parsed.frame.iloc[point_of].reset_index(drop=True)
+    for name in extra.columns:
+        user[name] = extra[name].array  # both indexes run 0..n-1; dtypes kept
+    return user
+
+
+# -- dask -----------------------------------------------------------------------------------
+def _morton(points: _Points) -> np.ndarray:
+    """A Z-order key of each point's position in degrees: nearby points get nearby
+    keys, so sorting by it makes each partition cover a compact area."""
+    xs, ys = points.xs, points.ys
+    degrees = CRS.from_epsg(4326)
+    if not points.crs.equals(degrees):
+        xs, ys = transformer(points.crs, degrees).transform(xs, ys)
+    scale = (1 << _MORTON_BITS) - 1
+    qx = np.clip((np.asarray(xs) + 180) / 360 * scale, 0, scale).astype(np.uint64)
+    qy = np.clip((np.asarray(ys) + 90) / 180 * scale, 0, scale).astype(np.uint64)
+    key = np.zeros(len(qx), np.uint64)
+    for bit in range(_MORTON_BITS):
+        key |= ((qx >> np.uint64(bit)) & np.uint64(1)) << np.uint64(2 * bit)
+        key |= ((qy >> np.uint64(bit)) & np.uint64(1)) << np.uint64(2 * bit + 1)
+    return key.astype(np.int64)
+
+
+def _key_partition(frame: pd.DataFrame, geometry_crs: Any, xy_columns: tuple[str, str] | None,
+                   name: str) -> pd.DataFrame:
+    parsed = _read_points(frame, geometry_crs, xy_columns, None, None)
+    return frame.assign(**{name: _morton(parsed)})
+
+
+def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequence[str],
+                      key: str, options: dict[str, Any]) -> Any:
+    labels = frame.index.to_numpy()
+    frame = frame.drop(columns=[key]).reset_index(drop=True)
+    out = sample_points(collection, frame, bands, _allow_empty=True, **options)
+    if labels.dtype.kind in "iu":  # the row's own index label: its position in the input
+        out["point_index"] = labels[out["point_index"].to_numpy()].astype(np.int64)
+    return out
+
+
+def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
+                 dates: Any, **options: Any) -> Any:
+    """Sample a dask DataFrame partition by partition, after sorting it by a Morton key."""
+    from dask.delayed import delayed
+
+    if dates is not None:
+        raise ConfigurationError(
+            "a dask DataFrame of points takes its dates through date_column=, not dates=")
+    key = "_rasteret_point_key"
+    keyed = points.map_partitions(_key_partition, options["geometry_crs"],
+                                  options["xy_columns"], key,
+                                  meta=points._meta.assign(**{key: np.int64(0)}))
+    ordered = keyed.sort_values(key)
+    # Computed on the empty frame: the columns and dtypes, without reading a pixel.
+    meta = _sample_partition(ordered._meta, collection, bands, key, options)
+    shared = delayed(collection, pure=True)
+    return ordered.map_partitions(_sample_partition, shared, list(bands), key, options,
+                                  meta=meta, align_dataframes=False)
+
+
+__all__ = ["sample_points"]
