@@ -1,0 +1,301 @@
+"""Lazy, chunked xarray (issue 14, item 3): ``get_xarray(chunks=...)`` returns dask
+arrays whose values, coordinates and attributes equal the eager call's, under the
+threaded scheduler and a 2-process ``distributed.LocalCluster``; tasks reuse their
+process's backend (one store per worker, not per task); ``chunks="auto"`` puts chunk
+edges on the tile grid; and ``.to_zarr()`` of an output four times a worker's memory
+limit streams through workers that never exceed it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import threading
+import time
+
+import dask
+import distributed
+import numpy as np
+import pyarrow as pa
+import pytest
+import shapely
+import xarray as xr
+
+import rasteret
+from rasteret import lazy
+from rasteret.errors import ConfigurationError
+from rasteret.io.backend import Backend
+from testbed.scenes import write_scenes
+
+BANDS = ["B04", "B08"]
+#: Crosses tile edges (256 px) and the east edge of the first scene.
+BOUNDS = (500_000 + 180 * 10, 4_100_000 - 520 * 10, 500_000 + 760 * 10, 4_100_000 - 30 * 10)
+CHUNKS = {"time": 1, "y": 128, "x": 200}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lazy")
+    utm33 = write_scenes(root / "z33", count=3, size=600, tile=256, shift=200, seed=5,
+                         bands=("B04", "B08"), label=False, days_between=7)
+    utm32 = write_scenes(root / "z32", count=1, size=600, tile=256, seed=9, epsg=32632,
+                         origin=(1_034_000.0, 4_117_000.0), bands=("B04", "B08"), label=False,
+                         start=utm33[-1].datetime.replace(day=28))
+    utm32[0].id = "S2X_SYN_Z32"
+    return utm33, utm32
+
+
+def build(scenes, workspace, name):
+    rows = [{"id": s.id, "datetime": s.datetime, "B04": str(s.files["B04"]),
+             "B08": str(s.files["B08"]), "eo:cloud_cover": s.cloud_cover} for s in scenes]
+    return rasteret.build_from_table(pa.Table.from_pylist(rows), name=name,
+                                     href_columns=BANDS, workspace_dir=workspace,
+                                     progress=False)
+
+
+@pytest.fixture(scope="module")
+def utm(scenes, tmp_path_factory):
+    return build(scenes[0], tmp_path_factory.mktemp("ws"), "utm33")
+
+
+@pytest.fixture(scope="module")
+def mixed(scenes, tmp_path_factory):
+    return build(scenes[0] + scenes[1], tmp_path_factory.mktemp("ws2"), "mixed")
+
+
+def assert_same(lazy_ds: xr.Dataset, eager: xr.Dataset) -> None:
+    """Values (NaN-aware), dtypes, coordinates and attributes all equal."""
+    for band in eager.data_vars:
+        if band == "id":
+            continue
+        assert dask.is_dask_collection(lazy_ds[band].data), band
+    computed = lazy_ds.compute()
+    assert list(computed.data_vars) == list(eager.data_vars)
+    for band in eager.data_vars:
+        assert computed[band].dtype == eager[band].dtype, band
+        np.testing.assert_array_equal(computed[band].values, eager[band].values)
+        assert computed[band].attrs == eager[band].attrs, band
+        assert computed[band].dims == eager[band].dims
+    for name in ("time", "y", "x"):
+        np.testing.assert_array_equal(computed[name].values, eager[name].values)
+    assert computed["spatial_ref"].attrs == eager["spatial_ref"].attrs
+    assert computed.attrs == eager.attrs
+    xr.testing.assert_identical(computed, eager)
+
+
+@pytest.mark.parametrize("options", [{}, {"masked": True}, {"apply_scale": True}])
+def test_threaded_equals_eager(utm, options):
+    eager = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, **options)
+    with dask.config.set(scheduler="threads"):
+        assert_same(utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS,
+                                   **options), eager)
+
+
+def test_polygon_mask_and_time_chunks_equal_eager(utm):
+    triangle = shapely.Polygon([(502_000, 4_097_000), (505_000, 4_097_000),
+                                (503_500, 4_095_000)])
+    eager = utm.get_xarray(triangle, ["B08"], geometry_crs=32633)
+    chunked = utm.get_xarray(triangle, ["B08"], geometry_crs=32633,
+                             chunks={"time": 2, "y": 64, "x": -1})
+    assert chunked["B08"].data.chunks[0] == (2, 1)
+    with dask.config.set(scheduler="threads"):
+        assert_same(chunked, eager)
+
+
+def test_reprojected_mosaic_equals_eager(mixed):
+    # A box spanning both zones: the 32N scene is reprojected onto the 33N grid.
+    box = (14.99, 37.02, 15.06, 37.07)
+    eager = mixed.get_xarray(box, BANDS, masked=True)
+    with dask.config.set(scheduler="threads"):
+        assert_same(mixed.get_xarray(box, BANDS, masked=True, chunks="auto"), eager)
+
+
+def test_several_geometries_give_several_lazy_datasets(utm):
+    boxes = [BOUNDS, (501_000, 4_096_000, 503_000, 4_098_000)]
+    eager = utm.get_xarray(boxes, BANDS, geometry_crs=32633)
+    chunked = utm.get_xarray(boxes, BANDS, geometry_crs=32633, chunks=CHUNKS)
+    assert isinstance(chunked, list) and len(chunked) == 2
+    for one, other in zip(chunked, eager):
+        assert_same(one, other)
+
+
+def test_nothing_is_read_until_computed(utm, monkeypatch):
+    calls = []
+    original = lazy._read_block
+    monkeypatch.setattr(lazy, "_read_block", lambda *a: calls.append(1) or original(*a))
+    ds = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS)
+    assert not calls
+    # One task per band, scene and spatial chunk.
+    assert ds["B04"].data.npartitions == 3 * 4 * 3
+    ds["B04"].isel(time=0, y=slice(0, 10), x=slice(0, 10)).compute(scheduler="threads")
+    assert len(calls) == 1  # only the one chunk that holds those pixels
+
+
+def test_auto_chunks_fall_on_the_tile_grid(utm):
+    # The box starts 180 px into the scene: the first chunk runs to the 256-px tile
+    # edge, the next ones are whole tiles (2048 rounded to 256 px tiles).
+    bounds = (500_000 + 180 * 10, 4_100_000 - 590 * 10, 500_000 + 590 * 10, 4_100_000 - 10 * 10)
+    ds = utm.get_xarray(bounds, ["B04"], geometry_crs=32633, chunks="auto")
+    time_chunks, y_chunks, x_chunks = ds["B04"].data.chunks
+    assert time_chunks == (1, 1, 1)
+    assert x_chunks[0] == 256 - 180 and y_chunks[0] == 256 - 10
+    assert sum(x_chunks) == 410 and sum(y_chunks) == 580
+    grid = lazy.chunk_layout("auto", _grid(7000, 9000), 5, _view(utm))
+    assert grid[1] == (2048, 2048, 2048, 2048, 808) and grid[0] == (1,) * 5
+
+
+def _grid(width, height):
+    from affine import Affine
+    from pyproj import CRS
+
+    from rasteret.read.warp import GridSpec
+
+    return GridSpec(CRS.from_epsg(32633), Affine(10, 0, 500_000, 0, -10, 4_100_000), width,
+                    height)
+
+
+def _view(collection):
+    return collection.band_view(0, "B04")
+
+
+@pytest.mark.parametrize("chunks", ["big", {"band": 1, "z": 3}, {"y": 0}, {"x": 1.5}, 5])
+def test_bad_chunks_are_refused(utm, chunks):
+    with pytest.raises(ConfigurationError, match="chunks"):
+        utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=chunks)
+
+
+def test_skip_is_refused_for_lazy_reads(utm):
+    with pytest.raises(ConfigurationError, match="on_error"):
+        utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS, on_error="skip")
+
+
+def test_views_in_the_graph_hold_only_their_own_record(utm):
+    view = utm.band_view(1, "B04")
+    small = lazy._detached(view)
+    assert len(small._source) == 1 and small.record() == view.record()
+    assert small.href == view.href
+
+
+def test_tasks_reuse_the_process_backend(utm, monkeypatch):
+    builds = []
+    original = Backend._build_store
+    monkeypatch.setattr(Backend, "_build_store",
+                        lambda self, target: builds.append(target) or original(self, target))
+    # A description no other test used: this process keeps no backend for it yet.
+    backend = rasteret.create_backend(region="lazy-reuse-test")
+    ds = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS, backend=backend)
+    ds.compute(scheduler="threads")
+    ds.compute(scheduler="threads")
+    assert len(builds) == 1  # 72 tasks, two computes: one local store
+    token = lazy.backend_token(backend)
+    copy = pickle.loads(pickle.dumps(backend))
+    assert lazy.backend_token(copy) == token
+    assert lazy.process_backend(token, copy) is lazy.process_backend(token, backend)
+
+
+def _count_store_builds() -> None:
+    """Runs on each worker: count the stores its backends build."""
+    import rasteret.io.backend as module
+
+    module.BUILDS = 0  # type: ignore[attr-defined]
+    original = module.Backend._build_store
+
+    def counting(self, target):
+        module.BUILDS += 1  # type: ignore[attr-defined]
+        return original(self, target)
+
+    module.Backend._build_store = counting
+
+
+def _store_builds() -> int:
+    import rasteret.io.backend as module
+
+    return int(module.BUILDS)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as local, \
+            distributed.Client(local) as client:
+        yield client
+
+
+def test_distributed_equals_eager_with_one_store_per_worker(utm, cluster):
+    cluster.run(_count_store_builds)
+    for options in ({}, {"apply_scale": True}):
+        eager = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, **options)
+        chunked = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS, **options)
+        assert_same(chunked, eager)  # computed by the client (the default scheduler now)
+    builds = cluster.run(_store_builds)
+    # 144 tasks over 2 workers; a worker that ran any builds its one store once.
+    assert sum(builds.values()) >= 1 and all(count <= 1 for count in builds.values())
+
+
+# -- bigger than memory: .to_zarr() streams ------------------------------------------------
+#: Worker memory limit; a worker with rasteret and dask imported holds about 170 MB.
+MEMORY_LIMIT = 300_000_000
+#: One 4096² uint16 scene (33.5 MB) listed 36 times: 1.2 GB of output, 4x the limit.
+TIMES = 36
+
+
+@pytest.fixture(scope="module")
+def big(nginx_server, tmp_path_factory):
+    scene = write_scenes(nginx_server.root / "lazy-big", count=1, size=4096, tile=512,
+                         bands=("B04",), label=False, overviews=False, seed=3)[0]
+    relative = scene.files["B04"].relative_to(nginx_server.root)
+    href = f"{nginx_server.url}/{relative.as_posix()}"
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    rows = [{"id": f"copy-{i:02d}", "datetime": start + dt.timedelta(days=i), "B04": href}
+            for i in range(TIMES)]
+    collection = rasteret.build_from_table(
+        pa.Table.from_pylist(rows), name="big", href_columns=["B04"],
+        workspace_dir=tmp_path_factory.mktemp("ws-big"), progress=False)
+    return collection, scene
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def test_to_zarr_streams_four_times_the_worker_memory(big, tmp_path):
+    collection, scene = big
+    t = scene.transform if hasattr(scene, "transform") else None
+    bounds = (500_000, 4_100_000 - 4096 * 10, 500_000 + 4096 * 10, 4_100_000)
+    assert t is None or (t.c, t.f) == (500_000, 4_100_000)
+    ds = collection.get_xarray(bounds, ["B04"], geometry_crs=32633,
+                               chunks={"time": 1, "y": 2048, "x": 2048})
+    assert ds["B04"].nbytes >= 4 * MEMORY_LIMIT
+    # No spilling to disk: a worker must hold its tasks in memory or be paused/killed.
+    settings = {"distributed.worker.memory.target": False,
+                "distributed.worker.memory.spill": False}
+    with dask.config.set(settings), distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+            memory_limit=MEMORY_LIMIT) as local, distributed.Client(local) as client:
+        workers = set(client.scheduler_info()["workers"])
+        peaks: dict[str, int] = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                for address, rss in client.run(_rss).items():
+                    peaks[address] = max(peaks.get(address, 0), rss)
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            ds.to_zarr(tmp_path / "out.zarr", mode="w")
+        finally:
+            done.set()
+            watcher.join()
+        assert set(client.scheduler_info()["workers"]) == workers  # none was restarted
+    assert peaks and max(peaks.values()) < MEMORY_LIMIT, peaks
+    stored = xr.open_zarr(tmp_path / "out.zarr")
+    assert stored["B04"].shape == (TIMES, 4096, 4096)
+    rasterio = pytest.importorskip("rasterio")
+    with rasterio.open(scene.files["B04"]) as src:
+        truth = src.read(1)
+    for t in (0, TIMES // 2, TIMES - 1):
+        np.testing.assert_array_equal(stored["B04"][t].values, truth)
