@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
+import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
@@ -40,6 +41,7 @@ from rasteret.analysis import (
     _check_degrees,
     _dataset,
     _inside_mask,
+    _segment,
     _single_geometry,
     choose_grid,
     covering_rows,
@@ -52,7 +54,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, OnError, Resampling, check_option
-from rasteret.read.warp import GridSpec, read_into_grid
+from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
 if TYPE_CHECKING:
@@ -106,9 +108,8 @@ class _Read:
     token: str
     backend: Backend
     grid: GridSpec
-    geometry: shapely.Geometry
-    crs: CRS
-    mask: bool
+    #: The geometry in the grid's CRS when pixels outside it become nodata, else None.
+    outline: shapely.Geometry | None
     resampling: Resampling
     validate: bool
     dtype: np.dtype
@@ -149,17 +150,25 @@ def _read_block(read: _Read, scenes: Sequence[_Scene], band: str,
 
     raw = np.stack([a[0].astype(read.dtype, copy=False) for a in run_sync(read_all())])
     nodata = nodata_for_dtype(views[0].nodata, read.dtype)
-    if read.mask and not isinstance(read.geometry, shapely.Point):
-        raw[:, ~_inside_mask(grid, read.geometry, read.crs)] = nodata
+    if read.outline is not None:
+        t = grid.transform
+        # The block's pixel centres: all inside (or all outside) the outline skip the
+        # per-pixel test, which only blocks on the outline need.
+        centres = shapely.box(t.c + 0.5 * t.a, t.f + (grid.height - 0.5) * t.e,
+                              t.c + (grid.width - 0.5) * t.a, t.f + 0.5 * t.e)
+        if shapely.disjoint(read.outline, centres):
+            raw[:] = nodata
+        elif not shapely.contains(read.outline, centres):
+            raw[:, ~_inside_mask(grid, read.outline, grid.crs)] = nodata
     if not (read.masked or read.apply_scale):
         return raw
     out = np.empty(raw.shape, np.float32)
-    for t, view in enumerate(views):
+    for index, view in enumerate(views):
         if read.apply_scale:
             # float64 arithmetic as in the eager call, so equal scenes round alike.
-            out[t] = raw[t].astype(np.float64) * view.scale + view.offset
+            out[index] = raw[index].astype(np.float64) * view.scale + view.offset
         else:
-            out[t] = raw[t]
+            out[index] = raw[index]
     out[raw == nodata] = np.nan
     return out
 
@@ -291,8 +300,14 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)
 
     token = backend_token(backend)
-    read = _Read(token, backend, grid, geometry, crs, mask, resampling, validate, dtype,
-                 masked, apply_scale)
+    outline = None
+    if mask and not isinstance(geometry, shapely.Point):
+        # Reprojected once here, as the eager call reprojects it for its mask.
+        outline = geometry if crs.equals(grid.crs) else shapely.ops.transform(
+            transformer(crs, grid.crs).transform,
+            shapely.segmentize(geometry, _segment(geometry)))
+    read = _Read(token, backend, grid, outline, resampling, validate, dtype, masked,
+                 apply_scale)
     name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),
                     mask, masked, apply_scale, resampling, validate, time_chunks, y_chunks,
                     x_chunks)
