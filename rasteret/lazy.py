@@ -190,12 +190,22 @@ def _edges(size: int, step: int, first: int = 0) -> tuple[int, ...]:
 def _aligned(size: int, tile: int, offset: float) -> tuple[int, ...]:
     """Chunks of about :data:`AUTO_EDGE` whose edges fall on the native tile grid
     (``offset``: the output's first pixel in the reference image's pixels), so no tile
-    is read by two tasks."""
+    is read by two tasks.
+
+    The edges sit where the image's pixel index is a multiple of the step (a whole
+    number of tiles); a first or last piece shorter than half a step joins its
+    neighbour, so chunks stay between half a step and one and a half.
+    """
     step = tile * max(1, round(AUTO_EDGE / tile))
     start = round(offset)
     if abs(offset - start) > 1e-6:  # not on the native pixel grid: nothing to align to
         return _edges(size, step)
-    return _edges(size, step, (-start) % tile)
+    edges = [0, *range((-start) % step or step, size, step), size]
+    if len(edges) > 2 and edges[1] < step // 2:
+        del edges[1]
+    if len(edges) > 2 and edges[-1] - edges[-2] < step // 2:
+        del edges[-2]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
 
 
 def chunk_layout(chunks: Chunks, grid: GridSpec, times: int, reference: BandView | None
@@ -203,8 +213,9 @@ def chunk_layout(chunks: Chunks, grid: GridSpec, times: int, reference: BandView
     """The ``(time, y, x)`` chunk sizes for ``chunks`` over ``grid``.
 
     ``"auto"`` (for all dimensions or one) takes one scene per time chunk and spatial
-    chunks of about :data:`AUTO_EDGE` pixels whose edges fall on the tile grid of
-    ``reference`` (the first scene on the output grid), so no tile is read twice.
+    chunks of about :data:`AUTO_EDGE` pixels (half to one and a half times that) whose
+    edges fall on the tile grid of ``reference`` (the first scene on the output grid),
+    so no tile is read twice.
 
     Raises:
         ConfigurationError: An unknown dimension or a size that is not a positive

@@ -130,17 +130,41 @@ def test_nothing_is_read_until_computed(utm, monkeypatch):
     assert len(calls) == 1  # only the one chunk that holds those pixels
 
 
-def test_auto_chunks_fall_on_the_tile_grid(utm):
-    # The box starts 180 px into the scene: the first chunk runs to the 256-px tile
-    # edge, the next ones are whole tiles (2048 rounded to 256 px tiles).
-    bounds = (500_000 + 180 * 10, 4_100_000 - 590 * 10, 500_000 + 590 * 10, 4_100_000 - 10 * 10)
+def test_auto_chunks_fall_on_the_tile_grid(utm, monkeypatch):
+    # Spatial chunks of about one tile (256 px) here. The box starts 180 px into the
+    # scenes: chunk edges fall where the scenes' pixel index is a multiple of 256; the
+    # 76-px first piece joins the next chunk.
+    monkeypatch.setattr(lazy, "AUTO_EDGE", 256)
+    bounds = (500_000 + 180 * 10, 4_100_000 - 590 * 10, 500_000 + 990 * 10, 4_100_000 - 10 * 10)
+    eager = utm.get_xarray(bounds, ["B04"], geometry_crs=32633)
     ds = utm.get_xarray(bounds, ["B04"], geometry_crs=32633, chunks="auto")
     time_chunks, y_chunks, x_chunks = ds["B04"].data.chunks
     assert time_chunks == (1, 1, 1)
-    assert x_chunks[0] == 256 - 180 and y_chunks[0] == 256 - 10
-    assert sum(x_chunks) == 410 and sum(y_chunks) == 580
-    grid = lazy.chunk_layout("auto", _grid(7000, 9000), 5, _view(utm))
-    assert grid[1] == (2048, 2048, 2048, 2048, 808) and grid[0] == (1,) * 5
+    assert x_chunks == (332, 256, 222)
+    assert y_chunks == (246, 334)  # edges at 256 px; the 78-px last piece joined
+    assert_same(ds, eager)
+
+
+def test_auto_chunks_on_a_large_grid():
+    layout = lazy.chunk_layout("auto", _grid(7000, 9000), 5, None)
+    assert layout == ((1,) * 5, (2048,) * 4 + (808,), (2048, 2048, 2048, 856))
+    # A grid 180 px into a scene of 512-px tiles: edges at the scene's multiples of
+    # 2048 px (1868 px into the grid), the 1868-px first chunk kept (over half a step).
+    layout = lazy.chunk_layout("auto", _grid(5000, 100), 1, _ShiftedView(col=180))
+    assert layout[2] == (1868, 2048, 1084) and layout[1] == (100,)
+
+
+class _ShiftedView:
+    """The fields chunk_layout reads from a reference view: a 512-px tiled scene whose
+    top-left corner is ``col`` pixels west of the grid's."""
+
+    def __init__(self, col):
+        from affine import Affine
+        from pyproj import CRS
+
+        self.crs = CRS.from_epsg(32633)
+        self.transform = Affine(10, 0, 500_000 - col * 10, 0, -10, 4_100_000)
+        self.tile_width = self.tile_height = 512
 
 
 def _grid(width, height):
@@ -151,10 +175,6 @@ def _grid(width, height):
 
     return GridSpec(CRS.from_epsg(32633), Affine(10, 0, 500_000, 0, -10, 4_100_000), width,
                     height)
-
-
-def _view(collection):
-    return collection.band_view(0, "B04")
 
 
 @pytest.mark.parametrize("chunks", ["big", {"band": 1, "z": 3}, {"y": 0}, {"x": 1.5}, 5])
