@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -475,10 +475,19 @@ class Collection:
         resolution: float | tuple[float, float] | None = None,
         resampling: Resampling = "nearest", mask: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True,
+        validate: bool = True, chunks: str | Mapping[str, int | str | None] | None = None,
     ) -> xr.Dataset | list[xr.Dataset]:
         """Pixels as an ``xarray.Dataset`` (one variable per band, dims time/y/x, CF
-        grid mapping). See :func:`rasteret.analysis.get_xarray`."""
+        grid mapping). See :func:`rasteret.analysis.get_xarray`; with ``chunks=``
+        (``"auto"`` or e.g. ``{"time": 1, "y": 2048, "x": 2048}``) the variables are
+        dask arrays read lazily, see :func:`rasteret.lazy.get_xarray`."""
+        if chunks is not None:
+            lazy: xr.Dataset | list[xr.Dataset] = _module("rasteret.lazy").get_xarray(
+                self, geometries, bands, chunks=chunks, masked=masked,
+                apply_scale=apply_scale, geometry_crs=geometry_crs, backend=backend,
+                target_crs=target_crs, resolution=resolution, resampling=resampling,
+                mask=mask, date_range=date_range, on_error=on_error, validate=validate)
+            return lazy
         datasets: xr.Dataset | list[xr.Dataset] = _module("rasteret.analysis").get_xarray(
             self, geometries, bands, masked=masked, apply_scale=apply_scale,
             geometry_crs=geometry_crs, backend=backend, target_crs=target_crs,

@@ -1,0 +1,425 @@
+"""Lazy, chunked xarray: ``Collection.get_xarray(..., chunks=...)`` on Dask.
+
+The driver does only what needs no pixel: it finds the covering scenes, chooses the
+output grid (:func:`rasteret.analysis.choose_grid`), and computes the coordinates
+(``time``, ``y``, ``x``), the attributes and the CF grid mapping exactly as the eager
+:func:`rasteret.analysis.get_xarray` does. Every variable is a dask array whose tasks
+each read one block ``(times, y-chunk, x-chunk)`` of one band, tile-exactly, from the
+collection's stored headers (no header request).
+
+What travels in the task graph is small and self-contained: one key per scene holding
+the band views of that scene only (its own tile tables, not the collection's), and one
+key holding the read's description (grid, geometry, options, and the
+:class:`~rasteret.io.backend.Backend`, which pickles to its description). A worker
+process turns that description into one live backend and keeps it (see
+:func:`process_backend`), so its object stores, connection pools and credential tokens
+are built once per process, not once per task.
+
+This module imports dask only when called (the ``rasteret[dask]`` extra); ``import
+rasteret`` never loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+import shapely.ops
+from affine import Affine
+from pyproj import CRS
+
+from rasteret.analysis import (
+    AreaResult,
+    CRSLike,
+    _check_degrees,
+    _dataset,
+    _inside_mask,
+    _segment,
+    _single_geometry,
+    choose_grid,
+    covering_rows,
+    to_geometries,
+)
+from rasteret.band import BandView
+from rasteret.collection import Collection, DateRange
+from rasteret.errors import ConfigurationError, NoCoverageError
+from rasteret.io.backend import Backend
+from rasteret.io.cloud_config import backend_for_collection
+from rasteret.io.runtime import run_sync
+from rasteret.options import ON_ERROR, OnError, Resampling, check_option
+from rasteret.read.warp import GridSpec, read_into_grid, transformer
+from rasteret.tiff.geo import nodata_for_dtype
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+#: What ``chunks=`` accepts: ``"auto"``, or sizes per dimension (``time``, ``y``,
+#: ``x``; ``-1`` or None for the whole dimension, ``"auto"`` for rasteret's choice).
+Chunks = str | Mapping[str, int | str | None]
+
+#: Target edge of an automatic spatial chunk in pixels (rounded to whole tiles): 2048²
+#: uint16 pixels are 8 MB, a task of a few hundred milliseconds.
+AUTO_EDGE = 2048
+
+# -- the per-process backend ----------------------------------------------------------------
+_backends: dict[str, Backend] = {}
+_backends_lock = threading.Lock()
+
+
+def backend_token(backend: Backend) -> str:
+    """A name for ``backend``'s description (equal descriptions, equal names)."""
+    return hashlib.sha256(pickle.dumps(backend)).hexdigest()
+
+
+def process_backend(token: str, backend: Backend) -> Backend:
+    """This process's live backend for the description named ``token``.
+
+    The first task of a worker process to arrive keeps its (unpickled) ``backend``;
+    later tasks get that same object back, with the stores, connection pools and
+    credential tokens it already built. In the process that built the graph the
+    driver's own backend is kept, so a threaded compute reuses its stores too.
+
+    Args:
+        token: :func:`backend_token` of ``backend``.
+        backend: The backend a task received.
+
+    Returns:
+        The backend to read with.
+    """
+    kept = _backends.get(token)
+    if kept is None:
+        with _backends_lock:
+            kept = _backends.setdefault(token, backend)
+    return kept
+
+
+# -- what a task receives -------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Read:
+    """The description shared by every task of one geometry's read."""
+
+    token: str
+    backend: Backend
+    grid: GridSpec
+    #: The geometry in the grid's CRS when pixels outside it become nodata, else None.
+    outline: shapely.Geometry | None
+    resampling: Resampling
+    validate: bool
+    dtype: np.dtype
+    masked: bool
+    apply_scale: bool
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """The views of one scene's bands (each holding only its own record)."""
+
+    views: dict[str, BandView]
+
+
+def _detached(view: BandView) -> BandView:
+    """A copy of ``view`` holding only its own record, so it pickles small (a view
+    normally points into the whole column of the collection)."""
+    return dataclasses.replace(view, _source=view._source.take([view._index]), _index=0)
+
+
+def _read_block(read: _Read, scenes: Sequence[_Scene], band: str,
+                rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """Read one block of one band: ``(len(scenes), rows, cols)`` of the output grid,
+    converted as the eager call converts it (dtype, mask, NaN nodata, scale)."""
+    backend = process_backend(read.token, read.backend)
+    (top, bottom), (left, right) = rows, cols
+    grid = GridSpec(read.grid.crs, read.grid.transform @ Affine.translation(left, top),
+                    right - left, bottom - top)
+    views = [scene.views[band] for scene in scenes]
+
+    async def read_all() -> list[np.ndarray]:
+        import asyncio
+
+        return list(await asyncio.gather(*(
+            read_into_grid(view.cog(backend, validate=read.validate), grid,
+                           bands=[view.band_index], resampling=read.resampling)
+            for view in views)))
+
+    raw = np.stack([a[0].astype(read.dtype, copy=False) for a in run_sync(read_all())])
+    nodata = nodata_for_dtype(views[0].nodata, read.dtype)
+    if read.outline is not None:
+        t = grid.transform
+        # The block's pixel centres: all inside (or all outside) the outline skip the
+        # per-pixel test, which only blocks on the outline need.
+        centres = shapely.box(t.c + 0.5 * t.a, t.f + (grid.height - 0.5) * t.e,
+                              t.c + (grid.width - 0.5) * t.a, t.f + 0.5 * t.e)
+        if shapely.disjoint(read.outline, centres):
+            raw[:] = nodata
+        elif not shapely.contains(read.outline, centres):
+            raw[:, ~_inside_mask(grid, read.outline, grid.crs)] = nodata
+    if not (read.masked or read.apply_scale):
+        return raw
+    out = np.empty(raw.shape, np.float32)
+    for index, view in enumerate(views):
+        if read.apply_scale:
+            # float64 arithmetic as in the eager call, so equal scenes round alike.
+            out[index] = raw[index].astype(np.float64) * view.scale + view.offset
+        else:
+            out[index] = raw[index]
+    out[raw == nodata] = np.nan
+    return out
+
+
+# -- chunk layout ---------------------------------------------------------------------------
+def _edges(size: int, step: int, first: int = 0) -> tuple[int, ...]:
+    """Chunk sizes along a dimension of ``size``: a first chunk of ``first`` (when
+    positive, to reach an aligned edge), then ``step`` each."""
+    sizes: list[int] = []
+    if 0 < first < size:
+        sizes.append(first)
+    done = sum(sizes)
+    while done < size:
+        sizes.append(min(step, size - done))
+        done += sizes[-1]
+    return tuple(sizes)
+
+
+def _aligned(size: int, tile: int, offset: float) -> tuple[int, ...]:
+    """Chunks of about :data:`AUTO_EDGE` whose edges fall on the native tile grid
+    (``offset``: the output's first pixel in the reference image's pixels), so no tile
+    is read by two tasks.
+
+    The edges sit where the image's pixel index is a multiple of the step (a whole
+    number of tiles); a first or last piece shorter than half a step joins its
+    neighbour, so chunks stay between half a step and one and a half.
+    """
+    step = tile * max(1, round(AUTO_EDGE / tile))
+    start = round(offset)
+    if abs(offset - start) > 1e-6:  # not on the native pixel grid: nothing to align to
+        return _edges(size, step)
+    edges = [0, *range((-start) % step or step, size, step), size]
+    if len(edges) > 2 and edges[1] < step // 2:
+        del edges[1]
+    if len(edges) > 2 and edges[-1] - edges[-2] < step // 2:
+        del edges[-2]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+
+def chunk_layout(chunks: Chunks, grid: GridSpec, times: int, reference: BandView | None
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The ``(time, y, x)`` chunk sizes for ``chunks`` over ``grid``.
+
+    ``"auto"`` (for all dimensions or one) takes one scene per time chunk and spatial
+    chunks of about :data:`AUTO_EDGE` pixels (half to one and a half times that) whose
+    edges fall on the tile grid of ``reference`` (the first scene on the output grid),
+    so no tile is read twice.
+
+    Raises:
+        ConfigurationError: An unknown dimension or a size that is not a positive
+            integer, -1, None or ``"auto"``.
+    """
+    spec: Mapping[str, int | str | None]
+    if isinstance(chunks, str):
+        if chunks != "auto":
+            raise ConfigurationError(
+                f"chunks={chunks!r}: pass 'auto' or a dict such as "
+                "{'time': 1, 'y': 2048, 'x': 2048}")
+        spec = {}
+    elif isinstance(chunks, Mapping):
+        spec = chunks
+    else:
+        raise ConfigurationError(
+            f"chunks={chunks!r}: pass 'auto' or a dict such as {{'time': 1, 'y': 2048, 'x': 2048}}")
+    unknown = set(spec) - {"time", "y", "x", "band"}
+    if unknown:
+        raise ConfigurationError(
+            f"chunks names unknown dimension(s) {sorted(unknown)}: use 'time', 'y' and 'x'")
+    aligned: dict[str, tuple[int, ...]] = {}
+    native = (reference is not None and reference.transform is not None
+              and reference.crs.equals(grid.crs)
+              and np.isclose(reference.transform.a, grid.transform.a)
+              and np.isclose(reference.transform.e, grid.transform.e))
+    if native:
+        assert reference is not None and reference.transform is not None
+        col, row = ~reference.transform @ (grid.transform.c, grid.transform.f)
+        aligned["x"] = _aligned(grid.width, reference.tile_width, col)
+        aligned["y"] = _aligned(grid.height, reference.tile_height, row)
+    else:
+        aligned["x"] = _edges(grid.width, AUTO_EDGE)
+        aligned["y"] = _edges(grid.height, AUTO_EDGE)
+    aligned["time"] = _edges(times, 1)
+    sizes = {"time": times, "y": grid.height, "x": grid.width}
+    layout: dict[str, tuple[int, ...]] = {}
+    for dim, size in sizes.items():
+        value = spec.get(dim, "auto")
+        if value == "auto":
+            layout[dim] = aligned[dim]
+        elif value is None or value == -1:
+            layout[dim] = (size,)
+        elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            layout[dim] = _edges(size, value)
+        else:
+            raise ConfigurationError(
+                f"chunks[{dim!r}]={value!r}: pass a positive number of pixels (or scenes), "
+                "-1 for the whole dimension, or 'auto'")
+    return layout["time"], layout["y"], layout["x"]
+
+
+# -- the public entry point -----------------------------------------------------------------
+def _import_dask() -> Any:
+    try:
+        import dask.array
+    except ImportError as exc:
+        raise ImportError(
+            "get_xarray(chunks=...) needs dask: pip install 'rasteret[dask]'") from exc
+    return dask.array
+
+
+def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
+                  bands: list[str], chunks: Chunks, *, backend: Backend,
+                  target_crs: CRSLike | None,
+                  resolution: float | tuple[float, float] | None, resampling: Resampling,
+                  mask: bool, masked: bool, apply_scale: bool,
+                  date_range: DateRange | None, validate: bool) -> xr.Dataset:
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    array = _import_dask()
+    _check_degrees(geometry, crs, collection)
+    rows = covering_rows(collection, geometry, crs, date_range)
+    if not rows:
+        raise NoCoverageError(
+            f"no scene of collection {collection.name!r} covers {geometry.bounds} "
+            f"({crs.name}); its scenes cover {collection.bounds} in degrees")
+    views: dict[str, list[BandView]] = {}
+    for band in bands:
+        found = collection.band_views(band, rows)
+        for row, view in zip(rows, found):
+            if view is None:
+                collection.band_view(row, band)  # raises, naming the scene and the band
+        views[band] = [v for v in found if v is not None]
+    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
+                       resolution=resolution)
+    # As the eager call: one dtype for all bands, and each band's nodata in it.
+    dtype = np.result_type(*(v.cog(backend).dtype for b in bands for v in views[b]))
+    nodata = [nodata_for_dtype(views[b][0].nodata, dtype) for b in bands]
+    reference = next((v for v in views[bands[0]]
+                      if v.georeferenced and v.crs.equals(grid.crs)), None)
+    time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)
+
+    token = backend_token(backend)
+    outline = None
+    if mask and not isinstance(geometry, shapely.Point):
+        # Reprojected once here, as the eager call reprojects it for its mask.
+        outline = geometry if crs.equals(grid.crs) else shapely.ops.transform(
+            transformer(crs, grid.crs).transform,
+            shapely.segmentize(geometry, _segment(geometry)))
+    read = _Read(token, backend, grid, outline, resampling, validate, dtype, masked,
+                 apply_scale)
+    name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),
+                    mask, masked, apply_scale, resampling, validate, time_chunks, y_chunks,
+                    x_chunks)
+    read_key = f"rasteret-read-{name}"
+    scene_name = f"rasteret-scene-{name}"
+    graph: dict[Any, Any] = {read_key: read}
+    for t in range(len(rows)):
+        graph[(scene_name, t)] = _Scene({b: _detached(views[b][t]) for b in bands})
+    out_dtype = np.dtype(np.float32) if (masked or apply_scale) else dtype
+    y_edges = np.cumsum((0, *y_chunks))
+    x_edges = np.cumsum((0, *x_chunks))
+    t_edges = np.cumsum((0, *time_chunks))
+    shared = f"rasteret-shared-{name}"
+    data: dict[str, Any] = {}
+    for band in bands:
+        layer_name = f"rasteret-{band}-{name}"
+        layer: dict[Any, Any] = {}
+        for i in range(len(time_chunks)):
+            scenes = [(scene_name, t) for t in range(t_edges[i], t_edges[i + 1])]
+            for j in range(len(y_chunks)):
+                for k in range(len(x_chunks)):
+                    layer[(layer_name, i, j, k)] = (
+                        _read_block, read_key, scenes, band,
+                        (int(y_edges[j]), int(y_edges[j + 1])),
+                        (int(x_edges[k]), int(x_edges[k + 1])))
+        hlg = HighLevelGraph({layer_name: layer, shared: graph},
+                             {layer_name: {shared}, shared: set()})
+        data[band] = array.Array(hlg, layer_name, (time_chunks, y_chunks, x_chunks),
+                                 dtype=out_dtype, meta=np.empty((0, 0, 0), out_dtype))
+
+    # The eager call's coordinates and attributes, on an AreaResult without pixels.
+    result = AreaResult(array.stack([data[b] for b in bands], axis=1), grid, rows, bands,
+                        nodata, views)
+    dataset = _dataset(collection, result, False, False)
+    for band in bands:
+        variable = dataset[band]
+        if masked or apply_scale:  # the eager call keeps no nodata once it is NaN
+            variable.attrs.pop("nodata", None)
+            variable.attrs.pop("_FillValue", None)
+        if apply_scale:
+            variable.attrs.pop("scale_factor", None)
+            variable.attrs.pop("add_offset", None)
+        dataset[band] = variable.copy(data=data[band])
+    return dataset
+
+
+def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
+               chunks: Chunks = "auto", masked: bool = False, apply_scale: bool = False,
+               geometry_crs: CRSLike = 4326, backend: Backend | None = None,
+               target_crs: CRSLike | None = None,
+               resolution: float | tuple[float, float] | None = None,
+               resampling: Resampling = "nearest", mask: bool = True,
+               date_range: DateRange | None = None, on_error: OnError = "raise",
+               validate: bool = True) -> xr.Dataset | list[xr.Dataset]:
+    """Pixels as an ``xarray.Dataset`` of dask arrays: nothing is read until computed.
+
+    The coordinates, attributes and values equal :func:`rasteret.analysis.get_xarray`'s;
+    each chunk is read by one task (one band, one block of ``(time, y, x)``) through
+    its process's backend. Compute with any Dask scheduler: the local threads, or a
+    ``distributed.Client`` (``.to_zarr()`` streams results larger than memory).
+
+    Args:
+        collection: The collection to read.
+        geometries: As for :func:`rasteret.analysis.get_numpy`.
+        bands: Band names.
+        chunks: ``"auto"`` (one scene per time chunk and about 2048² pixels per
+            spatial chunk, with edges on the native tile grid so no tile is read by
+            two tasks), or sizes per dimension such as ``{"time": 1, "y": 2048,
+            "x": 2048}`` (``-1`` for a whole dimension, ``"auto"`` for one).
+        masked, apply_scale: As for :func:`rasteret.analysis.get_xarray`.
+        geometry_crs, backend, target_crs, resolution, resampling, mask, date_range,
+            validate: As for :func:`rasteret.analysis.get_numpy`.
+        on_error: Only ``"raise"``: a lazy read fixes its scenes (the ``time``
+            coordinate) before any is read, so it cannot leave failed ones out.
+
+    Returns:
+        A Dataset for one geometry, else a list of Datasets.
+
+    Raises:
+        ConfigurationError: Bad ``chunks``, unknown band, or ``on_error="skip"``.
+        NoCoverageError: No scene covers a geometry, or the collection is empty.
+        ImportError: dask is not installed (``pip install 'rasteret[dask]'``).
+    """
+    check_option("on_error", on_error, ON_ERROR)
+    if on_error != "raise":
+        raise ConfigurationError(
+            f"get_xarray(chunks=..., on_error={on_error!r}): a lazy read cannot leave out "
+            "scenes that fail (its time coordinate is fixed before reading); use "
+            "on_error='raise', or read eagerly (chunks=None) to skip failed scenes")
+    _import_dask()
+    if not len(collection):
+        raise NoCoverageError(
+            f"collection {collection.name!r} is empty; rebuild it with a wider bbox or date "
+            "range")
+    bands = collection.check_bands(list(bands))
+    shapes, crs = to_geometries(geometries, geometry_crs)
+    resolved = backend_for_collection(collection, backend)
+    datasets = [
+        _lazy_dataset(collection, shape, crs, bands, chunks, backend=resolved,
+                      target_crs=target_crs, resolution=resolution, resampling=resampling,
+                      mask=mask, masked=masked, apply_scale=apply_scale,
+                      date_range=date_range, validate=validate)
+        for shape in shapes]
+    return datasets[0] if _single_geometry(geometries) else datasets
