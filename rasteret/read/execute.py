@@ -2,7 +2,7 @@
 the thread pool as soon as its bytes arrive, and paste them into the output array.
 
 The compressed bytes fetched but not yet decoded are bounded per event loop
-(:data:`IN_FLIGHT_BYTES`): a read of a large area streams through a fixed working
+(:data:`IN_FLIGHT_BYTES_PER_THREAD`): a read of a large area streams through a fixed working
 set instead of holding every tile's bytes at once.
 """
 
@@ -22,10 +22,11 @@ from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_
 from rasteret.tiff.codecs import decode_chunk
 from rasteret.tiff.header import ByteOrder, ImageLevel
 
-#: Compressed bytes one event loop has requested but not yet decoded (and released).
-#: Enough to keep every decode thread fed across tens of milliseconds of latency, small
-#: beside the output of a large read.
-IN_FLIGHT_BYTES = 192 * 1024 * 1024
+#: Compressed bytes one event loop may have requested but not yet decoded, per decode
+#: thread (at least 32 MiB in all): a decode thread eats about 150 MB/s of deflate input,
+#: so this keeps every thread fed across a tenth of a second of latency while staying
+#: small beside the output of a large read.
+IN_FLIGHT_BYTES_PER_THREAD = 16 * 1024 * 1024
 
 
 class ByteBudget:
@@ -85,7 +86,8 @@ def in_flight_budget(loop: asyncio.AbstractEventLoop) -> ByteBudget:
     if entry is None or entry[0] is not loop:
         for key in [k for k, (other, _) in _budgets.items() if other.is_closed()]:
             del _budgets[key]
-        entry = _budgets[id(loop)] = (loop, ByteBudget(IN_FLIGHT_BYTES))
+        limit = max(32 * 1024 * 1024, IN_FLIGHT_BYTES_PER_THREAD * decode_pool()._max_workers)
+        entry = _budgets[id(loop)] = (loop, ByteBudget(limit))
     return entry[1]
 
 
