@@ -5,8 +5,10 @@ These functions are the collection's analysis methods (``Collection.get_numpy``,
 :mod:`rasteret.collection` and use its band views and :mod:`rasteret.read` (grids,
 windows, warping).
 
-Every read uses the collection's stored headers (no header request) and keeps all
-tiles of all scenes of a request in flight at once. Scenes in one CRS come back on
+Every read uses the collection's stored headers (no header request) and keeps the
+tiles of all scenes of a request in flight at once, within a fixed budget of
+compressed bytes; each tile is decoded straight into its scene's slice of the result
+(memory: the output plus a fixed working set). Scenes in one CRS come back on
 their native grid (equal to rasterio's windowed reads); a request spanning several
 CRS is reprojected to one grid: the most common CRS among the scenes that cover the
 geometry, at the native resolution of its first scene, unless ``target_crs`` /
