@@ -5,8 +5,10 @@ These functions are the collection's analysis methods (``Collection.get_numpy``,
 :mod:`rasteret.collection` and use its band views and :mod:`rasteret.read` (grids,
 windows, warping).
 
-Every read uses the collection's stored headers (no header request) and keeps all
-tiles of all scenes of a request in flight at once. Scenes in one CRS come back on
+Every read uses the collection's stored headers (no header request) and keeps the
+tiles of all scenes of a request in flight at once, within a fixed budget of
+compressed bytes; each tile is decoded straight into its scene's slice of the result
+(memory: the output plus a fixed working set). Scenes in one CRS come back on
 their native grid (equal to rasterio's windowed reads); a request spanning several
 CRS is reprojected to one grid: the most common CRS among the scenes that cover the
 geometry, at the native resolution of its first scene, unless ``target_crs`` /
@@ -197,14 +199,49 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
 
 
 # -- reading --------------------------------------------------------------------------------
-def _inside_mask(grid: GridSpec, geometry: shapely.Geometry, crs: CRS) -> np.ndarray:
+#: Rows of the output whose pixel centres are tested against a polygon at once.
+_MASK_ROWS = 256
+
+
+def _mask_outside(data: np.ndarray, grid: GridSpec, geometry: shapely.Geometry, crs: CRS,
+                  nodata: list[Any]) -> None:
+    """Set the pixels of ``data`` (time, band, y, x) whose centre lies outside
+    ``geometry`` to each band's nodata, in place and in blocks of rows (the working set
+    stays fixed however large the area)."""
     shape = _reproject(geometry, crs, grid.crs)
     t = grid.transform
-    cols = t.c + (np.arange(grid.width) + 0.5) * t.a
-    rows = t.f + (np.arange(grid.height) + 0.5) * t.e
-    xx, yy = np.meshgrid(cols, rows)
-    inside: np.ndarray = shapely.contains_xy(shape, xx, yy)
-    return inside
+    xs = t.c + (np.arange(grid.width) + 0.5) * t.a
+    ys = t.f + (np.arange(grid.height) + 0.5) * t.e
+    if not t.b and not t.d and shapely.equals(shape, shapely.box(*shape.bounds)):
+        # An axis-aligned rectangle: inside is a product of a column and a row range
+        # (strict comparisons: a centre on the boundary is not contained, as in
+        # shapely.contains_xy).
+        minx, miny, maxx, maxy = shape.bounds
+        cols = np.flatnonzero((xs > minx) & (xs < maxx))
+        lines = np.flatnonzero((ys > miny) & (ys < maxy))
+        if not len(cols) or not len(lines):
+            for index, value in enumerate(nodata):
+                data[:, index] = value
+            return
+        c0, c1, r0, r1 = cols[0], cols[-1] + 1, lines[0], lines[-1] + 1
+        for index, value in enumerate(nodata):
+            band = data[:, index]
+            band[:, :r0] = value
+            band[:, r1:] = value
+            band[:, r0:r1, :c0] = value
+            band[:, r0:r1, c1:] = value
+        return
+    shapely.prepare(shape)
+    for top in range(0, grid.height, _MASK_ROWS):
+        bottom = min(top + _MASK_ROWS, grid.height)
+        xx, yy = np.meshgrid(xs, ys[top:bottom])
+        outside = ~shapely.contains_xy(shape, xx, yy)
+        if not outside.any():
+            continue
+        for index, value in enumerate(nodata):
+            block = data[:, index, top:bottom]
+            np.copyto(block, np.asarray(value, dtype=data.dtype),
+                      where=np.broadcast_to(outside, block.shape))
 
 
 async def _read_area(
@@ -223,37 +260,44 @@ async def _read_area(
     views = {b: _views(collection, rows, b) for b in bands}
     grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
-    caches = ChunkCaches(memory_bytes=64 * 1024 * 1024, whole_chunks=False)
+    # No tile memory: each tile of a scene is read once; the caches only let reads
+    # of one file (bands of a multi-band COG) share its requests and decodes.
+    caches = ChunkCaches(memory_bytes=0, whole_chunks=False)
     cogs = {(t, b): views[b][t].cog(backend, caches, validate=validate)
             for t in range(len(rows)) for b in bands}
-    arrays = await asyncio.gather(*(
+    # Every scene and band decodes straight into its slice of the result: no per-scene
+    # arrays, no stacking copy.
+    dtype = np.result_type(*(cog.dtype for cog in cogs.values()))
+    data = np.empty((len(rows), len(bands), grid.height, grid.width), dtype)
+    outcomes = await asyncio.gather(*(
         read_into_grid(cogs[(t, b)], grid, bands=[views[b][t].band_index],
-                       resampling=resampling)
-        for t in range(len(rows)) for b in bands
+                       resampling=resampling, out=data[t, i : i + 1])
+        for t in range(len(rows)) for i, b in enumerate(bands)
     ), return_exceptions=True)
-    failed = {rows[i // len(bands)] for i, a in enumerate(arrays) if isinstance(a, BaseException)}
+    failed = {rows[i // len(bands)] for i, a in enumerate(outcomes)
+              if isinstance(a, BaseException)}
     if failed:
-        first = next(a for a in arrays if isinstance(a, BaseException))
+        first = next(a for a in outcomes if isinstance(a, BaseException))
         if on_error == "raise" or not isinstance(first, RasteretError):
             raise first
         ids = [collection.table["id"][r].as_py() for r in sorted(failed)]
         warnings.warn(f"skipped {len(failed)} scene(s) that failed to read: {ids} ({first})",
                       stacklevel=3)
         keep = [i for i, r in enumerate(rows) if r not in failed]
-        arrays = [arrays[k * len(bands) + b] for k in keep for b in range(len(bands))]
+        if not keep:
+            raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
+        # Move the scenes kept to the front in place (no copy of the whole result).
+        for slot, k in enumerate(keep):
+            if slot != k:
+                data[slot] = data[k]
+        kept = np.result_type(*(cogs[(k, b)].dtype for k in keep for b in bands))
+        data = data[: len(keep)] if kept == dtype else data[: len(keep)].astype(kept)
+        dtype = kept
         rows = [rows[k] for k in keep]
         views = {b: [views[b][k] for k in keep] for b in bands}
-        if not rows:
-            raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
-    read: list[np.ndarray] = [a for a in arrays if not isinstance(a, BaseException)]
-    dtype = np.result_type(*(a.dtype for a in read))
-    data = np.stack([a[0].astype(dtype, copy=False) for a in read]).reshape(
-        len(rows), len(bands), grid.height, grid.width)
     nodata = [nodata_for_dtype(views[b][0].nodata, dtype) for b in bands]
     if mask and not isinstance(geometry, shapely.Point):
-        outside = ~_inside_mask(grid, geometry, crs)
-        for index, value in enumerate(nodata):
-            data[:, index][:, outside] = value
+        _mask_outside(data, grid, geometry, crs, nodata)
     return AreaResult(data, grid, rows, bands, nodata, views)
 
 
@@ -379,9 +423,13 @@ def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, mask
     ).tz_convert(None)
     data = _scaled(result) if apply_scale else result.data
     if masked and not apply_scale:
-        data = data.astype(np.float32)
+        # One scene and band at a time: no full-size temporaries beside the result.
+        data = np.empty(result.data.shape, np.float32)
         for index, value in enumerate(result.nodata):
-            data[:, index][result.data[:, index] == value] = np.nan
+            for time in range(data.shape[0]):
+                raw = result.data[time, index]
+                data[time, index] = raw
+                np.copyto(data[time, index], np.float32(np.nan), where=raw == value)
     t = result.grid.transform
     spatial_ref = xr.DataArray(0, attrs={
         **result.grid.crs.to_cf(),

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
-import shapely.ops
 from affine import Affine
 from pyproj import CRS
 
@@ -40,8 +39,8 @@ from rasteret.analysis import (
     CRSLike,
     _check_degrees,
     _dataset,
-    _inside_mask,
-    _segment,
+    _mask_outside,
+    _reproject,
     _single_geometry,
     choose_grid,
     covering_rows,
@@ -54,7 +53,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, OnError, Resampling, check_option
-from rasteret.read.warp import GridSpec, read_into_grid, transformer
+from rasteret.read.warp import GridSpec, read_into_grid
 from rasteret.tiff.geo import nodata_for_dtype
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ def _read_block(read: _Read, scenes: Sequence[_Scene], band: str,
         if shapely.disjoint(read.outline, centres):
             raw[:] = nodata
         elif not shapely.contains(read.outline, centres):
-            raw[:, ~_inside_mask(grid, read.outline, grid.crs)] = nodata
+            _mask_outside(raw[:, None], grid, read.outline, grid.crs, [nodata])
     if not (read.masked or read.apply_scale):
         return raw
     out = np.empty(raw.shape, np.float32)
@@ -314,9 +313,7 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     outline = None
     if mask and not isinstance(geometry, shapely.Point):
         # Reprojected once here, as the eager call reprojects it for its mask.
-        outline = geometry if crs.equals(grid.crs) else shapely.ops.transform(
-            transformer(crs, grid.crs).transform,
-            shapely.segmentize(geometry, _segment(geometry)))
+        outline = _reproject(geometry, crs, grid.crs)
     read = _Read(token, backend, grid, outline, resampling, validate, dtype, masked,
                  apply_scale)
     name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),

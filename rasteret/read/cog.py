@@ -15,7 +15,7 @@ from rasteret.io.fetch import FetchStats, ObjectInfo, fetch_head, fetch_ranges
 from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
 from rasteret.read.cache import ChunkCaches
-from rasteret.read.execute import execute_plan
+from rasteret.read.execute import execute_plan, fill_uncovered
 from rasteret.read.plan import Window, plan_window
 from rasteret.tiff.bytesource import ByteSource, MissingBytes
 from rasteret.tiff.codecs import check_supported, compression_name
@@ -265,8 +265,14 @@ class CogFile:
         overview: int | None = None,
         bands: int | Sequence[int] | None = None,
         stats: FetchStats | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Async twin of :meth:`read`."""
+        """Async twin of :meth:`read`.
+
+        ``out`` (optional) is the array to decode into, shaped ``(bands, rows, cols)``
+        in the level's dtype (for example a slice of a larger result): every pixel of it
+        is written, and it is returned.
+        """
         level_index = 0 if overview is None else overview + 1
         level = self._level(overview)
         if level_index:
@@ -274,8 +280,16 @@ class CogFile:
         win = Window.of(window, level)
         indices = self._band_indices(bands)
         fill = nodata_for_dtype(self.nodata, level.dtype)
-        out = np.full((len(indices), win.height, win.width), fill, dtype=level.dtype)
+        shape = (len(indices), win.height, win.width)
+        if out is None:
+            out = np.empty(shape, dtype=level.dtype)
+        elif out.shape != shape or out.dtype != level.dtype:
+            raise ConfigurationError(
+                f"out= must be {level.dtype} shaped {shape} to read {win} of "
+                f"{strip_query(self.url)}, not {out.dtype} {out.shape}")
         plan = plan_window(level, win, indices, file_size=self.size)
+        # Chunks write their own pixels: only the rest needs the fill value.
+        fill_uncovered(out, plan, level, fill)
         return await execute_plan(
             plan,
             level,

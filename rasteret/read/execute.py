@@ -1,9 +1,15 @@
-"""Execute read plans: fetch every range at once, decode each chunk in the thread
-pool as soon as its bytes arrive, and paste it into the output array."""
+"""Execute read plans: fetch the ranges concurrently, decode each range's chunks in
+the thread pool as soon as its bytes arrive, and paste them into the output array.
+
+The compressed bytes fetched but not yet decoded are bounded per event loop
+(:data:`IN_FLIGHT_BYTES_PER_THREAD`): a read of a large area streams through a fixed working
+set instead of holding every tile's bytes at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -15,6 +21,99 @@ from rasteret.read.cache import ChunkCaches, ChunkKey, PendingChunk, chunk_key
 from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
 from rasteret.tiff.header import ByteOrder, ImageLevel
+
+#: Compressed bytes one event loop may have requested but not yet decoded, per decode
+#: thread (at least 32 MiB in all): a decode thread eats about 150 MB/s of deflate input,
+#: so this keeps every thread fed across a tenth of a second of latency while staying
+#: small beside the output of a large read.
+IN_FLIGHT_BYTES_PER_THREAD = 16 * 1024 * 1024
+
+
+class ByteBudget:
+    """Bytes in flight on one event loop: fetches wait for room, decodes give it back.
+
+    A request larger than the whole budget is let through alone, so it never waits
+    forever. Waiters are served first come, first served. Releasing never waits, so
+    a cancelled read always gives its room back.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _fits(self, nbytes: int) -> bool:
+        return self.used == 0 or self.used + nbytes <= self.limit
+
+    async def acquire(self, nbytes: int) -> int:
+        """Wait until ``nbytes`` fit (capped at the limit); returns what was taken."""
+        nbytes = min(int(nbytes), self.limit)
+        if not self._waiters and self._fits(nbytes):
+            self.used += nbytes
+            return nbytes
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((nbytes, future))
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release(nbytes)  # granted just as the waiter was cancelled
+            raise
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        """Give back what :meth:`acquire` took and wake the waiters that now fit."""
+        self.used -= nbytes
+        while self._waiters:
+            wanted, future = self._waiters[0]
+            if future.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            if not self._fits(wanted):
+                break
+            self._waiters.popleft()
+            self.used += wanted
+            future.set_result(None)
+
+
+_budgets: dict[int, tuple[asyncio.AbstractEventLoop, ByteBudget]] = {}
+
+
+def in_flight_budget(loop: asyncio.AbstractEventLoop) -> ByteBudget:
+    """The byte budget shared by every read on ``loop`` (one per loop: its condition
+    belongs to it)."""
+    entry = _budgets.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        for key in [k for k, (other, _) in _budgets.items() if other.is_closed()]:
+            del _budgets[key]
+        limit = max(32 * 1024 * 1024, IN_FLIGHT_BYTES_PER_THREAD * decode_pool()._max_workers)
+        entry = _budgets[id(loop)] = (loop, ByteBudget(limit))
+    return entry[1]
+
+
+def fill_uncovered(out: np.ndarray, plan: ReadPlan, level: ImageLevel, fill: Any) -> None:
+    """Set the pixels of ``out`` that no fetched chunk of ``plan`` will write to ``fill``:
+    the window's parts outside the image and its sparse (empty) chunks.
+
+    ``out`` is shaped like :func:`paste_chunk`'s; with this, a caller may allocate it
+    uninitialised and every pixel is still written exactly once or twice.
+    """
+    window = plan.window
+    top = min(max(-window.row_off, 0), window.height)
+    bottom = max(min(level.height - window.row_off, window.height), top)
+    left = min(max(-window.col_off, 0), window.width)
+    right = max(min(level.width - window.col_off, window.width), left)
+    out[:, :top] = fill
+    out[:, bottom:] = fill
+    out[:, top:bottom, :left] = fill
+    out[:, top:bottom, right:] = fill
+    for chunk in plan.sparse:
+        r0 = max(chunk.row0, window.row_off) - window.row_off
+        r1 = min(chunk.row0 + chunk.rows, window.row_off + window.height) - window.row_off
+        c0 = max(chunk.col0, window.col_off) - window.col_off
+        c1 = min(chunk.col0 + level.chunk_width, window.col_off + window.width) - window.col_off
+        if r0 < r1 and c0 < c1:
+            out[:, r0:r1, c0:c1] = fill
 
 
 def paste_chunk(
@@ -58,9 +157,10 @@ async def execute_plan(
 ) -> np.ndarray:
     """Fill ``out`` with the plan's pixels; pixels no chunk covers keep their value.
 
-    All ranges are requested concurrently; once they arrive, the read's chunks are
-    decoded in one job of the decode pool (one hand-off per read, not per chunk: the
-    many reads of a call keep every decode thread busy while others still transfer).
+    Ranges are requested concurrently within the loop's byte budget; as each range
+    arrives its chunks are decoded in one job of the decode pool (one hand-off per
+    range, not per chunk) straight into ``out``, and its bytes are released, so the
+    memory of a read is ``out`` plus a fixed working set however large the window.
     Decoding stops at the last row the window needs in each chunk, unless ``caches``
     keep whole chunks for later reads.
     With ``caches``, chunks decoded earlier are pasted from memory, chunks stored on
@@ -130,24 +230,31 @@ async def execute_plan(
     async def wait_for(future: asyncio.Future[np.ndarray], chunk: ChunkRead) -> None:
         paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
 
-    async def fetch_and_decode(ranges: list[ByteRange]) -> None:
+    budget = in_flight_budget(loop)
+
+    async def fetch_and_decode(byte_range: ByteRange) -> None:
+        """Fetch one range within the budget, decode its chunks, give the room back."""
+        taken = 0
         try:
-            fetched = await asyncio.gather(*(
-                fetch_range(backend, url, r.start, r.end, stats, version=expected)
-                for r in ranges))
+            taken = await budget.acquire(byte_range.end - byte_range.start)
+            data = await fetch_range(backend, url, byte_range.start, byte_range.end, stats,
+                                     version=expected)
         except BaseException as exc:
-            settle_all([c for r in ranges for c in r.chunks], exc)
+            settle_all(byte_range.chunks, exc)
+            budget.release(taken)
             raise
-        pieces = []
-        for byte_range, data in zip(ranges, fetched):
+        try:
             view = memoryview(data)
+            pieces = []
             for chunk in byte_range.chunks:
                 offset = chunk.start - byte_range.start
                 pieces.append((chunk, view[offset : offset + chunk.length]))
-        if disk is not None:
-            for chunk, piece in pieces:
-                disk.put(chunk_key(url, level, chunk.index), piece, tag)
-        await decode(pieces)
+            if disk is not None:
+                for chunk, piece in pieces:
+                    disk.put(chunk_key(url, level, chunk.index), piece, tag)
+            await decode(pieces)
+        finally:
+            budget.release(taken)
 
     ranges = plan.ranges
     tasks: list[Any] = []
@@ -175,8 +282,7 @@ async def execute_plan(
         if stored:
             tasks.append(decode(stored))
         ranges = merge_ranges(missing, MERGE_GAP)
-    if ranges:
-        tasks.append(fetch_and_decode(ranges))
+    tasks.extend(fetch_and_decode(r) for r in ranges)
 
     # Let every task finish (so every chunk this call owns is settled for the reads
     # waiting on it) before raising the first failure.

@@ -121,10 +121,14 @@ def _sample(
     fill: np.generic,
     nodata: float | None,
     resampling: Resampling,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sample ``data`` (bands, rows, cols) at fractional pixel positions."""
+    """Sample ``data`` (bands, rows, cols) at fractional pixel positions, into ``out``
+    when given (shaped ``(bands,) + src_cols.shape``, any dtype data casts to)."""
     bands, height, width = data.shape
-    out = np.full((bands,) + src_cols.shape, fill, dtype=data.dtype)
+    if out is None:
+        out = np.empty((bands,) + src_cols.shape, dtype=data.dtype)
+    out[...] = fill
     if resampling == "nearest":
         c = np.floor(src_cols).astype(np.int64)
         r = np.floor(src_rows).astype(np.int64)
@@ -173,12 +177,27 @@ async def read_into_grid(
     bands: list[int] | None = None,
     resampling: Resampling = "nearest",
     stats: FetchStats | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read ``bands`` (1-based) of ``cog`` onto ``grid``; pixels outside the file get
     nodata (0 without one).
 
+    On a grid aligned with the file's, tiles are decoded straight into the result
+    (``out`` when given: no other copy of the pixels is made).
+
+    Args:
+        cog: The file.
+        grid: The target grid.
+        bands: 1-based band numbers (None: all).
+        resampling: ``"nearest"`` or ``"bilinear"`` off the file's grid.
+        stats: Optional counter of requests and bytes.
+        out: An array shaped ``(bands, grid.height, grid.width)`` to write into (for
+            example one scene's slice of a time series); the file's dtype for a
+            copy-free read, else any dtype its values cast to.
+
     Returns:
-        An array shaped ``(bands, grid.height, grid.width)`` of the file's dtype.
+        ``out``, or a new array shaped ``(bands, grid.height, grid.width)`` of the
+        file's dtype.
 
     Raises:
         ConfigurationError: Unknown resampling, or the file has no georeferencing.
@@ -186,21 +205,31 @@ async def read_into_grid(
     check_option("resampling", resampling, RESAMPLING)
     if cog.transform is None or cog.crs is None:
         raise ConfigurationError(f"{cog.url} has no georeferencing to place on a grid")
+    count = len(bands) if bands else cog.count
+    if out is not None and out.shape != (count, grid.height, grid.width):
+        raise ConfigurationError(
+            f"out= must be shaped {(count, grid.height, grid.width)} to read {cog.url} onto "
+            f"the grid, not {out.shape}")
     same_crs = cog.crs.equals(grid.crs)
     if same_crs:
         offset = aligned_window(cog.transform, grid)
         if offset is not None:
             window = (offset[0], offset[1], grid.width, grid.height)
-            return await cog.read_async(window, bands=bands, stats=stats)
+            if out is None or out.dtype == cog.dtype:
+                return await cog.read_async(window, bands=bands, stats=stats, out=out)
+            out[...] = await cog.read_async(window, bands=bands, stats=stats)
+            return out
     overview = choose_overview(cog, grid, same_crs)
     src_transform = cog.level_transform(overview)
     assert src_transform is not None  # the file's transform was checked above
     src_cols, src_rows = source_coordinates(src_transform, cog.crs, grid)
     fill = nodata_for_dtype(cog.nodata, cog.dtype)
     finite = np.isfinite(src_cols) & np.isfinite(src_rows)
-    count = len(bands) if bands else cog.count
+    if out is None:
+        out = np.empty((count, grid.height, grid.width), dtype=cog.dtype)
     if not finite.any():
-        return np.full((count, grid.height, grid.width), fill, dtype=cog.dtype)
+        out[...] = fill
+        return out
     col0 = int(math.floor(src_cols[finite].min())) - 1
     row0 = int(math.floor(src_rows[finite].min())) - 1
     col1 = int(math.ceil(src_cols[finite].max())) + 1
@@ -212,10 +241,11 @@ async def read_into_grid(
     col0, row0 = max(col0, 0), max(row0, 0)
     col1, row1 = min(col1, level_width), min(row1, level_height)
     if col0 >= col1 or row0 >= row1:
-        return np.full((count, grid.height, grid.width), fill, dtype=cog.dtype)
+        out[...] = fill
+        return out
     data = await cog.read_async(
         (col0, row0, col1 - col0, row1 - row0), overview=overview, bands=bands, stats=stats
     )
     src_cols = np.where(finite, src_cols - col0, -1.0)
     src_rows = np.where(finite, src_rows - row0, -1.0)
-    return _sample(data, src_cols, src_rows, fill, cog.nodata, resampling)
+    return _sample(data, src_cols, src_rows, fill, cog.nodata, resampling, out=out)
