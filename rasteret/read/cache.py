@@ -8,16 +8,16 @@ Keys name a chunk by file, level and index: ``(href, level key, chunk index)``.
 
 Whether to keep whole tiles can be left to the cache (``whole_chunks="auto"``): a
 whole tile costs a full decode and pays off only when later reads reuse it. The
-cache replays every lookup on a shadow of both policies (keys only, no pixels, the
-same byte budget) and counts the rows each would decode: whole tiles (every miss
-decodes the full tile) against partial tiles (every read decodes down to its last
-row, unless an earlier read of that tile already decoded as far). Every
-:data:`REUSE_WINDOW` lookups it adopts the cheaper policy for the reads that
-follow. Random chips over many scenes rarely meet a tile again before it is
-evicted, so they decode partially; tile-aligned grids, small regions and time
-series meet the same tiles again and keep them whole. The decision follows the
-access pattern each process sees (a DataLoader worker sees only its own batches),
-which no static rule about the sampler can know.
+cache replays every lookup on a shadow of whole-tile caching (keys only, no pixels,
+the same byte budget) and counts the rows it would decode (a full tile per miss)
+against the rows partial decoding does (every read down to its last row). Every
+:data:`REUSE_WINDOW` lookups it adopts the cheaper policy for the reads that follow;
+while partial decoding is the cheaper, no tile is kept (memory stays free). Random
+chips over many scenes rarely meet a tile again before it is evicted, so they decode
+partially; tile-aligned grids, small regions, time series and repeated epochs meet
+the same tiles again and keep them whole. The decision follows the access pattern
+each process sees (a DataLoader worker sees only its own batches), which no static
+rule about the sampler can know.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ REUSE_WINDOW = 256
 
 
 class ReuseShadow:
-    """The rows whole-tile and partial-tile caching would decode for the lookups seen,
-    simulated on keys alone with the cache's byte budget (see the module docstring).
+    """The rows whole-tile caching and partial decoding would decode for the lookups
+    seen, whole tiles simulated on keys alone with the cache's byte budget (see the
+    module docstring).
 
     Not thread-safe on its own: :class:`TileCache` calls it under its lock.
 
@@ -67,27 +68,21 @@ class ReuseShadow:
         self.partial_rows = 0.0
         self.row_bytes = 0
         self._lookups = 0
-        # Key -> rows decoded so far under the partial policy; presence alone means
-        # held under the whole policy.
-        self._keys: OrderedDict[ChunkKey, int] = OrderedDict()
+        self._keys: OrderedDict[ChunkKey, None] = OrderedDict()
 
     def observe(self, key: ChunkKey, rows: int, whole_rows: int) -> None:
         """Count one lookup needing ``rows`` rows of a chunk of ``whole_rows`` rows."""
-        seen = self._keys.get(key)
-        if seen is None:
+        self.partial_rows += rows
+        if key in self._keys:
+            self._keys.move_to_end(key)
+        else:
             self.whole_rows += whole_rows
-            self.partial_rows += rows
-            self._keys[key] = rows
+            self._keys[key] = None
             # Whole tiles of this size that fit the budget (tiles are about square
             # until a decoded tile tells the real bytes per row).
             tile_bytes = whole_rows * (self.row_bytes or 2 * whole_rows)
             while len(self._keys) > max(1, self.max_bytes // max(1, tile_bytes)):
                 self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(key)
-            if seen < rows:
-                self.partial_rows += rows
-                self._keys[key] = rows
         self._lookups += 1
         if self._lookups >= REUSE_WINDOW:
             self.whole = self.whole_rows < self.partial_rows
@@ -140,8 +135,11 @@ class TileCache:
             return
         array.flags.writeable = False
         with self._lock:
-            if self.shadow is not None and array.shape[0]:
-                self.shadow.row_bytes = array.nbytes // array.shape[0]
+            if self.shadow is not None:
+                if array.shape[0]:
+                    self.shadow.row_bytes = array.nbytes // array.shape[0]
+                if not self.shadow.whole:
+                    return  # partial decoding: tiles are rarely met again
             previous = self._items.pop(key, None)
             if previous is not None:
                 if previous.shape[0] > array.shape[0]:
