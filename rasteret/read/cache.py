@@ -11,8 +11,9 @@ whole tile costs a full decode and pays off only when later reads reuse it. The
 cache replays every lookup on a shadow of whole-tile caching (keys only, no pixels,
 the same byte budget) and counts the rows it would decode (a full tile per miss)
 against the rows partial decoding does (every read down to its last row). Every
-:data:`REUSE_WINDOW` lookups it adopts the cheaper policy for the reads that follow;
-while partial decoding is the cheaper, no tile is kept (memory stays free). Random
+:data:`REUSE_WINDOW` lookups (the first time after an eighth of them) it adopts the
+cheaper policy for the reads that follow; while partial decoding is the cheaper, no
+tile is kept (memory stays free). Random
 chips over many scenes rarely meet a tile again before it is evicted, so they decode
 partially; tile-aligned grids, small regions, time series and repeated epochs meet
 the same tiles again and keep them whole. The decision follows the access pattern
@@ -44,7 +45,8 @@ def chunk_key(url: str, level: ImageLevel, index: int) -> ChunkKey:
     return (url, (level.width, level.height, level.is_mask), index)
 
 
-#: Lookups between two decisions of the ``"auto"`` policy.
+#: Lookups between two decisions of the ``"auto"`` policy (the first decision comes
+#: after an eighth of it, so a short run of reads benefits too).
 REUSE_WINDOW = 256
 
 
@@ -84,7 +86,7 @@ class ReuseShadow:
             while len(self._keys) > max(1, self.max_bytes // max(1, tile_bytes)):
                 self._keys.popitem(last=False)
         self._lookups += 1
-        if self._lookups >= REUSE_WINDOW:
+        if self._lookups >= (REUSE_WINDOW if self.decisions else REUSE_WINDOW // 8):
             self.whole = self.whole_rows < self.partial_rows
             self.decisions += 1
             self._lookups = 0
