@@ -10,8 +10,19 @@ rasteret), same sampler seeds.
     .venv/bin/python benchmarks/torchgeo_loader.py --quick    # smaller data
 
 Prints one table: samples/s, requests and MB per chip (from the nginx log), read
-amplification (bytes fetched / bytes of the tiles the chips cover), peak RSS per
-worker, worker start-up time.
+amplification (bytes fetched / bytes of the tiles the chips cover), each worker's
+memory and the time to the first batch. rasteret's rows use
+``rasteret.torch.dataloader`` as a user would (its defaults: forkserver workers from a
+preloading server, decode threads sized per worker), each with the default
+``cache_bytes="auto"``, ``cache_bytes=0`` and a big cache (1 GiB), for TorchGeo's
+``RandomPatchSampler`` and for ``TileAlignedSampler``; one row reads with no workers
+(``num_workers=0``), and one measures the first batch of a 1,000-scene collection
+(the scenes' rows replicated, as in ``benchmarks/scale.py``).
+
+Worker memory is read from ``/proc/<pid>`` of each worker once the last batch
+arrived: RSS (what ``top`` shows; it counts the pages shared with the forkserver
+that preloaded torch), PSS (shared pages divided among their sharers) and USS (the
+worker's private pages: what one more worker costs).
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chips", type=int, default=160, help="chips per measurement")
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--large", type=int, default=1000,
+                        help="scenes of the first-batch row (0: skip it)")
     parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--data", default=".cache/bench/scenes", help="scene cache folder")
     return parser.parse_args()
@@ -65,48 +78,73 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _record_worker_memory(path: str, worker_id: int) -> None:
-    # Workers are terminated, not exited, so write the peak RSS as it grows.
-    import threading
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """RSS, peak RSS, PSS and USS (private pages) of process ``pid`` in MB."""
+    status = {line.split(":")[0]: int(line.split()[1]) / 1024
+              for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+              if line.startswith(("VmRSS", "VmHWM"))}
+    rollup = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        rollup[name] = int(value.split()[0]) / 1024
+    return {"rss": status["VmRSS"], "peak": status["VmHWM"], "pss": rollup["Pss"],
+            "uss": rollup["Private_Clean"] + rollup["Private_Dirty"]}
 
-    def loop() -> None:
-        while True:
-            Path(path, f"{os.getpid()}.txt").write_text(f"{peak_rss_mb():.1f}")
-            time.sleep(0.2)
 
-    threading.Thread(target=loop, daemon=True).start()
+def run_loader(dataset, sampler, workers: int, chips: int, *, gdal: bool = False
+               ) -> dict[str, float]:
+    """Iterate a DataLoader over ``chips`` samples; time the first batch from the
+    loader's creation (rasteret's ``dataloader`` starts the forkserver then)."""
+    from rasteret.torch import dataloader
 
-
-def run_loader(dataset, sampler, workers: int, context: str, chips: int) -> dict[str, float]:
-    """Iterate a DataLoader over ``chips`` samples; time the first batch separately."""
-    import functools
-
-    from torch.utils.data import DataLoader
-    from torchgeo.datasets import stack_samples
-
-    memory_dir = tempfile.mkdtemp(prefix="bench-mem-")
-    loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
-                        multiprocessing_context=context, collate_fn=stack_samples,
-                        worker_init_fn=functools.partial(_record_worker_memory, memory_dir))
     start = time.perf_counter()
+    if gdal:  # TorchGeo's own set-up: a plain DataLoader with spawn workers
+        from torch.utils.data import DataLoader
+        from torchgeo.datasets import stack_samples
+
+        loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
+                            multiprocessing_context="spawn" if workers else None,
+                            collate_fn=stack_samples)
+    else:
+        loader = dataloader(dataset, sampler=sampler, batch_size=16, num_workers=workers)
+    batches = iter(loader)
     first = None
     count = 0
-    for batch in loader:
+    for batch in batches:
         if first is None:
             first = time.perf_counter() - start
             steady_start = time.perf_counter()
         count += batch["image"].shape[0]
+        if count >= chips:
+            break
     total = time.perf_counter() - start
     steady = time.perf_counter() - steady_start
-    del loader  # workers exit and write their peak memory
-    time.sleep(1.0)
-    peaks = [float(p.read_text()) for p in Path(memory_dir).glob("*.txt")]
+    pids = [w.pid for w in getattr(batches, "_workers", [])]
+    memory = [process_memory_mb(pid) for pid in pids] or [
+        {"rss": float("nan"), "peak": float("nan"), "pss": float("nan"), "uss": float("nan")}]
+    del batches, loader
+    worst = max(memory, key=lambda m: m["peak"])
     return {
         "samples_per_s": (count - 16) / steady if count > 16 else count / total,
         "startup_s": first or 0.0,
-        "worker_peak_mb": max(peaks) if peaks else float("nan"),
+        **{f"worker_{k}": v for k, v in worst.items()},
         "samples": count,
     }
+
+
+def first_batch_large(base, scenes: int, workers: int) -> dict[str, float]:
+    """First batch (and worker memory) of the default loader over ``scenes`` rows
+    replicated from ``base`` (TileAlignedSampler, 256-px chips)."""
+    from scale import write_collection
+
+    import rasteret
+    from rasteret.torch import TileAlignedSampler
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-large-")) / f"loader{scenes}"
+    write_collection(base, scenes, folder)
+    dataset = rasteret.load(folder).to_torchgeo_dataset(BANDS, chip_size=256)
+    sampler = TileAlignedSampler(dataset, size=256, length=64, seed=0)
+    return run_loader(dataset, sampler, workers, 64)
 
 
 def main() -> None:
@@ -133,9 +171,11 @@ def main() -> None:
         collection = rasteret.build_from_table(pa.Table.from_pylist(table_rows), name="bench",
                                                href_columns=BANDS, workspace_dir=workspace,
                                                progress=False)
-        ours = collection.to_torchgeo_dataset(BANDS, chip_size=256)
+        ours = collection.to_torchgeo_dataset(BANDS, chip_size=256)  # cache_bytes="auto"
         # Without a tile cache, each chip decodes its tiles only down to its last row.
         uncached = collection.to_torchgeo_dataset(BANDS, chip_size=256, cache_bytes=0)
+        # A cache that keeps whole tiles, big enough for a worker's share of the tiles.
+        big = collection.to_torchgeo_dataset(BANDS, chip_size=256, cache_bytes=2**30)
 
         os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
                            "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
@@ -160,48 +200,63 @@ def main() -> None:
                         total += sum(c.length for c in chunks)
             return total
 
+        def tile_aligned(dataset):
+            return lambda: TileAlignedSampler(dataset, size=256, length=args.chips, seed=0)
+
+        def random_patch(dataset):
+            return lambda: RandomPatchSampler(dataset, size=256, length=args.chips,
+                                              generator=0)
+
         cases = [
-            ("rasteret", "tile-aligned", ours,
-             lambda: TileAlignedSampler(ours, size=256, length=args.chips, seed=0),
-             "forkserver"),
-            ("rasteret, cache_bytes=0", "tile-aligned", uncached,
-             lambda: TileAlignedSampler(uncached, size=256, length=args.chips, seed=0),
-             "forkserver"),
-            ("rasteret", "RandomPatch", ours,
-             lambda: RandomPatchSampler(ours, size=256, length=args.chips, generator=0),
-             "forkserver"),
-            ("rasteret, cache_bytes=0", "RandomPatch", uncached,
-             lambda: RandomPatchSampler(uncached, size=256, length=args.chips, generator=0),
-             "forkserver"),
-            ("torchgeo+GDAL", "RandomPatch", gdal,
-             lambda: RandomPatchSampler(gdal, size=256, length=args.chips, generator=0),
-             "spawn"),
+            ("rasteret (default: auto)", "tile-aligned", ours, tile_aligned(ours), args.workers),
+            ("rasteret, cache_bytes=0", "tile-aligned", uncached, tile_aligned(uncached),
+             args.workers),
+            ("rasteret, cache_bytes=1 GiB", "tile-aligned", big, tile_aligned(big), args.workers),
+            ("rasteret (default: auto)", "RandomPatch", ours, random_patch(ours), args.workers),
+            ("rasteret, cache_bytes=0", "RandomPatch", uncached, random_patch(uncached),
+             args.workers),
+            ("rasteret, cache_bytes=1 GiB", "RandomPatch", big, random_patch(big), args.workers),
+            ("rasteret (default: auto)", "RandomPatch", ours, random_patch(ours), 0),
+            ("torchgeo+GDAL", "RandomPatch", gdal, random_patch(gdal), args.workers),
         ]
-        for reader, sampler_name, dataset, make_sampler, context in cases:
+        for reader, sampler_name, dataset, make_sampler, workers in cases:
             nginx.clear_log()
-            result = run_loader(dataset, make_sampler(), args.workers, context, args.chips)
+            result = run_loader(dataset, make_sampler(), workers, args.chips,
+                                gdal=dataset is gdal)
             records = nginx.requests()
             fetched = sum(r.body_bytes for r in records)
             covering = tile_bytes(list(make_sampler()))
-            rows.append((reader, sampler_name, result, len(records), fetched, covering))
+            rows.append((reader, sampler_name, workers, result, len(records), fetched,
+                         covering))
+        large = first_batch_large(collection, args.large, args.workers) if args.large else None
 
-    baseline = rows[-1][2]["samples_per_s"]
+    baseline = rows[-1][3]["samples_per_s"]
     print(f"\nTorchGeo loader: {args.scenes} scenes x 4 bands, {args.size} px, 512-px tiles, "
-          f"256-px chips, batch 16, {args.workers} workers, +{args.latency * 1000:.0f} ms")
-    header = ("reader", "sampler", "samples/s", "x torchgeo", "req/chip", "MB/chip",
-              "read ampl.", "worker MB", "start s")
-    print(" | ".join(header))
-    print(" | ".join("---" for _ in header))
-    for reader, sampler_name, result, requests, fetched, covering in rows:
+          f"256-px chips, batch 16, {args.chips} chips per row, +{args.latency * 1000:.0f} ms, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    header = ("reader", "sampler", "workers", "samples/s", "x torchgeo", "req/chip",
+              "MB/chip", "read ampl.", "first batch s", "worker RSS MB", "peak RSS MB",
+              "PSS MB", "USS MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for reader, sampler_name, workers, result, requests, fetched, covering in rows:
         samples = result["samples"]
-        print(" | ".join([
-            reader, sampler_name, f"{result['samples_per_s']:.1f}",
+        print("| " + " | ".join([
+            reader, sampler_name, str(workers), f"{result['samples_per_s']:.1f}",
             f"{result['samples_per_s'] / baseline:.2f}", f"{requests / samples:.2f}",
             f"{fetched / samples / 1e6:.2f}", f"{fetched / covering:.2f}" if covering else "-",
-            f"{result['worker_peak_mb']:.0f}", f"{result['startup_s']:.1f}",
-        ]))
+            f"{result['startup_s']:.1f}", f"{result['worker_rss']:.0f}",
+            f"{result['worker_peak']:.0f}", f"{result['worker_pss']:.0f}",
+            f"{result['worker_uss']:.0f}",
+        ]) + " |")
+    if large is not None:
+        print(f"\nFirst batch, {args.large:,}-scene collection (replicated rows), default "
+              f"loader, TileAlignedSampler, {args.workers} workers: "
+              f"{large['startup_s']:.1f} s; worker RSS {large['worker_rss']:.0f} MB "
+              f"(peak {large['worker_peak']:.0f}), PSS {large['worker_pss']:.0f} MB, "
+              f"USS {large['worker_uss']:.0f} MB")
     print(f"(peak RSS of this process: {peak_rss_mb():.0f} MB; requests and bytes from the "
-          "nginx log, including headers GDAL reads)")
+          "nginx log, including headers GDAL reads; first batch: from creating the loader)")
 
 
 SyntheticS2 = _make_dataset_class()

@@ -541,7 +541,7 @@ class Collection:
         resampling: Resampling = "nearest",
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         mask_bands: Sequence[str] | None = None, on_error: OnError = "raise",
-        cache_bytes: int = 256 * 1024 * 1024, cache_dir: str | None = None,
+        cache_bytes: int | Literal["auto"] = "auto", cache_dir: str | None = None,
         apply_scale: bool = False, validate: bool = True,
     ) -> RasteretDataset:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the

@@ -133,14 +133,50 @@ def _stop_at_exit(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> 
         thread.join(timeout=2.0)
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+_decode_threads: int | None = None
+_pool_threads = 0
+
+
+def set_decode_threads(threads: int) -> None:
+    """Size this process's decode pool to ``threads`` threads (at least 1).
+
+    DataLoader workers share the machine's cores: each should decode with its share
+    (cores // workers), not with every core, or the workers' threads oversubscribe
+    the cores and slow each other down. A pool already started is replaced; reads
+    running on it finish there.
+    """
+    global _pool, _decode_threads
+    threads = max(1, int(threads))
+    with _lock:
+        _decode_threads = threads
+        old = _pool if _pool is not None and _pool_threads != threads else None
+        if old is not None:
+            _pool = None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def decode_threads() -> int:
+    """Threads of this process's decode pool: as set by :func:`set_decode_threads`
+    (DataLoader workers: cores // workers), else one per core."""
+    return _decode_threads if _decode_threads is not None else available_cores()
+
+
 def decode_pool() -> ThreadPoolExecutor:
-    """Return the thread pool that decodes chunks (one thread per core)."""
-    global _pool
+    """Return the thread pool that decodes chunks (:func:`decode_threads` threads)."""
+    global _pool, _pool_threads
     with _lock:
         if _pool is None:
-            workers = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                          else (os.cpu_count() or 2))
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rasteret-decode")
+            _pool_threads = decode_threads()
+            _pool = ThreadPoolExecutor(max_workers=_pool_threads,
+                                       thread_name_prefix="rasteret-decode")
         return _pool
 
 

@@ -5,6 +5,20 @@ A decoded tile may be held with only its first rows (reads decode a tile down to
 the last row they need); a read needing more rows treats it as a miss.
 
 Keys name a chunk by file, level and index: ``(href, level key, chunk index)``.
+
+Whether to keep whole tiles can be left to the cache (``whole_chunks="auto"``): a
+whole tile costs a full decode and pays off only when later reads reuse it. The
+cache replays every lookup on a shadow of whole-tile caching (keys only, no pixels,
+the same byte budget) and counts the rows it would decode (a full tile per miss)
+against the rows partial decoding does (every read down to its last row). Every
+:data:`REUSE_WINDOW` lookups (the first time after an eighth of them) it adopts the
+cheaper policy for the reads that follow; while partial decoding is the cheaper, no
+tile is kept (memory stays free). Random
+chips over many scenes rarely meet a tile again before it is evicted, so they decode
+partially; tile-aligned grids, small regions, time series and repeated epochs meet
+the same tiles again and keep them whole. The decision follows the access pattern
+each process sees (a DataLoader worker sees only its own batches), which no static
+rule about the sampler can know.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,24 +45,83 @@ def chunk_key(url: str, level: ImageLevel, index: int) -> ChunkKey:
     return (url, (level.width, level.height, level.is_mask), index)
 
 
+#: Lookups between two decisions of the ``"auto"`` policy (the first decision comes
+#: after an eighth of it, so a short run of reads benefits too).
+REUSE_WINDOW = 256
+
+
+class ReuseShadow:
+    """The rows whole-tile caching and partial decoding would decode for the lookups
+    seen, whole tiles simulated on keys alone with the cache's byte budget (see the
+    module docstring).
+
+    Not thread-safe on its own: :class:`TileCache` calls it under its lock.
+
+    Args:
+        max_bytes: The byte budget of the cache being simulated.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        #: True while whole tiles are the cheaper policy (partial until shown).
+        self.whole = False
+        self.decisions = 0
+        self.whole_rows = 0.0
+        self.partial_rows = 0.0
+        self.row_bytes = 0
+        self._lookups = 0
+        self._keys: OrderedDict[ChunkKey, None] = OrderedDict()
+
+    def observe(self, key: ChunkKey, rows: int, whole_rows: int) -> None:
+        """Count one lookup needing ``rows`` rows of a chunk of ``whole_rows`` rows."""
+        self.partial_rows += rows
+        if key in self._keys:
+            self._keys.move_to_end(key)
+        else:
+            self.whole_rows += whole_rows
+            self._keys[key] = None
+            # Whole tiles of this size that fit the budget (tiles are about square
+            # until a decoded tile tells the real bytes per row).
+            tile_bytes = whole_rows * (self.row_bytes or 2 * whole_rows)
+            while len(self._keys) > max(1, self.max_bytes // max(1, tile_bytes)):
+                self._keys.popitem(last=False)
+        self._lookups += 1
+        if self._lookups >= (REUSE_WINDOW if self.decisions else REUSE_WINDOW // 8):
+            self.whole = self.whole_rows < self.partial_rows
+            self.decisions += 1
+            self._lookups = 0
+            # Halve the history: the policy follows a sampler that changes its pattern.
+            self.whole_rows /= 2
+            self.partial_rows /= 2
+
+
 class TileCache:
     """Decoded chunks, least recently used first out, at most ``max_bytes`` in total.
 
     Thread-safe: decode threads add to it while the event loop reads from it.
+
+    Args:
+        max_bytes: Memory for decoded chunks.
+        shadow: Simulate whole against partial tiles on every lookup that names the
+            chunk's full row count (:class:`ReuseShadow`, the ``"auto"`` policy).
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, shadow: bool = False) -> None:
         self.max_bytes = int(max_bytes)
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.shadow = ReuseShadow(self.max_bytes) if shadow else None
         self._items: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: ChunkKey, rows: int = 0) -> np.ndarray | None:
+    def get(self, key: ChunkKey, rows: int = 0, *, whole_rows: int = 0) -> np.ndarray | None:
         """The cached array if it holds at least ``rows`` rows, else None (counted as a
-        hit or a miss)."""
+        hit or a miss). ``whole_rows`` (the chunk's full height) feeds the shadow
+        policy, when there is one."""
         with self._lock:
+            if self.shadow is not None and whole_rows:
+                self.shadow.observe(key, rows, whole_rows)
             array = self._items.get(key)
             if array is None or array.shape[0] < rows:
                 self.misses += 1
@@ -64,6 +137,11 @@ class TileCache:
             return
         array.flags.writeable = False
         with self._lock:
+            if self.shadow is not None:
+                if array.shape[0]:
+                    self.shadow.row_bytes = array.nbytes // array.shape[0]
+                if not self.shadow.whole:
+                    return  # partial decoding: tiles are rarely met again
             previous = self._items.pop(key, None)
             if previous is not None:
                 if previous.shape[0] > array.shape[0]:
@@ -139,15 +217,27 @@ class ChunkCaches:
         whole_chunks: Decode whole chunks, so that later reads of other rows find them
             in memory (a cache kept across reads). False decodes only the rows the
             current reads need (a cache that serves the concurrent reads of one call).
-            Without memory, reads always decode only the rows they need.
+            ``"auto"`` chooses between the two from the reuse the reads show (see the
+            module docstring). Without memory, reads always decode only the rows they
+            need.
     """
 
     def __init__(self, *, memory_bytes: int = 0, disk_dir: str | os.PathLike[str] | None = None,
-                 whole_chunks: bool = True):
-        self.memory = TileCache(memory_bytes) if memory_bytes > 0 else None
+                 whole_chunks: bool | Literal["auto"] = True):
+        self.memory = (TileCache(memory_bytes, shadow=whole_chunks == "auto")
+                       if memory_bytes > 0 else None)
         self.disk = DiskCache(disk_dir) if disk_dir else None
-        self.whole_chunks = whole_chunks
+        self._whole_chunks = whole_chunks
         self._in_flight: dict[int, dict[ChunkKey, PendingChunk]] = {}
+
+    @property
+    def whole_chunks(self) -> bool:
+        """Whether reads now decode (and keep) whole chunks: as configured, or the
+        ``"auto"`` policy's current choice."""
+        if self._whole_chunks == "auto":
+            shadow = self.memory.shadow if self.memory is not None else None
+            return shadow is not None and shadow.whole
+        return bool(self._whole_chunks)
 
     def in_flight(self, loop: Any) -> dict[ChunkKey, PendingChunk]:
         """The chunks being read on ``loop`` (futures belong to one loop)."""

@@ -262,7 +262,8 @@ async def execute_plan(
         missing, stored = [], []
         for chunk in (c for r in plan.ranges for c in r.chunks):
             key = chunk_key(url, level, chunk.index)
-            tile = memory.get(key, chunk.needed_rows) if memory is not None else None
+            tile = (memory.get(key, chunk.needed_rows, whole_rows=chunk.rows)
+                    if memory is not None else None)
             if tile is not None:
                 paste_chunk(out, tile, chunk, plan, level)
                 continue

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -41,6 +41,9 @@ from rasteret.tiff.geo import nodata_for_dtype
 # so reading more in the first round would waste bytes.
 _FIRST_ROUND = 1
 _LATER_ROUNDS = 4
+
+#: Memory for decoded tiles per process under ``cache_bytes="auto"``.
+AUTO_CACHE_BYTES = 256 * 1024 * 1024
 
 
 def widen_for_torch(array: np.ndarray) -> np.ndarray:
@@ -97,10 +100,14 @@ class RasteretDataset(GeoDataset):
             ``[H, W]`` (``[T, H, W]`` for time series), as TorchGeo's label datasets do.
         on_error: ``"raise"`` (default) or ``"skip"``: a scene that fails to read is
             left out of the sample with a warning, and counted in ``errors``.
-        cache_bytes: Per-process memory for decoded tiles (0 disables): overlapping
-            chips and repeated samples decode each tile once. With 0, each chip
-            decodes its tiles only down to its own last row (less CPU when chips
-            rarely overlap, as with random sampling over many scenes).
+        cache_bytes: Per-process memory for decoded tiles. ``"auto"`` (default):
+            up to :data:`AUTO_CACHE_BYTES`, and each process chooses, from the tile
+            reuse its reads show, between keeping whole tiles (chips that share
+            tiles: tile-aligned grids, small regions, time series, repeated epochs)
+            and decoding each tile only down to the chip's last row (random chips
+            over many scenes, which rarely meet a tile again); see
+            :mod:`rasteret.read.cache`. A number of bytes always keeps whole tiles;
+            0 keeps none (each chip decodes only down to its own last row).
         cache_dir: A folder for compressed tile bytes: later epochs (and other
             processes) read tiles from disk instead of the network.
         apply_scale: Return ``image`` bands as float32 physical values (e.g.
@@ -133,7 +140,7 @@ class RasteretDataset(GeoDataset):
         transforms: Callable[[Sample], Sample] | None = None,
         mask_bands: Sequence[str] | None = None,
         on_error: OnError = "raise",
-        cache_bytes: int = 256 * 1024 * 1024,
+        cache_bytes: int | Literal["auto"] = "auto",
         cache_dir: str | None = None,
         apply_scale: bool = False,
         validate: bool = True,
@@ -160,6 +167,11 @@ class RasteretDataset(GeoDataset):
         self.paths: list[str] = []
         self.errors = 0
         self.stats = FetchStats()
+        if cache_bytes != "auto" and (isinstance(cache_bytes, bool)
+                                      or not isinstance(cache_bytes, int) or cache_bytes < 0):
+            raise ConfigurationError(
+                f"cache_bytes={cache_bytes!r}: give 'auto', 0 (no tile cache) or a number of "
+                "bytes")
         self.cache_bytes = cache_bytes
         self.cache_dir = cache_dir
         self.apply_scale = apply_scale
@@ -209,7 +221,12 @@ class RasteretDataset(GeoDataset):
     def caches(self) -> ChunkCaches:
         """This process's chunk caches (built on first use in each worker)."""
         if self._caches is None:
-            self._caches = ChunkCaches(memory_bytes=self.cache_bytes, disk_dir=self.cache_dir)
+            if self.cache_bytes == "auto":
+                self._caches = ChunkCaches(memory_bytes=AUTO_CACHE_BYTES,
+                                           disk_dir=self.cache_dir, whole_chunks="auto")
+            else:
+                self._caches = ChunkCaches(memory_bytes=self.cache_bytes,
+                                           disk_dir=self.cache_dir)
         return self._caches
 
     def views(self, band: str) -> list[BandView | None]:
