@@ -235,15 +235,17 @@ http {{
         _wait_for_port(port, self._process, "nginx")
         return self
 
-    def requests(self) -> list[AccessRecord]:
+    def requests(self, *, settled: bool = True) -> list[AccessRecord]:
         """Every request logged since the last :meth:`clear_log`.
 
         nginx writes a request's log line after the response has gone out, so a
-        client can be done before its last line is written: the log is read once it
-        has stopped growing for a moment.
+        client can be done before its last line is written: by default the log is
+        read once it has stopped growing for a moment (``settled=False``: as it is
+        now, for polling while requests are in flight).
         """
+        text = self._settled_log() if settled else self.access_log_path.read_text()
         records = []
-        for line in self._settled_log().splitlines():
+        for line in text.splitlines():
             parts = line.split("\t")
             if len(parts) != 5:
                 continue
@@ -265,9 +267,9 @@ http {{
                 break
         return text
 
-    def count(self, path_prefix: str = "/") -> int:
-        """Requests whose path starts with ``path_prefix``."""
-        return sum(1 for r in self.requests() if r.path.startswith(path_prefix))
+    def count(self, path_prefix: str = "/", *, settled: bool = True) -> int:
+        """Requests whose path starts with ``path_prefix`` (see :meth:`requests`)."""
+        return sum(1 for r in self.requests(settled=settled) if r.path.startswith(path_prefix))
 
     def bytes_sent(self, path_prefix: str = "/") -> int:
         """Body bytes sent for paths starting with ``path_prefix``."""

@@ -232,7 +232,7 @@ def restart_after(nginx: NginxServer, requests: int, downtime: float) -> threadi
 
     def restart() -> None:
         deadline = time.monotonic() + 30
-        while nginx.count() < requests and time.monotonic() < deadline:
+        while nginx.count(settled=False) < requests and time.monotonic() < deadline:
             time.sleep(0.005)
         nginx.restart(downtime)
 
