@@ -122,7 +122,7 @@ def _reproject(geometry: shapely.Geometry, source: CRS, target: CRS, *,
                densify: bool = True) -> shapely.Geometry:
     """``geometry`` from ``source`` to ``target`` (edges densified first, so a box
     stays a faithful outline after a curved projection)."""
-    if source.equals(target):
+    if source is target or source.equals(target):
         return geometry
     if densify:
         geometry = shapely.segmentize(geometry, _segment(geometry))
@@ -231,6 +231,9 @@ def _mask_outside(data: np.ndarray, grid: GridSpec, geometry: shapely.Geometry, 
             band[:, r0:r1, :c0] = value
             band[:, r0:r1, c1:] = value
         return
+    # Prepare a private copy: the caller's geometry may be shared by threads (dask
+    # tasks of one lazy read), and preparing changes a geometry in place.
+    shape = shapely.from_wkb(shapely.to_wkb(shape))
     shapely.prepare(shape)
     for top in range(0, grid.height, _MASK_ROWS):
         bottom = min(top + _MASK_ROWS, grid.height)
