@@ -123,14 +123,31 @@ def collection_path(name: str, workspace: str | os.PathLike[str] | None = None) 
     return workspace_dir(workspace) / check_name(name)
 
 
-def geo_metadata(bbox_covering: bool = True) -> dict[str, Any]:
-    """GeoParquet 1.1 ``geo`` metadata for the footprint column (WKB, CRS84)."""
+def _crs84() -> str:
     from pyproj import CRS
 
+    return json.dumps(CRS("OGC:CRS84").to_json_dict())
+
+
+_CRS84_PROJJSON = _crs84()
+
+
+def crs84_projjson() -> dict[str, Any]:
+    """OGC:CRS84 (the footprints' CRS) as PROJJSON, a fresh copy.
+
+    Built once, the first time ``import rasteret`` runs, on the importing thread:
+    DuckDB and others call the Arrow export from their own threads, and building a
+    pyproj CRS there crashed the process (seen with pyproj on Python 3.11).
+    """
+    return json.loads(_CRS84_PROJJSON)
+
+
+def geo_metadata(bbox_covering: bool = True) -> dict[str, Any]:
+    """GeoParquet 1.1 ``geo`` metadata for the footprint column (WKB, CRS84)."""
     column: dict[str, Any] = {
         "encoding": "WKB",
         "geometry_types": ["Polygon", "MultiPolygon"],
-        "crs": CRS("OGC:CRS84").to_json_dict(),
+        "crs": crs84_projjson(),
         "edges": "planar",
     }
     if bbox_covering:
