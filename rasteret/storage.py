@@ -139,7 +139,8 @@ def crs84_projjson() -> dict[str, Any]:
     DuckDB and others call the Arrow export from their own threads, and building a
     pyproj CRS there crashed the process (seen with pyproj on Python 3.11).
     """
-    return json.loads(_CRS84_PROJJSON)
+    projjson: dict[str, Any] = json.loads(_CRS84_PROJJSON)
+    return projjson
 
 
 def geo_metadata(bbox_covering: bool = True) -> dict[str, Any]:
