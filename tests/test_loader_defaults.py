@@ -119,6 +119,9 @@ class DecodeThreadReport(Dataset):
 
 
 def test_workers_decode_with_their_share_of_the_cores():
+    # A forkserver started earlier in this process (by another test) keeps the
+    # modules it was started with: the preload can only be checked on a fresh one.
+    fresh_server = multiprocessing.forkserver._forkserver._forkserver_pid is None
     loader = dataloader(DecodeThreadReport(), batch_size=1, num_workers=2,
                         collate_fn=default_collate, persistent_workers=False)
     # Set before the forkserver started, so the server honours it.
@@ -130,7 +133,8 @@ def test_workers_decode_with_their_share_of_the_cores():
     assert {int(r["threads"]) for r in reports} == {expected}
     assert {int(r["pool"]) for r in reports} == {expected}
     # The workers' parent is the forkserver, which imported torch for them.
-    assert {int(r["parent_has_torch"]) for r in reports} == {1}
+    if fresh_server:
+        assert {int(r["parent_has_torch"]) for r in reports} == {1}
 
 
 def test_main_process_decodes_with_every_core(monkeypatch):
