@@ -196,7 +196,8 @@ class BandView:
 
 
 def band_views(column: pa.ChunkedArray | pa.StructArray, *, band: str,
-               ids: Sequence[str], rows: Sequence[int] | None = None
+               ids: Sequence[str], rows: Sequence[int] | np.ndarray | None = None,
+               numbers: Sequence[int] | np.ndarray | None = None
                ) -> list[BandView | None]:
     """Views of one band column, for ``rows`` (default: every row), in that order.
 
@@ -208,6 +209,8 @@ def band_views(column: pa.ChunkedArray | pa.StructArray, *, band: str,
         band: The band's name.
         ids: The scene ids of the requested rows, in the same order.
         rows: Rows of the column (default: all).
+        numbers: The row numbers the views report (default: ``rows``), e.g. the
+            collection's rows when ``column`` is one row group of its files.
 
     Returns:
         One view per requested row; None where the band was not indexed.
@@ -221,6 +224,9 @@ def band_views(column: pa.ChunkedArray | pa.StructArray, *, band: str,
         raise ValueError(f"got {len(ids)} ids for {len(wanted)} rows")
     if len(wanted) and (int(np.min(wanted)) < 0 or int(np.max(wanted)) >= starts[-1]):
         raise IndexError(f"rows out of range for a column of {starts[-1]} rows")
+    reported = wanted if numbers is None else np.asarray(numbers, dtype=np.int64).reshape(-1)
+    if len(reported) != len(wanted):
+        raise ValueError(f"got {len(reported)} row numbers for {len(wanted)} rows")
     views: list[BandView | None] = [None] * len(wanted)
     which = np.searchsorted(starts, wanted, side="right") - 1
     for number, chunk in enumerate(chunks):
@@ -230,7 +236,7 @@ def band_views(column: pa.ChunkedArray | pa.StructArray, *, band: str,
         local = wanted[positions] - starts[number]
         built = _chunk_views(chunk, local, band=band,
                              ids=[ids[int(p)] for p in positions],
-                             rows=[int(r) for r in wanted[positions]])
+                             rows=[int(r) for r in reported[positions]])
         for position, view in zip(positions, built):
             views[position] = view
     return views
@@ -307,3 +313,65 @@ def native_resolution(views: Sequence[BandView | None], crs: CRS) -> tuple[float
     if first is None:
         raise ConfigurationError("the collection's scenes have no CRS")
     return first.resolution(crs)
+
+
+def band_grids(column: pa.ChunkedArray | pa.StructArray) -> dict[str, np.ndarray]:
+    """The georeferencing of every row of a band column as NumPy arrays, read from
+    the Arrow child arrays (no view, no Python object per row): what indexing and
+    tile-aligned sampling of many scenes need.
+
+    Works on a full band column and on the light one a lazily read collection keeps
+    (``href``, ``epsg``, ``transform`` and the levels' grid).
+
+    Args:
+        column: The band's column.
+
+    Returns:
+        ``valid`` (bool: the band was indexed and has a level), ``crs_epsg`` (int64, -1
+        where none), ``a``, ``b``, ``c``, ``d``, ``e``, ``f`` (float64 affine terms,
+        NaN where no transform), ``width``, ``height``, ``tile_width``,
+        ``tile_height`` (int64, of the full-resolution level; 0 where none).
+    """
+    chunks: list[pa.StructArray] = (list(column.chunks) if isinstance(column, pa.ChunkedArray)
+                                    else [column])
+    parts: dict[str, list[np.ndarray]] = {}
+    for chunk in chunks:
+        count = len(chunk)
+        out: dict[str, np.ndarray] = {}
+        levels = chunk.field("levels")
+        offsets = levels.offsets.to_numpy()
+        present = offsets[1:] > offsets[:-1]
+        out["valid"] = chunk.is_valid().to_numpy(zero_copy_only=False) & present
+        out["crs_epsg"] = pc.fill_null(chunk.field("epsg"), -1).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+        transform = chunk.field("transform")
+        t_offsets = transform.offsets.to_numpy()
+        t_values = transform.values.to_numpy(zero_copy_only=False).astype(np.float64)
+        has = (t_offsets[1:] - t_offsets[:-1] >= 6) & transform.is_valid().to_numpy(
+            zero_copy_only=False)
+        for k, name in enumerate("abcdef"):
+            values = np.full(count, np.nan)
+            values[has] = t_values[t_offsets[:-1][has] + k]
+            out[name] = values
+        picked = pa.array(offsets[:-1][present], pa.int64())
+        for key, name in zip(("width", "height", "tile_width", "tile_height"), _LEVEL_FIELDS):
+            values = np.zeros(count, np.int64)
+            if present.any():
+                values[present] = pc.take(levels.values.field(name), picked).to_numpy(
+                    zero_copy_only=False)
+            out[key] = values
+        for key, values in out.items():
+            parts.setdefault(key, []).append(values)
+    keys = ("valid", "crs_epsg", *"abcdef", "width", "height", "tile_width", "tile_height")
+    return {key: (np.concatenate(parts[key]) if key in parts
+                  else np.zeros(0, bool if key == "valid" else np.int64)) for key in keys}
+
+
+def grid_bounds(grids: dict[str, np.ndarray]) -> np.ndarray:
+    """``(n, 4)`` ``minx, miny, maxx, maxy`` of each row's full-resolution image in its
+    own CRS, from :func:`band_grids` (NaN where not georeferenced)."""
+    left, top = grids["c"], grids["f"]
+    right = left + grids["a"] * grids["width"]
+    bottom = top + grids["e"] * grids["height"]
+    return np.column_stack([np.minimum(left, right), np.minimum(top, bottom),
+                            np.maximum(left, right), np.maximum(top, bottom)])

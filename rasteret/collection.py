@@ -10,18 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
-from rasteret.band import BandView, band_views
+from rasteret.band import BandView, band_grids, band_views
 from rasteret.errors import (
     CollectionNotFoundError,
     ConfigurationError,
@@ -32,13 +34,14 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.options import Match, MosaicOrder, OnError, Resampling
 from rasteret.read.cog import CogFile
 from rasteret.schema import (
-    BAND_TYPE,
     SCHEMA_VERSION,
+    is_band_struct,
     upgrade_band_columns,
 )
 from rasteret.storage import (
     FAILURE_SCHEMA,
     PARQUET_OPTIONS,
+    PartsSource,
     failures_from_metadata,
     is_remote,
     local_path,
@@ -52,12 +55,10 @@ from rasteret.workspace import (
     open_workspace,
     read_folder,
     split_collection_url,
-    strip_failures,
 )
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import numpy as np
     import pandas as pd
     import torch
     import xarray as xr
@@ -130,6 +131,19 @@ def check_bbox(bbox: Sequence[float]) -> BBox:
 class Collection:
     """Scenes with per-band COG headers, ready to filter and read.
 
+    A collection loaded from files (:func:`load`: a folder, an exported GeoParquet
+    file, an object-store workspace) reads them lazily: only the columns that filter
+    and index scenes are decoded (ids, times, footprints, properties, and per band the
+    href, CRS, transform and level-0 grid); each band's tile tables and masks are
+    decoded per row group when a read needs them (local parts are memory-mapped,
+    object-store parts are kept as the compressed bytes read). :meth:`subset` and
+    :meth:`filter` select rows without decoding tile tables, so a subset later
+    decodes only the row groups holding its rows. Such a collection pickles as
+    where its files are plus its rows (a few kilobytes at any size) and each process
+    that unpickles it opens the files again. A collection built from a table in
+    memory (:meth:`from_arrow`, ``Collection(table)``) has no files to re-open: it
+    pickles its whole table (save it and :func:`load` it to get the small pickle).
+
     Attributes:
         table: The Arrow table (one row per scene; GeoParquet columns, properties,
             one struct column per band).
@@ -147,20 +161,124 @@ class Collection:
         failures: pa.Table | None = None,
         path: Path | None = None,
     ) -> None:
-        self.table = upgrade_band_columns(table)  # older collections: new fields null
+        self._table: pa.Table | None = upgrade_band_columns(table)  # older: new fields null
         self.name = name
         self.manifest = dict(manifest or {})
         self.path = path
         self._failures = failures
+        # A collection loaded from files reads them lazily: ``_light`` holds the small
+        # columns of its rows (see PartsSource.light_columns), ``_rows`` their global
+        # row numbers in ``_source``, ``_origin`` how another process re-opens the
+        # files. ``_table`` (every column) is decoded only when asked for.
+        self._source: PartsSource | None = None
+        self._rows: np.ndarray | None = None
+        self._light: pa.Table | None = None
+        self._origin: tuple[str, str, Backend | None] | None = None
+
+    @classmethod
+    def _from_source(cls, source: PartsSource, *, origin: tuple[str, str, Backend | None],
+                     name: str | None, manifest: dict[str, Any], failures: pa.Table | None,
+                     path: Path | None, rows: np.ndarray | None = None,
+                     light: pa.Table | None = None) -> Collection:
+        """A collection reading ``rows`` (default: all) of ``source`` lazily."""
+        collection = cls.__new__(cls)
+        collection._table = None
+        collection.name = name
+        collection.manifest = dict(manifest)
+        collection.path = path
+        collection._failures = failures
+        collection._source = source
+        collection._rows = (np.arange(source.num_rows, dtype=np.int64) if rows is None
+                            else rows)
+        collection._light = light
+        collection._origin = origin
+        return collection
+
+    @property
+    def table(self) -> pa.Table:
+        """The Arrow table: one row per scene; GeoParquet columns, properties, one
+        struct column per band (tile tables included). A collection loaded from files
+        decodes it from them on first access (only the row groups holding its rows);
+        filters, indexing and reads do not need it."""
+        if self._table is None:
+            assert self._rows is not None
+            self._table = self.source.take(self._rows)
+        return self._table
+
+    @table.setter
+    def table(self, table: pa.Table) -> None:
+        self._table = upgrade_band_columns(table)
+        self._source = self._rows = self._light = self._origin = None
+
+    @property
+    def source(self) -> PartsSource:
+        """The files the collection reads lazily (re-opened after unpickling).
+
+        Raises:
+            ConfigurationError: The collection was not loaded from files.
+        """
+        if self._source is None:
+            if self._origin is None:
+                raise ConfigurationError(
+                    f"collection {self.name!r} was not loaded from files; save it and "
+                    "load it to read it lazily")
+            self._source = _open_source(self._origin)
+        return self._source
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the collection reads its files lazily (loaded from a folder, a
+        GeoParquet file or an object-store workspace) rather than holding a table."""
+        return self._rows is not None
+
+    def _frame(self) -> pa.Table:
+        """The columns filters and indexing use, in memory: the light columns of a
+        lazily read collection (every column but the bands' tile tables and masks),
+        else the table."""
+        if self._table is not None or self._rows is None:
+            return self.table
+        if self._light is None:
+            light = self.source.read_light()
+            if len(self._rows) != light.num_rows or not np.array_equal(
+                    self._rows, np.arange(light.num_rows)):
+                light = light.take(pa.array(self._rows))
+            self._light = light
+        return self._light
+
+    # -- pickling: a lazily read collection travels as where its files are -------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._rows is not None and self._origin is not None:
+            # The rows as zlib-packed steps: a few bytes per run of consecutive rows,
+            # so a subset of millions of scenes pickles to kilobytes.
+            steps = np.diff(self._rows, prepend=np.int64(0)).astype("<i8")
+            state.update(_table=None, _light=None, _source=None,
+                         _rows=zlib.compress(steps.tobytes(), 6))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        packed = state.get("_rows")
+        if isinstance(packed, bytes):
+            state["_rows"] = np.cumsum(np.frombuffer(zlib.decompress(packed), "<i8"))
+        self.__dict__.update(state)
 
     # -- description -----------------------------------------------------------------
     def __len__(self) -> int:
+        if self._table is None and self._rows is not None:
+            return len(self._rows)
         return int(self.table.num_rows)
+
+    def _schema(self) -> pa.Schema:
+        if self._table is None and self._rows is not None:
+            schema = self.source.schema
+            assert schema is not None
+            return schema
+        return self.table.schema
 
     @property
     def bands(self) -> list[str]:
         """The band names this collection can read."""
-        return [f.name for f in self.table.schema if f.type == BAND_TYPE]
+        return [f.name for f in self._schema() if is_band_struct(f.type)]
 
     @property
     def dataset_id(self) -> str | None:
@@ -178,9 +296,10 @@ class Collection:
     @property
     def epsg_codes(self) -> list[int]:
         """The distinct raster CRS (EPSG codes) of its scenes."""
-        if "proj:epsg" not in self.table.column_names or not len(self):
+        frame = self._frame()
+        if "proj:epsg" not in frame.column_names or not len(self):
             return []
-        return sorted(int(v) for v in pc.unique(self.table["proj:epsg"]).to_pylist() if v)
+        return sorted(int(v) for v in pc.unique(frame["proj:epsg"]).to_pylist() if v)
 
     @property
     def crs(self) -> CRS | None:
@@ -195,7 +314,7 @@ class Collection:
         """Union of the footprints' bounding boxes in degrees (CRS84), or None if empty."""
         if not len(self):
             return None
-        bbox = self.table["bbox"].combine_chunks()
+        bbox = self._frame()["bbox"].combine_chunks()
         return (
             pc.min(bbox.field("xmin")).as_py(),
             pc.min(bbox.field("ymin")).as_py(),
@@ -208,7 +327,7 @@ class Collection:
         """Earliest and latest scene datetimes, or None if empty."""
         if not len(self):
             return None
-        times = self.table["datetime"]
+        times = self._frame()["datetime"]
         first, last = pc.min(times).as_py(), pc.max(times).as_py()
         return (first, last) if first is not None else None
 
@@ -318,10 +437,36 @@ class Collection:
             table, name=self.name, manifest=self.manifest, failures=self._failures, path=self.path
         )
 
+    def _select(self, mask: Any) -> Collection:
+        """The rows where the boolean array ``mask`` (over :meth:`_frame`) is true."""
+        if self._rows is None:
+            return self._with(self.table.filter(mask))
+        keep = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
+        light = self._frame().filter(mask) if self._table is None else None
+        subset = Collection._from_source(
+            self.source, origin=self._origin or ("", "", None), name=self.name,
+            manifest=self.manifest, failures=self._failures, path=self.path,
+            rows=self._rows[keep], light=light)
+        subset._origin = self._origin
+        if self._table is not None:
+            subset._table = self._table.filter(mask)
+        return subset
+
     def filter(self, expression: pc.Expression) -> Collection:
         """Keep the rows matching an Arrow compute expression, e.g.
-        ``pc.field("platform") == "sentinel-2a"``."""
-        return self._with(self.table.filter(expression))
+        ``pc.field("platform") == "sentinel-2a"``.
+
+        On a collection loaded from files the expression is evaluated on the columns
+        kept in memory (every column but the bands' tile tables and masks); the
+        files are read only where it names a field that is not among them."""
+        if self._rows is None:
+            return self._with(self.table.filter(expression))
+        frame = self._frame()
+        try:
+            mask = _expression_mask(frame, expression)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
+            mask = _expression_mask(self.table, expression)  # names a heavy field
+        return self._select(mask)
 
     def subset(
         self,
@@ -336,7 +481,7 @@ class Collection:
         (inclusive), with cloud cover below a limit, with given ids, and whose
         properties equal ``equals`` (use ``platform="sentinel-2a"``; a property with a
         colon is matched through :meth:`filter`)."""
-        table = self.table
+        table = self._frame()
         conditions: list[Any] = []
         if bbox is not None:
             minx, miny, maxx, maxy = check_bbox(bbox)
@@ -367,11 +512,12 @@ class Collection:
                 )
             conditions.append(pc.equal(table[column], value))
         if not conditions:
-            return self._with(table)
+            return self._with(table) if self._rows is None else self._select(
+                pa.chunked_array([np.ones(len(self), bool)]))
         mask = conditions[0]
         for condition in conditions[1:]:
             mask = pc.and_(mask, condition)
-        return self._with(table.filter(mask))
+        return self._select(mask)
 
     # -- scenes and headers ----------------------------------------------------------
     def check_bands(self, bands: Sequence[str]) -> list[str]:
@@ -401,10 +547,57 @@ class Collection:
             ConfigurationError: Unknown band.
         """
         self.check_bands([band])
+        if self._table is None and self._rows is not None:
+            return self._lazy_band_views(band, rows)
         ids_column = self.table["id"]
         ids = (ids_column.to_pylist() if rows is None
                else ids_column.take(pa.array(list(rows), pa.int64())).to_pylist())
         return band_views(self.table[band], band=band, ids=ids, rows=rows)
+
+    def _lazy_band_views(self, band: str, rows: Sequence[int] | None
+                         ) -> list[BandView | None]:
+        """:meth:`band_views` of a collection read lazily: each row group holding a
+        requested row is decoded once (and kept in the source's cache), the views
+        read it as they read a table's column."""
+        assert self._rows is not None
+        wanted = (np.arange(len(self._rows), dtype=np.int64) if rows is None
+                  else np.asarray(rows, dtype=np.int64).reshape(-1))
+        if len(wanted) and (int(np.min(wanted)) < 0 or int(np.max(wanted)) >= len(self._rows)):
+            raise IndexError(f"rows out of range for a collection of {len(self._rows)} rows")
+        return self.source_band_views(band, self._rows[wanted], numbers=wanted)
+
+    def source_band_views(self, band: str, global_rows: np.ndarray,
+                          numbers: np.ndarray) -> list[BandView | None]:
+        """Views of ``band`` of the source's ``global_rows``, reported as the rows
+        ``numbers`` (ids read with the band from the same row groups)."""
+        source = self.source
+        views: list[BandView | None] = [None] * len(global_rows)
+        if not len(global_rows):
+            return views
+        groups = source.group_of(global_rows)
+        order = np.argsort(groups, kind="stable")
+        splits = np.flatnonzero(np.diff(groups[order])) + 1
+        for positions in np.split(order, splits):
+            table, first = source.group_columns(int(global_rows[positions[0]]), ("id", band))
+            local = global_rows[positions] - (int(global_rows[positions[0]]) - first)
+            # A copy of the requested rows: views must not keep the whole row group
+            # alive after the source's cache dropped it.
+            rows_of = table.take(pa.array(local))
+            built = band_views(rows_of[band], band=band, ids=rows_of["id"].to_pylist(),
+                               numbers=numbers[positions])
+            for position, view in zip(positions, built):
+                views[int(position)] = view
+        return views
+
+    def band_grids(self, band: str) -> dict[str, np.ndarray]:
+        """The georeferencing of ``band`` for every scene as NumPy arrays (see
+        :func:`rasteret.band.band_grids`), read from the columns in memory.
+
+        Raises:
+            ConfigurationError: Unknown band.
+        """
+        self.check_bands([band])
+        return band_grids(self._frame()[band])
 
     def band_view(self, row: int, band: str) -> BandView:
         """The typed view of one band of one scene.
@@ -415,7 +608,7 @@ class Collection:
         view = self.band_views(band, [row])[0]
         if view is None:
             raise ConfigurationError(
-                f"band {band!r} of scene {self.table['id'][row].as_py()!r} was not indexed "
+                f"band {band!r} of scene {self._frame()['id'][row].as_py()!r} was not indexed "
                 "(see collection.failures)"
             )
         return view
@@ -665,20 +858,51 @@ def _is_bare_name(path_or_name: str | os.PathLike[str]) -> bool:
     )
 
 
-def _from_file(table: pa.Table) -> Collection:
+def _expression_mask(table: pa.Table, expression: pc.Expression) -> pa.ChunkedArray:
+    """Where ``expression`` holds on ``table``'s rows (null counts as false)."""
+    import pyarrow.dataset as pads
+
+    mask = pads.dataset(table).to_table(columns={"keep": expression})["keep"]
+    return pc.fill_null(mask, False)
+
+
+def _open_source(origin: tuple[str, str, Backend | None]) -> PartsSource:
+    """The files of a collection, opened again in this process (after unpickling)."""
+    kind, location, backend = origin
+    if kind == "file":
+        return PartsSource([Path(location)])
+    if kind == "folder":
+        return read_folder(Path(location)).source
+    if kind == "url-file":
+        from rasteret.io.objects import get_object
+
+        data, _ = get_object(backend or default_backend(), location)
+        return PartsSource([pa.py_buffer(data)])
+    base, name = split_collection_url(location)
+    stored = ObjectWorkspace(base, backend or default_backend()).read(name)
+    if stored is None:
+        raise CollectionNotFoundError(f"collection {location!r} is gone")
+    return stored.source
+
+
+def _from_file(source: PartsSource, origin: tuple[str, str, Backend | None]) -> Collection:
     """The collection in one GeoParquet file written by :meth:`Collection.export`."""
-    metadata = table.schema.metadata
+    assert source.schema is not None
+    metadata = source.file_metadata()
     manifest = manifest_from_metadata(metadata)
     failures = failures_from_metadata(metadata)
-    table = strip_failures(table)
-    _check_columns(table)
-    return Collection(table, name=manifest.get("name"), manifest=manifest, failures=failures)
+    _check_columns(source.schema)
+    return Collection._from_source(source, origin=origin, name=manifest.get("name"),
+                                   manifest=manifest, failures=failures, path=None)
 
 
-def _from_stored(stored: StoredCollection) -> Collection:
-    _check_columns(stored.table)
-    return Collection(stored.table, name=stored.manifest.get("name"), manifest=stored.manifest,
-                      failures=stored.failures, path=stored.path)
+def _from_stored(stored: StoredCollection, origin: tuple[str, str, Backend | None]
+                 ) -> Collection:
+    assert stored.source.schema is not None
+    _check_columns(stored.source.schema)
+    return Collection._from_source(
+        stored.source, origin=origin, name=stored.manifest.get("name"),
+        manifest=stored.manifest, failures=stored.failures, path=stored.path)
 
 
 def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None,
@@ -696,14 +920,14 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
                 f"no collection {name!r}; saved collections: "
                 f"{workspace.names() or 'none'} (workspace {workspace.location}){hint}"
             )
-        return _from_stored(stored)
+        return _from_stored(stored, _origin_of(stored, backend))
     if is_remote(path_or_name):
         url = str(path_or_name).rstrip("/")
         if url.endswith(".parquet"):
             from rasteret.io.objects import get_object
 
             data, _ = get_object(backend or default_backend(), url)
-            return _from_file(pq.read_table(pa.BufferReader(data)))
+            return _from_file(PartsSource([pa.py_buffer(data)]), ("url-file", url, backend))
         base, name = split_collection_url(url)
         workspace = ObjectWorkspace(base, backend or default_backend())
         stored = workspace.read(name)
@@ -712,10 +936,10 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
                 f"no collection at {url!r}: no manifest {workspace.manifest_url(name)}; "
                 f"collections in workspace {base}: {workspace.names() or 'none'}"
             )
-        return _from_stored(stored)
+        return _from_stored(stored, ("url", url, backend))
     candidate = local_path(path_or_name)
     if candidate.is_file():
-        return _from_file(pq.read_table(candidate))
+        return _from_file(PartsSource([candidate]), ("file", str(candidate.resolve()), None))
     folder = resolve_existing(candidate) if candidate.is_dir() else None
     if folder is None:
         saved = list_collections(workspace_dir=workspace_dir, backend=backend)
@@ -726,13 +950,22 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
         )
     if not any(folder.glob("part-*.parquet")):
         raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
-    return _from_stored(read_folder(folder))
+    stored = read_folder(folder)
+    return _from_stored(stored, _origin_of(stored, backend))
 
 
-def _check_columns(table: pa.Table) -> None:
+def _origin_of(stored: StoredCollection, backend: Backend | None
+               ) -> tuple[str, str, Backend | None]:
+    """How another process opens the files of ``stored`` again."""
+    if stored.path is not None:
+        return ("folder", str(stored.path.resolve()), None)
+    return ("url", stored.location, backend)
+
+
+def _check_columns(schema: pa.Schema) -> None:
     """Refuse tables that lack the columns every collection has."""
     for name, kind in (("id", pa.string()), ("datetime", pa.timestamp("us", tz="UTC"))):
-        if name not in table.column_names or table.schema.field(name).type != kind:
+        if name not in schema.names or schema.field(name).type != kind:
             raise ValueError(f"column {name!r} is missing or not {kind}")
 
 

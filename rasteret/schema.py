@@ -82,6 +82,12 @@ BAND_TYPE = pa.struct(
     ]
 )
 
+#: The fields of a band struct a loaded collection keeps in memory: enough to filter,
+#: to index scenes (CRS, transform, level-0 grid) and to name the object. Everything
+#: else (tile tables, masks) stays in the files until a read needs it.
+LIGHT_BAND_FIELDS = ("href", "epsg", "transform")
+LIGHT_LEVEL_FIELDS = ("width", "height", "chunk_width", "chunk_height")
+
 BBOX_TYPE = pa.struct(
     [
         ("xmin", pa.float64()),

@@ -20,19 +20,22 @@ place, so a killed build never leaves a half-written collection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rasteret.errors import ConfigurationError
-from rasteret.schema import METADATA_KEY, SCHEMA_VERSION
+from rasteret.errors import ConfigurationError, CorruptCollectionError
+from rasteret.schema import LIGHT_BAND_FIELDS, LIGHT_LEVEL_FIELDS, METADATA_KEY, SCHEMA_VERSION
 
 #: Environment variable naming the default workspace.
 WORKSPACE_ENV = "RASTERET_WORKSPACE"
@@ -58,8 +61,12 @@ FAILURE_SCHEMA = pa.schema(
 )
 
 #: Tile tables are unique numbers: dictionary encoding only slows reading them down
-#: (about 3x on a 100,000-row collection); zstd alone keeps files small.
-PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
+#: (about 3x on a 100,000-row collection); zstd alone keeps files small. Row groups
+#: of 1,000 scenes: a read of one scene's tile tables decodes (and a process caches)
+#: one group of its band, a few MB, not a whole part.
+ROWS_PER_GROUP = 1000
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False,
+                   "row_group_size": ROWS_PER_GROUP}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -326,3 +333,193 @@ def read_parts(paths: list[Path]) -> pa.Table:
     import pyarrow.dataset as pads
 
     return pads.dataset([str(p) for p in paths], format="parquet").to_table()
+
+
+#: Decoded row groups of heavy columns a process keeps (least recently used first out).
+GROUP_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class PartsSource:
+    """The Parquet parts of a saved collection, read column by column and row group by
+    row group on demand.
+
+    Local parts are opened memory-mapped (``pyarrow.memory_map``); object-store parts
+    are held as the bytes read (still compressed). Only what a caller asks for is
+    decoded: :meth:`read_light` gives the small columns of every row, :meth:`take`
+    gives any columns of chosen rows by decoding only the row groups holding them, and
+    the row groups of heavy columns used for reading pixels (:meth:`group_columns`)
+    are kept in a small least-recently-used cache.
+
+    Rows are numbered globally: part after part, in the order given.
+
+    Args:
+        files: The parts, in order: local paths, or ``pyarrow.Buffer`` s of their
+            bytes.
+    """
+
+    def __init__(self, files: list[Path] | list[pa.Buffer]) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.files = list(files)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, tuple[str, ...]], pa.Table] = OrderedDict()
+        self._cached_bytes = 0
+        #: Row groups whose heavy columns were decoded so far, as ``(part, row
+        #: group)`` pairs (diagnostics: what a subset or a read made this process open).
+        self.groups_read: set[tuple[int, int]] = set()
+        groups: list[tuple[int, int]] = []
+        counts: list[int] = []
+        self.schema: pa.Schema | None = None
+        # One footer at a time: a part's footer describes every leaf column of every
+        # row group (hundreds of KB), so only the row counts are kept.
+        for part in range(len(self.files)):
+            meta = self._open(part).metadata
+            if part == 0:
+                self.schema = strip_failures_schema(meta.schema.to_arrow_schema())
+            for group in range(meta.num_row_groups):
+                groups.append((part, group))
+                counts.append(meta.row_group(group).num_rows)
+            del meta
+        self._groups = groups
+        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in all parts."""
+        return int(self._starts[-1])
+
+    def _open(self, part: int) -> pq.ParquetFile:
+        source = self.files[part]
+        if isinstance(source, pa.Buffer):
+            return pq.ParquetFile(pa.BufferReader(source))
+        return pq.ParquetFile(str(source), memory_map=True)
+
+    def light_columns(self) -> list[str]:
+        """The column paths :meth:`read_light` reads: every column that is not a band
+        struct, and the light fields of each band struct."""
+        from rasteret.schema import is_band_struct
+
+        assert self.schema is not None
+        columns: list[str] = []
+        for field in self.schema:
+            if not is_band_struct(field.type):
+                columns.append(field.name)
+                continue
+            names = {f.name for f in field.type}
+            columns += [f"{field.name}.{n}" for n in LIGHT_BAND_FIELDS if n in names]
+            columns += [f"{field.name}.levels.list.element.{n}" for n in LIGHT_LEVEL_FIELDS]
+        return columns
+
+    def read_light(self) -> pa.Table:
+        """The light columns (see :meth:`light_columns`) of every row, parts read in
+        parallel threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        columns = self.light_columns()
+
+        def read(part: int) -> pa.Table:
+            with self._damage_is_typed(part):
+                return self._open(part).read(columns=columns, use_threads=False)
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            tables = list(pool.map(read, range(len(self.files))))
+        table = pa.concat_tables(tables) if tables else pa.table({})
+        return table.replace_schema_metadata(None)
+
+    def group_of(self, rows: np.ndarray) -> np.ndarray:
+        """The row group (numbered across parts) holding each global row."""
+        groups: np.ndarray = np.searchsorted(self._starts, rows, side="right") - 1
+        return groups
+
+    def file_metadata(self) -> dict[bytes, bytes] | None:
+        """The schema metadata of the first part (manifest and failures)."""
+        metadata: dict[bytes, bytes] | None = self._open(0).schema_arrow.metadata
+        return metadata
+
+    def _read_group(self, group: int, columns: tuple[str, ...]) -> pa.Table:
+        from rasteret.schema import upgrade_band_columns
+
+        part, number = self._groups[group]
+        self.groups_read.add((part, number))
+        with self._damage_is_typed(part):
+            table = self._open(part).read_row_group(number, columns=list(columns),
+                                                    use_threads=False)
+        return upgrade_band_columns(table.replace_schema_metadata(None))
+
+    @contextlib.contextmanager
+    def _damage_is_typed(self, part: int) -> Iterator[None]:
+        """Turn Arrow's and Parquet's errors on reading ``part`` into
+        :class:`CorruptCollectionError`: parts are decoded lazily, long after
+        :func:`rasteret.load` checked their footers, so damage in a page shows here."""
+        try:
+            yield
+        except (pa.ArrowException, OSError) as exc:
+            source = self.files[part]
+            where = str(source) if isinstance(source, Path) else f"part {part}"
+            raise CorruptCollectionError(
+                f"collection part {where!r} is damaged ({type(exc).__name__}: {exc}); "
+                "rebuild the collection with force=True") from exc
+
+    def group_columns(self, row: int, columns: Sequence[str]) -> tuple[pa.Table, int]:
+        """``columns`` of the row group holding the global row ``row``, decoded once and
+        kept in this process's cache, and the row's position in it.
+
+        Raises:
+            IndexError: ``row`` is out of range.
+        """
+        if not 0 <= row < self.num_rows:
+            raise IndexError(f"row {row} out of range for {self.num_rows} rows")
+        group = int(self.group_of(np.array([row]))[0])
+        key = (group, tuple(columns))
+        with self._lock:
+            table = self._cache.get(key)
+            if table is not None:
+                self._cache.move_to_end(key)
+        if table is None:
+            table = self._read_group(group, key[1])
+            with self._lock:
+                if key not in self._cache:
+                    self._cache[key] = table
+                    self._cached_bytes += table.nbytes
+                while self._cached_bytes > GROUP_CACHE_BYTES and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached_bytes -= old.nbytes
+        return table, row - int(self._starts[group])
+
+    def take(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """``columns`` (default: all) of the global ``rows``, in that order, decoding
+        only the row groups that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        names = tuple(columns) if columns is not None else tuple(
+            f.name for f in (self.schema or pa.schema([])))
+        if not len(rows):
+            assert self.schema is not None
+            empty = pa.table({n: pa.array([], self.schema.field(n).type) for n in names})
+            from rasteret.schema import upgrade_band_columns
+
+            return upgrade_band_columns(empty)
+        groups = self.group_of(rows)
+        pieces = []
+        order = np.argsort(groups, kind="stable")
+        sorted_groups = groups[order]
+        bounds = np.flatnonzero(np.diff(sorted_groups)) + 1
+        for chunk in np.split(order, bounds):
+            group = int(groups[chunk[0]])
+            table = self._read_group(group, names)
+            local = rows[chunk] - self._starts[group]
+            if len(local) == table.num_rows and np.array_equal(local, np.arange(len(local))):
+                pieces.append(table)
+            else:
+                pieces.append(table.take(pa.array(local)))
+        result = pa.concat_tables(pieces)
+        if not np.array_equal(order, np.arange(len(order))):
+            result = result.take(pa.array(np.argsort(order, kind="stable")))
+        return result
+
+
+def strip_failures_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without the failures the first part's footer carries."""
+    metadata = dict(schema.metadata or {})
+    metadata.pop(FAILURES_KEY, None)
+    return schema.with_metadata(metadata)

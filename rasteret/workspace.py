@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -78,6 +79,7 @@ from rasteret.io.runtime import run_sync
 from rasteret.storage import (
     FAILURES_KEY,
     PARQUET_OPTIONS,
+    PartsSource,
     check_name,
     chosen_workspace,
     failures_from_metadata,
@@ -87,7 +89,6 @@ from rasteret.storage import (
     part_file,
     publish,
     read_folder_metadata,
-    read_parts,
     resolve_existing,
     split_parts,
     staging_dir,
@@ -113,18 +114,24 @@ class StoredCollection:
     """A collection as read from a workspace.
 
     Attributes:
-        table: The scenes (the failures removed from the schema metadata).
+        source: The parts, read lazily (local parts memory-mapped, object-store parts
+            as the bytes read).
         manifest: The build information from the first part's footer.
         failures: The assets that could not be indexed.
         path: The local folder (None on an object store).
         location: The folder's path or URL.
     """
 
-    table: pa.Table
+    source: PartsSource
     manifest: dict[str, Any]
     failures: pa.Table
     path: Path | None
     location: str
+
+    @property
+    def table(self) -> pa.Table:
+        """Every column of every scene (decodes the whole collection)."""
+        return self.source.take(np.arange(self.source.num_rows))
 
 
 def strip_failures(table: pa.Table) -> pa.Table:
@@ -288,8 +295,7 @@ def read_folder(folder: Path) -> StoredCollection:
     if not parts:
         raise ValueError(f"{folder} holds no part-*.parquet files")
     manifest, failures = read_folder_metadata(folder)
-    return StoredCollection(strip_failures(read_parts(parts)), manifest, failures, folder,
-                            str(folder))
+    return StoredCollection(PartsSource(parts), manifest, failures, folder, str(folder))
 
 
 class ObjectWorkspace:
@@ -389,10 +395,9 @@ class ObjectWorkspace:
                 if now is None:
                     return None
                 raise
-            tables = [pq.read_table(pa.BufferReader(blob)) for blob in blobs]
-            metadata = tables[0].schema.metadata
-            table = pa.concat_tables([strip_failures(t) for t in tables])
-            return StoredCollection(table, manifest_from_metadata(metadata),
+            source = PartsSource([pa.py_buffer(blob) for blob in blobs])
+            metadata = pq.read_schema(pa.BufferReader(blobs[0])).metadata
+            return StoredCollection(source, manifest_from_metadata(metadata),
                                     failures_from_metadata(metadata), None,
                                     self.folder_url(name))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -9,7 +9,7 @@ description so each DataLoader worker builds its own stores and credentials.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import torch
 from affine import Affine
 from matplotlib.figure import Figure
@@ -24,7 +25,7 @@ from pyproj import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
 
-from rasteret.band import BandView, most_common_crs, native_resolution
+from rasteret.band import BandView, crs_of, grid_bounds
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
@@ -34,12 +35,15 @@ from rasteret.io.runtime import run_sync
 from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
-from rasteret.read.warp import GridSpec, read_into_grid
+from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
 # Scenes read at once while filling a mosaic: the first scene usually covers a chip,
 # so reading more in the first round would waste bytes.
 _FIRST_ROUND = 1
+# Views (and their files) a process keeps of a lazily read collection: its memory does
+# not grow with the number of scenes an epoch visits.
+_KEPT_VIEWS = 4096
 _LATER_ROUNDS = 4
 
 #: Memory for decoded tiles per process under ``cache_bytes="auto"``.
@@ -60,6 +64,119 @@ def widen_for_torch(array: np.ndarray) -> np.ndarray:
 def _squeeze_channel(tensor: torch.Tensor) -> torch.Tensor:
     """Drop a single channel axis, as TorchGeo's mask datasets do."""
     return tensor.squeeze(-3) if tensor.shape[-3] == 1 else tensor
+
+
+# One index entry (a footprint's bounds in the dataset CRS, its time interval in ns,
+# its collection row) and one sort key per collection row, as the files store them.
+_ENTRY = np.dtype([("minx", "<f8"), ("miny", "<f8"), ("maxx", "<f8"), ("maxy", "<f8"),
+                   ("t0", "<i8"), ("t1", "<i8"), ("row", "<i8")])
+_KEY = np.dtype([("stamp", "<i8"), ("cloud", "<f8")])
+
+
+def _signature(frame: gpd.GeoDataFrame) -> tuple[Any, ...]:
+    """What changes when TorchGeo edits an index in place (``crs`` setter, filters)."""
+    return (len(frame), frame.crs.to_wkt() if frame.crs else None,
+            tuple(float(v) for v in frame.total_bounds) if len(frame) else ())
+
+
+class IndexFile:
+    """A dataset's index as two files DataLoader workers memory-map.
+
+    The main process writes them (in a private temporary folder, removed when its
+    dataset is garbage-collected) the first time the dataset is pickled; workers
+    select scenes from the mapped arrays, so their memory does not grow with the
+    collection and the pickled dataset stays a few kilobytes. Workers need the main
+    process's dataset alive while they run (as a DataLoader keeps it).
+
+    Attributes:
+        folder: The folder of ``index.bin`` (entries) and ``keys.bin`` (sort keys).
+        length: Entries in the index.
+        rows: Rows of the collection (sort keys).
+    """
+
+    def __init__(self, folder: str, length: int, rows: int,
+                 signature: tuple[Any, ...]) -> None:
+        self.folder = folder
+        self.length = length
+        self.rows = rows
+        self.signature = signature
+        self._entries: np.ndarray | None = None
+
+    @classmethod
+    def write(cls, frame: gpd.GeoDataFrame, stamps: np.ndarray,
+              cloud: np.ndarray) -> IndexFile:
+        """Write ``frame`` (the index) and the per-row sort keys to a new folder."""
+        import shutil
+        import tempfile
+        import weakref
+
+        folder = tempfile.mkdtemp(prefix="rasteret-index-")
+        entries = np.empty(len(frame), _ENTRY)
+        bounds = shapely.bounds(np.asarray(frame.geometry.values))
+        for k, name in enumerate(("minx", "miny", "maxx", "maxy")):
+            entries[name] = bounds[:, k]
+        entries["t0"] = frame.index.left.as_unit("ns").asi8
+        entries["t1"] = frame.index.right.as_unit("ns").asi8
+        entries["row"] = frame["row"].to_numpy(np.int64)
+        entries.tofile(os.path.join(folder, "index.bin"))
+        keys = np.empty(len(stamps), _KEY)
+        keys["stamp"], keys["cloud"] = stamps, cloud
+        keys.tofile(os.path.join(folder, "keys.bin"))
+        index = cls(folder, len(frame), len(stamps), _signature(frame))
+        weakref.finalize(index, shutil.rmtree, folder, True)
+        return index
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_entries": None}
+
+    def matches(self, frame: gpd.GeoDataFrame) -> bool:
+        """Whether the files still describe ``frame``."""
+        return os.path.isdir(self.folder) and self.signature == _signature(frame)
+
+    def _map(self, name: str, dtype: np.dtype, count: int) -> np.ndarray:
+        if not count:
+            return np.empty(0, dtype)
+        return np.memmap(os.path.join(self.folder, name), dtype=dtype, mode="r",
+                         shape=(count,))
+
+    def entries(self) -> np.ndarray:
+        """The index entries (memory-mapped)."""
+        if self._entries is None:
+            self._entries = self._map("index.bin", _ENTRY, self.length)
+        return self._entries
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The per-row sort keys: time stamps (ns) and cloud cover (memory-mapped)."""
+        keys = self._map("keys.bin", _KEY, self.rows)
+        return keys["stamp"], keys["cloud"]
+
+    def select(self, x: slice, y: slice, t: slice) -> np.ndarray:
+        """The rows whose entries overlap the time slice (every ``t.step``-th) and
+        intersect the box, in index order (as the GeoDataFrame selection)."""
+        entries = self.entries()
+        start, stop = pd.Timestamp(t.start).value, pd.Timestamp(t.stop).value
+        found = np.flatnonzero((entries["t0"] <= stop) & (entries["t1"] >= start))
+        if t.step and t.step != 1:
+            found = found[:: t.step]
+        picked = entries[found]
+        inside = ((picked["minx"] <= x.stop) & (picked["maxx"] >= x.start)
+                  & (picked["miny"] <= y.stop) & (picked["maxy"] >= y.start))
+        rows: np.ndarray = picked["row"][inside]
+        return rows
+
+    def frame(self, crs: CRS | None) -> gpd.GeoDataFrame:
+        """The index as a GeoDataFrame again (ids read from the collection)."""
+        entries = self.entries()
+        index = pd.IntervalIndex.from_arrays(
+            entries["t0"].astype("datetime64[ns]"), entries["t1"].astype("datetime64[ns]"),
+            closed="both", name="datetime")
+        return gpd.GeoDataFrame(
+            {"row": np.asarray(entries["row"])},
+            index=index,
+            geometry=shapely.box(entries["minx"], entries["miny"], entries["maxx"],
+                                 entries["maxy"]),
+            crs=crs,
+        )
 
 
 class RasteretDataset(GeoDataset):
@@ -178,44 +295,149 @@ class RasteretDataset(GeoDataset):
         self.validate = validate
         self._caches: ChunkCaches | None = None
         self._views: dict[str, list[BandView | None]] = {}
+        self._row_views: dict[tuple[int, str], BandView] = {}
         self._cogs: dict[tuple[int, str], CogFile] = {}
 
-        table = collection.table
-        first = [self.view(row, self.bands[0]) for row in range(len(collection))]
-        crs = (most_common_crs(first) if target_crs is None
-               else CRS.from_user_input(target_crs))
-        footprints, intervals = [], []
-        for row, view in enumerate(first):
-            footprints.append(view.footprint(crs))
-            when = table["datetime"][row].as_py()
-            when = when or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-            stamp = pd.Timestamp(when).tz_convert(None)
-            intervals.append((stamp, stamp))
+        self._index_frame: gpd.GeoDataFrame | None = None
+        self._index_file: IndexFile | None = None
+        self._lazy_crs: CRS | None = None
+        self._lazy_bounds: tuple[slice, slice, slice] | None = None
+        self._grids: dict[str, np.ndarray] | None = None
+        self._build_index(target_crs, res)
+
+    # -- the index: built from Arrow columns as arrays, no object per scene -----------
+    def _build_index(self, target_crs: CRS | str | int | None,
+                     res: float | tuple[float, float] | None) -> None:
+        collection, band = self.collection, self.bands[0]
+        grids = self.grids()
+        bad = np.flatnonzero(~grids["valid"])
+        if len(bad):
+            collection.band_view(int(bad[0]), band)  # raises: the band was not indexed
+        georeferenced = (grids["crs_epsg"] >= 0) & ~np.isnan(grids["a"])
+        bad = np.flatnonzero(~georeferenced)
+        if len(bad):
+            collection.band_view(int(bad[0]), band).footprint()  # raises: no CRS
+        if target_crs is None:
+            codes, first, counts = np.unique(grids["crs_epsg"], return_index=True,
+                                             return_counts=True)
+            # The most common CRS; on a tie, the first met (as most_common_crs).
+            best = min(range(len(codes)), key=lambda i: (-counts[i], first[i]))
+            crs = crs_of(int(codes[best]))
+        else:
+            crs = CRS.from_user_input(target_crs)
+        bounds = grid_bounds(grids)
+        native = np.zeros(len(bounds), bool)
+        for code in np.unique(grids["crs_epsg"]):
+            rows = np.flatnonzero(grids["crs_epsg"] == code)
+            source_crs = crs_of(int(code))
+            if source_crs.equals(crs):
+                native[rows] = True
+                continue
+            # Densified edges, as BandView.footprint: the image's curved outline.
+            to_crs = transformer(source_crs, crs)
+            for foreign in rows:
+                minx, miny, maxx, maxy = (float(v) for v in bounds[foreign])
+                bounds[foreign] = to_crs.transform_bounds(minx, miny, maxx, maxy,
+                                                          densify_pts=21)
         if res is None:
-            res = native_resolution(first, crs)
+            if native.any():
+                first_native = int(np.flatnonzero(native)[0])
+                res = (abs(float(grids["a"][first_native])),
+                       abs(float(grids["e"][first_native])))
+            else:
+                res = collection.band_view(0, band).resolution(crs)
         self._res = (float(res), float(res)) if isinstance(res, (int, float)) else (
             float(res[0]), float(res[1]))
-        index = pd.IntervalIndex.from_tuples(intervals, closed="both", name="datetime")
-        self.index = gpd.GeoDataFrame(
-            {"row": np.arange(len(first)), "id": table["id"].to_pylist()},
+        frame = collection._frame()
+        times = frame["datetime"].to_numpy().astype("datetime64[ns]")
+        times[np.isnat(times)] = np.datetime64(0, "ns")  # no time: sorts as the oldest
+        index = pd.IntervalIndex.from_arrays(times, times, closed="both", name="datetime")
+        self._index_frame = gpd.GeoDataFrame(
+            {"row": np.arange(len(times)), "id": frame["id"].to_pandas().to_numpy()},
             index=index,
-            geometry=footprints,
+            geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
             crs=crs,
         )
         # Sort keys per row; scenes without a time sort as the oldest.
-        self._stamps = [stamp for stamp, _ in intervals]
-        cloud = (table["eo:cloud_cover"].to_pylist() if "eo:cloud_cover" in table.column_names
-                 else [None] * len(first))
-        self._cloud = [c if c is not None else 100.0 for c in cloud]
+        self._stamps: np.ndarray = times.view(np.int64)
+        cloud = (frame["eo:cloud_cover"].to_numpy(zero_copy_only=False).astype(np.float64)
+                 if "eo:cloud_cover" in frame.column_names else np.full(len(times), np.nan))
+        self._cloud: np.ndarray = np.where(np.isnan(cloud), 100.0, cloud)
+
+    def grids(self) -> dict[str, np.ndarray]:
+        """The georeferencing of the first band for every scene, as arrays (see
+        :func:`rasteret.band.band_grids`); kept in the main process only."""
+        if self._grids is None:
+            self._grids = self.collection.band_grids(self.bands[0])
+        return self._grids
+
+    @property
+    def index(self) -> gpd.GeoDataFrame:
+        """The TorchGeo index: one footprint per scene (dataset CRS), datetime
+        ``IntervalIndex``, ``row`` and ``id`` columns. In a DataLoader worker it is
+        rebuilt from the shared index file only when something asks for it (reads
+        use the file's arrays)."""
+        if self._index_frame is None:
+            assert self._index_file is not None
+            self._index_frame = self._index_file.frame(self._lazy_crs)
+        return self._index_frame
+
+    @index.setter
+    def index(self, frame: gpd.GeoDataFrame) -> None:
+        self._index_frame = frame
+
+    @property
+    def crs(self) -> CRS:
+        """The dataset's CRS (its index's)."""
+        if self._index_frame is None and self._lazy_crs is not None:
+            return self._lazy_crs
+        crs: CRS = self.index.crs
+        return crs
+
+    @crs.setter
+    def crs(self, new_crs: CRS) -> None:
+        if new_crs == self.crs:
+            return
+        self.index.to_crs(new_crs, inplace=True)
+
+    @property
+    def bounds(self) -> tuple[slice, slice, slice]:
+        """Bounding x, y and t slices of the index (as TorchGeo's)."""
+        if self._index_frame is None and self._lazy_bounds is not None:
+            return self._lazy_bounds
+        bounds: tuple[slice, slice, slice] = super().bounds
+        return bounds
+
+    def __len__(self) -> int:
+        """Scenes in the index."""
+        if self._index_frame is None and self._index_file is not None:
+            return self._index_file.length
+        return len(self.index)
 
     # -- pickling: the description travels, live stores and caches do not ------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cogs"] = {}
         state["_views"] = {}
+        state["_row_views"] = {}
         state["_caches"] = None
         state["stats"] = FetchStats()
+        if self._index_frame is not None:
+            # The index and the sort keys travel as files the workers memory-map
+            # (written once, again only if the index changed): the pickle stays small.
+            if self._index_file is None or not self._index_file.matches(self._index_frame):
+                self._index_file = IndexFile.write(self._index_frame, self._stamps,
+                                                   self._cloud)
+            state["_index_file"] = self._index_file
+            state["_lazy_crs"] = self._index_frame.crs
+            state["_lazy_bounds"] = self.bounds
+        state.update(_index_frame=None, _grids=None, _stamps=None, _cloud=None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if state.get("_stamps") is None and self._index_file is not None:
+            self._stamps, self._cloud = self._index_file.keys()
 
     @property
     def caches(self) -> ChunkCaches:
@@ -243,6 +465,16 @@ class RasteretDataset(GeoDataset):
         Raises:
             ConfigurationError: The band was not indexed for this scene.
         """
+        if self.collection.lazy:
+            # Only the rows sampled: their row groups are decoded on first use.
+            key = (row, band)
+            cached = self._row_views.get(key)
+            if cached is None:
+                cached = self._row_views[key] = self.collection.band_view(row, band)
+                if len(self._row_views) > _KEPT_VIEWS:  # bounded: not the collection's size
+                    self._row_views.pop(next(iter(self._row_views)))
+                    self._cogs.pop(next(iter(self._cogs)), None)
+            return cached
         view = self.views(band)[row]
         return view if view is not None else self.collection.band_view(row, band)
 
@@ -276,20 +508,25 @@ class RasteretDataset(GeoDataset):
         return GridSpec(self.crs, transform, width, height), x, y, t
 
     def _scenes(self, x: slice, y: slice, t: slice) -> list[int]:
-        interval = pd.Interval(pd.Timestamp(t.start), pd.Timestamp(t.stop), closed="both")
-        frame = self.index.iloc[self.index.index.overlaps(interval)]
-        frame = frame.iloc[:: t.step or 1] if t.step and t.step != 1 else frame
-        frame = frame.cx[x.start : x.stop, y.start : y.stop]
-        # Scenes that only touch the slice are kept, as TorchGeo does: reading them
-        # costs no request (no tile is covered) and yields nodata.
-        rows = [int(r) for r in frame["row"]]
-        if self.time_series or self.mosaic_order == "earliest":
-            rows.sort(key=lambda r: self._stamps[r])
-        elif self.mosaic_order == "latest":
-            rows.sort(key=lambda r: self._stamps[r], reverse=True)
+        if self._index_frame is not None:
+            interval = pd.Interval(pd.Timestamp(t.start), pd.Timestamp(t.stop), closed="both")
+            frame = self.index.iloc[self.index.index.overlaps(interval)]
+            frame = frame.iloc[:: t.step or 1] if t.step and t.step != 1 else frame
+            frame = frame.cx[x.start : x.stop, y.start : y.stop]
+            found = frame["row"].to_numpy(np.int64)
         else:
-            rows.sort(key=lambda r: self._cloud[r])
-        return rows
+            # A worker: the same selection on the memory-mapped index arrays.
+            assert self._index_file is not None
+            found = self._index_file.select(x, y, t)
+        # Scenes that only touch the slice are kept, as TorchGeo does: reading them
+        # costs no request (no tile is covered) and yields nodata. Sorts are stable.
+        if self.time_series or self.mosaic_order == "earliest":
+            order = np.argsort(self._stamps[found], kind="stable")
+        elif self.mosaic_order == "latest":
+            order = np.argsort(-self._stamps[found], kind="stable")
+        else:
+            order = np.argsort(self._cloud[found], kind="stable")
+        return [int(r) for r in found[order]]
 
     def _scaled(self, band: str) -> bool:
         return self.apply_scale and band in self.bands
@@ -319,10 +556,18 @@ class RasteretDataset(GeoDataset):
             if self.on_error == "raise":
                 raise
             self.errors += 1
-            warnings.warn(f"skipped scene {self.index['id'].iloc[row]}: {exc}", stacklevel=2)
+            warnings.warn(f"skipped scene {self._scene_id(row)}: {exc}", stacklevel=2)
             return None
         dtype = np.result_type(*(a.dtype for a in arrays))
         return np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=0)
+
+    def _scene_id(self, row: int) -> str:
+        if self._index_frame is not None:
+            return str(self._index_frame["id"].iloc[row])
+        try:
+            return self.view(row, self.bands[0]).scene_id
+        except RasteretError:
+            return f"row {row}"
 
     def _fill_values(self, row: int) -> list[Any]:
         bands = self.bands + self.mask_bands

@@ -17,6 +17,7 @@ import shapely
 import torch.distributed as dist
 from torchgeo.samplers import GeoSampler
 
+from rasteret.band import crs_of
 from rasteret.errors import ConfigurationError
 from rasteret.options import check_option
 from rasteret.torch.dataset import RasteretDataset
@@ -38,6 +39,86 @@ def distributed_share() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+class _Chips:
+    """The aligned chips of a sampler, enumerated without being stored: chip ``j`` of
+    scene entry ``n`` is the ``j``-th offset pair of its layout (rows of chips, then
+    columns, as ``numpy.meshgrid(...).ravel()``), scenes in index order. A share keeps
+    every ``step``-th chip from ``first``. Tens of millions of chips cost a few arrays
+    per scene, not per chip."""
+
+    def __init__(self, layouts: list[tuple[np.ndarray, np.ndarray]], layout_of: np.ndarray,
+                 counts: np.ndarray, terms: dict[str, np.ndarray], t0: np.ndarray,
+                 t1: np.ndarray, *, first: int = 0, step: int = 1,
+                 explicit: dict[str, np.ndarray] | None = None) -> None:
+        self.layouts, self.layout_of, self.counts = layouts, layout_of, counts
+        self.terms, self.t0, self.t1 = terms, t0, t1
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.first, self.step = first, step
+        # Chips listed one by one (after an roi filter), else None.
+        self.explicit = explicit
+
+    def _total(self) -> int:
+        return len(self.explicit["xmin"]) if self.explicit is not None else int(self.starts[-1])
+
+    def __len__(self) -> int:
+        total = self._total()
+        return max(0, -(-(total - self.first) // self.step))
+
+    def _global(self, j: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``xmin, ymax, t0, t1`` of the chips at positions ``j`` before sharing."""
+        if self.explicit is not None:
+            return tuple(self.explicit[k][j] for k in ("xmin", "ymax", "t0", "t1"))
+        entry = np.searchsorted(self.starts, j, side="right") - 1
+        k = j - self.starts[entry]
+        xmin, ymax = np.empty(len(j)), np.empty(len(j))
+        for number, (cols, rows) in enumerate(self.layouts):
+            here = np.flatnonzero(self.layout_of[entry] == number)
+            if not len(here):
+                continue
+            row, col = np.divmod(k[here], len(cols))
+            e = entry[here]
+            xmin[here] = self.terms["c"][e] + cols[col] * self.terms["a"][e]
+            ymax[here] = self.terms["f"][e] + rows[row] * self.terms["e"][e]
+        return xmin, ymax, self.t0[entry], self.t1[entry]
+
+    def chip(self, i: int) -> tuple[float, float, int, int]:
+        """``xmin, ymax, t0, t1`` (ns) of chip ``i`` of this share."""
+        xmin, ymax, t0, t1 = self._global(np.array([self.first + i * self.step]))
+        return float(xmin[0]), float(ymax[0]), int(t0[0]), int(t1[0])
+
+    def materialized(self) -> _Chips:
+        """The same chips listed one by one."""
+        every = np.arange(self._total(), dtype=np.int64)
+        xmin, ymax, t0, t1 = self._global(every)
+        return self.only(np.ones(len(every), bool), {"xmin": xmin, "ymax": ymax,
+                                                     "t0": t0, "t1": t1})
+
+    @property
+    def xmin(self) -> np.ndarray:
+        """Left edges of listed chips."""
+        assert self.explicit is not None
+        return self.explicit["xmin"]
+
+    @property
+    def ymax(self) -> np.ndarray:
+        """Top edges of listed chips."""
+        assert self.explicit is not None
+        return self.explicit["ymax"]
+
+    def only(self, keep: np.ndarray, explicit: dict[str, np.ndarray] | None = None
+             ) -> _Chips:
+        """The listed chips where ``keep`` is true."""
+        chips = explicit if explicit is not None else self.explicit
+        assert chips is not None
+        return _Chips([], self.layout_of[:0], self.counts[:0], {}, self.t0[:0], self.t1[:0],
+                      explicit={k: v[keep] for k, v in chips.items()})
+
+    def share(self, rank: int, world_size: int) -> _Chips:
+        """Every ``world_size``-th chip from ``rank``."""
+        return _Chips(self.layouts, self.layout_of, self.counts, self.terms, self.t0, self.t1,
+                      first=rank, step=world_size, explicit=self.explicit)
 
 
 class TileAlignedSampler(GeoSampler):
@@ -92,74 +173,77 @@ class TileAlignedSampler(GeoSampler):
         self.res = dataset.res
         self.generator = np.random.default_rng(seed)
         self._chips = self._candidates(dataset, roi, time_range)
-        if not len(self._chips["xmin"]):
+        if not len(self._chips):
             raise ConfigurationError(
                 f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
                 "(inside the roi and time range) for this rank"
             )
-        self._length = length if (length and mode == "random") else len(self._chips["xmin"])
+        self._length = length if (length and mode == "random") else len(self._chips)
 
     def _candidates(
         self, dataset: RasteretDataset, roi: shapely.Geometry | None,
         time_range: tuple[Any, Any] | None,
-    ) -> dict[str, np.ndarray]:
-        band = dataset.bands[0]
-        xs, ys, starts, stops = [], [], [], []
-        window = None
+    ) -> _Chips:
+        # Vectorised over the index: one array operation per distinct image layout,
+        # not a Python step per scene.
+        frame = dataset.index
+        rows = frame["row"].to_numpy(np.int64)
+        lefts = frame.index.left.as_unit("ns").asi8
+        rights = frame.index.right.as_unit("ns").asi8
+        grids = {k: v[rows] for k, v in dataset.grids().items()}
+        keep = grids["valid"] & ~np.isnan(grids["a"]) & (grids["crs_epsg"] >= 0)
         if time_range is not None:
-            window = (pd.Timestamp(time_range[0]), pd.Timestamp(time_range[1]))
-        for (interval, entry) in zip(dataset.index.index, dataset.index.itertuples()):
-            if window and (interval.right < window[0] or interval.left > window[1]):
-                continue
-            view = dataset.view(int(entry.row), band)
-            transform = view.transform
-            if transform is None or view.epsg is None or not view.crs.equals(dataset.crs):
-                continue
-            xres, yres = view.resolution()
-            if not (math.isclose(xres, dataset.res[0], rel_tol=1e-6)
-                    and math.isclose(yres, dataset.res[1], rel_tol=1e-6)):
-                continue
-            cols = _chip_offsets(view.width, view.tile_width, self.size)
-            rows = _chip_offsets(view.height, view.tile_height, self.size)
-            grid_cols, grid_rows = np.meshgrid(cols, rows)
-            xs.append(transform.c + grid_cols.ravel() * transform.a)
-            ys.append(transform.f + grid_rows.ravel() * transform.e)
-            count = grid_cols.size
-            starts.append(np.full(count, interval.left.value, dtype=np.int64))
-            stops.append(np.full(count, interval.right.value, dtype=np.int64))
-        if not xs:
-            return {"xmin": np.empty(0), "ymax": np.empty(0), "t0": np.empty(0), "t1": np.empty(0)}
-        chips = {
-            "xmin": np.concatenate(xs),
-            "ymax": np.concatenate(ys),
-            "t0": np.concatenate(starts),
-            "t1": np.concatenate(stops),
-        }
-        width = self.size * dataset.res[0]
-        height = self.size * dataset.res[1]
+            start = pd.Timestamp(time_range[0]).as_unit("ns").value
+            stop = pd.Timestamp(time_range[1]).as_unit("ns").value
+            keep &= ~((rights < start) | (lefts > stop))
+        for code in np.unique(grids["crs_epsg"][keep]):
+            if not crs_of(int(code)).equals(dataset.crs):
+                keep &= grids["crs_epsg"] != code
+        xres, yres = np.abs(grids["a"]), np.abs(grids["e"])
+        with np.errstate(invalid="ignore"):
+            keep &= (np.abs(xres - dataset.res[0]) <= 1e-6 * np.maximum(xres, dataset.res[0]))
+            keep &= (np.abs(yres - dataset.res[1]) <= 1e-6 * np.maximum(yres, dataset.res[1]))
+        kept = np.flatnonzero(keep)
+        layout = np.column_stack([grids[k][kept] for k in (
+            "width", "height", "tile_width", "tile_height")])
+        layouts: list[tuple[np.ndarray, np.ndarray]] = []
+        layout_of = np.zeros(len(kept), np.int64)
+        counts = np.zeros(len(kept), np.int64)
+        if len(kept):
+            shapes, which = np.unique(layout, axis=0, return_inverse=True)
+            which = which.reshape(-1)
+            for number, (width, height, tile_width, tile_height) in enumerate(shapes):
+                cols = _chip_offsets(int(width), int(tile_width), self.size)
+                offsets_y = _chip_offsets(int(height), int(tile_height), self.size)
+                layouts.append((cols, offsets_y))
+                layout_of[which == number] = number
+                counts[which == number] = cols.size * offsets_y.size
+        chips = _Chips(
+            layouts, layout_of, counts,
+            {k: grids[k][kept] for k in ("a", "c", "e", "f")},
+            lefts[kept], rights[kept],
+        )
         if roi is not None:
-            boxes = shapely.box(chips["xmin"], chips["ymax"] - height,
-                                chips["xmin"] + width, chips["ymax"])
-            keep = shapely.contains(roi, boxes)
-            chips = {k: v[keep] for k, v in chips.items()}
+            chips = chips.materialized()
+            width = self.size * dataset.res[0]
+            height = self.size * dataset.res[1]
+            boxes = shapely.box(chips.xmin, chips.ymax - height, chips.xmin + width, chips.ymax)
+            chips = chips.only(shapely.contains(roi, boxes))
         # Disjoint shares per rank: every world_size-th chip in a fixed order.
-        share = np.arange(len(chips["xmin"])) % self.world_size == self.rank
-        return {k: v[share] for k, v in chips.items()}
+        return chips.share(self.rank, self.world_size)
 
     def _slice(self, i: int) -> tuple[slice, slice, slice]:
         xres, yres = self.res
-        xmin = float(self._chips["xmin"][i])
-        ymax = float(self._chips["ymax"][i])
+        xmin, ymax, t0, t1 = self._chips.chip(i)
         return (
             slice(xmin, xmin + self.size * xres, xres),
             slice(ymax - self.size * yres, ymax, yres),
-            slice(pd.Timestamp(int(self._chips["t0"][i])),
-                  pd.Timestamp(int(self._chips["t1"][i])), 1),
+            slice(pd.Timestamp(t0), pd.Timestamp(t1), 1),
         )
 
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
         """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of aligned chips."""
-        count = len(self._chips["xmin"])
+        count = len(self._chips)
         if self.mode == "grid":
             order = np.arange(count)
         else:
