@@ -109,7 +109,8 @@ def _check_degrees(geometry: shapely.Geometry, crs: CRS, collection: Collection)
     minx, miny, maxx, maxy = geometry.bounds
     if min(minx, miny) < -180 or maxx > 360 or maxy > 90 or miny < -90:
         # Projected coordinates are most likely in the collection's own CRS.
-        codes = [c for c in collection.table["proj:epsg"].to_pylist() if c is not None]
+        codes = ([c for c in collection.column("proj:epsg").to_pylist() if c is not None]
+                 if "proj:epsg" in collection.column_names else [])
         example = (f"geometry_crs={Counter(codes).most_common(1)[0][0]} (the collection's "
                    "CRS)" if codes else "geometry_crs=<the EPSG code of your coordinates>")
         raise ConfigurationError(
@@ -191,10 +192,9 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     """Rows (oldest first) whose footprint bbox meets ``geometry``."""
     degrees = _reproject(geometry, crs, CRS.from_epsg(4326), densify=False)
     subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
-    ids = set(subset.table["id"].to_pylist())
-    table = collection.table
-    rows = [i for i, scene in enumerate(table["id"].to_pylist()) if scene in ids]
-    times = table["datetime"].to_pylist()
+    ids = set(subset.column("id").to_pylist())
+    rows = [i for i, scene in enumerate(collection.column("id").to_pylist()) if scene in ids]
+    times = collection.column("datetime").to_pylist()
     return sorted(rows, key=lambda r: (times[r] is None, times[r]))
 
 
@@ -283,7 +283,7 @@ async def _read_area(
         first = next(a for a in outcomes if isinstance(a, BaseException))
         if on_error == "raise" or not isinstance(first, RasteretError):
             raise first
-        ids = [collection.table["id"][r].as_py() for r in sorted(failed)]
+        ids = [collection.column("id")[r].as_py() for r in sorted(failed)]
         warnings.warn(f"skipped {len(failed)} scene(s) that failed to read: {ids} ({first})",
                       stacklevel=3)
         keep = [i for i, r in enumerate(rows) if r not in failed]
@@ -422,7 +422,7 @@ def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, mask
 
     xs, ys = _coords(result.grid)
     times = pd.to_datetime(
-        [collection.table["datetime"][r].as_py() for r in result.rows], utc=True
+        [collection.column("datetime")[r].as_py() for r in result.rows], utc=True
     ).tz_convert(None)
     data = _scaled(result) if apply_scale else result.data
     if masked and not apply_scale:
@@ -452,7 +452,7 @@ def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, mask
         variables[band] = xr.DataArray(data[:, index], dims=("time", "y", "x"), attrs=attrs)
     dataset = xr.Dataset(variables, coords={"time": times, "y": ys, "x": xs,
                                             "spatial_ref": spatial_ref})
-    dataset["id"] = ("time", [collection.table["id"][r].as_py() for r in result.rows])
+    dataset["id"] = ("time", [collection.column("id")[r].as_py() for r in result.rows])
     dataset.attrs["crs"] = f"EPSG:{result.grid.crs.to_epsg()}"
     return dataset
 
@@ -519,8 +519,8 @@ def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
             entry: dict[str, Any] = {} if user is None else dict(user.iloc[index])
             entry.update({
                 "geometry_index": index,
-                "id": collection.table["id"][row].as_py(),
-                "datetime": collection.table["datetime"][row].as_py(),
+                "id": collection.column("id")[row].as_py(),
+                "datetime": collection.column("datetime")[row].as_py(),
                 "crs": f"EPSG:{result.grid.crs.to_epsg()}",
                 "transform": list(result.grid.transform)[:6],
                 "geometry": shape,

@@ -231,6 +231,26 @@ class Collection:
         GeoParquet file or an object-store workspace) rather than holding a table."""
         return self._rows is not None
 
+    def column(self, name: str) -> pa.ChunkedArray:
+        """The column ``name`` (``id``, ``datetime``, a property, ``bbox``...) of every
+        scene, from the columns kept in memory: on a collection loaded from files this
+        never decodes the bands' tile tables.
+
+        Raises:
+            ConfigurationError: No such column (the message lists them).
+        """
+        frame = self._frame()
+        if name not in frame.column_names:
+            raise ConfigurationError(
+                f"collection {self.name!r} has no column {name!r}; columns: "
+                f"{frame.column_names}")
+        return frame[name]
+
+    @property
+    def column_names(self) -> list[str]:
+        """The names of the collection's columns (band columns included)."""
+        return list(self._schema().names)
+
     def _frame(self) -> pa.Table:
         """The columns filters and indexing use, in memory: the light columns of a
         lazily read collection (every column but the bands' tile tables and masks),

@@ -197,10 +197,10 @@ def _read_points(points: Any, geometry_crs: Any, xy_columns: tuple[str, str] | N
 # -- matching points to scenes --------------------------------------------------------------
 def _candidate_rows(collection: Collection, date_range: DateRange | None) -> list[int]:
     """Rows within ``date_range``, oldest first (undated scenes last)."""
-    ids = set(collection.subset(date_range=date_range).table["id"].to_pylist()) \
+    ids = set(collection.subset(date_range=date_range).column("id").to_pylist()) \
         if date_range is not None else None
-    scene_ids = collection.table["id"].to_pylist()
-    times = collection.table["datetime"].to_pylist()
+    scene_ids = collection.column("id").to_pylist()
+    times = collection.column("datetime").to_pylist()
     rows = [r for r in range(len(scene_ids)) if ids is None or scene_ids[r] in ids]
     return sorted(rows, key=lambda r: (times[r] is None, times[r], r))
 
@@ -342,7 +342,7 @@ def sample_points(
     scene_times = np.array([
         np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64) if t is not None
         else np.iinfo(np.int64).min // 2
-        for t in collection.table["datetime"].take(pa.array(candidates, pa.int64())).to_pylist()
+        for t in collection.column("datetime").take(pa.array(candidates, pa.int64())).to_pylist()
     ], dtype=np.int64)
     n = len(parsed.xs)
     covered = np.zeros((n, len(candidates)), bool)
@@ -406,8 +406,8 @@ def sample_points(
     rows_taken = pa.array([candidates[s] for s in scene_of], pa.int64())
     added = {
         "point_index": point_of.astype(np.int64),
-        "id": collection.table["id"].take(rows_taken),
-        "datetime": collection.table["datetime"].take(rows_taken),
+        "id": collection.column("id").take(rows_taken),
+        "datetime": collection.column("datetime").take(rows_taken),
         "distance_pixels": distance_pixels,
         "distance_days": distance_days,
     }

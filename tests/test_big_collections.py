@@ -172,3 +172,30 @@ def test_worker_memory_does_not_grow_with_the_collection(base, tmp_path):
     # The 50k-row table alone is ~100 MB in Arrow; a worker opening the files and
     # memory-mapping the index holds a few MB more than for 2k rows.
     assert peaks[50_000] - peaks[2_000] < 40e6, peaks
+
+
+def test_reads_of_a_lazily_loaded_collection_never_decode_its_whole_table(base, scenes,
+                                                                          tmp_path):
+    folder = replicated(base, 6_000, tmp_path / "analysis")
+    loaded = rasteret.load(folder)
+    subset = loaded.subset(ids=[s.id + "-r1" for s in scenes])
+    eager = Collection(subset.table, name="eager", manifest=subset.manifest)
+    subset = loaded.subset(ids=[s.id + "-r1" for s in scenes])  # a fresh, lazy one
+    import shapely
+
+    box = shapely.box(500_000.0 + 3000, 4_100_000.0 - 1640, 500_000.0 + 3640,
+                      4_100_000.0 - 1000)
+    epsg = scenes[0].epsg
+    arrays = subset.get_numpy(box, ["B04"], geometry_crs=epsg)
+    expected = eager.get_numpy(box, ["B04"], geometry_crs=epsg)
+    assert np.array_equal(arrays, expected)
+    points = pa.table({"x": [500_000.0 + 3100, 500_000.0 + 3500],
+                       "y": [4_100_000.0 - 1100, 4_100_000.0 - 1500]})
+    sampled = subset.sample_points(points, ["B04"], geometry_crs=epsg, xy_columns=("x", "y"))
+    expected_points = eager.sample_points(points, ["B04"], geometry_crs=epsg,
+                                          xy_columns=("x", "y"))
+    import pandas.testing
+
+    pandas.testing.assert_frame_equal(sampled.to_pandas(), expected_points.to_pandas())
+    assert subset._table is None and loaded._table is None  # only row groups decoded
+    assert loaded.source.groups_read <= {(0, 0)}

@@ -115,7 +115,7 @@ class RasteretDataModule(L.LightningDataModule):
             raise ConfigurationError(f"no split given for stage {stage!r}: splits={self.splits}")
         if self.split_by == "date":
             return base.subset(date_range=tuple(self.splits[stage]))
-        if self.split_column not in base.table.column_names:
+        if self.split_column not in base.column_names:
             raise ConfigurationError(f"the collection has no column {self.split_column!r}")
         return base.filter(pc.field(self.split_column) == self.splits[stage])
 

@@ -167,8 +167,8 @@ def export_chips(
     rows: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     looks: list[np.ndarray] = []
-    ids = collection.table["id"].to_pylist()
-    times = collection.table["datetime"].to_pylist()
+    ids = collection.column("id").to_pylist()
+    times = collection.column("datetime").to_pylist()
     for number, chip in enumerate(sampler):
         sample = dataset[chip]
         image = sample["image"].numpy()
