@@ -203,3 +203,38 @@ def test_rectangle_mask_equals_the_polygon_mask(bounds):
     inside = shapely.contains_xy(shapely.box(*bounds), xx, yy)
     for time in range(2):
         np.testing.assert_array_equal(data[time, 0], inside.astype(np.uint16))
+
+
+def _reprojected_read(cog, resampling):
+    """2,000 x 1,500 px of ``cog`` on a 12 m grid in the neighbouring UTM zone."""
+    from pyproj import CRS, Transformer
+
+    x, y = Transformer.from_crs(32633, 32632, always_xy=True).transform(
+        ORIGIN[0] + 4000, ORIGIN[1] - 4000)
+    grid = GridSpec(CRS.from_epsg(32632), from_origin(x, y, 12, 12), 2000, 1500)
+    return asyncio.run(read_into_grid(cog, grid, bands=[1], resampling=resampling))
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
+def test_reprojection_fills_the_destination_strip_by_strip(large, monkeypatch, resampling):
+    """Strips (here 40 small ones) give the same pixels as one strip, and the
+    reprojection's temporaries are bounded by a strip, not by the output."""
+    from rasteret.read import warp
+
+    collection, _, _ = large
+    cog = collection.cog(0, "B04")
+    whole = _reprojected_read(cog, resampling)
+    monkeypatch.setattr(warp, "STRIP_PIXELS", 2000 * 30)
+    monkeypatch.setattr(warp, "STRIP_TILE_ROWS", 0)
+    assert warp.strip_rows(cog, GridSpec(cog.crs, cog.transform, 2000, 1500), None) == 30
+    tracemalloc.start()
+    try:
+        strips = _reprojected_read(cog, resampling)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(strips, whole)
+    assert (whole != 0).mean() > 0.9  # the grid lies inside the scene
+    # Output 6 MB; one strip's coordinates and temporaries are well under 8 MB, the
+    # whole grid's would be 48 MB (nearest) to over 100 MB (bilinear).
+    assert peak < strips.nbytes + 16 * MB, (peak / MB, strips.nbytes / MB)

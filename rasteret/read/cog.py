@@ -235,6 +235,15 @@ class CogFile:
         level = self._level(overview)
         return self.transform @ Affine.scale(self.width / level.width, self.height / level.height)
 
+    def level(self, overview: int | None = None) -> ImageLevel:
+        """The image level read for ``overview`` (None: full resolution): its size,
+        tile size, dtype and tile tables.
+
+        Raises:
+            ConfigurationError: No such overview.
+        """
+        return self._level(overview)
+
     def _level(self, overview: int | None) -> ImageLevel:
         if overview is None:
             return self._main

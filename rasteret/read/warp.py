@@ -220,16 +220,64 @@ async def read_into_grid(
             out[...] = await cog.read_async(window, bands=bands, stats=stats)
             return out
     overview = choose_overview(cog, grid, same_crs)
+    if out is None:
+        out = np.empty((count, grid.height, grid.width), dtype=cog.dtype)
+    # Off the file's grid the destination is filled strip by strip: each strip's
+    # source coordinates, source window and resampling temporaries exist only while
+    # it is filled, so memory stays near the output's size at any area.
+    rows = strip_rows(cog, grid, overview)
+    for top in range(0, grid.height, rows):
+        height = min(rows, grid.height - top)
+        strip = GridSpec(grid.crs, grid.transform @ Affine.translation(0, top), grid.width,
+                         height)
+        await _warp_strip(cog, strip, overview, bands, resampling, stats,
+                          out[:, top:top + height])
+    return out
+
+
+#: Destination pixels whose source coordinates a strip computes at once (two float64
+#: arrays: 64 MiB), unless a strip must be taller to span several source tile rows.
+STRIP_PIXELS = 1 << 22
+#: Source tile rows a strip spans at least, so tiles on strip edges (decoded by both
+#: strips) stay a small share of the work.
+STRIP_TILE_ROWS = 4
+
+
+def strip_rows(cog: CogFile, grid: GridSpec, overview: int | None) -> int:
+    """Destination rows filled per strip when warping ``cog`` onto ``grid``: at most
+    :data:`STRIP_PIXELS` pixels, but at least :data:`STRIP_TILE_ROWS` source tile rows."""
+    by_memory = max(1, STRIP_PIXELS // max(grid.width, 1))
+    if grid.height <= by_memory:
+        return grid.height
     src_transform = cog.level_transform(overview)
-    assert src_transform is not None  # the file's transform was checked above
+    assert src_transform is not None and cog.crs is not None
+    # Source rows per destination row, sampled along the grid's left, middle and
+    # right columns between its first and last rows.
+    probe = GridSpec(grid.crs, grid.transform @ Affine.scale(max(grid.width - 1, 1) / 2,
+                                                             grid.height - 1), 3, 2)
+    _, src_rows = source_coordinates(src_transform, cog.crs, probe)
+    finite = np.isfinite(src_rows).all(axis=0)
+    if not finite.any():
+        return by_memory
+    per_row = float(np.max(np.abs(src_rows[1, finite] - src_rows[0, finite]))) / max(
+        grid.height - 1, 1)
+    tile_height = cog.level(overview).chunk_height
+    by_tiles = math.ceil(STRIP_TILE_ROWS * tile_height / max(per_row, 1e-9))
+    return min(grid.height, max(by_memory, by_tiles))
+
+
+async def _warp_strip(cog: CogFile, grid: GridSpec, overview: int | None,
+                      bands: list[int] | None, resampling: Resampling,
+                      stats: FetchStats | None, out: np.ndarray) -> None:
+    """Resample the part of ``cog`` under ``grid`` (one strip) into ``out``."""
+    src_transform = cog.level_transform(overview)
+    assert src_transform is not None and cog.crs is not None
     src_cols, src_rows = source_coordinates(src_transform, cog.crs, grid)
     fill = nodata_for_dtype(cog.nodata, cog.dtype)
     finite = np.isfinite(src_cols) & np.isfinite(src_rows)
-    if out is None:
-        out = np.empty((count, grid.height, grid.width), dtype=cog.dtype)
     if not finite.any():
         out[...] = fill
-        return out
+        return
     col0 = int(math.floor(src_cols[finite].min())) - 1
     row0 = int(math.floor(src_rows[finite].min())) - 1
     col1 = int(math.ceil(src_cols[finite].max())) + 1
@@ -242,10 +290,10 @@ async def read_into_grid(
     col1, row1 = min(col1, level_width), min(row1, level_height)
     if col0 >= col1 or row0 >= row1:
         out[...] = fill
-        return out
+        return
     data = await cog.read_async(
         (col0, row0, col1 - col0, row1 - row0), overview=overview, bands=bands, stats=stats
     )
     src_cols = np.where(finite, src_cols - col0, -1.0)
     src_rows = np.where(finite, src_rows - row0, -1.0)
-    return _sample(data, src_cols, src_rows, fill, cog.nodata, resampling, out=out)
+    _sample(data, src_cols, src_rows, fill, cog.nodata, resampling, out=out)
