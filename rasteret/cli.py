@@ -163,11 +163,12 @@ def _collections_delete(args: argparse.Namespace) -> None:
 def _chips_export(args: argparse.Namespace) -> None:
     import rasteret
 
+    classes = _label_classes(args.label_classes)  # a usage mistake before any work
     collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     manifest = collection.export_chips(
         args.bands, args.out, chip_size=args.size, mode=args.mode, length=args.count,
         seed=args.seed, png=args.png, overwrite=args.overwrite, mask_bands=args.mask_bands,
-        label_classes=_label_classes(args.label_classes), progress=_progress(args),
+        label_classes=classes, progress=_progress(args),
     )
     import pyarrow.parquet as pq
 

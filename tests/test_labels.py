@@ -61,6 +61,27 @@ def test_brush_rle_rejects_bad_codes():
         decode_brush_values(code[:8])
 
 
+@pytest.mark.parametrize(("given", "classes"), [
+    (["background", "water"], ["background", "water"]),
+    (["1=water", "3=field", "-1=nodata"], {1: "water", 3: "field", -1: "nodata"}),
+    (["a=b"], ["a=b"]),  # not VALUE=NAME: a name
+])
+def test_cli_label_classes_are_names_or_pairs(given, classes):
+    from rasteret.cli import _label_classes
+
+    assert _label_classes(given) == classes
+    assert _label_classes(None) is None
+
+
+def test_cli_label_classes_mixed_is_a_usage_error_before_any_work(tmp_path, capsys):
+    from rasteret.cli import main as cli_main
+
+    status = cli_main(["chips", "export", "no-such-collection", "--bands", "B04", "--out",
+                       str(tmp_path / "x"), "--workspace-dir", str(tmp_path),
+                       "--label-classes", "water", "3=field"])
+    assert status == 2 and "not both" in capsys.readouterr().err
+
+
 # -- the round trip on the demo scenes (torch) ----------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
