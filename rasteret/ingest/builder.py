@@ -207,10 +207,11 @@ def build_collection(
 
     all_failures: list[IndexFailure] = []
     batch_number = len(list(partial.glob("batch-*.parquet")))
-    # One bar for the whole build (its batches are an implementation detail).
+    # One bar for the whole build (its batches are an implementation detail); none
+    # when a resumed build has nothing left to index.
     bar = progress_bar(total=sum(len(_hrefs(todo[start : start + BATCH_SCENES]))
                                  for start in range(0, len(todo), BATCH_SCENES)),
-                       desc=f"Indexing {name}", unit="asset", progress=progress)
+                       desc=f"Indexing {name}", unit="asset", progress=progress and bool(todo))
     try:
         for start in range(0, len(todo), BATCH_SCENES):
             kept, kept_bands, failures = index_batch(
