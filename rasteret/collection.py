@@ -11,6 +11,7 @@ import datetime as dt
 import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,7 @@ from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_views
 from rasteret.errors import (
+    CollectionChangedError,
     CollectionNotFoundError,
     ConfigurationError,
     CorruptCollectionError,
@@ -127,6 +129,53 @@ def check_bbox(bbox: Sequence[float]) -> BBox:
     return minx, miny, maxx, maxy
 
 
+@dataclass(frozen=True)
+class CollectionOrigin:
+    """Where a loaded collection's files are: what another process needs to open
+    the same collection again, a few hundred bytes whatever its size.
+
+    Attributes:
+        location: The collection's folder or GeoParquet file (an absolute path), or
+            its URL in an object-store workspace (``s3://bucket/prefix/NAME``) or of
+            an exported file.
+        backend: The backend it was loaded with (it pickles to its description; None:
+            the default backend).
+        created: The build time in its manifest (None when it has none).
+        scenes: Its number of scenes.
+    """
+
+    location: str
+    backend: Backend | None
+    created: str | None
+    scenes: int
+
+    def open(self) -> Collection:
+        """Load the collection from its files (in any process).
+
+        Returns:
+            The collection, with the same build and scenes as when it was loaded.
+
+        Raises:
+            CollectionChangedError: The files hold another build now (the collection
+                was rebuilt), or are gone.
+            CorruptCollectionError: The files are damaged.
+            AccessDeniedError: The backend may not read them.
+        """
+        try:
+            collection = load(self.location, backend=self.backend)
+        except CollectionNotFoundError:
+            raise CollectionChangedError(
+                f"collection at {self.location!r} is gone since it was loaded; load it "
+                "again (or rebuild it) and rerun") from None
+        if (collection.manifest.get("created") != self.created
+                or len(collection) != self.scenes):
+            raise CollectionChangedError(
+                f"collection at {self.location!r} was rebuilt since it was loaded (built "
+                f"{collection.manifest.get('created')} with {len(collection)} scenes, not "
+                f"{self.created} with {self.scenes}); load it again and rerun")
+        return collection
+
+
 class Collection:
     """Scenes with per-band COG headers, ready to filter and read.
 
@@ -152,6 +201,9 @@ class Collection:
         self.manifest = dict(manifest or {})
         self.path = path
         self._failures = failures
+        # Set by load(): valid while ``table`` is still the table read from the files.
+        self._origin: CollectionOrigin | None = None
+        self._origin_table: pa.Table | None = None
 
     # -- description -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -211,6 +263,19 @@ class Collection:
         times = self.table["datetime"]
         first, last = pc.min(times).as_py(), pc.max(times).as_py()
         return (first, last) if first is not None else None
+
+    @property
+    def origin(self) -> CollectionOrigin | None:
+        """Where the files of this collection are, so that another process can open
+        it again instead of being sent its table (see :meth:`CollectionOrigin.open`).
+
+        None unless the collection holds exactly the scenes loaded from its files:
+        one built in memory (:meth:`from_arrow`), filtered (:meth:`subset`,
+        :meth:`filter`), or whose ``table`` was replaced has none.
+        """
+        if self._origin is None or self.table is not self._origin_table:
+            return None
+        return self._origin
 
     @property
     def failures(self) -> pa.Table:
@@ -696,14 +761,14 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
                 f"no collection {name!r}; saved collections: "
                 f"{workspace.names() or 'none'} (workspace {workspace.location}){hint}"
             )
-        return _from_stored(stored)
+        return _loaded_from(_from_stored(stored), stored, backend)
     if is_remote(path_or_name):
         url = str(path_or_name).rstrip("/")
         if url.endswith(".parquet"):
             from rasteret.io.objects import get_object
 
             data, _ = get_object(backend or default_backend(), url)
-            return _from_file(pq.read_table(pa.BufferReader(data)))
+            return _loaded_from(_from_file(pq.read_table(pa.BufferReader(data))), url, backend)
         base, name = split_collection_url(url)
         workspace = ObjectWorkspace(base, backend or default_backend())
         stored = workspace.read(name)
@@ -712,10 +777,10 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
                 f"no collection at {url!r}: no manifest {workspace.manifest_url(name)}; "
                 f"collections in workspace {base}: {workspace.names() or 'none'}"
             )
-        return _from_stored(stored)
+        return _loaded_from(_from_stored(stored), stored, backend)
     candidate = local_path(path_or_name)
     if candidate.is_file():
-        return _from_file(pq.read_table(candidate))
+        return _loaded_from(_from_file(pq.read_table(candidate)), str(candidate.resolve()), None)
     folder = resolve_existing(candidate) if candidate.is_dir() else None
     if folder is None:
         saved = list_collections(workspace_dir=workspace_dir, backend=backend)
@@ -726,7 +791,24 @@ def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike
         )
     if not any(folder.glob("part-*.parquet")):
         raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
-    return _from_stored(read_folder(folder))
+    stored = read_folder(folder)
+    return _loaded_from(_from_stored(stored), stored, backend)
+
+
+def _loaded_from(collection: Collection, source: StoredCollection | str,
+                 backend: Backend | None) -> Collection:
+    """``collection``, knowing it was read from ``source`` (a stored collection, or a
+    file's path or URL) with ``backend``: see :attr:`Collection.origin`."""
+    if isinstance(source, str):
+        location = source
+    elif source.path is not None:
+        location, backend = str(source.path.resolve()), None  # a local folder
+    else:
+        location = source.location
+    collection._origin = CollectionOrigin(location, backend, collection.manifest.get("created"),
+                                          len(collection))
+    collection._origin_table = collection.table
+    return collection
 
 
 def _check_columns(table: pa.Table) -> None:

@@ -8,12 +8,20 @@ one, its neighbourhood) is mapped to the tile holding it, and each distinct tile
 fetched once and decoded once (one request per tile touched), all tiles of all scenes
 in flight at once. A dask DataFrame of points is sorted by a space-filling-curve key,
 so each partition covers a compact area and touches few tiles, and every partition is
-sampled in its task with the process's own store.
+sampled in its task with the process's own store. A collection loaded from its files
+reaches the tasks as where those files are (:class:`~rasteret.collection.CollectionOrigin`,
+a few hundred bytes): each process opens it once and keeps it for its later tasks; any
+other collection (filtered, or built in memory) is sent whole, once per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import pickle
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +33,7 @@ import shapely.geometry
 from pyproj import CRS
 
 from rasteret.band import BandView
-from rasteret.collection import Collection, DateRange
+from rasteret.collection import Collection, CollectionOrigin, DateRange
 from rasteret.errors import ConfigurationError, NoCoverageError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
@@ -522,8 +530,52 @@ def _key_partition(frame: pd.DataFrame, geometry_crs: Any, xy_columns: tuple[str
     return frame.assign(**{name: _morton(parsed)})
 
 
-def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequence[str],
-                      key: str, options: dict[str, Any]) -> Any:
+#: Collections opened from their files by this process's tasks, most recent last (at
+#: most _OPENED_KEPT); the driver's own collection is kept by a weak reference, so a
+#: threaded compute reads it without opening it again and without keeping it alive.
+_opened: OrderedDict[str, Collection | weakref.ref[Collection]] = OrderedDict()
+_opened_lock = threading.Lock()
+_OPENED_KEPT = 2
+
+
+def _origin_key(origin: CollectionOrigin) -> str:
+    """A name for ``origin`` (equal descriptions, equal names)."""
+    return hashlib.sha256(pickle.dumps(origin)).hexdigest()
+
+
+def _keep(key: str, collection: Collection | weakref.ref[Collection]) -> None:
+    """Keep ``collection`` under ``key`` as the most recent (``_opened_lock`` held)."""
+    _opened[key] = collection
+    _opened.move_to_end(key)
+    while len(_opened) > _OPENED_KEPT:
+        _opened.popitem(last=False)
+
+
+def _remember(origin: CollectionOrigin, collection: Collection) -> None:
+    """Let this process's tasks of ``origin`` use ``collection`` while it lives."""
+    with _opened_lock:
+        _keep(_origin_key(origin), weakref.ref(collection))
+
+
+def _process_collection(origin: CollectionOrigin) -> Collection:
+    """This process's collection for ``origin``: opened from its files by the first
+    task to need it, then shared by the later ones."""
+    key = _origin_key(origin)
+    with _opened_lock:  # held while opening: concurrent tasks open it once
+        kept = _opened.get(key)
+        collection = kept() if isinstance(kept, weakref.ref) else kept
+        if collection is None:
+            collection = origin.open()
+            _keep(key, collection)
+        else:  # a weak reference to the driver's collection stays weak
+            _keep(key, kept if isinstance(kept, weakref.ref) else collection)
+        return collection
+
+
+def _sample_partition(frame: pd.DataFrame, collection: Collection | CollectionOrigin,
+                      bands: Sequence[str], key: str, options: dict[str, Any]) -> Any:
+    if isinstance(collection, CollectionOrigin):
+        collection = _process_collection(collection)
     labels = frame.index.to_numpy()
     frame = frame.drop(columns=[key]).reset_index(drop=True)
     out = sample_points(collection, frame, bands, _allow_empty=True, **options)
@@ -547,7 +599,10 @@ def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
     ordered = keyed.sort_values(key)
     # Computed on the empty frame: the columns and dtypes, without reading a pixel.
     meta = _sample_partition(ordered._meta, collection, bands, key, options)
-    shared = delayed(collection, pure=True)
+    origin = collection.origin
+    if origin is not None:
+        _remember(origin, collection)
+    shared = delayed(origin if origin is not None else collection, pure=True)
     return ordered.map_partitions(_sample_partition, shared, list(bands), key, options,
                                   meta=meta, align_dataframes=False)
 

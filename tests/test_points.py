@@ -7,6 +7,7 @@ Pixel truth comes from rasterio on the same files.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import shutil
 
 import numpy as np
@@ -336,6 +337,89 @@ def test_dask_dataframe_on_a_local_cluster_equals_eager(collection, nginx_server
             distributed.Client(cluster) as client:
         computed = client.compute(lazy).result()
     _check_lazy(eager, lazy, computed)
+
+
+def _replicated(collection, copies, folder):
+    """``collection``'s rows ``copies`` times (ids made unique, times an hour apart per
+    copy), saved as a collection folder and loaded."""
+    from rasteret.storage import write_parts
+
+    table = collection.table
+    tables = []
+    for copy in range(copies):
+        ids = pa.array([f"{i}-{copy}" for i in table["id"].to_pylist()])
+        times = pa.array([t + dt.timedelta(hours=copy) for t in table["datetime"].to_pylist()],
+                         table.schema.field("datetime").type)
+        tables.append(table.set_column(table.schema.get_field_index("id"), "id", ids).set_column(
+            table.schema.get_field_index("datetime"), "datetime", times))
+    write_parts(pa.concat_tables(tables), folder, {**collection.manifest, "name": folder.name},
+                collection.failures)
+    return rasteret.load(folder)
+
+
+def _graph_bytes(lazy):
+    import cloudpickle
+
+    return len(cloudpickle.dumps(dict(lazy.__dask_graph__())))
+
+
+def test_dask_tasks_are_sent_where_the_collection_is_not_its_table(collection, tmp_path,
+                                                                   monkeypatch):
+    import dask
+
+    from rasteret import points as points_module
+    from rasteret.collection import CollectionOrigin
+
+    big = _replicated(collection, 200, tmp_path / "big")
+    assert len(big) == 600 and big.origin is not None
+    assert len(pickle.dumps(big.origin)) < 1000
+    frame = _points(300, seed=9)
+    options = {"geometry_crs": EPSG, "xy_columns": ("x", "y"), "match": "latest"}
+
+    def lazy_of(source):
+        return source.sample_points(_dask_frame(frame, 4), ["B04", "B08"], **options)
+
+    small_graph, big_graph = _graph_bytes(lazy_of(collection)), _graph_bytes(lazy_of(big))
+    # The graph holds the points and where the collection is: the same size for 3 or
+    # 600 scenes. A subset (no files of its own) is sent whole, as before.
+    assert abs(big_graph - small_graph) < 200
+    whole = big.subset(date_range=("2000-01-01", "2100-01-01"))
+    assert len(whole) == len(big) and whole.origin is None
+    assert _graph_bytes(lazy_of(whole)) - big_graph > big.table.nbytes / 2
+
+    # Computed in a process that does not hold the collection: it is opened from its
+    # files once, for every partition, and the values equal the eager call's.
+    lazy = lazy_of(big)
+    opened = []
+    real_open = CollectionOrigin.open
+    monkeypatch.setattr(CollectionOrigin, "open",
+                        lambda self: opened.append(self) or real_open(self))
+    points_module._opened.clear()
+    with dask.config.set(scheduler="threads"):
+        computed = lazy.compute()
+    assert opened == [big.origin]
+    expected = big.sample_points(frame, ["B04", "B08"], **options)
+    assert set(computed["id"]) == {f"S2-{199}"}  # the latest copy of the latest scene
+    pd.testing.assert_frame_equal(_sorted(computed), _sorted(expected))
+
+
+def test_a_collection_knows_where_it_was_loaded_from_until_it_changes(collection, tmp_path):
+    import dataclasses
+
+    from rasteret.errors import CollectionChangedError
+
+    origin = collection.origin
+    assert origin is not None and origin.backend is None and origin.scenes == 3
+    again = origin.open()
+    assert again.table.equals(collection.table) and again.origin == origin
+    assert collection.filter(pa.compute.field("id") == "S1").origin is None
+    assert rasteret.Collection.from_arrow(collection).origin is None
+    exported = collection.export(tmp_path / "points.parquet")
+    assert rasteret.load(exported).origin.open().table.equals(collection.table)
+    with pytest.raises(CollectionChangedError, match="rebuilt since it was loaded"):
+        dataclasses.replace(origin, created="2000-01-01T00:00:00+00:00").open()
+    with pytest.raises(CollectionChangedError, match="is gone"):
+        dataclasses.replace(origin, location=str(tmp_path / "nothing")).open()
 
 
 def _guide_blocks():
