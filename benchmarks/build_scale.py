@@ -70,7 +70,9 @@ def parse_args() -> argparse.Namespace:
                         help="assets per Dask task, one Dask build each (comma-separated)")
     parser.add_argument("--batch-size", type=int, default=500, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per build")
-    parser.add_argument("--quick", action="store_true", help="400 and 2,000 assets")
+    parser.add_argument("--quick", action="store_true",
+                        help="400 and 2,000 assets, Dask at 100 per task: a smoke run (its "
+                             "slopes still carry first-use costs; use the defaults for them)")
     parser.add_argument("--data", default=".cache/bench/build")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS,
                         metavar=("MODE", "URL", "ASSETS", "WORKSPACE"))
