@@ -2,7 +2,9 @@
 
 A chip that never straddles a tile boundary (or spans whole tiles) reads exactly
 the tiles it covers: read amplification 1. Each chip is tied to one scene's time
-stamp, so a mosaic reads one scene per chip instead of every overlapping one.
+stamp, so a mosaic reads one scene per chip instead of every overlapping one. Under
+DDP each rank samples its own disjoint share of the chips
+(:mod:`rasteret.torch.distributed`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import shapely
-import torch.distributed as dist
 from torchgeo.samplers import GeoSampler
 
 from rasteret.errors import ConfigurationError
 from rasteret.options import check_option
 from rasteret.torch.dataset import RasteretDataset
+from rasteret.torch.distributed import distributed_share, share_positions
 
 MODES = ("random", "grid")
 
@@ -33,13 +35,6 @@ def _chip_offsets(extent: int, tile: int, chip: int) -> np.ndarray:
     return np.arange(0, extent - chip + 1, step, dtype=np.int64)
 
 
-def distributed_share() -> tuple[int, int]:
-    """``(rank, world_size)`` under ``torch.distributed`` (Lightning DDP), else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class TileAlignedSampler(GeoSampler):
     """Sample chips aligned to the internal tiles of each scene's COGs.
 
@@ -48,23 +43,40 @@ class TileAlignedSampler(GeoSampler):
     it covers. Each chip carries its scene's time stamp: the dataset reads that
     scene only.
 
+    Under distributed training (DDP) every rank builds the same sampler and keeps
+    its own share: every ``world_size``-th chip of the dataset's chips, starting at
+    its rank. Shares are disjoint and together hold every chip. Every rank yields
+    the same number of chips per epoch, so none waits at a gradient all-reduce for a
+    batch another rank never makes: in grid mode a short share is padded with chips
+    from the start of the order (read twice per epoch; see
+    :func:`~rasteret.torch.distributed.share_positions`), in random mode each rank
+    draws ``length`` chips from its own share.
+
+    Random epochs are reproducible: epoch ``e`` of rank ``r`` draws from a generator
+    seeded with ``(seed, r, e)``. The epoch advances after each pass and can be set
+    with :meth:`set_epoch` (Lightning does so before each epoch, so a resumed run
+    draws the chips the interrupted one would have).
+
     Args:
         dataset: The dataset to sample from (its scenes must be on their native grid:
             same CRS and resolution as the dataset).
         size: Chip size in pixels (default: the dataset's ``chip_size``).
         mode: ``"random"`` (chips drawn with replacement) or ``"grid"`` (every chip
             once, in order).
-        length: Chips per epoch in random mode (default: the number of distinct
-            chips of this rank's share).
+        length: Chips per epoch and rank in random mode (default: the size of the
+            largest rank's share, i.e. ``ceil(chips / world_size)``).
         roi: Keep chips inside this polygon (dataset CRS).
         time_range: Keep scenes within ``(start, end)``.
-        seed: Seed of the random generator (random mode).
-        rank, world_size: This process's share under distributed training; default
-            from ``torch.distributed``. Shares are disjoint sets of chips.
+        seed: Seed of the random draws (random mode; default: a fresh one).
+        rank: This process's rank; default from ``torch.distributed`` when it is
+            initialised, else 0.
+        world_size: The number of ranks; default from ``torch.distributed`` when it
+            is initialised, else 1.
 
     Raises:
         ConfigurationError: No aligned chip fits (a chip larger than the scenes, or
-            scenes not on their native grid).
+            scenes not on their native grid), or ``rank`` and ``world_size`` do not
+            fit together.
     """
 
     def __init__(
@@ -84,20 +96,25 @@ class TileAlignedSampler(GeoSampler):
         size = size or dataset.chip_size
         if not size or size <= 0:
             raise ConfigurationError("give size= (chip size in pixels) or the dataset's chip_size")
-        default_rank, default_world = distributed_share()
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
+        self.rank, self.world_size = distributed_share(rank, world_size)
         self.size = int(size)
         self.mode = mode
         self.res = dataset.res
-        self.generator = np.random.default_rng(seed)
-        self._chips = self._candidates(dataset, roi, time_range)
-        if not len(self._chips["xmin"]):
+        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self.epoch = 0
+        chips = self._candidates(dataset, roi, time_range)
+        count = len(chips["xmin"])
+        if not count:
             raise ConfigurationError(
                 f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
-                "(inside the roi and time range) for this rank"
+                "(inside the roi and time range)"
             )
-        self._length = length if (length and mode == "random") else len(self._chips["xmin"])
+        positions = share_positions(count, self.rank, self.world_size)
+        # The share's own chips first, then (grid mode) the padding repeated from
+        # other shares; random draws take only the former.
+        self._own = len(range(self.rank, count, self.world_size))
+        self._chips = {k: v[positions] for k, v in chips.items()}
+        self._length = length if (length and mode == "random") else len(positions)
 
     def _candidates(
         self, dataset: RasteretDataset, roi: shapely.Geometry | None,
@@ -142,9 +159,7 @@ class TileAlignedSampler(GeoSampler):
                                 chips["xmin"] + width, chips["ymax"])
             keep = shapely.contains(roi, boxes)
             chips = {k: v[keep] for k, v in chips.items()}
-        # Disjoint shares per rank: every world_size-th chip in a fixed order.
-        share = np.arange(len(chips["xmin"])) % self.world_size == self.rank
-        return {k: v[share] for k, v in chips.items()}
+        return chips
 
     def _slice(self, i: int) -> tuple[slice, slice, slice]:
         xres, yres = self.res
@@ -157,13 +172,19 @@ class TileAlignedSampler(GeoSampler):
                   pd.Timestamp(int(self._chips["t1"][i])), 1),
         )
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the chips of epoch ``epoch`` on the next pass (random mode)."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
-        """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of aligned chips."""
-        count = len(self._chips["xmin"])
+        """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of this rank's
+        aligned chips, then advance the epoch."""
         if self.mode == "grid":
-            order = np.arange(count)
+            order = np.arange(len(self._chips["xmin"]))
         else:
-            order = self.generator.integers(0, count, size=len(self))
+            generator = np.random.default_rng((self.seed, self.rank, self.epoch))
+            order = generator.integers(0, self._own or len(self._chips["xmin"]), size=len(self))
+        self.epoch += 1
         for i in order:
             yield self._slice(int(i))
 
