@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +42,7 @@ NAME = "ddp"
 BANDS = ["B04", "B08"]
 CHIP = 128
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=5)}
+ROOT = Path(__file__).parents[1]
 
 
 def chip_key(xmin, ymax, seconds):
@@ -180,6 +184,34 @@ def s3_secret():
     from testbed.servers import MotoServer
 
     return MotoServer.secret_access_key
+
+
+def guide_script():
+    """The ``train_ddp.py`` script of docs/scale.md, "Many nodes in training"."""
+    guide = (ROOT / "docs" / "scale.md").read_text()
+    section = guide[guide.index("## Many nodes in training"):]
+    return next(block for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+                if "train_ddp.py" in block)
+
+
+def test_the_guides_torchrun_script_trains_on_two_ranks(s3, moto_server, tmp_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(guide_script())
+    # Credentials reach the ranks through their environment, as on a cluster.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ENDPOINT_URL": moto_server.endpoint,
+           "AWS_ACCESS_KEY_ID": moto_server.access_key_id,
+           "AWS_SECRET_ACCESS_KEY": moto_server.secret_access_key,
+           "AWS_REGION": moto_server.region, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), "--collection", NAME, "--workspace-dir", WORKSPACE, "--bands", *BANDS,
+         "--chip-size", str(CHIP), "--chips-per-epoch", "8", "--batch-size", "4",
+         "--workers", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for rank in range(2):
+        for epoch in range(2):
+            assert f"rank {rank} of 2: epoch {epoch}, 8 chips" in out.stdout, out.stdout
 
 
 # -- the share arithmetic, in one process ------------------------------------------------

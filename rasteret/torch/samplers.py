@@ -10,6 +10,7 @@ DDP each rank samples its own disjoint share of the chips
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,7 +101,7 @@ class TileAlignedSampler(GeoSampler):
         self.size = int(size)
         self.mode = mode
         self.res = dataset.res
-        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
         self.epoch = 0
         chips = self._candidates(dataset, roi, time_range)
         count = len(chips["xmin"])
