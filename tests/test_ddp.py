@@ -5,8 +5,9 @@ Two CPU processes (spawned, gloo, a ``file://`` rendezvous) each load a collecti
 from an S3 workspace on moto (the COGs are on moto too), build the dataset and the
 samplers with their rank taken from ``torch.distributed``, read their share through
 a DataLoader and gather what they read. The backend (with moto's keys) reaches the
-ranks pickled through the spawn pipe, never through a file. The share arithmetic
-is also checked in one process for uneven counts.
+ranks pickled through the spawn pipe, never through a file. The guide's torchrun
+script (docs/scale.md) trains on two ranks with credentials from the environment.
+The share arithmetic is also checked in one process for uneven counts.
 """
 
 from __future__ import annotations
