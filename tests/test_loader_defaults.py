@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import multiprocessing.forkserver
 import os
+import subprocess
+import sys
+import textwrap
 
 import pyarrow as pa
 import pytest
@@ -21,7 +24,7 @@ from rasteret.errors import ConfigurationError  # noqa: E402
 from rasteret.io import runtime  # noqa: E402
 from rasteret.read.cache import REUSE_WINDOW, ChunkCaches  # noqa: E402
 from rasteret.torch import TileAlignedSampler, dataloader  # noqa: E402
-from rasteret.torch.loader import FORKSERVER_PRELOAD  # noqa: E402
+from rasteret.torch.forkserver import FORKSERVER_PRELOAD  # noqa: E402
 from testbed.scenes import write_scenes  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -142,3 +145,46 @@ def test_main_process_decodes_with_every_core(monkeypatch):
     dataloader(DecodeThreadReport(), batch_size=1, num_workers=0, collate_fn=default_collate)
     assert runtime.decode_threads() == runtime.available_cores()
     assert runtime.decode_pool()._max_workers == runtime.available_cores()
+
+
+_EARLY = textwrap.dedent("""
+    import multiprocessing, multiprocessing.forkserver, os
+    import rasteret.torch
+    from rasteret.torch.forkserver import FORKSERVER_PRELOAD
+
+
+    def main():
+        server = multiprocessing.forkserver._forkserver
+        print("started", server._forkserver_pid is not None)
+        print("preloaded", set(FORKSERVER_PRELOAD) <= set(server._preload_modules))
+        print("marker-left", "_RASTERET_FORKSERVER_CHILD" in os.environ)
+        if server._forkserver_pid is not None:
+            # Once a process was forked from it the server's preload is done: its
+            # own import of rasteret.torch started no server of its own.
+            child = multiprocessing.get_context("forkserver").Process(target=os.getpid)
+            child.start()
+            child.join()
+            parent = str(server._forkserver_pid)
+            children = [p for p in os.listdir("/proc") if p.isdigit() and open(
+                f"/proc/{p}/stat").read().split(") ")[1].split()[1] == parent]
+            print("server-children", len(children))
+
+
+    if __name__ == "__main__":  # the server preloads this file as __mp_main__
+        main()
+""")
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_importing_rasteret_torch_starts_the_worker_server_early(tmp_path, switch):
+    script = tmp_path / "early.py"
+    script.write_text(_EARLY)
+    env = {**os.environ, "RASTERET_EARLY_FORKSERVER": switch}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["started"] == ("True" if switch == "1" else "False")
+    assert lines["marker-left"] == "False"
+    if switch == "1":
+        assert lines["preloaded"] == "True"
+        assert lines["server-children"] == "0"

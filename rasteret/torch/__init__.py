@@ -1,15 +1,23 @@
 """TorchGeo and Lightning integration: datasets, samplers, loaders, datamodule, chips.
 
 Importing this package imports torch, torchgeo and lightning (the ``torch`` extra);
-``import rasteret`` alone does not.
+``import rasteret`` alone does not. In a program's main process it also starts the
+fork server DataLoader workers are forked from, preloaded with torch and torchgeo
+(:mod:`rasteret.torch.forkserver`; ``RASTERET_EARLY_FORKSERVER=0`` leaves it to the
+first loader).
 """
 
 from typing import Any
 
-from rasteret.torch.dataset import RasteretDataset
-from rasteret.torch.distributed import DistributedGeoSampler
-from rasteret.torch.loader import dataloader
-from rasteret.torch.samplers import TileAlignedSampler
+from rasteret.torch import forkserver as _forkserver
+
+# Before torchgeo is imported below: the worker server's own imports run beside it.
+_forkserver.start_early()
+
+from rasteret.torch.dataset import RasteretDataset  # noqa: E402
+from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
+from rasteret.torch.loader import dataloader  # noqa: E402
+from rasteret.torch.samplers import TileAlignedSampler  # noqa: E402
 
 __all__ = [
     "DistributedGeoSampler",

@@ -18,39 +18,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchgeo.datasets import stack_samples
 
 from rasteret.io.runtime import available_cores, set_decode_threads
+from rasteret.torch.forkserver import prepare_forkserver
 
 #: Worker start method used by rasteret's loaders.
 DEFAULT_CONTEXT = "forkserver"
-
-#: Modules the forkserver imports once, before it forks any worker: each worker then
-#: starts with torch, torchgeo and rasteret's dataset already imported (seconds and
-#: hundreds of MB of private memory saved per worker). Importing does no obstore
-#: I/O, so forking workers from that server stays safe.
-FORKSERVER_PRELOAD = (
-    "__main__",
-    "torch",
-    "torchgeo.datasets",
-    "torchgeo.samplers",
-    "rasteret.torch.dataset",
-    "rasteret.torch.samplers",
-    "rasteret.torch.loader",
-)
-
-
-def prepare_forkserver() -> None:
-    """Have the forkserver preload :data:`FORKSERVER_PRELOAD` and start it now, so
-    its imports overlap the caller's remaining set-up instead of delaying the first
-    batch. Preloading only takes effect before the server starts; if it is already
-    running, it is reused as it is.
-    """
-    preload = list(FORKSERVER_PRELOAD)
-    context = multiprocessing.get_context("forkserver")
-    server = multiprocessing.forkserver._forkserver
-    # Keep what the user or another library asked to preload.
-    extra = [m for m in getattr(server, "_preload_modules", []) if m not in preload]
-    context.set_forkserver_preload(preload + extra)
-    server.ensure_running()
-
 
 def worker_init(worker_id: int, user_init: Callable[[int], None] | None = None) -> None:
     """Set up a DataLoader worker: size its decode pool to its share of the cores
@@ -98,7 +69,8 @@ def dataloader(
     add throughput where there are cores instead of competing for them; without
     workers the main process decodes with every core. Forkserver workers start from
     a server that preloads torch, torchgeo and rasteret (see
-    :func:`prepare_forkserver`), started by this call.
+    :mod:`rasteret.torch.forkserver`), started when ``rasteret.torch`` was imported
+    or else by this call.
     """
     if num_workers == 0:
         multiprocessing_context = None
