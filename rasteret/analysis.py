@@ -38,6 +38,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, Match, OnError, Resampling, check_option
+from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.warp import GridSpec, read_into_grid, transformer
 from rasteret.tiff.geo import nodata_for_dtype
@@ -252,6 +253,7 @@ async def _read_area(
     backend: Backend, target_crs: CRSLike | None,
     resolution: float | tuple[float, float] | None, resampling: Resampling, mask: bool,
     date_range: DateRange | None, on_error: OnError = "raise", validate: bool = True,
+    bar: ProgressBar | None = None,
 ) -> AreaResult:
     _check_degrees(geometry, crs, collection)
     rows = covering_rows(collection, geometry, crs, date_range)
@@ -260,6 +262,8 @@ async def _read_area(
             f"no scene of collection {collection.name!r} covers {geometry.bounds} "
             f"({crs.name}); its scenes cover {collection.bounds} in degrees"
         )
+    if bar is not None:
+        grow(bar, len(rows))
     views = {b: _views(collection, rows, b) for b in bands}
     grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
@@ -272,11 +276,22 @@ async def _read_area(
     # arrays, no stacking copy.
     dtype = np.result_type(*(cog.dtype for cog in cogs.values()))
     data = np.empty((len(rows), len(bands), grid.height, grid.width), dtype)
-    outcomes = await asyncio.gather(*(
-        read_into_grid(cogs[(t, b)], grid, bands=[views[b][t].band_index],
-                       resampling=resampling, out=data[t, i : i + 1])
-        for t in range(len(rows)) for i, b in enumerate(bands)
-    ), return_exceptions=True)
+
+    async def scene(t: int) -> list[Any]:
+        try:
+            outcome: list[Any] = await asyncio.gather(*(
+                read_into_grid(cogs[(t, b)], grid, bands=[views[b][t].band_index],
+                               resampling=resampling, out=data[t, i : i + 1])
+                for i, b in enumerate(bands)
+            ), return_exceptions=True)
+            return outcome
+        finally:
+            if bar is not None:
+                bar.update(1)
+
+    # Scene-major, band-minor: outcome i is scene i // len(bands), band i % len(bands).
+    outcomes = [outcome for group in await asyncio.gather(*(scene(t) for t in range(len(rows))))
+                for outcome in group]
     failed = {rows[i // len(bands)] for i, a in enumerate(outcomes)
               if isinstance(a, BaseException)}
     if failed:
@@ -330,23 +345,32 @@ def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
                resolution: float | tuple[float, float] | None = None,
                resampling: Resampling = "nearest", mask: bool = True,
                date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True) -> tuple[list[AreaResult], list[shapely.Geometry], CRS]:
-    """Read every geometry in one concurrent pass (shared by the public functions)."""
+               validate: bool = True, progress: bool = True,
+               ) -> tuple[list[AreaResult], list[shapely.Geometry], CRS]:
+    """Read every geometry in one concurrent pass (shared by the public functions),
+    counting the scenes read on a bar that shows once the read has taken
+    :data:`rasteret.progress.DELAY` seconds."""
     check_option("on_error", on_error, ON_ERROR)
     _check_collection(collection)
     bands = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
     resolved = backend_for_collection(collection, backend)
+    # Each geometry adds its covering scenes to the total.
+    bar = progress_bar(total=0, desc=f"Reading {collection.name}", unit="scene",
+                       progress=progress, delayed=True)
 
     async def read_all() -> list[AreaResult]:
         return list(await asyncio.gather(*(
             _read_area(collection, g, crs, bands, backend=resolved, target_crs=target_crs,
                        resolution=resolution, resampling=resampling, mask=mask,
-                       date_range=date_range, on_error=on_error, validate=validate)
+                       date_range=date_range, on_error=on_error, validate=validate, bar=bar)
             for g in shapes
         )))
 
-    return run_sync(read_all()), shapes, crs
+    try:
+        return run_sync(read_all()), shapes, crs
+    finally:
+        bar.close()
 
 
 def _single_geometry(geometries: Any) -> bool:
@@ -363,7 +387,7 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
               resolution: float | tuple[float, float] | None = None,
               resampling: Resampling = "nearest", apply_scale: bool = False,
               mask: bool = True, date_range: DateRange | None = None,
-              on_error: OnError = "raise", validate: bool = True
+              on_error: OnError = "raise", validate: bool = True, progress: bool = True
               ) -> np.ndarray | list[np.ndarray]:
     """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
@@ -389,6 +413,9 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
         validate: Check that every tile comes from the version of its object the
             collection recorded (``If-Match`` on the tile requests, size and ETag on
             the responses); see ``docs/reliability.md``.
+        progress: Show a bar of the scenes read, once the read has taken a few
+            seconds (``False`` or ``RASTERET_PROGRESS=0`` hides it; see
+            :mod:`rasteret.progress`).
 
     Returns:
         One array for a single geometry (bbox, shapely geometry or GeoJSON geometry),
@@ -404,7 +431,7 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate)
+                               on_error=on_error, validate=validate, progress=progress)
     arrays = [_scaled(r) if apply_scale else r.data for r in results]
     return arrays[0] if _single_geometry(geometries) else arrays
 
@@ -464,7 +491,7 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
                resolution: float | tuple[float, float] | None = None,
                resampling: Resampling = "nearest", mask: bool = True,
                date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True) -> xr.Dataset | list[xr.Dataset]:
+               validate: bool = True, progress: bool = True) -> xr.Dataset | list[xr.Dataset]:
     """Pixels as an ``xarray.Dataset``: one variable per band, dims ``(time, y, x)``,
     pixel-centre ``x``/``y`` coordinates, a CF ``spatial_ref`` grid mapping (WKT and
     GeoTransform, as rioxarray and odc read it), nodata and scale/offset attributes.
@@ -477,7 +504,7 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
         apply_scale: Physical values (float32, NaN nodata), scaled as in
             :func:`get_numpy`.
         geometry_crs, backend, target_crs, resolution, resampling, mask, date_range,
-            on_error, validate: As for :func:`get_numpy`.
+            on_error, validate, progress: As for :func:`get_numpy`.
 
     Returns:
         A Dataset for one geometry, else a list of Datasets.
@@ -485,7 +512,7 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate)
+                               on_error=on_error, validate=validate, progress=progress)
     datasets = [_dataset(collection, r, apply_scale, masked) for r in results]
     return datasets[0] if _single_geometry(geometries) else datasets
 
@@ -496,7 +523,7 @@ def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
             resolution: float | tuple[float, float] | None = None,
             resampling: Resampling = "nearest", mask: bool = True,
             date_range: DateRange | None = None, on_error: OnError = "raise",
-            validate: bool = True) -> gpd.GeoDataFrame:
+            validate: bool = True, progress: bool = True) -> gpd.GeoDataFrame:
     """One row per scene x geometry with its arrays and transform.
 
     Columns: the user's columns (when ``geometries`` is a GeoDataFrame), ``geometry``,
@@ -510,7 +537,7 @@ def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
     results, shapes, crs = read_areas(
         collection, geometries, bands, geometry_crs=geometry_crs, backend=backend,
         target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
-        date_range=date_range, on_error=on_error, validate=validate)
+        date_range=date_range, on_error=on_error, validate=validate, progress=progress)
     user = geometries.drop(columns=geometries.geometry.name) \
         if isinstance(geometries, gpd.GeoDataFrame) else None
     records = []
@@ -539,7 +566,8 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
                   max_days: float | None = None, mask_band: str | None = None,
                   mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
                   neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
-                  date_range: DateRange | None = None, validate: bool = True) -> Any:
+                  date_range: DateRange | None = None, validate: bool = True,
+                  progress: bool = True) -> Any:
     """Values of ``bands`` at ``points``: the pixel containing each point, in each
     matched scene's own grid (like rasterio's ``sample``), optionally the nearest valid
     pixel around it or the window around it. Each distinct tile is fetched once.
@@ -578,6 +606,9 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
         date_range: Only scenes within ``(start, end)``.
         validate: Check that every tile comes from the recorded version of its object,
             as for :func:`get_numpy`.
+        progress: Show a bar of the tiles read, once sampling has taken a few seconds
+            (``False`` or ``RASTERET_PROGRESS=0`` hides it; a dask DataFrame's
+            partitions show none: watch them with Dask's own diagnostics).
 
     Returns:
         The points' own kind: an Arrow table, GeoDataFrame or pandas DataFrame with
@@ -609,4 +640,5 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
                   match=match or scenes or "all", date_column=date_column, dates=dates,
                   max_days=max_days, mask_band=mask_band, mask_values=mask_values,
                   max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
-                  xy_columns=xy_columns, date_range=date_range, validate=validate)
+                  xy_columns=xy_columns, date_range=date_range, validate=validate,
+                  progress=progress)

@@ -4,6 +4,10 @@ Every command takes ``--json`` for machine-readable output; errors print one lin
 naming the problem and the fix, and exit with status 2 (usage: a bad argument or a
 :class:`~rasteret.errors.ConfigurationError`) or 1 (failure, including a dataset or
 collection that does not exist).
+
+Progress bars go to standard error, never to standard output; ``--json`` and
+``--no-progress`` hide them, as does ``RASTERET_PROGRESS=0`` (see
+:mod:`rasteret.progress`).
 """
 
 from __future__ import annotations
@@ -72,6 +76,33 @@ def _parse_dates(text: str) -> tuple[str, str]:
     return start, end
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Bars unless ``--json`` or ``--no-progress`` (``RASTERET_PROGRESS=0`` is checked
+    where the bars are made)."""
+    return not (args.json or args.no_progress)
+
+
+def _label_classes(entries: Sequence[str] | None) -> dict[int, str] | list[str] | None:
+    """``--label-classes``: names by class value (``background water``: 0, 1...), or
+    ``VALUE=NAME`` pairs (``1=water 3=forest``).
+
+    Raises:
+        ConfigurationError: Pairs and plain names are mixed.
+    """
+    if not entries:
+        return None
+    pairs = [entry.partition("=") for entry in entries]
+    is_pair = [sep == "=" and value.strip().lstrip("-").isdigit()
+               for value, sep, _ in pairs]
+    if not any(is_pair):
+        return list(entries)
+    if not all(is_pair):
+        raise ConfigurationError(
+            f"--label-classes takes names (background water ...: class 0, 1 ...) or "
+            f"VALUE=NAME pairs (1=water 3=forest), not both: got {list(entries)}")
+    return {int(value): name for value, _, name in pairs}
+
+
 def _build(args: argparse.Namespace) -> None:
     import rasteret
 
@@ -84,7 +115,7 @@ def _build(args: argparse.Namespace) -> None:
         workspace_dir=args.workspace_dir,
         force=args.force,
         on_error=args.on_error,
-        progress=not args.json,
+        progress=_progress(args),
     )
     if args.stac_api and not args.dataset_id:
         collection = rasteret.build_from_stac(
@@ -132,10 +163,12 @@ def _collections_delete(args: argparse.Namespace) -> None:
 def _chips_export(args: argparse.Namespace) -> None:
     import rasteret
 
+    classes = _label_classes(args.label_classes)  # a usage mistake before any work
     collection = rasteret.load(args.name, workspace_dir=args.workspace_dir)
     manifest = collection.export_chips(
         args.bands, args.out, chip_size=args.size, mode=args.mode, length=args.count,
-        seed=args.seed, png=args.png, overwrite=args.overwrite,
+        seed=args.seed, png=args.png, overwrite=args.overwrite, mask_bands=args.mask_bands,
+        label_classes=classes, progress=_progress(args),
     )
     import pyarrow.parquet as pq
 
@@ -147,13 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasteret", description="Index cloud COGs into collections and read them fast."
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", action="store_true", help="print JSON (and no progress bars)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (as RASTERET_PROGRESS=0 does)")
     # --workspace is the older spelling of --workspace-dir, still accepted.
     parser.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
                         help="collections folder (default $RASTERET_WORKSPACE)")
     # The same options are accepted after the subcommand (`rasteret datasets list --json`).
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    shared.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS)
     shared.add_argument("--workspace-dir", "--workspace", dest="workspace_dir",
                         default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--png", action="store_true", help="also write PNG chips")
     export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--mask-bands", nargs="+", metavar="BAND",
+                        help="label bands read with each chip and written as Label Studio "
+                             "brush pre-annotations (one <BrushLabels> per band)")
+    export.add_argument("--label-classes", nargs="+", metavar="CLASS",
+                        help="class names by value (background water ...: 0, 1 ...) or "
+                             "VALUE=NAME pairs (1=water 3=forest); values not named are "
+                             "not pre-annotated (default: every value but 0 and nodata, "
+                             "named by its value)")
     export.set_defaults(run=_chips_export)
     return parser
 

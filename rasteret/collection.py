@@ -667,7 +667,7 @@ class Collection:
         resolution: float | tuple[float, float] | None = None,
         resampling: Resampling = "nearest", apply_scale: bool = False, mask: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True,
+        validate: bool = True, progress: bool = True,
     ) -> np.ndarray | list[np.ndarray]:
         """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
@@ -678,7 +678,7 @@ class Collection:
             self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
             target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, mask=mask, date_range=date_range, on_error=on_error,
-            validate=validate)
+            validate=validate, progress=progress)
         return arrays
 
     def get_xarray(
@@ -689,11 +689,14 @@ class Collection:
         resampling: Resampling = "nearest", mask: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
         validate: bool = True, chunks: str | Mapping[str, int | str | None] | None = None,
+        progress: bool = True,
     ) -> xr.Dataset | list[xr.Dataset]:
         """Pixels as an ``xarray.Dataset`` (one variable per band, dims time/y/x, CF
         grid mapping). See :func:`rasteret.analysis.get_xarray`; with ``chunks=``
         (``"auto"`` or e.g. ``{"time": 1, "y": 2048, "x": 2048}``) the variables are
-        dask arrays read lazily, see :func:`rasteret.lazy.get_xarray`."""
+        dask arrays read lazily, see :func:`rasteret.lazy.get_xarray` (nothing is read
+        here, so ``progress`` has no bar to show: Dask's diagnostics follow the
+        compute)."""
         if chunks is not None:
             lazy: xr.Dataset | list[xr.Dataset] = _module("rasteret.lazy").get_xarray(
                 self, geometries, bands, chunks=chunks, masked=masked,
@@ -705,7 +708,7 @@ class Collection:
             self, geometries, bands, masked=masked, apply_scale=apply_scale,
             geometry_crs=geometry_crs, backend=backend, target_crs=target_crs,
             resolution=resolution, resampling=resampling, mask=mask, date_range=date_range,
-            on_error=on_error, validate=validate)
+            on_error=on_error, validate=validate, progress=progress)
         return datasets
 
     def get_gdf(
@@ -714,14 +717,14 @@ class Collection:
         resolution: float | tuple[float, float] | None = None,
         resampling: Resampling = "nearest", mask: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True,
+        validate: bool = True, progress: bool = True,
     ) -> gpd.GeoDataFrame:
         """One row per scene x geometry with its arrays and transform. See
         :func:`rasteret.analysis.get_gdf`."""
         frame: gpd.GeoDataFrame = _module("rasteret.analysis").get_gdf(
             self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
             target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
-            date_range=date_range, on_error=on_error, validate=validate)
+            date_range=date_range, on_error=on_error, validate=validate, progress=progress)
         return frame
 
     def sample_points(
@@ -732,7 +735,7 @@ class Collection:
         dates: Any = None, max_days: float | None = None, mask_band: str | None = None,
         mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
         neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
-        date_range: DateRange | None = None, validate: bool = True,
+        date_range: DateRange | None = None, validate: bool = True, progress: bool = True,
     ) -> pd.DataFrame | pa.Table:
         """Values of ``bands`` at ``points`` (nearest pixel, nearest valid pixel or a
         window; scenes matched by time), in the points' own kind. See
@@ -742,7 +745,8 @@ class Collection:
             scenes=scenes, date_column=date_column, dates=dates, max_days=max_days,
             mask_band=mask_band, mask_values=mask_values,
             max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
-            xy_columns=xy_columns, date_range=date_range, validate=validate)
+            xy_columns=xy_columns, date_range=date_range, validate=validate,
+            progress=progress)
         return values
 
     def to_torchgeo_dataset(

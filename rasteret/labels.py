@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tifffile
 from pyproj import CRS
-from tqdm.auto import tqdm
 
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.api import build_from_table
 from rasteret.labelstudio import decode_brush_rle
+from rasteret.progress import track
 from rasteret.storage import manifest_from_metadata, publish
 from rasteret.tiff.writer import encode_geotiff
 
@@ -261,7 +261,7 @@ def import_masks(
         workspace_dir: The collection's workspace.
         force: Replace an existing collection of this name.
         overwrite: Replace a non-empty ``out_dir``.
-        progress: Show progress bars.
+        progress: Show progress bars (see :mod:`rasteret.progress`).
 
     Returns:
         The mask collection.
@@ -294,7 +294,8 @@ def import_masks(
     staging.mkdir(parents=True)
     rows: list[dict[str, Any]] = []
     try:
-        for chip_id, layers in tqdm(masks, desc="label import", unit="chip", disable=not progress):
+        for chip_id, layers in track(masks, desc="Importing labels", unit="chip",
+                                     progress=progress):
             row = chips.chip(chip_id)
             record: dict[str, Any] = {"id": chip_id, "datetime": row["datetime"]}
             crs = CRS.from_user_input(row["crs"])

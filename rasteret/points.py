@@ -31,6 +31,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import MATCH, Match, check_option
+from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import transformer
 from rasteret.tiff.geo import nodata_for_dtype
@@ -249,7 +250,7 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 async def _read_band(cog: CogFile, view: BandView, cols: np.ndarray, rows: np.ndarray,
-                     out: np.ndarray, limit: asyncio.Semaphore) -> None:
+                     out: np.ndarray, limit: asyncio.Semaphore, bar: ProgressBar) -> None:
     """Fill ``out`` (same shape as ``cols``) with the pixels at ``(cols, rows)``,
     fetching each tile they touch once; pixels outside the image keep ``out``'s
     fill."""
@@ -266,12 +267,14 @@ async def _read_band(cog: CogFile, view: BandView, cols: np.ndarray, rows: np.nd
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
     target = out.reshape(-1)
+    grow(bar, len(starts))
 
     async def tile(start: int, end: int) -> None:
         ty, tx = divmod(int(keys[start]), across)
         async with limit:
             data = await cog.read_async((tx * tw, ty * th, tw, th), bands=[view.band_index])
         target[flat[start:end]] = data[0, r[start:end] - ty * th, c[start:end] - tx * tw]
+        bar.update(1)
 
     await asyncio.gather(*(tile(int(s), int(e)) for s, e in zip(starts, ends)))
 
@@ -296,12 +299,14 @@ def sample_points(
     mask_band: str | None = None, mask_values: Sequence[float] | None = None,
     max_distance_pixels: int = 0, neighbourhood: int | None = None,
     xy_columns: tuple[str, str] | None = None, date_range: DateRange | None = None,
-    validate: bool = True, _allow_empty: bool = False,
+    validate: bool = True, progress: bool = True, _allow_empty: bool = False,
 ) -> Any:
     """Values of ``bands`` at ``points``: see :func:`rasteret.analysis.sample_points`,
     which documents every argument (this is its implementation)."""
     check_option("match", match, MATCH)
     if _is_dask(points):
+        # Lazy: nothing is read here, and the partitions show no bars (Dask's own
+        # diagnostics follow them).
         return _sample_dask(
             collection, points, bands, geometry_crs=geometry_crs, backend=backend,
             match=match, date_column=date_column, max_days=max_days, mask_band=mask_band,
@@ -370,7 +375,8 @@ def sample_points(
     if jobs:
         resolved = backend_for_collection(collection, backend)
         _read_all(collection, candidates, views, reference, read_bands, point_of, scene_of,
-                  centre_cols, centre_rows, dy, dx, values, nodata, resolved, validate)
+                  centre_cols, centre_rows, dy, dx, values, nodata, resolved, validate,
+                  progress)
 
     # The valid pixel nearest the centre: offsets in order of distance, then row, column.
     distance = np.hypot(dy, dx)
@@ -420,8 +426,9 @@ def _read_all(collection: Collection, candidates: list[int],
               point_of: np.ndarray, scene_of: np.ndarray, centre_cols: np.ndarray,
               centre_rows: np.ndarray, dy: np.ndarray, dx: np.ndarray,
               values: dict[str, np.ndarray], nodata: dict[str, Any], backend: Backend,
-              validate: bool) -> None:
-    """Read every pixel of every job's window, one request per distinct tile."""
+              validate: bool, progress: bool) -> None:
+    """Read every pixel of every job's window, one request per distinct tile, counted
+    on a bar that shows once the read has taken :data:`rasteret.progress.DELAY` s."""
     limit: asyncio.Semaphore | None = None
     tasks = []
     for s in np.unique(scene_of):
@@ -450,13 +457,20 @@ def _read_all(collection: Collection, candidates: list[int],
             cog = view.cog(backend, validate=validate)
             tasks.append((cog, view, c, r, out, b, jobs))
 
+    # Each scene and band adds its distinct tiles to the total.
+    bar = progress_bar(total=0, desc=f"Sampling {collection.name}", unit="tile",
+                       progress=progress, delayed=True)
+
     async def run() -> None:
         nonlocal limit
         limit = asyncio.Semaphore(_TILES_IN_FLIGHT)
-        await asyncio.gather(*(_read_band(cog, view, c, r, out, limit)
+        await asyncio.gather(*(_read_band(cog, view, c, r, out, limit, bar)
                                for cog, view, c, r, out, _, _ in tasks))
 
-    run_sync(run())
+    try:
+        run_sync(run())
+    finally:
+        bar.close()
     for _, _, _, _, out, b, jobs in tasks:
         values[b][jobs] = out
 
@@ -526,7 +540,7 @@ def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequen
                       key: str, options: dict[str, Any]) -> Any:
     labels = frame.index.to_numpy()
     frame = frame.drop(columns=[key]).reset_index(drop=True)
-    out = sample_points(collection, frame, bands, _allow_empty=True, **options)
+    out = sample_points(collection, frame, bands, _allow_empty=True, progress=False, **options)
     if labels.dtype.kind in "iu":  # the row's own index label: its position in the input
         out["point_index"] = labels[out["point_index"].to_numpy()].astype(np.int64)
     return out

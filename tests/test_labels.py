@@ -61,6 +61,27 @@ def test_brush_rle_rejects_bad_codes():
         decode_brush_values(code[:8])
 
 
+@pytest.mark.parametrize(("given", "classes"), [
+    (["background", "water"], ["background", "water"]),
+    (["1=water", "3=field", "-1=nodata"], {1: "water", 3: "field", -1: "nodata"}),
+    (["a=b"], ["a=b"]),  # not VALUE=NAME: a name
+])
+def test_cli_label_classes_are_names_or_pairs(given, classes):
+    from rasteret.cli import _label_classes
+
+    assert _label_classes(given) == classes
+    assert _label_classes(None) is None
+
+
+def test_cli_label_classes_mixed_is_a_usage_error_before_any_work(tmp_path, capsys):
+    from rasteret.cli import main as cli_main
+
+    status = cli_main(["chips", "export", "no-such-collection", "--bands", "B04", "--out",
+                       str(tmp_path / "x"), "--workspace-dir", str(tmp_path),
+                       "--label-classes", "water", "3=field"])
+    assert status == 2 and "not both" in capsys.readouterr().err
+
+
 # -- the round trip on the demo scenes (torch) ----------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -281,3 +302,40 @@ def test_import_rejects_unknown_labels_and_empty_exports(world, tmp_path):
                                      workspace_dir=tmp_path / "ws")
     with pytest.raises(ConfigurationError, match="no chip export"):
         rasteret.labels.import_masks(tmp_path, path, name="bad")
+
+
+def test_cli_chips_export_takes_mask_bands_and_label_classes(world, tmp_path, capsys):
+    from rasteret.cli import main as cli_main
+
+    collection, _, _, root = world
+    export = ["chips", "export", collection.name, "--bands", "B04", "--size", "128",
+              "--workspace-dir", str(root / "ws"), "--mask-bands", "label", "--json"]
+    # Names by class value, as export_chips(label_classes=[...]).
+    assert cli_main([*export, "--out", str(tmp_path / "names"), "--label-classes",
+                     *CLASSES]) == 0
+    assert json.loads(capsys.readouterr().out)["chips"] == 8
+    tasks = json.loads((tmp_path / "names" / "label_studio_tasks.json").read_text())
+    painted = {r["value"]["brushlabels"][0] for t in tasks for r in t["predictions"][0]["result"]}
+    assert painted and painted <= set(CLASSES)
+    config = (tmp_path / "names" / "label_studio_config.xml").read_text()
+    assert all(f'<Label value="{name}"/>' in config for name in CLASSES)
+    # VALUE=NAME pairs: only the classes named are pre-annotated.
+    assert cli_main([*export, "--out", str(tmp_path / "pairs"), "--label-classes",
+                     "1=water", "3=field"]) == 0
+    capsys.readouterr()
+    tasks = json.loads((tmp_path / "pairs" / "label_studio_tasks.json").read_text())
+    painted = {r["value"]["brushlabels"][0] for t in tasks for r in t["predictions"][0]["result"]}
+    assert painted == {"water", "field"}
+    config = (tmp_path / "pairs" / "label_studio_config.xml").read_text()
+    assert '<Label value="water"/>' in config and '<Label value="forest"/>' not in config
+    # Without them: no pre-annotations, one "label" brush.
+    plain = [a for a in export if a not in ("--mask-bands", "label")]
+    assert cli_main([*plain, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    tasks = json.loads((tmp_path / "plain" / "label_studio_tasks.json").read_text())
+    assert "predictions" not in tasks[0]
+    # Names and pairs mixed: a usage mistake, exit 2, nothing written.
+    assert cli_main([*export, "--out", str(tmp_path / "mixed"), "--label-classes",
+                     "water", "3=field"]) == 2
+    assert "VALUE=NAME pairs" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()

@@ -78,8 +78,11 @@ def build_from_stac(
         query: STAC property filters, e.g. ``{"eo:cloud_cover": {"lt": 20}}``, also
             applied on the client side.
         max_items: Stop after this many items.
-        workspace_dir, force, on_error, max_concurrent, progress, stats: See
+        workspace_dir, force, on_error, max_concurrent, stats: See
             :class:`rasteret.ingest.BuildOptions`.
+        progress: Show progress bars: the search's or the crawl's (once it has
+            taken a few seconds) and the indexing's. ``progress=False`` or
+            ``RASTERET_PROGRESS=0`` hides them (see :mod:`rasteret.progress`).
         dataset_id: The dataset id this build belongs to (set by :func:`build`). It
             and ``collection`` are recorded, so reads find the same CloudConfig.
         headers: Extra HTTP headers for the STAC API.
@@ -109,6 +112,7 @@ def build_from_stac(
     items = iter_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size, backend=backend,
+        progress=progress,
     )
     records = (item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items)
     window = parse_date_range(date_range)

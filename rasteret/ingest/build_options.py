@@ -40,7 +40,8 @@ class BuildOptions:
             ``"skip"`` leaves failed scenes out and records every failure in
             ``collection.failures``.
         max_concurrent: Headers in flight at once (per task with ``executor``).
-        progress: Show a progress bar.
+        progress: Show a progress bar of the assets indexed (see
+            :mod:`rasteret.progress`; ``RASTERET_PROGRESS=0`` hides it too).
         stats: Optional counter of requests and bytes.
         executor: Index on this :class:`concurrent.futures.Executor` (e.g.
             ``distributed.Client(...).get_executor()``, or a ``ProcessPoolExecutor``

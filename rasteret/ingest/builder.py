@@ -38,6 +38,7 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, check_option
+from rasteret.progress import ProgressBar, progress_bar
 from rasteret.storage import FAILURE_SCHEMA, PARQUET_OPTIONS
 from rasteret.workspace import Workspace, open_workspace
 
@@ -55,6 +56,11 @@ def _fingerprint(records: list[SceneRecord]) -> str:
     return digest.hexdigest()
 
 
+def _hrefs(batch: list[SceneRecord]) -> list[str]:
+    """The distinct assets of ``batch`` (a multi-band asset is read once)."""
+    return list(dict.fromkeys(s.href for r in batch for s in r.bands.values() if s))
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
 
@@ -64,19 +70,23 @@ def index_batch(
     *,
     backend: Backend,
     max_concurrent: int,
-    progress: bool,
     stats: FetchStats | None,
+    bar: ProgressBar | None = None,
 ) -> tuple[list[SceneRecord], list[dict[str, Any]], list[IndexFailure]]:
     """Index the headers of one batch of scenes (each href read once, concurrently).
+
+    Args:
+        bar: Count the assets on this bar (the build's); none: no bar.
 
     Returns:
         The scenes kept, their band records (parallel to the scenes), and the assets
         that failed (a scene with a failed band is left out).
     """
-    hrefs = list(dict.fromkeys(s.href for r in batch for s in r.bands.values() if s))
+    hrefs = _hrefs(batch)
     parsed = run_sync(
         index_hrefs(
-            hrefs, backend=backend, max_concurrent=max_concurrent, progress=progress, stats=stats
+            hrefs, backend=backend, max_concurrent=max_concurrent, progress=False, stats=stats,
+            bar=bar,
         )
     )
     kept: list[SceneRecord] = []
@@ -194,21 +204,33 @@ def build_collection(
 
     all_failures: list[IndexFailure] = []
     batch_number = len(list(partial.glob("batch-*.parquet")))
-    for start in range(0, len(todo), BATCH_SCENES):
-        batch = todo[start : start + BATCH_SCENES]
-        kept, kept_bands, failures = index_batch(
-            batch, backend=backend, max_concurrent=max_concurrent, progress=progress, stats=stats
-        )
-        suffix = f"{batch_number:05d}-{os.getpid()}"
-        if kept:
-            _write_atomic(records_to_table(kept, kept_bands), partial / f"batch-{suffix}.parquet")
-        if failures and on_error == "skip":
-            table = pa.Table.from_pylist([f.as_row() for f in failures], schema=FAILURE_SCHEMA)
-            _write_atomic(table, partial / f"failures-{suffix}.parquet")
-        batch_number += 1
-        all_failures.extend(failures)
-        if failures and on_error == "raise":
-            raise IndexingError(failures)
+    # One bar for the whole build (its batches are an implementation detail); none
+    # when a resumed build has nothing left to index.
+    bar = progress_bar(total=sum(len(_hrefs(todo[start : start + BATCH_SCENES]))
+                                 for start in range(0, len(todo), BATCH_SCENES)),
+                       desc=f"Indexing {name}", unit="asset", progress=progress and bool(todo))
+    try:
+        for start in range(0, len(todo), BATCH_SCENES):
+            kept, kept_bands, failures = index_batch(
+                todo[start : start + BATCH_SCENES], backend=backend,
+                max_concurrent=max_concurrent, stats=stats, bar=bar,
+            )
+            suffix = f"{batch_number:05d}-{os.getpid()}"
+            if kept:
+                _write_atomic(records_to_table(kept, kept_bands),
+                              partial / f"batch-{suffix}.parquet")
+            if failures and on_error == "skip":
+                table = pa.Table.from_pylist([f.as_row() for f in failures],
+                                             schema=FAILURE_SCHEMA)
+                _write_atomic(table, partial / f"failures-{suffix}.parquet")
+            batch_number += 1
+            all_failures.extend(failures)
+            if failures:
+                bar.set_postfix(failed=len(all_failures), refresh=False)
+            if failures and on_error == "raise":
+                raise IndexingError(failures)
+    finally:
+        bar.close()
 
     batches = [pq.read_table(p) for p in sorted(partial.glob("batch-*.parquet"))]
     failure_tables = [pq.read_table(p) for p in sorted(partial.glob("failures-*.parquet"))]

@@ -50,7 +50,6 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from rasteret.collection import Collection, load
 from rasteret.errors import (
@@ -68,6 +67,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed
 from rasteret.options import OnError
+from rasteret.progress import progress_bar
 from rasteret.schema import BASE_FIELDS
 from rasteret.storage import FAILURE_SCHEMA, ROWS_PER_PART, parquet_bytes, with_metadata
 from rasteret.workspace import Draft, TaskArea
@@ -231,8 +231,7 @@ def index_task(task: IndexTask, *, area: TaskArea, backend: Backend, on_error: O
             return outcome
     stats = FetchStats()
     kept, kept_bands, failures = index_batch(
-        task.records, backend=backend, max_concurrent=max_concurrent, progress=False,
-        stats=stats)
+        task.records, backend=backend, max_concurrent=max_concurrent, stats=stats)
     if failures and on_error == "raise":
         return TaskOutcome(task.key, 0, task.assets, None, failures, False, stats)
     bands = {band for record in task.records for band in record.bands}
@@ -435,7 +434,7 @@ def build_collection_on(
     failures: list[IndexFailure] = []
     bands: dict[str, None] = {}
     merged: pa.Schema | None = None
-    bar = tqdm(desc=f"Indexing {name}", unit="asset", disable=not progress)
+    bar = progress_bar(desc=f"Indexing {name}", unit="asset", progress=progress)
 
     def tasks() -> Iterator[IndexTask]:
         for task in make_tasks(records, batch_size):

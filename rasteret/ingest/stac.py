@@ -36,6 +36,7 @@ from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats, fetch_object
 from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
+from rasteret.progress import grow, progress_bar, track
 from rasteret.registry import BandMap, BandTarget
 
 P = ParamSpec("P")
@@ -246,6 +247,7 @@ def iter_items(
     page_size: int = 100,
     backend: Backend | None = None,
     max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
+    progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Items from a STAC API (paged through pystac-client) or a static catalog
     (``catalog.json``, a collection or an item; local or remote, relative hrefs
@@ -263,6 +265,8 @@ def iter_items(
         backend: How to reach a static catalog's documents (default: anonymous /
             environment credentials); the API path uses plain HTTP.
         max_in_flight: Static catalogs: JSON documents fetched at once.
+        progress: Show a bar of the items (API) or documents (static catalog) read
+            once the search has taken a few seconds (see :mod:`rasteret.progress`).
 
     Raises:
         StacSearchError: The API or catalog could not be read (also while paging);
@@ -275,10 +279,12 @@ def iter_items(
         if _is_static_catalog(stac_api):
             items: Iterable[dict[str, Any]] = run_sync(crawl_static_catalog(
                 stac_api, backend=backend or default_backend(),
-                collections=_collection_ids(collection), max_in_flight=max_in_flight))
+                collections=_collection_ids(collection), max_in_flight=max_in_flight,
+                progress=progress))
         else:
-            items = _api_items(stac_api, collection, box, window, max_items, headers,
-                               page_size)
+            items = track(_api_items(stac_api, collection, box, window, max_items, headers,
+                                     page_size),
+                          desc="Searching STAC", unit="item", progress=progress, delayed=True)
         for item in items:
             if max_items and found >= max_items:
                 return
@@ -393,6 +399,7 @@ async def crawl_static_catalog(
     collections: Sequence[str] = (),
     max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
     stats: FetchStats | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Every item of a static STAC catalog, crawled breadth-first.
 
@@ -409,6 +416,8 @@ async def crawl_static_catalog(
             descended into); empty: all.
         max_in_flight: Documents fetched at once.
         stats: Optional counter of the requests and bytes.
+        progress: Show a bar of the documents read once the crawl has taken a few
+            seconds (see :mod:`rasteret.progress`).
 
     Returns:
         The items as dicts, in breadth-first order, with absolute asset hrefs.
@@ -421,6 +430,9 @@ async def crawl_static_catalog(
         root = os.path.abspath(os.path.expanduser(root))
     wanted = set(collections)
     semaphore = asyncio.Semaphore(max_in_flight)
+    # The total grows level by level, as the links are found.
+    bar = progress_bar(total=1, desc="Crawling STAC catalog", unit="document",
+                       progress=progress, delayed=True)
 
     async def document(url: str, linked_from: str | None) -> dict[str, Any]:
         where = f" (linked from {strip_query(linked_from)})" if linked_from else ""
@@ -430,6 +442,7 @@ async def crawl_static_catalog(
             except RasteretError as exc:
                 raise StacSearchError(
                     f"static catalog: cannot read {strip_query(url)}{where}: {exc}") from exc
+        bar.update(1)
         try:
             parsed = json.loads(data)
         except ValueError as exc:
@@ -446,39 +459,43 @@ async def crawl_static_catalog(
     seen = {root}
     # (url, the document linking to it, the collection it sits under)
     level: list[tuple[str, str | None, str | None]] = [(root, None, None)]
-    while level:
-        documents = await asyncio.gather(*(document(url, linked_from)
-                                           for url, linked_from, _ in level),
-                                         return_exceptions=True)
-        for outcome in documents:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        next_level: list[tuple[str, str | None, str | None]] = []
-        for (url, _, parent), doc in zip(level, documents):
-            assert isinstance(doc, dict)
-            kind = doc.get("type")
-            if kind == "Feature":
-                items.append(_absolute_item(doc, url, parent))
-                continue
-            if kind == "FeatureCollection":
-                items.extend(_absolute_item(f, url, parent) for f in doc.get("features") or []
-                             if isinstance(f, dict))
-                continue
-            if _is_collection(doc):
-                parent = str(doc.get("id"))
-                if wanted and parent not in wanted:
+    try:
+        while level:
+            documents = await asyncio.gather(*(document(url, linked_from)
+                                               for url, linked_from, _ in level),
+                                             return_exceptions=True)
+            for outcome in documents:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            next_level: list[tuple[str, str | None, str | None]] = []
+            for (url, _, parent), doc in zip(level, documents):
+                assert isinstance(doc, dict)
+                kind = doc.get("type")
+                if kind == "Feature":
+                    items.append(_absolute_item(doc, url, parent))
                     continue
-            for link in doc.get("links") or []:
-                if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
+                if kind == "FeatureCollection":
+                    items.extend(_absolute_item(f, url, parent) for f in doc.get("features") or []
+                                 if isinstance(f, dict))
                     continue
-                href = link.get("href")
-                if not isinstance(href, str) or not href:
-                    continue
-                target = resolve_href(href, url)
-                if target not in seen:
-                    seen.add(target)
-                    next_level.append((target, url, parent))
-        level = next_level
+                if _is_collection(doc):
+                    parent = str(doc.get("id"))
+                    if wanted and parent not in wanted:
+                        continue
+                for link in doc.get("links") or []:
+                    if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
+                        continue
+                    href = link.get("href")
+                    if not isinstance(href, str) or not href:
+                        continue
+                    target = resolve_href(href, url)
+                    if target not in seen:
+                        seen.add(target)
+                        next_level.append((target, url, parent))
+            grow(bar, len(next_level))
+            level = next_level
+    finally:
+        bar.close()
     if wanted:
         items = [i for i in items if i.get("collection") in (None, *wanted)]
     return items

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from rasteret.atomic import write_atomic
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
 from rasteret.labelstudio import brush_results, labeling_config
+from rasteret.progress import track
 from rasteret.read.warp import transformer
 from rasteret.storage import publish, with_metadata
 from rasteret.tiff.writer import encode_geotiff
@@ -103,6 +104,7 @@ def export_chips(
     label_classes: Mapping[int, str] | Sequence[str] | None = None,
     label_studio: bool = True,
     image_url: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write chips of ``bands`` for labelling and return the manifest's path.
 
@@ -140,6 +142,8 @@ def export_chips(
             Default ``/data/local-files/?d=<out_dir name>/``: Label Studio serving
             local files with ``LOCAL_FILES_DOCUMENT_ROOT`` the folder that holds
             ``out_dir``. Use e.g. ``https://host/chips-export/`` for a web server.
+        progress: Show a bar of the chips written (``False`` or
+            ``RASTERET_PROGRESS=0`` hides it; see :mod:`rasteret.progress`).
 
     Raises:
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
@@ -169,7 +173,10 @@ def export_chips(
     looks: list[np.ndarray] = []
     ids = collection.column("id").to_pylist()
     times = collection.column("datetime").to_pylist()
-    for number, chip in enumerate(sampler):
+    total = len(sampler) if isinstance(sampler, Sized) else None
+    chips = track(sampler, total=total, desc=f"Exporting chips of {collection.name}",
+                  unit="chip", progress=progress)
+    for number, chip in enumerate(chips):
         sample = dataset[chip]
         image = sample["image"].numpy()
         x, y, _ = dataset.resolve_slice(chip)
