@@ -26,6 +26,33 @@ GDAL_ENV = {
 }
 
 
+def asset_name(index: int) -> str:
+    """The path of link ``index`` of :func:`linked_assets`, relative to its folder."""
+    return f"assets/asset{index:05d}.tif"
+
+
+def linked_assets(folder: Path, count: int) -> list[str]:
+    """One real COG (4096 px, 512-px tiles, overviews) and ``count`` hard links to it
+    under ``folder/assets`` (distinct URLs, same header), made once and reused.
+
+    Returns:
+        The links' paths relative to ``folder``.
+    """
+    from testbed.scenes import write_scenes
+
+    source = folder / "source" / "S2X_SYN_000" / "B04.tif"
+    if not source.exists():
+        write_scenes(folder / "source", count=1, size=4096, tile=512, bands=("B04",),
+                     label=False)
+    assets = folder / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    names = [asset_name(index) for index in range(count)]
+    for name in names:
+        if not (folder / name).exists():
+            os.link(source, folder / name)
+    return names
+
+
 def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,
               bands: tuple[str, ...] = BANDS, stacked: bool = False) -> list[dict[str, Path]]:
     """Synthetic Sentinel-2-like scenes (uint16, deflate + predictor 2, ``tile``-px
@@ -220,6 +247,32 @@ def measure_interleaved(nginx, readers: list[tuple[str, Callable[[], object]]], 
             server[index] += server_cpu() - before_server
     return [Measurement(name, statistics.median(times[i]), *counts[i], cpu[i] / repeat,
                         server[i] / repeat) for i, (name, _) in enumerate(readers)]
+
+
+def proc_status(pid: int | str, field: str) -> int:
+    """A memory field of ``/proc/<pid>/status`` (``pid`` may be ``"self"``) in bytes,
+    e.g. ``VmRSS`` (resident now) or ``VmHWM`` (peak resident)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak() -> None:
+    """Reset this process's peak resident set (VmHWM) to its current one."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def slope(sizes: list[int], values: list[float | None], per: int = 100_000) -> float | None:
+    """Least-squares growth of ``values`` per ``per`` of ``sizes``, over the sizes with
+    a value (None with fewer than two)."""
+    import numpy as np
+
+    points = [(s, v) for s, v in zip(sizes, values) if v is not None]
+    if len(points) < 2:
+        return None
+    xs, ys = zip(*points)
+    return float(np.polyfit(np.array(xs, float), np.array(ys, float), 1)[0]) * per
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

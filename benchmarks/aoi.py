@@ -58,7 +58,9 @@ from _common import (  # noqa: E402
     decode_floors,
     latency_server,
     print_table,
+    proc_status,
     process_cpu,
+    reset_peak,
     scene_set,
 )
 
@@ -164,19 +166,6 @@ def aligned_chunks(offset: int, length: int, step: int) -> tuple[int, ...]:
 
 
 # -- reader subprocess ---------------------------------------------------------------
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` memory field in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak() -> None:
-    """Reset this process's peak resident set (VmHWM) to its current one."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def slices(reader: str, result: Any) -> list:
     """The reader's pixels as 2-D arrays in (time, band) order."""
     if reader == "rasteret get_numpy":
@@ -299,10 +288,10 @@ def child(spec_path: str) -> None:
         print(TAG + json.dumps({"kind": kind, **payload}), flush=True)
 
     run = make_reader(spec)
-    send("ready", {"rss": _status("VmRSS")})
+    send("ready", {"rss": proc_status("self", "VmRSS")})
     if sys.stdin.readline().strip() != "go":
         return
-    _reset_peak()
+    reset_peak()
     result = run()
     summary = digest(spec["reader"], result)
     del result
@@ -316,7 +305,7 @@ def child(spec_path: str) -> None:
         run()
         times.append(time.perf_counter() - start)
     send("done", {"times": times, "cpu": (process_cpu() - cpu) / spec["repeat"],
-                  "peak": _status("VmHWM")})
+                  "peak": proc_status("self", "VmHWM")})
 
 
 # -- driver --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import LATENCY_MODES, latency_server  # noqa: E402
+from _common import LATENCY_MODES, latency_server, linked_assets  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,25 +45,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--static-only", action="store_true",
                         help="only the static catalog rows")
     return parser.parse_args()
-
-
-def make_assets(folder: Path, count: int) -> list[str]:
-    """One real COG and ``count`` hard links to it (distinct URLs, same header)."""
-    from testbed.scenes import write_scenes
-
-    source = folder / "source" / "S2X_SYN_000" / "B04.tif"
-    if not source.exists():
-        write_scenes(folder / "source", count=1, size=4096, tile=512, bands=("B04",),
-                     label=False)
-    assets = folder / "assets"
-    assets.mkdir(parents=True, exist_ok=True)
-    names = []
-    for index in range(count):
-        link = assets / f"asset{index:05d}.tif"
-        if not link.exists():
-            os.link(source, link)
-        names.append(f"assets/{link.name}")
-    return names
 
 
 def make_static_catalog(folder: Path, asset_names: list[str], items: int) -> str:
@@ -114,7 +95,7 @@ def static_catalog_rows(args: argparse.Namespace, data: Path, workspace: str) ->
     sizes = [int(v) for v in args.static_items.split(",") if v.strip()]
     if not sizes:
         return []
-    names = make_assets(data, max(sizes))
+    names = linked_assets(data, max(sizes))
     catalogs = {size: make_static_catalog(data, names, size) for size in sizes}
     rows = []
     for latency in [float(v) for v in args.latencies.split(",")]:
@@ -217,7 +198,7 @@ def main() -> None:
 
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
-    names = make_assets(data, args.assets)
+    names = linked_assets(data, args.assets)
     os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "VSI_CACHE": "FALSE",
                        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/"})
     workspace = tempfile.mkdtemp(prefix="bench-build-")

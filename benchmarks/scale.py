@@ -47,7 +47,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import BANDS, cores, latency_server, print_table, scene_set  # noqa: E402
+from _common import (  # noqa: E402
+    BANDS,
+    cores,
+    latency_server,
+    print_table,
+    proc_status,
+    reset_peak,
+    scene_set,
+    slope,
+)
 
 TAG = "@@scale "
 #: (key, column title, unit divisor, format) of the reported metrics, in order.
@@ -108,14 +117,6 @@ def write_collection(base, scenes: int, folder: Path) -> Path:
 
 
 # -- measuring subprocess ------------------------------------------------------------
-def _status(pid: int | str, field: str) -> int:
-    """A memory field of ``/proc/<pid>/status`` in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def child(folder: str, chips: int) -> None:
     """Measure one collection, reporting each figure as soon as it is known."""
 
@@ -126,15 +127,15 @@ def child(folder: str, chips: int) -> None:
 
     start = time.perf_counter()
     collection = rasteret.load(folder)
-    report(load_s=time.perf_counter() - start, load_rss=_status("self", "VmRSS"),
+    report(load_s=time.perf_counter() - start, load_rss=proc_status("self", "VmRSS"),
            rows=len(collection))
 
     import rasteret.torch  # torch, torchgeo: a fixed cost, kept out of the timings
 
-    Path("/proc/self/clear_refs").write_text("5")
+    reset_peak()
     start = time.perf_counter()
     dataset = collection.to_torchgeo_dataset(list(BANDS), chip_size=256)
-    report(dataset_s=time.perf_counter() - start, dataset_peak=_status("self", "VmHWM"))
+    report(dataset_s=time.perf_counter() - start, dataset_peak=proc_status("self", "VmHWM"))
 
     start = time.perf_counter()
     sampler = rasteret.torch.TileAlignedSampler(dataset, size=256, length=chips, seed=0)
@@ -149,10 +150,10 @@ def child(folder: str, chips: int) -> None:
     first = time.perf_counter() - start
     # torch keeps the worker processes of a multi-process iterator in ``_workers``.
     pids = [worker.pid for worker in batches._workers]
-    rss = [_status(pid, "VmRSS") for pid in pids]
-    peaks = [_status(pid, "VmHWM") for pid in pids]
+    rss = [proc_status(pid, "VmRSS") for pid in pids]
+    peaks = [proc_status(pid, "VmHWM") for pid in pids]
     report(first_batch_s=first, worker_rss=max(rss), worker_peak=max(peaks),
-           worker_rss_all=rss, main_peak=_status("self", "VmHWM"))
+           worker_rss_all=rss, main_peak=proc_status("self", "VmHWM"))
     del batches, loader
 
 
@@ -174,7 +175,7 @@ class Watchdog:
                 stat = (entry / "stat").read_text()
                 pgrp = int(stat.rsplit(")", 1)[1].split()[2])
                 if pgrp == self.pgid:
-                    total += _status(entry.name, "VmRSS")
+                    total += proc_status(entry.name, "VmRSS")
             except (OSError, KeyError, ValueError, IndexError):
                 continue  # the process ended meanwhile, or is a kernel thread
         return total
@@ -232,17 +233,6 @@ def measure(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str
         outcome = f"failed (exit {proc.returncode})"
     figures["group_peak"] = watchdog.peak
     return figures, outcome
-
-
-def slope(sizes: list[int], values: list[float | None]) -> float | None:
-    """Least-squares growth per 100k scenes over the sizes with a value."""
-    import numpy as np
-
-    points = [(s, v) for s, v in zip(sizes, values) if v is not None]
-    if len(points) < 2:
-        return None
-    xs, ys = zip(*points)
-    return float(np.polyfit(np.array(xs, float), np.array(ys, float), 1)[0]) * 100_000
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_grids, band_views
 from rasteret.errors import (
+    CollectionChangedError,
     CollectionNotFoundError,
     ConfigurationError,
     CorruptCollectionError,
@@ -174,6 +177,9 @@ class Collection:
         self._rows: np.ndarray | None = None
         self._light: pa.Table | None = None
         self._origin: tuple[str, str, Backend | None] | None = None
+        # The build the files held when loaded (manifest "created", rows): a process
+        # that opens them again refuses another build (CollectionChangedError).
+        self._built: tuple[str | None, int] | None = None
 
     @classmethod
     def _from_source(cls, source: PartsSource, *, origin: tuple[str, str, Backend | None],
@@ -192,6 +198,7 @@ class Collection:
                             else rows)
         collection._light = light
         collection._origin = origin
+        collection._built = (manifest.get("created"), source.num_rows)
         return collection
 
     @property
@@ -222,7 +229,7 @@ class Collection:
                 raise ConfigurationError(
                     f"collection {self.name!r} was not loaded from files; save it and "
                     "load it to read it lazily")
-            self._source = _open_source(self._origin)
+            self._source = _open_source(self._origin, self._built)
         return self._source
 
     @property
@@ -890,23 +897,68 @@ def _expression_mask(table: pa.Table, expression: pc.Expression) -> pa.ChunkedAr
     return pc.fill_null(mask, False)
 
 
-def _open_source(origin: tuple[str, str, Backend | None]) -> PartsSource:
-    """The files of a collection, opened again in this process (after unpickling)."""
-    kind, location, backend = origin
-    if kind == "file":
-        return PartsSource([Path(location)])
-    if kind == "folder":
-        return read_folder(Path(location)).source
-    if kind == "url-file":
-        from rasteret.io.objects import get_object
+#: Sources this process opened again after unpickling, most recent last: tasks and
+#: workers that receive the same collection many times open its files once.
+_reopened: OrderedDict[tuple[Any, ...], PartsSource] = OrderedDict()
+_reopened_lock = threading.Lock()
+_REOPENED_KEPT = 4
 
-        data, _ = get_object(backend or default_backend(), location)
-        return PartsSource([pa.py_buffer(data)])
-    base, name = split_collection_url(location)
-    stored = ObjectWorkspace(base, backend or default_backend()).read(name)
-    if stored is None:
-        raise CollectionNotFoundError(f"collection {location!r} is gone")
-    return stored.source
+
+def _open_source(origin: tuple[str, str, Backend | None],
+                 built: tuple[str | None, int] | None) -> PartsSource:
+    """The files of a collection, opened again in this process (after unpickling),
+    once per process and build.
+
+    Raises:
+        CollectionChangedError: The files are gone, or hold another build than
+            ``built`` (the collection was rebuilt since it was loaded).
+    """
+    kind, location, _ = origin
+    key = (kind, location, built)
+    with _reopened_lock:  # held while opening: concurrent tasks open the files once
+        source = _reopened.get(key)
+        if source is None:
+            try:
+                source, created = _read_source(origin)
+            except (CollectionNotFoundError, FileNotFoundError):
+                raise CollectionChangedError(
+                    f"collection at {location!r} is gone since it was loaded; load it "
+                    "again (or rebuild it) and rerun") from None
+            if built is not None and (created, source.num_rows) != built:
+                raise CollectionChangedError(
+                    f"collection at {location!r} was rebuilt since it was loaded (built "
+                    f"{created} with {source.num_rows} scenes, not {built[0]} with "
+                    f"{built[1]}); load it again and rerun")
+            _reopened[key] = source
+        _reopened.move_to_end(key)
+        while len(_reopened) > _REOPENED_KEPT:
+            _reopened.popitem(last=False)
+        return source
+
+
+def _read_source(origin: tuple[str, str, Backend | None]) -> tuple[PartsSource, str | None]:
+    """The files of ``origin`` opened, and the build time in their manifest."""
+    kind, location, backend = origin
+    if kind in ("file", "url-file"):
+        if kind == "file":
+            source = PartsSource([Path(location)])
+        else:
+            from rasteret.io.objects import get_object
+
+            data, _ = get_object(backend or default_backend(), location)
+            source = PartsSource([pa.py_buffer(data)])
+        return source, manifest_from_metadata(source.file_metadata()).get("created")
+    if kind == "folder":
+        if not Path(location).is_dir():
+            raise CollectionNotFoundError(location)
+        stored = read_folder(Path(location))
+    else:
+        base, name = split_collection_url(location)
+        found = ObjectWorkspace(base, backend or default_backend()).read(name)
+        if found is None:
+            raise CollectionNotFoundError(location)
+        stored = found
+    return stored.source, stored.manifest.get("created")
 
 
 def _from_file(source: PartsSource, origin: tuple[str, str, Backend | None]) -> Collection:

@@ -72,6 +72,16 @@ class CollectionConflictError(WriteConflictError):
     """
 
 
+class CollectionChangedError(RasteretError):
+    """A collection's files now hold another build than the one that was loaded.
+
+    Tasks on other processes (a dask DataFrame's partitions in
+    ``sample_points``) open a loaded collection again from its files; when it was
+    rebuilt or deleted meanwhile they would read other scenes, so they raise this.
+    The message names the collection and where it is: load it again and rerun.
+    """
+
+
 class ForkAfterIOError(RasteretError, RuntimeError):
     """This process was forked after its parent did rasteret I/O.
 

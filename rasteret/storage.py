@@ -365,6 +365,7 @@ class PartsSource:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, tuple[str, ...]], pa.Table] = OrderedDict()
         self._cached_bytes = 0
+        self._maps: dict[int, pa.MemoryMappedFile] = {}
         #: Row groups whose heavy columns were decoded so far, as ``(part, row
         #: group)`` pairs (diagnostics: what a subset or a read made this process open).
         self.groups_read: set[tuple[int, int]] = set()
@@ -393,7 +394,13 @@ class PartsSource:
         source = self.files[part]
         if isinstance(source, pa.Buffer):
             return pq.ParquetFile(pa.BufferReader(source))
-        return pq.ParquetFile(str(source), memory_map=True)
+        with self._lock:
+            mapped = self._maps.get(part)
+            if mapped is None:
+                # Mapped once and kept: a rebuild that swaps the folder later leaves
+                # this source reading the build it opened, never another one's rows.
+                mapped = self._maps[part] = pa.memory_map(str(source))
+        return pq.ParquetFile(mapped)
 
     def light_columns(self) -> list[str]:
         """The column paths :meth:`read_light` reads: every column that is not a band

@@ -98,3 +98,35 @@ def test_stackstac_chunks_end_on_tile_edges(aoi):
     edges = np.cumsum(chunks)[:-1] + 503
     assert chunks[0] == 2048 - 503 and all(edge % 2048 == 0 for edge in edges)
     assert aoi.aligned_chunks(0, 4096, 2048) == (2048, 2048)
+
+
+@pytest.fixture(scope="module")
+def build_scale():
+    return _module("build_scale")
+
+
+def test_build_scale_tables_whole_scenes_of_distinct_links(build_scale):
+    names = [f"assets/asset{i:05d}.tif" for i in range(12)]
+    table = build_scale.href_table("http://h", names, 12)
+    assert table.column_names == ["id", *build_scale.BANDS]
+    assert table.num_rows == 3 and len(set(table["id"].to_pylist())) == 3
+    hrefs = [table[band][row].as_py() for row in range(3) for band in build_scale.BANDS]
+    assert hrefs == [f"http://h/{name}" for name in names]
+
+
+def test_build_scale_rows_report_per_asset_figures_and_slopes(build_scale):
+    def figures(assets, growth):
+        return {"build_s": assets / 1000, "rss_before": 200e6, "driver_peak": 200e6 + growth,
+                "growth": growth, "collection_bytes": assets * 2000.0, "requests": assets,
+                "bytes": assets * 65536}
+
+    results = [(2000, "one process", figures(2000, 50e6 * 2), "ok"),
+               (20000, "one process", figures(20000, 50e6 * 20), "ok"),
+               (2000, "dask 2 workers", figures(2000, 30e6), "ok"),
+               (20000, "dask 2 workers", figures(20000, 30e6), "ok")]
+    rows = build_scale.rows_of(results)
+    assert rows[0][:6] == ["2,000", "one process", "2.00", "1000", "1.00", "65.5"]
+    slopes = {row[1]: row for row in rows if row[0].startswith("slope")}
+    assert slopes["one process"][7:10] == ["+500", "+500", "+20"]  # MB per 10,000 assets
+    assert slopes["dask 2 workers"][7:9] == ["+0", "+0"]
+    assert slopes["dask 2 workers"][2] == "+10.00"

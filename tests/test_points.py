@@ -7,6 +7,7 @@ Pixel truth comes from rasterio on the same files.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import shutil
 
 import numpy as np
@@ -336,6 +337,97 @@ def test_dask_dataframe_on_a_local_cluster_equals_eager(collection, nginx_server
             distributed.Client(cluster) as client:
         computed = client.compute(lazy).result()
     _check_lazy(eager, lazy, computed)
+
+
+def _replicated(collection, copies, folder):
+    """``collection``'s rows ``copies`` times (ids made unique, times an hour apart per
+    copy), saved as a collection folder and loaded."""
+    from rasteret.storage import write_parts
+
+    table = collection.table
+    tables = []
+    for copy in range(copies):
+        ids = pa.array([f"{i}-{copy}" for i in table["id"].to_pylist()])
+        times = pa.array([t + dt.timedelta(hours=copy) for t in table["datetime"].to_pylist()],
+                         table.schema.field("datetime").type)
+        tables.append(table.set_column(table.schema.get_field_index("id"), "id", ids).set_column(
+            table.schema.get_field_index("datetime"), "datetime", times))
+    write_parts(pa.concat_tables(tables), folder, {**collection.manifest, "name": folder.name},
+                collection.failures)
+    return rasteret.load(folder)
+
+
+def _graph_bytes(lazy):
+    import cloudpickle
+
+    return len(cloudpickle.dumps(dict(lazy.__dask_graph__())))
+
+
+def test_dask_tasks_are_sent_where_the_collection_is_not_its_table(collection, tmp_path,
+                                                                   monkeypatch):
+    import dask
+
+    from rasteret import collection as collection_module
+
+    big = _replicated(collection, 200, tmp_path / "big")
+    assert len(big) == 600 and big.lazy
+    frame = _points(300, seed=9)
+    options = {"geometry_crs": EPSG, "xy_columns": ("x", "y"), "match": "latest"}
+
+    def lazy_of(source):
+        return source.sample_points(_dask_frame(frame, 4), ["B04", "B08"], **options)
+
+    # The graph holds the points and where the collection's files are: the same size
+    # for 3 or 600 scenes, and for a subset of them (its rows pack to a few bytes).
+    small_graph, big_graph = _graph_bytes(lazy_of(collection)), _graph_bytes(lazy_of(big))
+    assert abs(big_graph - small_graph) < 200
+    whole = big.subset(date_range=("2000-01-01", "2100-01-01"))
+    assert len(whole) == len(big) and abs(_graph_bytes(lazy_of(whole)) - big_graph) < 200
+    # A collection held in memory (no files) is sent whole.
+    in_memory = rasteret.Collection.from_arrow(big)
+    assert _graph_bytes(lazy_of(in_memory)) - big_graph > big.table.nbytes / 2
+
+    # Computed in tasks that receive pickled copies: the files are opened once in the
+    # process, for every partition, and the values equal the eager call's.
+    lazy = lazy_of(pickle.loads(pickle.dumps(big)))
+    opened = []
+    real_read = collection_module._read_source
+    monkeypatch.setattr(collection_module, "_read_source",
+                        lambda origin: opened.append(origin) or real_read(origin))
+    collection_module._reopened.clear()
+    with dask.config.set(scheduler="threads"):
+        computed = lazy.compute()
+    assert len(opened) <= 1
+    expected = big.sample_points(frame, ["B04", "B08"], **options)
+    assert set(computed["id"]) == {f"S2-{199}"}  # the latest copy of the latest scene
+    pd.testing.assert_frame_equal(_sorted(computed), _sorted(expected))
+
+
+def test_a_reopened_collection_refuses_another_build(collection, tmp_path):
+    from rasteret import collection as collection_module
+    from rasteret.errors import CollectionChangedError
+
+    folder = tmp_path / "reopened"
+    shutil.copytree(collection.path, folder)
+    loaded = rasteret.load(folder)
+    data = pickle.dumps(loaded)
+    again = pickle.loads(data)
+    assert again.lazy and again.column("id").equals(loaded.column("id"))
+    assert again.table.equals(collection.table)
+    # Rebuilt with other rows since then: what was opened keeps reading its own build
+    # (the driver's collection, and this process's re-opened copy)...
+    _replicated(collection, 2, tmp_path / "rebuilt")
+    shutil.rmtree(folder)
+    shutil.copytree(tmp_path / "rebuilt", folder)
+    assert loaded.table.equals(collection.table)
+    assert pickle.loads(data).table.equals(collection.table)
+    # ...and a process opening the files afresh refuses the other build.
+    collection_module._reopened.clear()
+    with pytest.raises(CollectionChangedError, match="rebuilt since it was loaded"):
+        pickle.loads(data).table  # noqa: B018
+    shutil.rmtree(folder)
+    with pytest.raises(CollectionChangedError, match="is gone"):
+        pickle.loads(data).table  # noqa: B018
 
 
 def _guide_blocks():

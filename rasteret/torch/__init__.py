@@ -7,10 +7,17 @@ Importing this package imports torch, torchgeo and lightning (the ``torch`` extr
 from typing import Any
 
 from rasteret.torch.dataset import RasteretDataset
+from rasteret.torch.distributed import DistributedGeoSampler
 from rasteret.torch.loader import dataloader
 from rasteret.torch.samplers import TileAlignedSampler
 
-__all__ = ["RasteretDataModule", "RasteretDataset", "TileAlignedSampler", "dataloader"]
+__all__ = [
+    "DistributedGeoSampler",
+    "RasteretDataModule",
+    "RasteretDataset",
+    "TileAlignedSampler",
+    "dataloader",
+]
 
 
 def __getattr__(name: str) -> Any:

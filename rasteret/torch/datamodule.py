@@ -19,6 +19,7 @@ from rasteret.io.backend import Backend
 from rasteret.options import check_option
 from rasteret.read.warp import transformer
 from rasteret.torch.dataset import RasteretDataset
+from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import TileAlignedSampler
 
@@ -38,8 +39,11 @@ class RasteretDataModule(L.LightningDataModule):
         batch_size: Chips per batch.
         sampler: ``"tile_aligned"`` (default; chips on the COG tile grid),
             ``"random"`` (TorchGeo's ``RandomPatchSampler``) or ``"grid"`` (TorchGeo's
-            ``GriddedPatchSampler``). Evaluation stages always sweep a grid.
-        length: Training chips per epoch (random samplers).
+            ``GriddedPatchSampler``). Evaluation stages always sweep a grid. Under
+            DDP each rank reads a disjoint share of the chips (TorchGeo's samplers
+            through :class:`~rasteret.torch.distributed.DistributedGeoSampler`):
+            give Lightning's Trainer ``use_distributed_sampler=False``.
+        length: Training chips per epoch and rank (random samplers).
         split_by: ``"date"``, ``"area"`` or ``"column"``; None uses the whole
             collection for every stage.
         splits: Per stage: a ``(start, end)`` date range (``split_by="date"``), a
@@ -48,7 +52,7 @@ class RasteretDataModule(L.LightningDataModule):
         split_column: The column holding split names (``split_by="column"``).
         num_workers: DataLoader workers per stage.
         multiprocessing_context: Worker start method (``"forkserver"`` by default).
-        seed: Seed of the random samplers.
+        seed: Seed of the random samplers (needed under DDP with ``"random"``).
         backend: How to reach the stores (default: the dataset's CloudConfig).
         workspace_dir: Where named collections are looked up.
         dataset_options: Extra keyword arguments of :class:`RasteretDataset`
@@ -170,11 +174,19 @@ class RasteretDataModule(L.LightningDataModule):
                 dataset, size=self.chip_size, mode="random" if train else "grid",
                 length=self.length if train else None, roi=roi, seed=self.seed,
             )
+        # TorchGeo's samplers yield the same chips on every rank: under DDP each rank
+        # keeps its share of them (a random order must then be seeded alike).
+        world_size = distributed_share()[1]
         if self.sampler == "random" and train:
-            return RandomPatchSampler(
-                dataset, size=self.chip_size, length=self.length, roi=roi, generator=self.seed
-            )
-        return GriddedPatchSampler(dataset, size=self.chip_size, roi=roi)
+            if world_size > 1 and self.seed is None:
+                raise ConfigurationError(
+                    'sampler="random" under DDP needs seed= (the same on every rank) so the '
+                    "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
+            length = self.length * world_size if self.length else None
+            return shared(RandomPatchSampler(
+                dataset, size=self.chip_size, length=length, roi=roi, generator=self.seed
+            ))
+        return shared(GriddedPatchSampler(dataset, size=self.chip_size, roi=roi))
 
     def _loader(self, name: str) -> DataLoader[Any]:
         if name not in self.datasets:

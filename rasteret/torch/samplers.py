@@ -2,25 +2,28 @@
 
 A chip that never straddles a tile boundary (or spans whole tiles) reads exactly
 the tiles it covers: read amplification 1. Each chip is tied to one scene's time
-stamp, so a mosaic reads one scene per chip instead of every overlapping one.
+stamp, so a mosaic reads one scene per chip instead of every overlapping one. Under
+DDP each rank samples its own disjoint share of the chips
+(:mod:`rasteret.torch.distributed`).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import shapely
-import torch.distributed as dist
 from torchgeo.samplers import GeoSampler
 
 from rasteret.band import crs_of
 from rasteret.errors import ConfigurationError
 from rasteret.options import check_option
 from rasteret.torch.dataset import RasteretDataset
+from rasteret.torch.distributed import distributed_share
 
 MODES = ("random", "grid")
 
@@ -34,19 +37,14 @@ def _chip_offsets(extent: int, tile: int, chip: int) -> np.ndarray:
     return np.arange(0, extent - chip + 1, step, dtype=np.int64)
 
 
-def distributed_share() -> tuple[int, int]:
-    """``(rank, world_size)`` under ``torch.distributed`` (Lightning DDP), else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class _Chips:
     """The aligned chips of a sampler, enumerated without being stored: chip ``j`` of
     scene entry ``n`` is the ``j``-th offset pair of its layout (rows of chips, then
     columns, as ``numpy.meshgrid(...).ravel()``), scenes in index order. A share keeps
-    every ``step``-th chip from ``first``. Tens of millions of chips cost a few arrays
-    per scene, not per chip."""
+    every ``step``-th chip from ``first``, the order extended cyclically so that every
+    share of a split has the same length (see
+    :func:`~rasteret.torch.distributed.share_positions`). Tens of millions of chips
+    cost a few arrays per scene, not per chip."""
 
     def __init__(self, layouts: list[tuple[np.ndarray, np.ndarray]], layout_of: np.ndarray,
                  counts: np.ndarray, terms: dict[str, np.ndarray], t0: np.ndarray,
@@ -64,7 +62,14 @@ class _Chips:
 
     def __len__(self) -> int:
         total = self._total()
-        return max(0, -(-(total - self.first) // self.step))
+        if self.step == 1:
+            return max(0, total - self.first)
+        return -(-total // self.step) if total else 0  # padded: equal on every share
+
+    @property
+    def own(self) -> int:
+        """Chips of this share before padding (distinct from the other shares')."""
+        return len(range(self.first, self._total(), self.step))
 
     def _global(self, j: np.ndarray) -> tuple[np.ndarray, ...]:
         """``xmin, ymax, t0, t1`` of the chips at positions ``j`` before sharing."""
@@ -85,7 +90,8 @@ class _Chips:
 
     def chip(self, i: int) -> tuple[float, float, int, int]:
         """``xmin, ymax, t0, t1`` (ns) of chip ``i`` of this share."""
-        xmin, ymax, t0, t1 = self._global(np.array([self.first + i * self.step]))
+        position = (self.first + i * self.step) % self._total()
+        xmin, ymax, t0, t1 = self._global(np.array([position]))
         return float(xmin[0]), float(ymax[0]), int(t0[0]), int(t1[0])
 
     def materialized(self) -> _Chips:
@@ -129,23 +135,40 @@ class TileAlignedSampler(GeoSampler):
     it covers. Each chip carries its scene's time stamp: the dataset reads that
     scene only.
 
+    Under distributed training (DDP) every rank builds the same sampler and keeps
+    its own share: every ``world_size``-th chip of the dataset's chips, starting at
+    its rank. Shares are disjoint and together hold every chip. Every rank yields
+    the same number of chips per epoch, so none waits at a gradient all-reduce for a
+    batch another rank never makes: in grid mode a short share is padded with chips
+    from the start of the order (read twice per epoch; see
+    :func:`~rasteret.torch.distributed.share_positions`), in random mode each rank
+    draws ``length`` chips from its own share.
+
+    Random epochs are reproducible: epoch ``e`` of rank ``r`` draws from a generator
+    seeded with ``(seed, r, e)``. The epoch advances after each pass and can be set
+    with :meth:`set_epoch` (Lightning does so before each epoch, so a resumed run
+    draws the chips the interrupted one would have).
+
     Args:
         dataset: The dataset to sample from (its scenes must be on their native grid:
             same CRS and resolution as the dataset).
         size: Chip size in pixels (default: the dataset's ``chip_size``).
         mode: ``"random"`` (chips drawn with replacement) or ``"grid"`` (every chip
             once, in order).
-        length: Chips per epoch in random mode (default: the number of distinct
-            chips of this rank's share).
+        length: Chips per epoch and rank in random mode (default: the size of the
+            largest rank's share, i.e. ``ceil(chips / world_size)``).
         roi: Keep chips inside this polygon (dataset CRS).
         time_range: Keep scenes within ``(start, end)``.
-        seed: Seed of the random generator (random mode).
-        rank, world_size: This process's share under distributed training; default
-            from ``torch.distributed``. Shares are disjoint sets of chips.
+        seed: Seed of the random draws (random mode; default: a fresh one).
+        rank: This process's rank; default from ``torch.distributed`` when it is
+            initialised, else 0.
+        world_size: The number of ranks; default from ``torch.distributed`` when it
+            is initialised, else 1.
 
     Raises:
         ConfigurationError: No aligned chip fits (a chip larger than the scenes, or
-            scenes not on their native grid).
+            scenes not on their native grid), or ``rank`` and ``world_size`` do not
+            fit together.
     """
 
     def __init__(
@@ -165,18 +188,17 @@ class TileAlignedSampler(GeoSampler):
         size = size or dataset.chip_size
         if not size or size <= 0:
             raise ConfigurationError("give size= (chip size in pixels) or the dataset's chip_size")
-        default_rank, default_world = distributed_share()
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
+        self.rank, self.world_size = distributed_share(rank, world_size)
         self.size = int(size)
         self.mode = mode
         self.res = dataset.res
-        self.generator = np.random.default_rng(seed)
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self.epoch = 0
         self._chips = self._candidates(dataset, roi, time_range)
         if not len(self._chips):
             raise ConfigurationError(
                 f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
-                "(inside the roi and time range) for this rank"
+                "(inside the roi and time range)"
             )
         self._length = length if (length and mode == "random") else len(self._chips)
 
@@ -241,13 +263,20 @@ class TileAlignedSampler(GeoSampler):
             slice(pd.Timestamp(t0), pd.Timestamp(t1), 1),
         )
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the chips of epoch ``epoch`` on the next pass (random mode)."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
-        """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of aligned chips."""
-        count = len(self._chips)
+        """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of this rank's
+        aligned chips, then advance the epoch."""
         if self.mode == "grid":
-            order = np.arange(count)
+            order = np.arange(len(self._chips))
         else:
-            order = self.generator.integers(0, count, size=len(self))
+            # The share's own chips only (the padding repeats other shares').
+            generator = np.random.default_rng((self.seed, self.rank, self.epoch))
+            order = generator.integers(0, self._chips.own or len(self._chips), size=len(self))
+        self.epoch += 1
         for i in order:
             yield self._slice(int(i))
 
