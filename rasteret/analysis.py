@@ -190,11 +190,23 @@ def _segment(geometry: shapely.Geometry) -> float:
 
 def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
                   date_range: DateRange | None = None) -> list[int]:
-    """Rows (oldest first) whose footprint bbox meets ``geometry``."""
+    """Rows (oldest first) whose footprint bbox meets ``geometry`` (shared by the eager
+    and the lazy reads).
+
+    Raises:
+        ConfigurationError: ``geometry`` is not in ``crs`` (degrees out of range).
+        NoCoverageError: No scene covers ``geometry``.
+    """
+    _check_degrees(geometry, crs, collection)
     degrees = _reproject(geometry, crs, CRS.from_epsg(4326), densify=False)
     subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
     ids = set(subset.column("id").to_pylist())
     rows = [i for i, scene in enumerate(collection.column("id").to_pylist()) if scene in ids]
+    if not rows:
+        raise NoCoverageError(
+            f"no scene of collection {collection.name!r} covers {geometry.bounds} "
+            f"({crs.name}); its scenes cover {collection.bounds} in degrees"
+        )
     times = collection.column("datetime").to_pylist()
     return sorted(rows, key=lambda r: (times[r] is None, times[r]))
 
@@ -255,13 +267,7 @@ async def _read_area(
     date_range: DateRange | None, on_error: OnError = "raise", validate: bool = True,
     bar: ProgressBar | None = None,
 ) -> AreaResult:
-    _check_degrees(geometry, crs, collection)
     rows = covering_rows(collection, geometry, crs, date_range)
-    if not rows:
-        raise NoCoverageError(
-            f"no scene of collection {collection.name!r} covers {geometry.bounds} "
-            f"({crs.name}); its scenes cover {collection.bounds} in degrees"
-        )
     if bar is not None:
         grow(bar, len(rows))
     views = {b: _views(collection, rows, b) for b in bands}
@@ -339,6 +345,25 @@ def _scaled(result: AreaResult) -> np.ndarray:
     return data
 
 
+def prepare_read(collection: Collection, geometries: Any, bands: Sequence[str], *,
+                 geometry_crs: CRSLike, backend: Backend | None, on_error: OnError,
+                 ) -> tuple[list[str], list[shapely.Geometry], CRS, Backend]:
+    """Check a read's arguments and resolve them (shared with :mod:`rasteret.lazy`).
+
+    Returns:
+        The bands, the geometries and their CRS, and the backend of the collection.
+
+    Raises:
+        ConfigurationError: Bad ``on_error``, an unknown band or bad geometries.
+        NoCoverageError: The collection is empty.
+    """
+    check_option("on_error", on_error, ON_ERROR)
+    _check_collection(collection)
+    checked = collection.check_bands(list(bands))
+    shapes, crs = to_geometries(geometries, geometry_crs)
+    return checked, shapes, crs, backend_for_collection(collection, backend)
+
+
 def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
                geometry_crs: CRSLike = 4326, backend: Backend | None = None,
                target_crs: CRSLike | None = None,
@@ -350,11 +375,9 @@ def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
     """Read every geometry in one concurrent pass (shared by the public functions),
     counting the scenes read on a bar that shows once the read has taken
     :data:`rasteret.progress.DELAY` seconds."""
-    check_option("on_error", on_error, ON_ERROR)
-    _check_collection(collection)
-    bands = collection.check_bands(list(bands))
-    shapes, crs = to_geometries(geometries, geometry_crs)
-    resolved = backend_for_collection(collection, backend)
+    bands, shapes, crs, resolved = prepare_read(collection, geometries, bands,
+                                                geometry_crs=geometry_crs, backend=backend,
+                                                on_error=on_error)
     # Each geometry adds its covering scenes to the total.
     bar = progress_bar(total=0, desc=f"Reading {collection.name}", unit="scene",
                        progress=progress, delayed=True)

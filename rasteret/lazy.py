@@ -37,22 +37,20 @@ from pyproj import CRS
 from rasteret.analysis import (
     AreaResult,
     CRSLike,
-    _check_degrees,
     _dataset,
     _mask_outside,
     _reproject,
     _single_geometry,
     choose_grid,
     covering_rows,
-    to_geometries,
+    prepare_read,
 )
 from rasteret.band import BandView
 from rasteret.collection import Collection, DateRange
-from rasteret.errors import ConfigurationError, NoCoverageError
+from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
-from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, OnError, Resampling, check_option
+from rasteret.options import OnError, Resampling
 from rasteret.read.warp import GridSpec, read_into_grid
 from rasteret.tiff.geo import nodata_for_dtype
 
@@ -287,12 +285,7 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     from dask.highlevelgraph import HighLevelGraph
 
     array = _import_dask()
-    _check_degrees(geometry, crs, collection)
     rows = covering_rows(collection, geometry, crs, date_range)
-    if not rows:
-        raise NoCoverageError(
-            f"no scene of collection {collection.name!r} covers {geometry.bounds} "
-            f"({crs.name}); its scenes cover {collection.bounds} in degrees")
     views: dict[str, list[BandView]] = {}
     for band in bands:
         found = collection.band_views(band, rows)
@@ -399,20 +392,15 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
         NoCoverageError: No scene covers a geometry, or the collection is empty.
         ImportError: dask is not installed (``pip install 'rasteret[dask]'``).
     """
-    check_option("on_error", on_error, ON_ERROR)
-    if on_error != "raise":
+    if on_error == "skip":
         raise ConfigurationError(
             f"get_xarray(chunks=..., on_error={on_error!r}): a lazy read cannot leave out "
             "scenes that fail (its time coordinate is fixed before reading); use "
             "on_error='raise', or read eagerly (chunks=None) to skip failed scenes")
     _import_dask()
-    if not len(collection):
-        raise NoCoverageError(
-            f"collection {collection.name!r} is empty; rebuild it with a wider bbox or date "
-            "range")
-    bands = collection.check_bands(list(bands))
-    shapes, crs = to_geometries(geometries, geometry_crs)
-    resolved = backend_for_collection(collection, backend)
+    bands, shapes, crs, resolved = prepare_read(collection, geometries, bands,
+                                                geometry_crs=geometry_crs, backend=backend,
+                                                on_error=on_error)
     datasets = [
         _lazy_dataset(collection, shape, crs, bands, chunks, backend=resolved,
                       target_crs=target_crs, resolution=resolution, resampling=resampling,

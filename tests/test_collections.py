@@ -305,11 +305,13 @@ def test_interrupted_build_keeps_old_collection_and_resumes(scenes, tmp_path, wo
     assert len(list(partial.glob("batch-*.parquet"))) == 2
     # The rerun resumes: only the two scenes not yet indexed are parsed.
     stats = rasteret.FetchStats()
+    from rasteret.ingest import BuildOptions
     from rasteret.ingest import builder as build_module
 
     resumed = build_module.build_collection(
-        _table_records(table_path), name="k", manifest={"dataset_id": None},
-        workspace_dir=workspace, force=True, progress=False, stats=stats,
+        _table_records(table_path), manifest={"dataset_id": None},
+        options=BuildOptions(name="k", workspace_dir=workspace, force=True, progress=False,
+                             stats=stats),
     )
     assert resumed.bands == ["red", "again"] and len(resumed) == 4
     assert stats.requests == 2

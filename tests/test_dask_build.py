@@ -273,6 +273,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
             in_flight.append(len(self.pending))
             return future
 
+    from rasteret.ingest import BuildOptions
     from rasteret.ingest.api import _table_record
 
     def records():
@@ -285,8 +286,9 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
 
     with ThreadPoolExecutor(2) as pool:
         built = distributed.build_collection_on(
-            Watching(pool), records(), name="w", manifest={"dataset_id": None},
-            workspace_dir=tmp_path, progress=False, batch_size=BATCH)
+            records(), manifest={"dataset_id": None},
+            options=BuildOptions(name="w", workspace_dir=tmp_path, progress=False,
+                                 executor=Watching(pool), batch_size=BATCH))
     assert len(built) == 14 and at_submit[0] == 2 and max(in_flight) <= 2
     broken = local.to_pylist()
     broken[5]["B08"] = str(tmp_path / "missing.tif")

@@ -46,10 +46,10 @@ def test_check_option_names_the_option_the_value_and_the_choices():
 
 
 def test_builds_check_on_error_with_the_shared_check():
-    from rasteret.ingest.builder import build_collection
+    from rasteret.ingest import BuildOptions, build_collection
 
     with pytest.raises(ConfigurationError, match="on_error must be one of 'raise', 'skip'"):
-        build_collection([], name="x", manifest={}, on_error="ignore")
+        build_collection([], manifest={}, options=BuildOptions(name="x", on_error="ignore"))
 
 
 def test_one_compression_table_names_and_decodes_every_code():

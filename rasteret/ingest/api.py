@@ -4,7 +4,7 @@ or static catalog) and ``build_from_table`` (a user's table of hrefs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 
 from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
+from rasteret.ingest.build_options import DEFAULT_BATCH_SIZE, BuildOptions
 from rasteret.ingest.builder import build_collection
-from rasteret.ingest.distributed import DEFAULT_BATCH_SIZE, build_collection_on
+from rasteret.ingest.distributed import build_collection_on
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import item_to_record, iter_items
@@ -23,6 +24,16 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.options import OnError
 from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
+
+
+def _build(records: Iterable[SceneRecord], manifest: dict[str, Any],
+           options: BuildOptions) -> Collection:
+    """Index ``records`` and save them: on ``options.executor`` if there is one (the
+    records become tasks as they arrive, so a search or a table is never held whole),
+    else in this process."""
+    if options.executor is not None:
+        return build_collection_on(records, manifest=manifest, options=options)
+    return build_collection(list(records), manifest=manifest, options=options)
 
 
 def build_from_stac(
@@ -68,7 +79,7 @@ def build_from_stac(
             applied on the client side.
         max_items: Stop after this many items.
         workspace_dir, force, on_error, max_concurrent, stats: See
-            :func:`rasteret.ingest.builder.build_collection`.
+            :class:`rasteret.ingest.BuildOptions`.
         progress: Show progress bars: the search's or the crawl's (once it has
             taken a few seconds) and the indexing's. ``progress=False`` or
             ``RASTERET_PROGRESS=0`` hides them (see :mod:`rasteret.progress`).
@@ -76,13 +87,9 @@ def build_from_stac(
             and ``collection`` are recorded, so reads find the same CloudConfig.
         headers: Extra HTTP headers for the STAC API.
         page_size: Items per page of the search (pages are followed to the end).
-        executor: Index on this :class:`concurrent.futures.Executor` (e.g.
-            ``distributed.Client(...).get_executor()``, or a ``ProcessPoolExecutor``
-            with a ``spawn`` or ``forkserver`` context): the search runs here page by
-            page, tasks of ``batch_size`` assets index and write their own parts into
-            the workspace, and this process publishes (see
-            :mod:`rasteret.ingest.distributed`). Default: index in this process.
-        batch_size: With ``executor``: assets per task.
+        executor, batch_size: Index on an executor, tasks of ``batch_size`` assets
+            (see :class:`rasteret.ingest.BuildOptions`); the search runs here page by
+            page. Default: index in this process.
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
@@ -122,19 +129,10 @@ def build_from_stac(
         "band_map": {k: list(v) if isinstance(v, tuple) else v
                      for k, v in (band_map or {}).items()},
     }
-    if executor is not None:
-        # Pages are turned into tasks as they arrive: the search is never held whole.
-        return build_collection_on(
-            executor, records, name=name, manifest=manifest, backend=backend,
-            workspace_dir=workspace_dir, force=force, on_error=on_error,
-            max_concurrent=max_concurrent, progress=progress, stats=stats,
-            batch_size=batch_size,
-        )
-    return build_collection(
-        list(records), name=name, manifest=manifest, backend=backend, workspace_dir=workspace_dir,
-        force=force, on_error=on_error, max_concurrent=max_concurrent, progress=progress,
-        stats=stats,
-    )
+    return _build(records, manifest, BuildOptions(
+        name=name, backend=backend, workspace_dir=workspace_dir, force=force,
+        on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
+        executor=executor, batch_size=batch_size))
 
 
 def build(
@@ -325,18 +323,10 @@ def build_from_table(
                       used=used)
         for index, row in enumerate(rows()))
     manifest = {"dataset_id": None, "source": {"kind": "table", "rows": arrow.num_rows}}
-    if executor is not None:
-        return build_collection_on(
-            executor, records, name=name, manifest=manifest, backend=backend,
-            workspace_dir=workspace_dir, force=force, on_error=on_error,
-            max_concurrent=max_concurrent, progress=progress, stats=stats,
-            batch_size=batch_size,
-        )
-    return build_collection(
-        list(records), name=name, manifest=manifest, backend=backend,
-        workspace_dir=workspace_dir, force=force, on_error=on_error,
-        max_concurrent=max_concurrent, progress=progress, stats=stats,
-    )
+    return _build(records, manifest, BuildOptions(
+        name=name, backend=backend, workspace_dir=workspace_dir, force=force,
+        on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
+        executor=executor, batch_size=batch_size))
 
 
 def _table_record(

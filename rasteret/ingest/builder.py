@@ -31,20 +31,16 @@ from rasteret.errors import (
     RasteretError,
     warn_user,
 )
-from rasteret.ingest.indexer import (
-    DEFAULT_MAX_CONCURRENT,
-    IndexFailure,
-    band_record,
-    index_hrefs,
-)
+from rasteret.ingest.build_options import BuildOptions
+from rasteret.ingest.indexer import IndexFailure, band_record, index_hrefs
 from rasteret.ingest.records import SceneRecord, records_to_table
 from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, OnError, check_option
+from rasteret.options import ON_ERROR, check_option
 from rasteret.progress import ProgressBar, progress_bar
 from rasteret.storage import FAILURE_SCHEMA, PARQUET_OPTIONS
-from rasteret.workspace import open_workspace
+from rasteret.workspace import Workspace, open_workspace
 
 log = logging.getLogger("rasteret")
 
@@ -123,40 +119,40 @@ def index_batch(
     return kept, kept_bands, failures
 
 
+def open_build(options: BuildOptions) -> tuple[Backend, Workspace, Collection | None]:
+    """Check ``options`` and open the workspace of the build they describe.
+
+    Returns:
+        The backend (the default one when ``options`` name none), the workspace, and
+        the collection saved under ``options.name`` when the build has nothing to do
+        (it exists and ``force`` is off), else None.
+
+    Raises:
+        ConfigurationError: ``on_error`` is not an option.
+    """
+    check_option("on_error", options.on_error, ON_ERROR)
+    backend = options.backend or default_backend()
+    workspace = open_workspace(options.workspace_dir, backend)
+    if not options.force and workspace.exists(options.name):
+        return backend, workspace, load(options.name, workspace_dir=options.workspace_dir,
+                                        backend=backend)
+    return backend, workspace, None
+
+
 def build_collection(
     records: list[SceneRecord],
     *,
-    name: str,
     manifest: dict[str, Any],
-    backend: Backend | None = None,
-    workspace_dir: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    on_error: OnError = "raise",
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
-    progress: bool = True,
-    stats: FetchStats | None = None,
+    options: BuildOptions,
 ) -> Collection:
-    """Index ``records`` and save them as the collection ``name``.
+    """Index ``records`` in this process and save them as the collection
+    ``options.name``.
 
     Args:
         records: Scenes with one unsigned href per band.
-        name: The collection's name in the workspace.
         manifest: Build information stored with the collection (no secrets).
-        backend: How to reach the stores.
-        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
-            ``~/.rasteret/collections``): a local folder or an object-store URL
-            (``s3://bucket/prefix``, ``az://container/prefix``, ``gs://...``) written
-            through ``backend``.
-        force: Rebuild even if a collection with that name exists. Without it, a
-            concurrent build that publishes the same name first wins and its
-            collection is returned.
-        on_error: ``"raise"`` stops with :class:`IndexingError` when an asset fails
-            (finished batches are kept, so a re-run resumes); ``"skip"`` leaves failed
-            scenes out and records every failure in ``collection.failures``.
-        max_concurrent: Headers in flight at once.
-        progress: Show a progress bar of the assets indexed (see
-            :mod:`rasteret.progress`; ``RASTERET_PROGRESS=0`` hides it too).
-        stats: Optional counter of requests and bytes.
+        options: The build's name, workspace and indexing options
+            (``executor`` and ``batch_size`` are not used here).
 
     Returns:
         The saved collection.
@@ -164,15 +160,16 @@ def build_collection(
     Raises:
         NoScenesError: ``records`` is empty.
         IndexingError: Some assets failed and ``on_error="raise"``.
+        ConfigurationError: ``on_error`` is not an option, or scene ids repeat.
         CollectionConflictError: With ``force=True`` on an object store, another
             build replaced the collection while this one was writing.
         AccessDeniedError: The backend may not write the workspace.
     """
-    check_option("on_error", on_error, ON_ERROR)
-    backend = backend or default_backend()
-    workspace = open_workspace(workspace_dir, backend)
-    if not force and workspace.exists(name):
-        return load(name, workspace_dir=workspace_dir, backend=backend)
+    name, force, on_error = options.name, options.force, options.on_error
+    max_concurrent, progress, stats = options.max_concurrent, options.progress, options.stats
+    backend, workspace, existing = open_build(options)
+    if existing is not None:
+        return existing
     if not records:
         raise NoScenesError(
             f"no scenes to index for collection {name!r} (source: {manifest.get('source')}); "
@@ -271,7 +268,7 @@ def build_collection(
             f"collection {name!r}: {failures_table.num_rows} asset(s) could not be indexed "
             "and were left out; see collection.failures",
         )
-    return load(name, workspace_dir=workspace_dir, backend=backend)
+    return load(name, workspace_dir=options.workspace_dir, backend=backend)
 
 
 def _band_names(records: list[SceneRecord]) -> set[str]:

@@ -59,23 +59,21 @@ from rasteret.errors import (
     IndexingError,
     NoScenesError,
 )
-from rasteret.ingest.builder import index_batch
+from rasteret.ingest.build_options import BuildOptions
+from rasteret.ingest.builder import index_batch, open_build
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT, IndexFailure
 from rasteret.ingest.records import SceneRecord, records_to_table
-from rasteret.io.backend import Backend, default_backend
+from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed
-from rasteret.options import ON_ERROR, OnError, check_option
+from rasteret.options import OnError
 from rasteret.progress import progress_bar
 from rasteret.schema import BASE_FIELDS
 from rasteret.storage import FAILURE_SCHEMA, ROWS_PER_PART, parquet_bytes, with_metadata
-from rasteret.workspace import Draft, TaskArea, open_workspace
+from rasteret.workspace import Draft, TaskArea
 
 log = logging.getLogger("rasteret")
 
-#: Assets per task: a few hundred headers keep a worker's connections busy (a task
-#: parses up to ``max_concurrent`` at once) while a lost task costs little.
-DEFAULT_BATCH_SIZE = 500
 #: Tasks submitted and not yet finished, at most: the driver holds their scenes.
 TASKS_IN_FLIGHT = 64
 #: Footer key of a batch: its task's key, counts and failures (JSON).
@@ -384,35 +382,24 @@ def _group(rows: list[tuple[str, int]]) -> list[list[str]]:
 
 
 def build_collection_on(
-    executor: Executor,
     records: Iterable[SceneRecord],
     *,
-    name: str,
     manifest: dict[str, Any],
-    backend: Backend | None = None,
-    workspace_dir: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    on_error: OnError = "raise",
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
-    progress: bool = True,
-    stats: FetchStats | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    options: BuildOptions,
 ) -> Collection:
-    """Index ``records`` on ``executor`` and save them as the collection ``name``.
+    """Index ``records`` on ``options.executor`` and save them as the collection
+    ``options.name``.
 
     The driver (this process) streams ``records`` into tasks and commits; the tasks
     index and write (see the module's docstring). A re-run after a failure skips the
     tasks whose batches are finished.
 
     Args:
-        executor: Runs the tasks: any :class:`concurrent.futures.Executor`, e.g.
-            ``distributed.Client(...).get_executor()`` or a ``ProcessPoolExecutor``
-            with a ``spawn`` or ``forkserver`` context.
         records: The scenes, consumed lazily (a generator is fine).
-        batch_size: Assets per task (whole scenes: a task may hold a few more).
-        name, manifest, backend, workspace_dir, force, on_error, max_concurrent,
-        progress, stats: See :func:`rasteret.ingest.builder.build_collection`
-            (``max_concurrent`` counts per task).
+        manifest: Build information stored with the collection (no secrets).
+        options: The build's name, workspace and indexing options; ``executor`` runs
+            the tasks (any :class:`concurrent.futures.Executor`), ``batch_size``
+            assets each, ``max_concurrent`` headers at once in each.
 
     Returns:
         The saved collection.
@@ -420,21 +407,26 @@ def build_collection_on(
     Raises:
         NoScenesError: ``records`` is empty, or no scene could be indexed.
         IndexingError: Some assets failed and ``on_error="raise"``.
-        ConfigurationError: ``batch_size`` is not positive, or scene ids repeat.
+        ConfigurationError: No ``executor``, ``batch_size`` is not positive, or scene
+            ids repeat.
         ForkAfterIOError: The executor's workers were forked after this process did
             I/O (use spawn or forkserver workers).
         CollectionConflictError: With ``force=True`` on an object store, another
             build replaced the collection while this one was writing.
         AccessDeniedError: The backend may not write the workspace.
     """
-    check_option("on_error", on_error, ON_ERROR)
+    name, force, on_error = options.name, options.force, options.on_error
+    max_concurrent, progress, stats = options.max_concurrent, options.progress, options.stats
+    executor, batch_size = options.executor, options.batch_size
+    if executor is None:
+        raise ConfigurationError(f"build_collection_on({name!r}) needs options.executor; "
+                                 "build_collection indexes in this process")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive number of assets, "
                                  f"not {batch_size!r}")
-    backend = backend or default_backend()
-    workspace = open_workspace(workspace_dir, backend)
-    if not force and workspace.exists(name):
-        return load(name, workspace_dir=workspace_dir, backend=backend)
+    backend, workspace, existing = open_build(options)
+    if existing is not None:
+        return existing
     area = workspace.task_area(name)
 
     # Per task only its key and row count stay on the driver, plus the failures.
@@ -518,4 +510,4 @@ def build_collection_on(
             "and were left out; see collection.failures",
             stacklevel=2,
         )
-    return load(name, workspace_dir=workspace_dir, backend=backend)
+    return load(name, workspace_dir=options.workspace_dir, backend=backend)

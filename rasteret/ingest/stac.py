@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import operator
 import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from rasteret.collection import DateRange, check_bbox, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
@@ -37,6 +38,9 @@ from rasteret.io.runtime import run_sync
 from rasteret.io.urls import strip_query
 from rasteret.progress import grow, progress_bar, track
 from rasteret.registry import BandMap, BandTarget
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -231,46 +235,6 @@ def _is_static_catalog(source: str) -> bool:
     return lowered.endswith(".json") or not lowered.startswith(("http://", "https://"))
 
 
-def search_items(
-    stac_api: str,
-    *,
-    collection: str | None,
-    bbox: Iterable[float] | None = None,
-    date_range: DateRange | None = None,
-    query: Mapping[str, Any] | None = None,
-    max_items: int | None = None,
-    headers: Mapping[str, str] | None = None,
-    page_size: int = 100,
-    backend: Backend | None = None,
-    max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Items from a STAC API (paged through pystac-client) or a static catalog
-    (``catalog.json``, a collection or an item; local or remote, relative hrefs
-    resolved; see :func:`crawl_static_catalog`).
-
-    ``collection`` may name several collections, comma-separated (the STAC API's GET
-    form, e.g. ``"HLSS30_2.0,HLSL30_2.0"``).
-
-    Bbox, dates and ``query`` are applied on the client side as well, since some
-    servers ignore ``query`` (and a static catalog cannot be searched).
-
-    Args:
-        backend: How to reach a static catalog's documents (default: anonymous /
-            environment credentials); the API path uses plain HTTP.
-        max_in_flight: Static catalogs: JSON documents fetched at once.
-        progress: Show a bar of the items (API) or documents (static catalog) read
-            once the search has taken a few seconds (see :mod:`rasteret.progress`).
-
-    Raises:
-        StacSearchError: The API or catalog could not be read; names the URL.
-    """
-    return list(iter_items(
-        stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
-        max_items=max_items, headers=headers, page_size=page_size, backend=backend,
-        max_in_flight=max_in_flight, progress=progress))
-
-
 def iter_items(
     stac_api: str,
     *,
@@ -285,9 +249,24 @@ def iter_items(
     max_in_flight: int = DEFAULT_CRAWL_CONCURRENCY,
     progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """The items of :func:`search_items`, one at a time: a STAC API's pages are
-    fetched as the items are consumed, so only one page is held at once (a static
-    catalog is crawled whole first). The arguments are :func:`search_items`'.
+    """Items from a STAC API (paged through pystac-client) or a static catalog
+    (``catalog.json``, a collection or an item; local or remote, relative hrefs
+    resolved; see :func:`crawl_static_catalog`), one at a time: a STAC API's pages
+    are fetched as the items are consumed, so only one page is held at once (a static
+    catalog is crawled whole first). :func:`search_items` returns them as a list.
+
+    ``collection`` may name several collections, comma-separated (the STAC API's GET
+    form, e.g. ``"HLSS30_2.0,HLSL30_2.0"``).
+
+    Bbox, dates and ``query`` are applied on the client side as well, since some
+    servers ignore ``query`` (and a static catalog cannot be searched).
+
+    Args:
+        backend: How to reach a static catalog's documents (default: anonymous /
+            environment credentials); the API path uses plain HTTP.
+        max_in_flight: Static catalogs: JSON documents fetched at once.
+        progress: Show a bar of the items (API) or documents (static catalog) read
+            once the search has taken a few seconds (see :mod:`rasteret.progress`).
 
     Raises:
         StacSearchError: The API or catalog could not be read (also while paging);
@@ -317,6 +296,22 @@ def iter_items(
         raise
     except Exception as exc:  # network and parsing errors come in many types
         raise StacSearchError(f"searching {stac_api} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _as_list(iterate: Callable[P, Iterator[T]], name: str, doc: str) -> Callable[P, list[T]]:
+    """``iterate``'s results as a list, under ``name``; type checkers, IDEs and
+    ``help()`` see ``iterate``'s parameters."""
+    def listed(*args: P.args, **kwargs: P.kwargs) -> list[T]:
+        return list(iterate(*args, **kwargs))
+
+    functools.update_wrapper(listed, iterate)  # sets __wrapped__, which help() follows
+    listed.__name__ = listed.__qualname__ = name
+    listed.__doc__ = doc
+    return listed
+
+
+search_items = _as_list(iter_items, "search_items", """Every item of :func:`iter_items`
+    at once, as a list; the arguments, filters and errors are :func:`iter_items`'.""")
 
 
 def _collection_ids(collection: str | None) -> list[str]:

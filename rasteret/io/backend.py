@@ -224,8 +224,35 @@ class RetryPolicy:
 class Backend:
     """How rasteret reaches object stores; pass the same one to builds and reads.
 
-    Create one with :func:`create_backend`. It pickles to its description, so each
-    DataLoader worker builds its own stores and fetches its own tokens.
+    ``rasteret.create_backend(...)`` is this class under the verb the guides use. A
+    backend pickles to its description, so each DataLoader worker builds its own
+    stores and fetches its own tokens.
+
+    Args:
+        credential_provider: An obstore credential provider (for example
+            ``obstore.auth.planetary_computer.PlanetaryComputerCredentialProvider``,
+            ``obstore.auth.earthdata.NasaEarthdataCredentialProvider`` or
+            ``obstore.auth.boto3.Boto3CredentialProvider``). It is handed to the stores
+            of its kind (Azure providers to Azure stores, S3 providers to S3 stores).
+        region: Default region for S3 buckets.
+        default_s3_config: S3 settings for every bucket: ``region``,
+            ``skip_signature``, ``aws_access_key_id``, ``aws_secret_access_key``,
+            ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
+            obstore-style names both work; typed as obstore's ``S3Config`` plus the
+            boto-style names).
+        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...; an
+            ``obstore.store.ClientConfig``).
+        retry_config: obstore's own retry settings (``max_retries``, ``retry_timeout`` as a
+            ``datetime.timedelta``, ``backoff``; an ``obstore.store.RetryConfig``),
+            applied inside each request; off unless given, since rasteret retries
+            itself (see ``retries``).
+        azure_config: Azure settings for every container (``endpoint`` for an emulator,
+            ``account_name``...; an ``obstore.store.AzureConfig``).
+        gcs_config: Google Cloud Storage settings (an ``obstore.store.GCSConfig``).
+        max_concurrent_requests: Requests in flight at once through this backend in
+            each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
+        retries: rasteret's :class:`RetryPolicy` for transient failures (default: 5
+            attempts within 60 s); retries are counted in ``FetchStats.retries``.
 
     Attributes:
         retries: rasteret's :class:`RetryPolicy` (backoff around each request).
@@ -435,60 +462,10 @@ class Backend:
         raise ConfigurationError(f"no store for {target.kind!r}")
 
 
-def create_backend(
-    *,
-    credential_provider: CredentialProvider | None = None,
-    region: str | None = None,
-    default_s3_config: S3Options | None = None,
-    client_options: ClientConfig | None = None,
-    retry_config: RetryConfig | None = None,
-    azure_config: AzureConfig | None = None,
-    gcs_config: GCSConfig | None = None,
-    max_concurrent_requests: int | None = None,
-    retries: RetryPolicy | None = None,
-) -> Backend:
-    """Describe how to reach object stores; pass the result as ``backend=`` anywhere.
-
-    Args:
-        credential_provider: An obstore credential provider (for example
-            ``obstore.auth.planetary_computer.PlanetaryComputerCredentialProvider``,
-            ``obstore.auth.earthdata.NasaEarthdataCredentialProvider`` or
-            ``obstore.auth.boto3.Boto3CredentialProvider``). It is handed to the stores
-            of its kind (Azure providers to Azure stores, S3 providers to S3 stores).
-        region: Default region for S3 buckets.
-        default_s3_config: S3 settings for every bucket: ``region``,
-            ``skip_signature``, ``aws_access_key_id``, ``aws_secret_access_key``,
-            ``aws_session_token``, ``endpoint``, ``request_payer``, ... (boto-style and
-            obstore-style names both work; typed as obstore's ``S3Config`` plus the
-            boto-style names).
-        client_options: obstore HTTP client options (timeouts, ``allow_http``, ...; an
-            ``obstore.store.ClientConfig``).
-        retry_config: obstore's own retry settings (``max_retries``, ``retry_timeout`` as a
-            ``datetime.timedelta``, ``backoff``; an ``obstore.store.RetryConfig``),
-            applied inside each request; off unless given, since rasteret retries
-            itself (see ``retries``).
-        azure_config: Azure settings for every container (``endpoint`` for an emulator,
-            ``account_name``...; an ``obstore.store.AzureConfig``).
-        gcs_config: Google Cloud Storage settings (an ``obstore.store.GCSConfig``).
-        max_concurrent_requests: Requests in flight at once through this backend in
-            each process (default 256, or ``RASTERET_MAX_CONCURRENT_REQUESTS``).
-        retries: rasteret's :class:`RetryPolicy` for transient failures (default: 5
-            attempts within 60 s); retries are counted in ``FetchStats.retries``.
-
-    Returns:
-        A picklable :class:`Backend`.
-    """
-    return Backend(
-        credential_provider=credential_provider,
-        region=region,
-        default_s3_config=default_s3_config,
-        client_options=client_options,
-        retry_config=retry_config,
-        azure_config=azure_config,
-        gcs_config=gcs_config,
-        max_concurrent_requests=max_concurrent_requests,
-        retries=retries,
-    )
+#: Describe how to reach object stores; pass the result as ``backend=`` anywhere. The
+#: same as constructing a :class:`Backend` (it takes the same arguments and does nothing
+#: more), under the verb the guides use.
+create_backend = Backend
 
 
 _default_backend: Backend | None = None

@@ -1,0 +1,65 @@
+"""The options of one build: what the build verbs take beside their source, handed
+whole to the builders (:mod:`rasteret.ingest.builder`, :mod:`rasteret.ingest.distributed`)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
+from rasteret.io.backend import Backend
+from rasteret.io.fetch import FetchStats
+from rasteret.options import OnError
+
+#: Assets per task: a few hundred headers keep a worker's connections busy (a task
+#: parses up to ``max_concurrent`` at once) while a lost task costs little.
+DEFAULT_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build indexes its scenes and saves them as a collection.
+
+    :func:`rasteret.build`, :func:`rasteret.build_from_stac` and
+    :func:`rasteret.build_from_table` take these as keyword arguments.
+
+    Attributes:
+        name: The collection's name in the workspace.
+        backend: How to reach the stores (default: anonymous / environment
+            credentials).
+        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
+            ``~/.rasteret/collections``): a local folder or an object-store URL
+            (``s3://bucket/prefix``, ``az://container/prefix``, ``gs://...``) written
+            through ``backend``.
+        force: Rebuild even if a collection with that name exists. Without it, a
+            concurrent build that publishes the same name first wins and its
+            collection is returned.
+        on_error: ``"raise"`` stops with :class:`~rasteret.errors.IndexingError` when
+            an asset fails (finished batches are kept, so a re-run resumes);
+            ``"skip"`` leaves failed scenes out and records every failure in
+            ``collection.failures``.
+        max_concurrent: Headers in flight at once (per task with ``executor``).
+        progress: Show a progress bar of the assets indexed (see
+            :mod:`rasteret.progress`; ``RASTERET_PROGRESS=0`` hides it too).
+        stats: Optional counter of requests and bytes.
+        executor: Index on this :class:`concurrent.futures.Executor` (e.g.
+            ``distributed.Client(...).get_executor()``, or a ``ProcessPoolExecutor``
+            with a ``spawn`` or ``forkserver`` context): tasks of ``batch_size``
+            assets index and write their own parts into the workspace, and this
+            process publishes (see :mod:`rasteret.ingest.distributed`). Default:
+            index in this process.
+        batch_size: With ``executor``: assets per task (whole scenes: a task may hold
+            a few more).
+    """
+
+    name: str
+    backend: Backend | None = None
+    workspace_dir: str | os.PathLike[str] | None = None
+    force: bool = False
+    on_error: OnError = "raise"
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    progress: bool = True
+    stats: FetchStats | None = None
+    executor: Executor | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
