@@ -14,6 +14,10 @@ from pathlib import Path
 
 BANDS = ("B02", "B03", "B04", "B08")
 
+# Timed reads measure the reads: no progress bar draws between them (a caller may
+# still set RASTERET_PROGRESS=1 to watch a long set-up).
+os.environ.setdefault("RASTERET_PROGRESS", "0")
+
 #: GDAL settings for a fair /vsicurl/ baseline: no directory listing, no caching
 #: between measurements, HTTP/2 multiplexing off (nginx here speaks HTTP/1.1).
 GDAL_ENV = {
