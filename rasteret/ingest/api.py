@@ -313,7 +313,9 @@ def build_from_table(
             *band_columns.values()}
 
     def rows() -> Iterator[dict[str, Any]]:
-        for batch in arrow.to_batches():
+        # A thousand rows at a time as Python dicts: the driver streams the table
+        # into tasks, so its memory does not grow with the table's length.
+        for batch in arrow.to_batches(max_chunksize=1000):
             yield from batch.to_pylist()
 
     records = (
