@@ -258,8 +258,8 @@ class LocalDraft:
 
 
 class LocalTaskArea:
-    """The finished batches of a distributed build, one Parquet file per task in a
-    local folder, each written whole or not at all.
+    """The files of a distributed build's tasks (their scenes, their finished
+    batches) in a local folder, each written whole or not at all.
 
     Attributes:
         folder: The folder.
@@ -268,20 +268,20 @@ class LocalTaskArea:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store the batch of task ``key``."""
+    def put(self, name: str, data: bytes) -> None:
+        """Store the file ``name``."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.folder / f"{key}.parquet", lambda tmp: tmp.write_bytes(data))
+        write_atomic(self.folder / check_name(name), lambda tmp: tmp.write_bytes(data))
 
-    def get(self, key: str) -> bytes | None:
-        """The batch of task ``key``, or None when it has not finished."""
+    def get(self, name: str) -> bytes | None:
+        """The file ``name``, or None when it was not written."""
         try:
-            return (self.folder / f"{key}.parquet").read_bytes()
+            return (self.folder / check_name(name)).read_bytes()
         except FileNotFoundError:
             return None
 
     def clear(self) -> None:
-        """Remove every batch (after the build was published)."""
+        """Remove every file (after the build was published)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -608,8 +608,8 @@ class ObjectDraft:
 
 
 class ObjectTaskArea:
-    """The finished batches of a distributed build, one Parquet object per task under
-    a prefix of an object store (each put is whole or absent).
+    """The files of a distributed build's tasks (their scenes, their finished
+    batches) under a prefix of an object store (each put is whole or absent).
 
     Attributes:
         url: The prefix.
@@ -620,19 +620,19 @@ class ObjectTaskArea:
         self.url = url
         self.backend = backend
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store the batch of task ``key``."""
-        put_object(self.backend, f"{self.url}/{key}.parquet", data)
+    def put(self, name: str, data: bytes) -> None:
+        """Store the file ``name``."""
+        put_object(self.backend, f"{self.url}/{check_name(name)}", data)
 
-    def get(self, key: str) -> bytes | None:
-        """The batch of task ``key``, or None when it has not finished."""
+    def get(self, name: str) -> bytes | None:
+        """The file ``name``, or None when it was not written."""
         try:
-            return get_object(self.backend, f"{self.url}/{key}.parquet")[0]
+            return get_object(self.backend, f"{self.url}/{check_name(name)}")[0]
         except ObjectNotFoundError:
             return None
 
     def clear(self) -> None:
-        """Remove every batch (after the build was published; best effort)."""
+        """Remove every file (after the build was published; best effort)."""
         try:
             found = list_objects(self.backend, self.url)
             delete_objects(self.backend, [f"{self.url}/{item.name}" for item in found])
@@ -644,7 +644,8 @@ class ObjectTaskArea:
 Workspace = LocalWorkspace | ObjectWorkspace
 #: A version of a collection being written (see ``Workspace.draft``).
 Draft = LocalDraft | ObjectDraft
-#: Where a distributed build keeps its finished batches (see ``Workspace.task_area``).
+#: Where a distributed build keeps its tasks' scenes and finished batches (see
+#: ``Workspace.task_area``).
 TaskArea = LocalTaskArea | ObjectTaskArea
 
 

@@ -333,3 +333,77 @@ def test_build_by_dataset_id_passes_the_executor_on(stac_api, backend, tmp_path)
                                batch_size=3)
     assert_same_collection(built, reference)
     assert executor.submitted == 5 + 1  # 14 one-band scenes in tasks of 3, one part
+
+
+def test_tasks_go_out_by_reference_whatever_their_size(scenes, tmp_path):
+    """The driver writes each task's scenes to the task area and submits only the
+    task's key and size: Dask keeps what it was given, so the driver's memory would
+    otherwise grow with the number of assets."""
+    import pickle
+
+    sizes: dict[int, list[int]] = {}
+
+    class Measuring(Executor):
+        def __init__(self, inner, batch):
+            self.inner, self.batch = inner, batch
+
+        def submit(self, fn, /, *args, **kwargs):
+            if getattr(fn, "func", None) is distributed.index_task:
+                sizes.setdefault(self.batch, []).append(len(pickle.dumps(args)))
+                assert isinstance(args[0], distributed.TaskRef)
+            return self.inner.submit(fn, *args, **kwargs)
+
+    local = table_of(scenes)
+    local = pa.Table.from_pylist([
+        {**row, "B04": str(s.files["B04"]), "B08": str(s.files["B08"])}
+        for row, s in zip(local.to_pylist(), scenes)])
+    built = {}
+    for batch in (2, 28):
+        with ThreadPoolExecutor(2) as pool:
+            built[batch] = rasteret.build_from_table(
+                local, name=f"b{batch}", href_columns=["B04", "B08"],
+                workspace_dir=tmp_path, progress=False, executor=Measuring(pool, batch),
+                batch_size=batch)
+        assert not (tmp_path / f".b{batch}.tasks").exists()
+    assert len(sizes[2]) == 14 and len(sizes[28]) == 1
+    assert max(sizes[28]) == max(sizes[2]) < 200
+    def rows(collection):
+        return collection.table.sort_by("id").replace_schema_metadata(None)
+
+    assert rows(built[2]).equals(rows(built[28]))
+
+
+def test_task_scenes_round_trip_through_json_to_the_same_rows():
+    """What a worker reads back from the task area makes the same table as the
+    driver's records: times with zones, footprints, bboxes, nested and dropped
+    properties, band metadata, absent bands."""
+    from rasteret.ingest.records import (
+        BandMetadata,
+        BandSource,
+        SceneRecord,
+        records_from_json,
+        records_to_json,
+        records_to_table,
+    )
+
+    when = dt.datetime(2024, 5, 1, 10, 30, 15, 123456, tzinfo=dt.UTC)
+    records = [
+        SceneRecord(
+            id="a", datetime=when,
+            geometry={"type": "Polygon", "coordinates": (((0, 0), (1, 0), (1, 1), (0, 0)),)},
+            bbox=None, collection="c",
+            properties={"eo:cloud_cover": 12.5, "n": 3, "ok": True, "none": None,
+                        "nested": {"x": [1, 2]}, "tags": ["a"], "datetime": "skip",
+                        "when": when, "proj:epsg": 32633},
+            bands={"red": BandSource("s3://b/a/red.tif", 1, BandMetadata(
+                scale=0.0001, offset=-0.1, nodata=0.0, data_type="uint16", unit="m")),
+                   "nir": None},
+            epsg=32633),
+        SceneRecord(id="b", datetime=None, geometry=None, bbox=(1.0, 2.0, 3.0, 4.0),
+                    collection=None, bands={"red": BandSource("https://h/b.tif?x=1", 2)}),
+    ]
+    decoded = records_from_json(records_to_json(records))
+    assert decoded[1] == records[1]
+    assert decoded[0].datetime == when and decoded[0].bands == records[0].bands
+    empty: list[dict[str, dict | None]] = [{}, {}]
+    assert records_to_table(decoded, empty).equals(records_to_table(records, empty))

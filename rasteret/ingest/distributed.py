@@ -8,12 +8,16 @@ or a ``ThreadPoolExecutor``. rasteret never imports dask.
 
 1. The driver consumes the scenes (a STAC search page by page, or a table) and cuts
    them into tasks of about ``batch_size`` assets, keeping at most
-   :data:`TASKS_IN_FLIGHT` tasks submitted at once: its memory does not grow with the
-   number of assets (it keeps, per task, its key and row count, and the failures).
+   :data:`TASKS_IN_FLIGHT` tasks submitted at once. It writes each task's scenes into
+   the workspace's task area (``.<name>.tasks/`` beside a local collection,
+   ``_rasteret/builds/<name>/`` on an object store) and submits only a
+   :class:`TaskRef`, its key and size: Dask keeps what was submitted to it (in the
+   client and, on a ``LocalCluster``, in the scheduler within this process), so the
+   driver's memory does not grow with the number of assets (it keeps, per task, its
+   key and row count, and the failures).
 2. Each task (:func:`index_task`) rebuilds the backend from its pickled description
-   (credential providers included), parses its headers, and writes its scenes as one
-   Parquet batch into the workspace's task area (``.<name>.tasks/`` beside a local
-   collection, ``_rasteret/builds/<name>/`` on an object store). A task's key is a
+   (credential providers included), reads its scenes from the task area, parses
+   their headers, and writes its scenes as one Parquet batch beside them. A task's key is a
    digest of its scenes: a task whose batch is already there (a re-run after a
    failure, or a retry of a task whose worker died) reads that batch's footer
    instead of indexing again. It returns counts, the batch's schema and the
@@ -62,7 +66,12 @@ from rasteret.errors import (
 from rasteret.ingest.build_options import BuildOptions
 from rasteret.ingest.builder import index_batch, open_build
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT, IndexFailure
-from rasteret.ingest.records import SceneRecord, records_to_table
+from rasteret.ingest.records import (
+    SceneRecord,
+    records_from_json,
+    records_to_json,
+    records_to_table,
+)
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed
@@ -102,6 +111,34 @@ class IndexTask:
     def assets(self) -> int:
         """The number of assets (bands) of the scenes."""
         return sum(len(record.bands) for record in self.records)
+
+    @property
+    def ref(self) -> TaskRef:
+        """What is submitted for this task (its scenes go to the task area)."""
+        return TaskRef(self.key, self.assets)
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What the driver submits for one task: a few bytes, whatever its size.
+
+    Attributes:
+        key: The task's key; its scenes are ``scenes_name(key)`` in the task area.
+        assets: The number of assets of its scenes.
+    """
+
+    key: str
+    assets: int
+
+
+def batch_name(key: str) -> str:
+    """The name, in the task area, of the Parquet batch of task ``key``."""
+    return f"{key}.parquet"
+
+
+def scenes_name(key: str) -> str:
+    """The name, in the task area, of the scenes of task ``key`` (JSON lines)."""
+    return f"{key}.scenes.jsonl"
 
 
 @dataclass
@@ -192,7 +229,7 @@ def _nulls_untyped(table: pa.Table, bands: set[str]) -> pa.Table:
     return table
 
 
-def _outcome_of_batch(data: bytes, task: IndexTask) -> TaskOutcome | None:
+def _outcome_of_batch(data: bytes, task: TaskRef) -> TaskOutcome | None:
     """The outcome recorded in a finished batch, or None when it is not this task's
     complete batch (then the task runs again)."""
     try:
@@ -209,9 +246,10 @@ def _outcome_of_batch(data: bytes, task: IndexTask) -> TaskOutcome | None:
         return None
 
 
-def index_task(task: IndexTask, *, area: TaskArea, backend: Backend, on_error: OnError,
+def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnError,
                max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> TaskOutcome:
-    """Index one task's scenes and store them as a batch in ``area`` (runs on a worker).
+    """Index one task's scenes, read from ``area``, and store them as a batch there
+    (runs on a worker).
 
     A batch already in ``area`` for this task is reused. With ``on_error="raise"`` a
     task with failures writes no batch, so a re-run tries its scenes again.
@@ -222,24 +260,33 @@ def index_task(task: IndexTask, *, area: TaskArea, backend: Backend, on_error: O
     Raises:
         ForkAfterIOError: The worker was forked after its parent did I/O.
         AccessDeniedError: The backend may not write the workspace.
+        CollectionConflictError: The task's scenes are gone: another build of the
+            same collection finished and cleared the task area.
     """
     _check_process()
-    found = area.get(task.key)
+    found = area.get(batch_name(task.key))
     if found is not None:
         outcome = _outcome_of_batch(found, task)
         if outcome is not None:
             return outcome
+    data = area.get(scenes_name(task.key))
+    if data is None:
+        raise CollectionConflictError(
+            f"the scenes of task {task.key} are gone from the build's task area: another "
+            "build of the same collection finished and removed them; load that "
+            "collection, or run this build again")
+    records = records_from_json(data)
     stats = FetchStats()
     kept, kept_bands, failures = index_batch(
-        task.records, backend=backend, max_concurrent=max_concurrent, stats=stats)
+        records, backend=backend, max_concurrent=max_concurrent, stats=stats)
     if failures and on_error == "raise":
         return TaskOutcome(task.key, 0, task.assets, None, failures, False, stats)
-    bands = {band for record in task.records for band in record.bands}
+    bands = {band for record in records for band in record.bands}
     table = _nulls_untyped(records_to_table(kept, kept_bands), bands)
     recorded = {"key": task.key, "scenes": table.num_rows,
                 "failures": [dataclasses.asdict(f) for f in failures]}
     schema = table.schema
-    area.put(task.key, parquet_bytes(table.replace_schema_metadata(
+    area.put(batch_name(task.key), parquet_bytes(table.replace_schema_metadata(
         {**(schema.metadata or {}), TASK_KEY: json.dumps(recorded).encode()})))
     return TaskOutcome(task.key, table.num_rows, task.assets, schema, failures, False, stats)
 
@@ -318,7 +365,7 @@ def write_part(draft: Draft, part: tuple[int, list[str]], *, area: TaskArea,
     index, keys = part
     tables = []
     for key in keys:
-        data = area.get(key)
+        data = area.get(batch_name(key))
         if data is None:
             raise CollectionConflictError(
                 f"batch {key} of this build is gone from its task area: another build of "
@@ -436,11 +483,12 @@ def build_collection_on(
     merged: pa.Schema | None = None
     bar = progress_bar(desc=f"Indexing {name}", unit="asset", progress=progress)
 
-    def tasks() -> Iterator[IndexTask]:
+    def tasks() -> Iterator[TaskRef]:
         for task in make_tasks(records, batch_size):
             rows.append((task.key, 0))
             bands.update((band, None) for record in task.records for band in record.bands)
-            yield task
+            area.put(scenes_name(task.key), records_to_json(task.records))
+            yield task.ref
 
     def collect(number: int, outcome: TaskOutcome) -> None:
         nonlocal merged

@@ -192,3 +192,52 @@ def records_to_table(
 def _metadata(source: BandSource | None) -> dict[str, Any] | None:
     """What the catalog says about a band's values, as a STAC band record (or None)."""
     return None if source is None or source.metadata is None else source.metadata.to_record()
+
+
+def records_to_json(records: list[SceneRecord]) -> bytes:
+    """``records`` as JSON lines, one scene per line, for a distributed build's task
+    area (plain data: workers never unpickle what is on shared storage).
+
+    Properties are reduced to what :func:`records_to_table` keeps (scalars, nested
+    values as JSON text), so the table built from the decoded records is the same.
+    """
+    lines = []
+    for record in records:
+        lines.append(json.dumps({
+            "id": record.id,
+            "datetime": record.datetime.isoformat() if record.datetime else None,
+            "geometry": record.geometry,
+            "bbox": list(record.bbox) if record.bbox else None,
+            "collection": record.collection,
+            "properties": _scalar_properties(record.properties),
+            "bands": {name: None if source is None else {
+                "href": source.href, "band_index": source.band_index,
+                "metadata": None if source.metadata is None else source.metadata.to_record()}
+                for name, source in record.bands.items()},
+            "epsg": record.epsg,
+        }))
+    return "\n".join(lines).encode()
+
+
+def records_from_json(data: bytes) -> list[SceneRecord]:
+    """The scenes written by :func:`records_to_json`."""
+    records = []
+    for line in data.decode().splitlines():
+        row = json.loads(line)
+        bands: dict[str, BandSource | None] = {}
+        for name, source in row["bands"].items():
+            metadata = source and source["metadata"]
+            bands[name] = None if source is None else BandSource(
+                source["href"], source["band_index"],
+                None if metadata is None else BandMetadata(**metadata))
+        records.append(SceneRecord(
+            id=row["id"],
+            datetime=dt.datetime.fromisoformat(row["datetime"]) if row["datetime"] else None,
+            geometry=row["geometry"],
+            bbox=tuple(row["bbox"]) if row["bbox"] else None,
+            collection=row["collection"],
+            properties=row["properties"],
+            bands=bands,
+            epsg=row["epsg"],
+        ))
+    return records
