@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import statistics
 import threading
 import time
@@ -51,10 +52,26 @@ def linked_assets(folder: Path, count: int) -> list[str]:
     assets = folder / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     names = [asset_name(index) for index in range(count)]
-    for name in names:
+    for index, name in enumerate(names):
         if not (folder / name).exists():
-            os.link(source, folder / name)
+            os.link(_link_source(source, index), folder / name)
     return names
+
+
+#: Hard links per copy of the source (ext4 allows 65,000 links to one file).
+LINKS_PER_COPY = 50_000
+
+
+def _link_source(source: Path, index: int) -> Path:
+    """The copy of ``source`` that link ``index`` points to (made when first needed)."""
+    block = index // LINKS_PER_COPY
+    if not block:
+        return source
+    copy = source.with_name(f"{source.stem}.copy{block}{source.suffix}")
+    if not copy.exists():
+        shutil.copyfile(source, copy.with_suffix(".part"))
+        os.replace(copy.with_suffix(".part"), copy)
+    return copy
 
 
 def scene_set(folder: Path, *, scenes: int, size: int, tile: int = 512,

@@ -26,6 +26,16 @@ available memory drops under 2 GB. The last table row is the slope per 100k scen
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000,20000,200000] [--quick]
     .venv/bin/python benchmarks/scale.py --sizes 2000000 --max-gb 22   # by hand
+
+The other scaling measurements have scripts of their own, which ``--part`` runs (any
+further options go to them):
+
+- ``--part builds``: ``benchmarks/build_scale.py``, builds of 2,000 and 20,000 assets
+  (or ``--assets``) in one process and on a 2-worker Dask ``LocalCluster``, with the
+  driver's peak memory;
+- ``--part chunked``: ``benchmarks/aoi.py`` with the lazy chunked readers, rasteret
+  ``get_xarray(chunks=...)`` next to odc-stac ``load(chunks=...)`` and stackstac, at
+  20 and 50 km with +20 ms per request.
 """
 
 from __future__ import annotations
@@ -88,7 +98,37 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="sizes 1000,5000")
     parser.add_argument("--data", default=".cache/bench/scale")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    parser.add_argument("--part", choices=("collections", *PARTS), default="collections",
+                        help="what to measure: collection sizes (here), or another "
+                             "script's part (see the module's docstring)")
+    args, rest = parser.parse_known_args()
+    if rest and args.part == "collections":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    return args
+
+
+#: The scaling parts measured by other scripts: the script and its default options.
+PARTS = {
+    "builds": ("build_scale.py", []),
+    # The eager reference (pixels checked against it) and odc-stac eager (the ratios'
+    # base) run too.
+    "chunked": ("aoi.py", ["--aois", "20,50", "--latencies", "0.02", "--floor-max-km", "0",
+                           "--readers", "rasteret get_numpy,odc-stac eager,stackstac dask,"
+                           "rasteret get_xarray chunked,odc-stac dask"]),
+}
+
+
+def run_part(part: str, rest: list[str]) -> None:
+    """Run the script of ``part`` with its defaults, overridden by ``rest``."""
+    script, defaults = PARTS[part]
+    given = {option for option in rest if option.startswith("--")}
+    options = []
+    for index in range(0, len(defaults), 2):
+        if defaults[index] not in given:
+            options += defaults[index:index + 2]
+    raise SystemExit(subprocess.call(
+        [sys.executable, str(Path(__file__).parent / script), *options, *rest]))
 
 
 def replicate(table: pa.Table, scenes: int) -> pa.Table:
@@ -237,6 +277,8 @@ def measure(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str
 
 def main() -> None:
     args = parse_args()
+    if args.part != "collections":
+        run_part(args.part, args.rest)
     if args.child:
         child(args.child, args.chips)
         return
