@@ -119,16 +119,16 @@ PARTS = {
 }
 
 
-def run_part(part: str, rest: list[str]) -> None:
-    """Run the script of ``part`` with its defaults, overridden by ``rest``."""
+def part_command(part: str, rest: list[str]) -> list[str]:
+    """The command running the script of ``part`` with its defaults, overridden by
+    the options in ``rest``."""
     script, defaults = PARTS[part]
-    given = {option for option in rest if option.startswith("--")}
+    given = {option.split("=")[0] for option in rest if option.startswith("--")}
     options = []
     for index in range(0, len(defaults), 2):
         if defaults[index] not in given:
             options += defaults[index:index + 2]
-    raise SystemExit(subprocess.call(
-        [sys.executable, str(Path(__file__).parent / script), *options, *rest]))
+    return [sys.executable, str(Path(__file__).parent / script), *options, *rest]
 
 
 def replicate(table: pa.Table, scenes: int) -> pa.Table:
@@ -278,7 +278,7 @@ def measure(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str
 def main() -> None:
     args = parse_args()
     if args.part != "collections":
-        run_part(args.part, args.rest)
+        raise SystemExit(subprocess.call(part_command(args.part, args.rest)))
     if args.child:
         child(args.child, args.chips)
         return

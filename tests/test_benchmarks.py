@@ -57,6 +57,16 @@ def test_replicated_rows_have_unique_ids_and_times_and_keep_the_rest(scale):
     assert big.schema == base.schema
 
 
+def test_scale_parts_run_their_script_with_defaults_the_caller_can_override(scale):
+    command = scale.part_command("chunked", ["--aois=2", "--repeat", "1"])
+    assert command[1].endswith("aoi.py")
+    options = command[2:]
+    assert "--aois" not in options and options[-2:] == ["--repeat", "1"]
+    assert options[options.index("--latencies") + 1] == "0.02"
+    assert "--aois=2" in options
+    assert scale.part_command("builds", [])[2:] == []
+
+
 def test_slope_per_100k_scenes(scale):
     assert scale.slope([1000, 20000, 200000], [1.0 + 2e-5 * s for s in (1000, 20000, 200000)]
                        ) == pytest.approx(2.0)
@@ -117,8 +127,8 @@ def test_build_scale_tables_whole_scenes_of_distinct_links(build_scale):
 def test_build_scale_rows_report_per_asset_figures_and_slopes(build_scale):
     def figures(assets, growth):
         return {"build_s": assets / 1000, "rss_before": 200e6, "driver_peak": 200e6 + growth,
-                "growth": growth, "collection_bytes": assets * 2000.0, "requests": assets,
-                "bytes": assets * 65536}
+                "growth": growth, "build_growth": growth / 2,
+                "collection_bytes": assets * 2000.0, "requests": assets, "bytes": assets * 65536}
 
     results = [(2000, "one process", figures(2000, 50e6 * 2), "ok"),
                (20000, "one process", figures(20000, 50e6 * 20), "ok"),
@@ -127,6 +137,7 @@ def test_build_scale_rows_report_per_asset_figures_and_slopes(build_scale):
     rows = build_scale.rows_of(results)
     assert rows[0][:6] == ["2,000", "one process", "2.00", "1000", "1.00", "65.5"]
     slopes = {row[1]: row for row in rows if row[0].startswith("slope")}
-    assert slopes["one process"][7:10] == ["+500", "+500", "+20"]  # MB per 10,000 assets
-    assert slopes["dask 2 workers"][7:9] == ["+0", "+0"]
+    # MB per 10,000 assets: growth before loading the result, peak, growth, collection
+    assert slopes["one process"][7:11] == ["+250", "+500", "+500", "+20"]
+    assert slopes["dask 2 workers"][7:10] == ["+0", "+0", "+0"]
     assert slopes["dask 2 workers"][2] == "+10.00"
