@@ -252,6 +252,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
     """Tasks go out while the source is still being read, never more than
     TASKS_IN_FLIGHT at once, and with on_error="raise" a failure stops the build."""
     monkeypatch.setattr(distributed, "TASKS_IN_FLIGHT", 2)
+    monkeypatch.setattr(distributed, "STAGED_AHEAD", 1)  # each task goes out once written
     table = table_of(scenes).drop_columns(["quality"])
     local = pa.Table.from_pylist([
         {**row, "B04": str(s.files["B04"]), "B08": str(s.files["B08"])}
@@ -371,6 +372,45 @@ def test_tasks_go_out_by_reference_whatever_their_size(scenes, tmp_path):
         return collection.table.sort_by("id").replace_schema_metadata(None)
 
     assert rows(built[2]).equals(rows(built[28]))
+
+
+def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
+    """Up to STAGED_AHEAD writes run at once; references come out in the tasks' order,
+    each once its scenes are written; a failed write stops the build."""
+    import threading
+
+    from rasteret.ingest.records import SceneRecord
+    from rasteret.workspace import LocalTaskArea
+
+    monkeypatch.setattr(distributed, "STAGED_AHEAD", 3)
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    class Slow(LocalTaskArea):
+        def put(self, name, data):
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            threading.Event().wait(0.05)
+            super().put(name, data)
+            with lock:
+                active[0] -= 1
+
+    area = Slow(tmp_path / "area")
+    tasks = [distributed.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)])
+             for i in range(7)]
+    refs = []
+    for ref in distributed.staged(area, tasks):
+        assert area.get(distributed.scenes_name(ref.key)) is not None
+        refs.append(ref.key)
+    assert refs == [f"k{i}" for i in range(7)] and most[0] == 3
+
+    class Denied(LocalTaskArea):
+        def put(self, name, data):
+            raise rasteret.errors.AccessDeniedError(f"may not write {name}")
+
+    with pytest.raises(rasteret.errors.AccessDeniedError, match="k0"):
+        list(distributed.staged(Denied(tmp_path / "denied"), tasks))
 
 
 def test_task_scenes_round_trip_through_json_to_the_same_rows():

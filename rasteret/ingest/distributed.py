@@ -45,8 +45,9 @@ import json
 import logging
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -83,8 +84,10 @@ from rasteret.workspace import Draft, TaskArea
 
 log = logging.getLogger("rasteret")
 
-#: Tasks submitted and not yet finished, at most: the driver holds their scenes.
+#: Tasks submitted and not yet finished, at most.
 TASKS_IN_FLIGHT = 64
+#: Tasks whose scenes the driver writes into the task area at once.
+STAGED_AHEAD = 8
 #: Footer key of a batch: its task's key, counts and failures (JSON).
 TASK_KEY = b"rasteret:task"
 #: Changes when a batch's content would change for the same scenes (invalidates
@@ -412,6 +415,27 @@ def _run(executor: Executor, task: Callable[[A], T], arguments: Iterable[A],
     return count
 
 
+def staged(area: TaskArea, tasks: Iterable[IndexTask]) -> Iterator[TaskRef]:
+    """Write each task's scenes into ``area`` and yield its reference once they are
+    there, in order, with up to :data:`STAGED_AHEAD` writes at once (on an object
+    store a write is a round trip: one at a time, the driver would wait on them)."""
+    pending: deque[tuple[TaskRef, Future[None]]] = deque()
+    with ThreadPoolExecutor(STAGED_AHEAD, thread_name_prefix="rasteret-stage") as writers:
+        for task in tasks:
+            pending.append((task.ref, writers.submit(
+                area.put, scenes_name(task.key), records_to_json(task.records))))
+            # The oldest write is awaited only once the window is full, or at once
+            # when it is already done: the first tasks go out without waiting.
+            while pending and (len(pending) >= STAGED_AHEAD or pending[0][1].done()):
+                ref, written = pending.popleft()
+                written.result()
+                yield ref
+        while pending:
+            ref, written = pending.popleft()
+            written.result()
+            yield ref
+
+
 def _group(rows: list[tuple[str, int]]) -> list[list[str]]:
     """Consecutive batches (key, rows) in parts of at most ROWS_PER_PART rows (a
     larger batch makes a part of its own); empty batches are left out."""
@@ -483,12 +507,11 @@ def build_collection_on(
     merged: pa.Schema | None = None
     bar = progress_bar(desc=f"Indexing {name}", unit="asset", progress=progress)
 
-    def tasks() -> Iterator[TaskRef]:
+    def tasks() -> Iterator[IndexTask]:
         for task in make_tasks(records, batch_size):
             rows.append((task.key, 0))
             bands.update((band, None) for record in task.records for band in record.bands)
-            area.put(scenes_name(task.key), records_to_json(task.records))
-            yield task.ref
+            yield task
 
     def collect(number: int, outcome: TaskOutcome) -> None:
         nonlocal merged
@@ -509,7 +532,7 @@ def build_collection_on(
     try:
         count = _run(executor, partial(index_task, area=area, backend=backend,
                                        on_error=on_error, max_concurrent=max_concurrent),
-                     tasks(), collect)
+                     staged(area, tasks()), collect)
     finally:
         bar.close()
     if not count:
