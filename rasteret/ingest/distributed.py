@@ -10,7 +10,8 @@ or a ``ThreadPoolExecutor``. rasteret never imports dask.
    them into tasks of about ``batch_size`` assets, keeping at most
    :data:`TASKS_IN_FLIGHT` tasks submitted at once. It writes each task's scenes into
    the workspace's task area (``.<name>.tasks/`` beside a local collection,
-   ``_rasteret/builds/<name>/`` on an object store) and submits only a
+   ``_rasteret/builds/<name>/`` on an object store; :data:`STAGED_AHEAD` writes at
+   once, see :func:`staged`) and submits only a
    :class:`TaskRef`, its key and size: Dask keeps what was submitted to it (in the
    client and, on a ``LocalCluster``, in the scheduler within this process), so the
    driver's memory does not grow with the number of assets (it keeps, per task, its
