@@ -182,7 +182,8 @@ class Collection:
         self._built: tuple[str | None, int] | None = None
 
     @classmethod
-    def _from_source(cls, source: PartsSource, *, origin: tuple[str, str, Backend | None],
+    def _from_source(cls, source: PartsSource, *,
+                     origin: tuple[str, str, Backend | None] | None,
                      name: str | None, manifest: dict[str, Any], failures: pa.Table | None,
                      path: Path | None, rows: np.ndarray | None = None,
                      light: pa.Table | None = None) -> Collection:
@@ -471,10 +472,9 @@ class Collection:
         keep = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
         light = self._frame().filter(mask) if self._table is None else None
         subset = Collection._from_source(
-            self.source, origin=self._origin or ("", "", None), name=self.name,
+            self.source, origin=self._origin, name=self.name,
             manifest=self.manifest, failures=self._failures, path=self.path,
             rows=self._rows[keep], light=light)
-        subset._origin = self._origin
         if self._table is not None:
             subset._table = self._table.filter(mask)
         return subset

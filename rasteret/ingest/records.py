@@ -7,6 +7,7 @@ result into the collection's Arrow table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -203,19 +204,11 @@ def records_to_json(records: list[SceneRecord]) -> bytes:
     """
     lines = []
     for record in records:
-        lines.append(json.dumps({
-            "id": record.id,
-            "datetime": record.datetime.isoformat() if record.datetime else None,
-            "geometry": record.geometry,
-            "bbox": list(record.bbox) if record.bbox else None,
-            "collection": record.collection,
-            "properties": _scalar_properties(record.properties),
-            "bands": {name: None if source is None else {
-                "href": source.href, "band_index": source.band_index,
-                "metadata": None if source.metadata is None else source.metadata.to_record()}
-                for name, source in record.bands.items()},
-            "epsg": record.epsg,
-        }))
+        # asdict turns the band sources and their metadata into plain dicts.
+        row = dataclasses.asdict(dataclasses.replace(record, properties={}))
+        row["datetime"] = record.datetime.isoformat() if record.datetime else None
+        row["properties"] = _scalar_properties(record.properties)
+        lines.append(json.dumps(row))
     return "\n".join(lines).encode()
 
 
@@ -224,20 +217,11 @@ def records_from_json(data: bytes) -> list[SceneRecord]:
     records = []
     for line in data.decode().splitlines():
         row = json.loads(line)
-        bands: dict[str, BandSource | None] = {}
-        for name, source in row["bands"].items():
-            metadata = source and source["metadata"]
-            bands[name] = None if source is None else BandSource(
-                source["href"], source["band_index"],
-                None if metadata is None else BandMetadata(**metadata))
-        records.append(SceneRecord(
-            id=row["id"],
-            datetime=dt.datetime.fromisoformat(row["datetime"]) if row["datetime"] else None,
-            geometry=row["geometry"],
-            bbox=tuple(row["bbox"]) if row["bbox"] else None,
-            collection=row["collection"],
-            properties=row["properties"],
-            bands=bands,
-            epsg=row["epsg"],
-        ))
+        bands = {name: None if source is None else BandSource(**{
+            **source, "metadata": source["metadata"] and BandMetadata(**source["metadata"])})
+            for name, source in row["bands"].items()}
+        when = row["datetime"]
+        records.append(SceneRecord(**{
+            **row, "bands": bands, "bbox": tuple(row["bbox"]) if row["bbox"] else None,
+            "datetime": dt.datetime.fromisoformat(when) if when else None}))
     return records
