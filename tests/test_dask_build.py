@@ -397,11 +397,11 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
                 active[0] -= 1
 
     area = Slow(tmp_path / "area")
-    tasks = [distributed.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)])
-             for i in range(7)]
+    tasks = [distributed.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)],
+                                   f"scenes {i}".encode()) for i in range(7)]
     refs = []
     for ref in distributed.staged(area, tasks):
-        assert area.get(distributed.scenes_name(ref.key)) is not None
+        assert area.get(distributed.scenes_name(ref.key)) == f"scenes {ref.key[1:]}".encode()
         refs.append(ref.key)
     assert refs == [f"k{i}" for i in range(7)] and most[0] == 3
 

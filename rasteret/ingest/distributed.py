@@ -12,10 +12,11 @@ or a ``ThreadPoolExecutor``. rasteret never imports dask.
    the workspace's task area (``.<name>.tasks/`` beside a local collection,
    ``_rasteret/builds/<name>/`` on an object store; :data:`STAGED_AHEAD` writes at
    once, see :func:`staged`) and submits only a
-   :class:`TaskRef`, its key and size: Dask keeps what was submitted to it (in the
-   client and, on a ``LocalCluster``, in the scheduler within this process), so the
-   driver's memory does not grow with the number of assets (it keeps, per task, its
-   key and row count, and the failures).
+   :class:`TaskRef`, its key and size: Dask's streams keep their last messages for
+   debugging (in the client and, on a ``LocalCluster``, in the scheduler within this
+   process), so scenes sent inline would stay in the driver. Its memory does not grow
+   with the number of assets (it keeps, per task, its key and row count, and the
+   failures).
 2. Each task (:func:`index_task`) rebuilds the backend from its pickled description
    (credential providers included), reads its scenes from the task area, parses
    their headers, and writes its scenes as one Parquet batch beside them. A task's key is a
@@ -93,7 +94,7 @@ STAGED_AHEAD = 8
 TASK_KEY = b"rasteret:task"
 #: Changes when a batch's content would change for the same scenes (invalidates
 #: batches left by an older rasteret).
-TASK_FORMAT = 1
+TASK_FORMAT = 2
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -104,12 +105,14 @@ class IndexTask:
     """One task of a distributed build: a run of scenes and their key.
 
     Attributes:
-        key: A digest of the scenes (hrefs, properties, ...): the name of its batch.
+        key: A digest of ``scenes``: the name of its batch.
         records: The scenes.
+        scenes: The scenes as written to the task area (:func:`records_to_json`).
     """
 
     key: str
     records: list[SceneRecord]
+    scenes: bytes
 
     @property
     def assets(self) -> int:
@@ -168,15 +171,11 @@ class TaskOutcome:
     stats: FetchStats
 
 
-def task_key(records: list[SceneRecord]) -> str:
-    """The key of a task over ``records``: a digest of everything that goes into its
-    rows, so a batch is reused only for the very same scenes."""
-    digest = hashlib.sha256(f"rasteret-task-{TASK_FORMAT}".encode())
-    for record in records:
-        digest.update(json.dumps(dataclasses.asdict(record), sort_keys=True,
-                                 default=str).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:32]
+def task_key(scenes: bytes) -> str:
+    """The key of a task whose scenes encode to ``scenes`` (:func:`records_to_json`,
+    everything that goes into its rows): a batch is reused only for the very same
+    scenes."""
+    return hashlib.sha256(f"rasteret-task-{TASK_FORMAT}\n".encode() + scenes).hexdigest()[:32]
 
 
 def make_tasks(records: Iterable[SceneRecord], batch_size: int) -> Iterator[IndexTask]:
@@ -203,7 +202,8 @@ def _task(records: list[SceneRecord]) -> IndexTask:
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigurationError(f"scene ids are not unique in the source: {repeated[:5]}")
-    return IndexTask(task_key(records), records)
+    scenes = records_to_json(records)
+    return IndexTask(task_key(scenes), records, scenes)
 
 
 def _check_process() -> None:
@@ -421,20 +421,22 @@ def staged(area: TaskArea, tasks: Iterable[IndexTask]) -> Iterator[TaskRef]:
     there, in order, with up to :data:`STAGED_AHEAD` writes at once (on an object
     store a write is a round trip: one at a time, the driver would wait on them)."""
     pending: deque[tuple[TaskRef, Future[None]]] = deque()
+
+    def oldest() -> TaskRef:
+        ref, written = pending.popleft()
+        written.result()  # raises the write's error
+        return ref
+
     with ThreadPoolExecutor(STAGED_AHEAD, thread_name_prefix="rasteret-stage") as writers:
         for task in tasks:
-            pending.append((task.ref, writers.submit(
-                area.put, scenes_name(task.key), records_to_json(task.records))))
-            # The oldest write is awaited only once the window is full, or at once
-            # when it is already done: the first tasks go out without waiting.
+            pending.append((task.ref, writers.submit(area.put, scenes_name(task.key),
+                                                     task.scenes)))
+            # A task goes out as soon as its scenes are written; the driver waits on
+            # a write only when STAGED_AHEAD of them are under way.
             while pending and (len(pending) >= STAGED_AHEAD or pending[0][1].done()):
-                ref, written = pending.popleft()
-                written.result()
-                yield ref
+                yield oldest()
         while pending:
-            ref, written = pending.popleft()
-            written.result()
-            yield ref
+            yield oldest()
 
 
 def _group(rows: list[tuple[str, int]]) -> list[list[str]]:
