@@ -133,9 +133,20 @@ class AccessRecord:
     status: int
     range: str
     body_bytes: int
+    #: When nginx finished the request and how long it took, by nginx's own clock
+    #: (seconds, millisecond resolution): requests overlap when these intervals do.
+    finished: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def started(self) -> float:
+        """When nginx read the request (by its clock)."""
+        return self.finished - self.seconds
 
 
-_LOG_FORMAT = "$request_method\\t$uri\\t$status\\t$http_range\\t$body_bytes_sent"
+_LOG_FIELDS = ("$request_method", "$uri", "$status", "$http_range", "$body_bytes_sent",
+               "$msec", "$request_time")
+_LOG_FORMAT = "\\t".join(_LOG_FIELDS)
 
 
 #: Where Debian's libnginx-mod-http-echo puts the module that provides ``echo_sleep``.
@@ -247,11 +258,12 @@ http {{
         records = []
         for line in text.splitlines():
             parts = line.split("\t")
-            if len(parts) != 5:
+            if len(parts) != len(_LOG_FIELDS):
                 continue
-            method, path, status, byte_range, body = parts
+            method, path, status, byte_range, body, finished, seconds = parts
             records.append(AccessRecord(method, path, int(status),
-                                        "" if byte_range == "-" else byte_range, int(body)))
+                                        "" if byte_range == "-" else byte_range, int(body),
+                                        float(finished), float(seconds)))
         return records
 
     def _settled_log(self, quiet: float = 0.1, timeout: float = 3.0) -> str:

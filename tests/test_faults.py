@@ -2,10 +2,12 @@
 throttling (429), truncated bodies, slow answers and a store restarting mid-read are
 retried (and counted) until pixels equal a clean read, over HTTP and S3; when the
 retry budget is spent, a typed error names URL, range and attempts. Every test is
-bounded in time."""
+bounded in time (pytest-timeout); none asserts a duration: waits are counted on a
+:class:`StepClock` that the retry policy is given instead of the real clock."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -43,11 +45,35 @@ def served(tmp_path_factory, nginx_server):
     return names, clean
 
 
-def backend(attempts: int = 8, *, budget: float = 20, **options: Any) -> rasteret.Backend:
+class StepClock:
+    """A clock that moves only when the retry loop waits: each wait is recorded and
+    spent at once, so a test counts attempts and sums the backoff instead of timing
+    them (a loaded machine cannot change either)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # still let the other requests of the read run
+
+
+def stepped(clock: StepClock | None) -> dict[str, Any]:
+    """RetryPolicy's clock and sleep from ``clock`` (the real ones for None)."""
+    return {} if clock is None else {"clock": clock, "sleep": clock.sleep}
+
+
+def backend(attempts: int = 8, *, budget: float = 20, clock: StepClock | None = None,
+            **options: Any) -> rasteret.Backend:
     """A backend with short retry delays (``options`` go to create_backend)."""
     return rasteret.create_backend(
         retries=RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, budget=budget,
-                            throttle_delay=0.01), **options)
+                            throttle_delay=0.01, **stepped(clock)), **options)
 
 
 @pytest.mark.parametrize("fault", ["drop", "503", "429", "truncate"])
@@ -86,14 +112,16 @@ def test_builds_survive_faults(served, nginx_server, tmp_path):
         assert a["levels"] == b["levels"]
 
 
-def test_spent_budget_raises_a_typed_error_quickly(served, nginx_server):
+def test_spent_attempts_raise_a_typed_error_after_short_waits(served, nginx_server):
     names, _ = served
+    clock = StepClock()
     with LatencyProxy(nginx_server.url, delay=0, fault_rate=1.0, faults=("503",)) as proxy:
         url = f"{proxy.url}/faults/{names[0]}"
-        start = time.monotonic()
         with pytest.raises(NetworkError) as caught:
-            rasteret.open_cog(url, backend=backend(attempts=3))
-        assert time.monotonic() - start < 10
+            rasteret.open_cog(url, backend=backend(attempts=3, clock=clock))
+        assert proxy.injected() == {"503": 3}
+    # Two waits between three tries; 503 counts as throttling: backoff + the floor.
+    assert len(clock.waits) == 2 and all(0.01 <= w <= 0.05 + 0.01 for w in clock.waits)
     message = str(caught.value)
     assert url in message and "3 attempt(s)" in message and "header read" in message
 
@@ -168,26 +196,29 @@ def test_throttling_is_recognised(message, throttled):
     assert not is_throttled(ShortReadError("x.tif returned 503 bytes for range 0-1024"))
 
 
-def _seconds_to_give_up(nginx_server, name: str, fault: str, throttle_delay: float) -> float:
-    """Seconds an open takes to fail after 3 attempts when every request meets ``fault``."""
+def _waits_before_giving_up(nginx_server, name: str, fault: str,
+                            throttle_delay: float) -> list[float]:
+    """The waits between the 3 attempts of an open that meets ``fault`` every time."""
+    clock = StepClock()
     backend = rasteret.create_backend(retries=RetryPolicy(
-        attempts=3, base_delay=0.001, max_delay=0.001, budget=20, throttle_delay=throttle_delay))
+        attempts=3, base_delay=0.001, max_delay=0.001, budget=20,
+        throttle_delay=throttle_delay, **stepped(clock)))
     with LatencyProxy(nginx_server.url, delay=0, fault_rate=1.0, faults=(fault,)) as proxy:
-        start = time.monotonic()
         with pytest.raises(NetworkError, match=r"3 attempt\(s\)") as failure:
             rasteret.open_cog(f"{proxy.url}/faults/{name}", backend=backend)
-        seconds = time.monotonic() - start
     if fault == "429":
         assert "429 Too Many Requests" in str(failure.value)
-    return seconds
+    return clock.waits
 
 
 def test_throttled_retries_wait_at_least_the_throttle_delay(served, nginx_server):
     names, _ = served
-    # Two retries, each after the floor.
-    assert _seconds_to_give_up(nginx_server, names[0], "429", throttle_delay=0.3) >= 2 * 0.3
+    # Two retries, each after the floor (plus a jitter of at most max_delay).
+    waits = _waits_before_giving_up(nginx_server, names[0], "429", throttle_delay=0.3)
+    assert len(waits) == 2 and all(0.3 <= w <= 0.301 for w in waits)
     # Failures that are not throttling keep the short backoff.
-    assert _seconds_to_give_up(nginx_server, names[0], "drop", throttle_delay=5) < 5
+    waits = _waits_before_giving_up(nginx_server, names[0], "drop", throttle_delay=5)
+    assert len(waits) == 2 and all(w <= 0.001 for w in waits)
 
 
 # -- a store restarting under a read ----------------------------------------------------
@@ -207,11 +238,11 @@ def restartable(served, nginx_server, tmp_path_factory):
         yield nginx, collection, read_tiles(collection, patient(budget=15))
 
 
-def patient(budget: float) -> rasteret.Backend:
+def patient(budget: float, clock: StepClock | None = None) -> rasteret.Backend:
     """Retries every ~0.1 s until ``budget`` seconds are spent (attempts never run out
     first)."""
     return rasteret.create_backend(retries=RetryPolicy(
-        attempts=1000, base_delay=0.05, max_delay=0.2, budget=budget))
+        attempts=1000, base_delay=0.05, max_delay=0.2, budget=budget, **stepped(clock)))
 
 
 def read_tiles(collection: rasteret.Collection, b: rasteret.Backend) -> list[np.ndarray]:
@@ -258,12 +289,14 @@ def test_a_store_restarted_mid_read_gives_identical_pixels(restartable):
 
 def test_a_store_down_past_the_budget_fails_typed_and_in_time(restartable):
     nginx, collection, clean = restartable
-    downtime = 3.0
-    restarter = restart_after(nginx, requests=6, downtime=downtime)
-    start = time.monotonic()
+    clock = StepClock()
+    restarter = restart_after(nginx, requests=6, downtime=3.0)
     with pytest.raises(NetworkError, match=r"failed after \d+ attempt\(s\)"):
-        read_tiles(collection, patient(budget=1.0))
-    assert time.monotonic() - start < downtime  # gave up within its budget, not on recovery
+        read_tiles(collection, patient(budget=1.0, clock=clock))
+    # It gave up once its budget was spent in waits, while the store was still down
+    # (the restarter brings it back only after its downtime), not on recovery.
+    assert restarter.is_alive()
+    assert 1.0 - 0.2 < sum(clock.waits) and clock.waits
     restarter.join(timeout=30)
     # Back up: the same collection and backend read again, nothing left broken.
     for got, expected in zip(read_tiles(collection, patient(budget=1.0)), clean, strict=True):

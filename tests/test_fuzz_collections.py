@@ -46,7 +46,7 @@ def saved(tmp_path_factory):
     return {"new": good.path, "old": old}
 
 
-@settings(max_examples=200, deadline=2000, derandomize=True,
+@settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(data=st.data())

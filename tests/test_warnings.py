@@ -1,17 +1,13 @@
-"""Warnings rasteret causes fail its own test run (pyproject's `filterwarnings`), and
-`make test` also runs the core suite on Python 3.11, the oldest supported version."""
+"""Warnings rasteret causes fail its own test run (pyproject's `filterwarnings`)."""
 
 from __future__ import annotations
 
-import tomllib
 import warnings
 from pathlib import Path
 
 import pytest
 import shapely
 import shapely.ops
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _as_if_in(module: str, source: str) -> dict:
@@ -43,36 +39,6 @@ def test_warnings_attributed_elsewhere_are_left_to_the_default_filters():
         with warnings.catch_warnings(record=True) as caught:  # keeps the run's filters
             warnings.warn_explicit("elsewhere", UserWarning, "x.py", 1, module=module)
         assert [str(w.message) for w in caught] == ["elsewhere"], module
-
-
-def _filters() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return config["tool"]["pytest"]["ini_options"]["filterwarnings"]
-
-
-def test_the_filter_is_configured_for_rasteret_modules_only():
-    assert "error:::rasteret(\\.|$)" in _filters()
-
-
-def _recipe(target: str) -> list[str]:
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
-    return [line.strip() for line in recipe.splitlines()[1:]]
-
-
-def test_make_test_runs_the_core_suite_on_python_311_after_the_main_run():
-    test = _recipe("test")
-    main = next(i for i, line in enumerate(test) if "-m pytest" in line)
-    assert any("$(MAKE)" in line and "test311" in line for line in test[main + 1:])
-    core = " ".join(_recipe("test311"))
-    assert "$(VENV311)/bin/python -m pytest" in core and '-m "not torch"' in core
-    # pytest's exit code 5 (nothing collected) fails both runs.
-    assert "-eq 5" in " ".join(test) and "-eq 5" in core
-    makefile = (ROOT / "Makefile").read_text()
-    stamp = makefile.split("\n$(STAMP311):", 1)[1].split("\n\n", 1)[0]
-    assert "pyproject.toml" in stamp.splitlines()[0]
-    assert "pip install -q -e '.[dev,aws]' -e ./testbed" in stamp  # no torch extra
-
 
 
 def test_the_left_out_warning_of_a_build_names_the_users_line(tmp_path):

@@ -9,10 +9,12 @@ authenticates its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
@@ -212,6 +214,13 @@ class RetryPolicy:
             Too Many Requests, 503 Slow Down / Service Unavailable). obstore's errors
             carry the status and the body but not the ``Retry-After`` header, so this
             floor stands in for it.
+        clock: Seconds on a monotonic clock, read to spend the ``budget``
+            (``time.monotonic``).
+        sleep: Waits between two tries, given the seconds (``asyncio.sleep``).
+            ``clock`` and ``sleep`` are there to be replaced together, by tests that
+            count attempts and waits instead of timing them; both must pickle (module
+            level functions or instances of module level classes) so a backend still
+            reaches worker processes.
     """
 
     attempts: int = 5
@@ -219,6 +228,8 @@ class RetryPolicy:
     max_delay: float = 4.0
     budget: float = 60.0
     throttle_delay: float = 0.5
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
 
 
 class Backend:

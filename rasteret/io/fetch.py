@@ -10,7 +10,6 @@ import asyncio
 import os
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,14 +135,14 @@ async def with_retries(backend: Backend, url: str, what: str,
         RasteretError: A failure that retrying cannot fix (denied, missing, ...).
     """
     policy = backend.retries
-    started = time.monotonic()
+    started = policy.clock()
     attempt = 0
     while True:
         attempt += 1
         try:
             return await attempt_once()
         except RasteretError as error:
-            elapsed = time.monotonic() - started
+            elapsed = policy.clock() - started
             if not is_transient(error):
                 raise
             delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** attempt))
@@ -159,7 +158,7 @@ async def with_retries(backend: Backend, url: str, what: str,
             for counter in (stats, PROCESS_STATS):
                 if counter is not None:
                     counter.retries += 1
-            await asyncio.sleep(delay)
+            await policy.sleep(delay)
 
 
 def _semaphore(backend: Backend) -> asyncio.Semaphore:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import imagecodecs
 import numpy as np
@@ -30,9 +30,11 @@ _DEFLATE_LARGEST_UNIT = 65_535 + 258
 
 def _deflate_into(data: bytes, out: np.ndarray) -> np.ndarray:
     """libdeflate-decode ``data`` into ``out``; returns the part of ``out`` it filled."""
-    # imagecodecs' stubs list bytearray/memoryview outputs only, but a numpy array is
-    # decoded into in place and a view of it returned (the predictors rely on that).
-    return imagecodecs.deflate_decode(data, out=out)  # type: ignore[arg-type,return-value]
+    # Some releases of imagecodecs' stubs list bytearray/memoryview outputs only, later
+    # ones accept arrays; a numpy array is decoded into in place and a view of it
+    # returned (the predictors rely on that). Typed here so either stub checks.
+    decode = cast(Callable[..., np.ndarray], imagecodecs.deflate_decode)
+    return decode(data, out=out)
 
 
 def _zlib(data: bytes, size: int, wanted: int) -> np.ndarray | bytes:

@@ -11,8 +11,8 @@ for a batch another rank never makes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator, Sized
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import torch.distributed as dist
@@ -105,7 +105,8 @@ class DistributedGeoSampler(Sampler[T], Generic[T]):
         self.epoch = 0
 
     def _count(self) -> int:
-        return len(self.sampler)  # type: ignore[arg-type]
+        # torch's Sampler declares no __len__; the samplers wrapped here all have one.
+        return len(cast(Sized, self.sampler))
 
     def set_epoch(self, epoch: int) -> None:
         """Pass the epoch on to the wrapped sampler, if it takes one (Lightning calls
