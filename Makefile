@@ -26,6 +26,7 @@ LOCK311 := locks/py311-$(ARCH).txt
 LOCK_ARCHES := x86_64 aarch64
 UV_VENV := .cache/uv
 UV := $(UV_VENV)/bin/uv
+export UV_CACHE_DIR := $(CURDIR)/.cache/uv-cache
 # `make lock` takes the newest versions pyproject.toml allows; `make lock LOCK_ARGS=`
 # keeps the locked ones and only adds or changes what pyproject.toml now asks for.
 LOCK_ARGS ?= --upgrade
@@ -71,23 +72,24 @@ endef
 .PHONY: venv venv311 servers test test311 test-latest test-random lock lint demo clean \
 	bench-deps
 
-# Install a venv from a lock: $(1) the venv, $(2) the lock. A venv made from another
-# lock is made anew, so it holds exactly the locked packages and nothing else; the
-# two packages of this checkout go in editable, without their dependencies (the lock
-# has them) and without build isolation (the lock has setuptools).
+# Install a venv from a lock: $(1) the venv, $(2) the lock. uv (itself installed from
+# locks/uv.txt) syncs the venv to the lock, removing whatever else it holds, checking
+# every hash, downloading in parallel (a fifth of pip's time for the 3.12 venv); its
+# cache is in .cache, so a fresh clone starts cold. The two packages of this checkout
+# go in editable, without their dependencies (the lock has them) and without build
+# isolation (the lock has setuptools).
 define install_locked
 if [ ! -f "$(2)" ]; then \
   echo "no lock for this machine: $(2) (run 'make lock' on a machine with uv's registry)"; \
   exit 1; fi; \
-if [ -d $(1) ] && ! cmp -s "$(2)" $(1)/.lock; then echo "$(2) changed: new $(1)"; rm -rf $(1); fi; \
-[ -x $(1)/bin/python ] || $$python -m venv $(1) || exit 1; \
-$(1)/bin/python -m pip install -q --require-hashes --no-deps -r "$(2)" && \
-$(1)/bin/python -m pip install -q --no-deps --no-build-isolation -e . -e ./testbed && \
-$(1)/bin/python -m pip check && \
-cp "$(2)" $(1)/.lock
+[ -x $(1)/bin/python ] || $$python -m venv --without-pip $(1) || exit 1; \
+$(UV) pip sync -q --python $(1)/bin/python --require-hashes "$(2)" && \
+$(UV) pip install -q --python $(1)/bin/python --no-deps --no-build-isolation \
+  -e . -e ./testbed && \
+$(1)/bin/python -m pip check
 endef
 
-$(STAMP): $(LOCK312) $(LOCK311) pyproject.toml testbed/pyproject.toml
+$(STAMP): $(UV) $(LOCK312) $(LOCK311) pyproject.toml testbed/pyproject.toml
 	@python="$$( $(find_python) )"; \
 	if [ "$$python" = none ]; then echo "need Python >= 3.11 (3.12 for torch)"; exit 1; fi; \
 	echo "using $$python"; \
@@ -102,7 +104,7 @@ $(STAMP): $(LOCK312) $(LOCK311) pyproject.toml testbed/pyproject.toml
 venv: $(STAMP)
 
 # The core as a new 3.11 user installs it: no torch extra.
-$(STAMP311): $(LOCK311) pyproject.toml testbed/pyproject.toml
+$(STAMP311): $(UV) $(LOCK311) pyproject.toml testbed/pyproject.toml
 	@python="$$( $(find_python311) )"; \
 	if [ "$$python" = none ]; then echo "need a Python 3.11 for $(VENV311)"; exit 1; fi; \
 	echo "using $$python for $(VENV311)"; \
@@ -177,12 +179,12 @@ test311: servers
 # pins aside), in a throwaway venv, through the same checks as `make test`. Not part
 # of `make test`; run it before `make lock` (see the README). The test comparing the
 # installed versions with the lock is skipped there (RASTERET_UNLOCKED=1).
-test-latest: servers
-	@python="$$( $(find_python) )"; rm -rf $(LATEST); $$python -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install -q --upgrade pip
-	$(LATEST)/bin/python -m pip install -q -r locks/torch-$(ARCH).in \
-	  -e '.[torch,dev,aws]' -e ./testbed
-	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
+test-latest: $(UV) servers
+	@python="$$( $(find_python) )"; rm -rf $(LATEST); $$python -m venv --without-pip $(LATEST)
+	$(UV) pip install -q --refresh --python $(LATEST)/bin/python pip \
+	  -r locks/torch-$(ARCH).in -e '.[torch,dev,aws]' -e ./testbed
+	$(UV) pip freeze -q --python $(LATEST)/bin/python > $(LATEST)/freeze.txt
+	$(LATEST)/bin/python locks/drift.py $(LOCK312) $(LATEST)/freeze.txt
 	$(LATEST)/bin/lint-imports --no-cache
 	$(LATEST)/bin/mypy rasteret
 	RASTERET_UNLOCKED=1 $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
