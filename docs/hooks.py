@@ -8,7 +8,7 @@
   the reference's index lists every public name as a cross-reference, so a name the
   reference does not render fails the build too.
 
-Warnings fail the build: mkdocs.yml sets ``strict``.
+`make docs` and `make test` build with ``--strict``: a warning fails the build.
 """
 
 from __future__ import annotations
