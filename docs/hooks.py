@@ -30,8 +30,9 @@ ROOT = Path(__file__).parents[1]
 PUBLIC = ("rasteret", "rasteret.torch")
 INDEX = "reference/index.md"
 MARKER = "<!-- public names -->"
-ROLE = re.compile(r":(?:attr|class|data|exc|func|meth|mod|obj):`(~?)([\w.]+)`")
-LEFT_OVER = re.compile(r":[a-z]+:`")
+ROLE = re.compile(r"(?<![\w:]):(?:attr|class|data|exc|func|meth|mod|obj):`(~?)([\w.]+)`")
+# Any other role (``:py:class:``, ``:envvar:``...) is reported.
+LEFT_OVER = re.compile(r"(?<![\w:]):[\w:]+:`[^`]*`")
 
 
 def _target(obj: griffe.Object, name: str) -> str | None:
