@@ -14,8 +14,10 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.cloud_config import CloudConfig
 from rasteret.registry import DatasetInfo, get_dataset, list_datasets, register_dataset
 
-get = get_dataset
-list = list_datasets  # noqa: A001 - the catalog's verb, as in rasteret.datasets.list()
+# The catalog's verbs, as in rasteret.datasets.list(), imported under those names: to
+# readers and tools (the API reference) they are the registry's functions.
+from rasteret.registry import get_dataset as get
+from rasteret.registry import list_datasets as list  # noqa: A004
 
 __all__ = ["DatasetInfo", "get", "info", "list", "list_datasets", "register"]
 

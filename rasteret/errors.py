@@ -13,6 +13,33 @@ import sys
 import warnings
 from typing import Any
 
+# The exception types; warn_user (below) is for rasteret's own modules.
+__all__ = [
+    "AccessDeniedError",
+    "BackendError",
+    "CollectionChangedError",
+    "CollectionConflictError",
+    "CollectionNotFoundError",
+    "ConfigurationError",
+    "CorruptCollectionError",
+    "CorruptTiffError",
+    "DatasetNotFoundError",
+    "ForkAfterIOError",
+    "IndexingError",
+    "NetworkError",
+    "NoCoverageError",
+    "NoScenesError",
+    "ObjectChangedError",
+    "ObjectNotFoundError",
+    "RasteretError",
+    "RegionMismatchError",
+    "ShortReadError",
+    "StacSearchError",
+    "TiffError",
+    "UnsupportedTiffError",
+    "WriteConflictError",
+]
+
 
 class RasteretError(Exception):
     """Base class of every error rasteret raises on purpose."""

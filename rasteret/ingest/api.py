@@ -78,8 +78,11 @@ def build_from_stac(
         query: STAC property filters, e.g. ``{"eo:cloud_cover": {"lt": 20}}``, also
             applied on the client side.
         max_items: Stop after this many items.
-        workspace_dir, force, on_error, max_concurrent, stats: See
-            :class:`rasteret.ingest.BuildOptions`.
+        workspace_dir: See :class:`~rasteret.ingest.BuildOptions`.
+        force: See :class:`~rasteret.ingest.BuildOptions`.
+        on_error: See :class:`~rasteret.ingest.BuildOptions`.
+        max_concurrent: See :class:`~rasteret.ingest.BuildOptions`.
+        stats: See :class:`~rasteret.ingest.BuildOptions`.
         progress: Show progress bars: the search's or the crawl's (once it has
             taken a few seconds) and the indexing's. ``progress=False`` or
             ``RASTERET_PROGRESS=0`` hides them (see :mod:`rasteret.progress`).
@@ -87,9 +90,10 @@ def build_from_stac(
             and ``collection`` are recorded, so reads find the same CloudConfig.
         headers: Extra HTTP headers for the STAC API.
         page_size: Items per page of the search (pages are followed to the end).
-        executor, batch_size: Index on an executor, tasks of ``batch_size`` assets
-            (see :class:`rasteret.ingest.BuildOptions`); the search runs here page by
+        executor: Index on an executor, tasks of ``batch_size`` assets (see
+            :class:`rasteret.ingest.BuildOptions`); the search runs here page by
             page. Default: index in this process.
+        batch_size: Assets per task with an ``executor``.
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
@@ -179,8 +183,13 @@ def build(
         stac_api: Override the dataset's STAC API (a mirror, or a local test server);
             required for an id that is not in the catalog.
         collection: Override the STAC collection id.
-        workspace_dir, force, on_error, max_concurrent, progress, executor,
-        batch_size: See :func:`build_from_stac`.
+        workspace_dir: See :class:`~rasteret.ingest.BuildOptions`.
+        force: See :class:`~rasteret.ingest.BuildOptions`.
+        on_error: See :class:`~rasteret.ingest.BuildOptions`.
+        max_concurrent: See :class:`~rasteret.ingest.BuildOptions`.
+        progress: See :class:`~rasteret.ingest.BuildOptions`.
+        executor: See :class:`~rasteret.ingest.BuildOptions`.
+        batch_size: See :class:`~rasteret.ingest.BuildOptions`.
 
     Raises:
         ConfigurationError: The id is not registered and no ``stac_api`` is given, or
@@ -291,9 +300,16 @@ def build_from_table(
         datetime_column: Acquisition times (optional).
         geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
             (optional: without it, footprints come from the headers).
-        backend, workspace_dir, force, on_error, max_concurrent, progress, stats,
-        executor, batch_size: See :func:`build_from_stac` (with ``executor``, the
-            rows are turned into tasks a record batch at a time).
+        backend: See :class:`~rasteret.ingest.BuildOptions`.
+        workspace_dir: See :class:`~rasteret.ingest.BuildOptions`.
+        force: See :class:`~rasteret.ingest.BuildOptions`.
+        on_error: See :class:`~rasteret.ingest.BuildOptions`.
+        max_concurrent: See :class:`~rasteret.ingest.BuildOptions`.
+        progress: See :class:`~rasteret.ingest.BuildOptions`.
+        stats: See :class:`~rasteret.ingest.BuildOptions`.
+        executor: See :class:`~rasteret.ingest.BuildOptions` (the rows are turned into
+            tasks a record batch at a time).
+        batch_size: See :class:`~rasteret.ingest.BuildOptions`.
     """
     arrow = _as_arrow(table)
     columns = set(arrow.column_names)

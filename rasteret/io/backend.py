@@ -473,10 +473,10 @@ class Backend:
         raise ConfigurationError(f"no store for {target.kind!r}")
 
 
-#: Describe how to reach object stores; pass the result as ``backend=`` anywhere. The
-#: same as constructing a :class:`Backend` (it takes the same arguments and does nothing
-#: more), under the verb the guides use.
 create_backend = Backend
+"""Describe how to reach object stores; pass the result as ``backend=`` anywhere. The
+same as constructing a :class:`Backend` (it takes the same arguments and does nothing
+more), under the verb the guides use."""
 
 
 _default_backend: Backend | None = None

@@ -7,9 +7,12 @@ fork server DataLoader workers are forked from, preloaded with torch and torchge
 first loader).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasteret.torch import forkserver as _forkserver
+
+if TYPE_CHECKING:  # imported on first use by __getattr__ below
+    from rasteret.torch.datamodule import RasteretDataModule
 
 # Before torchgeo is imported below: the worker server's own imports run beside it.
 _forkserver.start_early()
