@@ -16,10 +16,12 @@ lookup and never replace what a user registered.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from importlib import resources
+from typing import Any, cast
 
 from rasteret.errors import ConfigurationError, DatasetNotFoundError
 from rasteret.redact import masked
@@ -191,178 +193,24 @@ def _ensure_builtins() -> None:
 
 
 # -- the built-in datasets ---------------------------------------------------------
-EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
-PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
+#: The catalog shipped with the package (one [[dataset]] table per DatasetInfo).
+BUILTIN_CATALOG = "data/datasets.toml"
 
-_S2_EARTH_SEARCH = {
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-    "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-    "B11": "swir16", "B12": "swir22", "SCL": "scl",
-}
-_S2_PLANETARY = {
-    code: code for code in (
-        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
-        "SCL",
-    )
-}
-_LANDSAT = {
-    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08", "B6": "swir16",
-    "B7": "swir22", "ST_B10": "lwir11", "QA_PIXEL": "qa_pixel",
-}
-_NAIP = {"R": ("image", 1), "G": ("image", 2), "B": ("image", 3), "N": ("image", 4)}
 
-# HLS v2.0 on NASA's CMR STAC (LP DAAC). Asset keys are the sensors' own band codes,
-# and they differ: S30 B8A is narrow NIR, B11/B12 SWIR; L30 B05 is NIR, B06/B07 SWIR,
-# B10/B11 thermal. Fmask is the quality layer of both.
-CMR_LPCLOUD = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
-HLS_S30, HLS_L30 = "HLSS30_2.0", "HLSL30_2.0"
-_HLS_S30 = {code: code for code in (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
-    "Fmask",
-)}
-_HLS_L30 = {code: code for code in (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B09", "B10", "B11", "Fmask",
-)}
-# earthdata/hls: both collections under common names, each resolved per item's
-# collection (nir is S30's narrow B8A, harmonised with L30's B05).
-_HLS_COMMON = {
-    name: {HLS_S30: s30, HLS_L30: l30} for name, s30, l30 in (
-        ("coastal", "B01", "B01"), ("blue", "B02", "B02"), ("green", "B03", "B03"),
-        ("red", "B04", "B04"), ("nir", "B8A", "B05"), ("swir16", "B11", "B06"),
-        ("swir22", "B12", "B07"), ("cirrus", "B10", "B09"), ("fmask", "Fmask", "Fmask"),
-    )
-}
-_HLS_CLOUD = {
-    "provider": "earthdata",
-    "region": "us-west-2",
-    "credentials_url": "https://data.lpdaac.earthdatacloud.nasa.gov/s3credentials",
-    "url_patterns": {
-        "https://data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected/":
-            "s3://lp-prod-protected/",
-    },
-}
-# Planetary Computer signs every blob with a SAS token from its token API (fetched
-# anonymously, or with PC_SDK_SUBSCRIPTION_KEY for the collections that require an
-# account, such as sentinel-1-rtc).
-_PC_AUTH = "planetary-computer (SAS token from the PC token API, anonymous)"
-_PC_ACCOUNT_AUTH = ("planetary-computer with an account (SAS token from the PC token API; "
-                    "set PC_SDK_SUBSCRIPTION_KEY)")
-_COP_DEM_LICENSE = "proprietary (Copernicus DEM licence: free use, attribution)"
-_HLS_AUTH = ("earthdata (temporary S3 keys from LP DAAC's s3credentials, with your "
-             "Earthdata login from ~/.netrc or EARTHDATA_TOKEN; in-region us-west-2)")
+def _band_target(value: Any) -> BandTarget | Mapping[str, BandTarget]:
+    """A band map value from TOML: ``[asset, index]`` arrays become tuples."""
+    if isinstance(value, list):
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, dict):
+        return {collection: cast(BandTarget, _band_target(target))
+                for collection, target in value.items()}
+    return str(value)
 
 
 def _builtin_datasets() -> tuple[DatasetInfo, ...]:
-    aws_public = {"provider": "aws", "region": "us-west-2"}
-    planetary = {"provider": "planetary_computer"}
-    return (
-        DatasetInfo(
-            "earthsearch/sentinel-2-l2a", EARTH_SEARCH, "sentinel-2-l2a", _S2_EARTH_SEARCH,
-            "Sentinel-2 L2A surface reflectance COGs (Earth Search, AWS us-west-2)",
-            "none (public bucket)", aws_public, "proprietary (Copernicus Sentinel data terms)",
-        ),
-        DatasetInfo(
-            "earthsearch/landsat-c2-l2", EARTH_SEARCH, "landsat-c2-l2", _LANDSAT,
-            "Landsat Collection 2 Level-2 (USGS requester-pays bucket usgs-landsat)",
-            "aws requester-pays (your AWS credentials are billed for transfer)",
-            {
-                "provider": "aws",
-                "region": "us-west-2",
-                "requester_pays": True,
-                "url_patterns": {"https://landsatlook.usgs.gov/data/": "s3://usgs-landsat/"},
-            },
-            "public domain (USGS)",
-        ),
-        DatasetInfo(
-            "earthsearch/cop-dem-glo-30", EARTH_SEARCH, "cop-dem-glo-30", {"DEM": "data"},
-            "Copernicus DEM GLO-30 (Earth Search, AWS)", "none (public bucket)",
-            {"provider": "aws", "region": "eu-central-1"},
-            "proprietary (Copernicus DEM license)",
-        ),
-        DatasetInfo(
-            "earthsearch/cop-dem-glo-90", EARTH_SEARCH, "cop-dem-glo-90", {"DEM": "data"},
-            "Copernicus DEM GLO-90, 90 m elevation, float32 (Earth Search, AWS eu-central-1)",
-            "none (public bucket)", {"provider": "aws", "region": "eu-central-1"},
-            _COP_DEM_LICENSE,
-        ),
-        DatasetInfo(
-            "earthsearch/naip", EARTH_SEARCH, "naip", _NAIP,
-            "NAIP 4-band aerial imagery (one 4-band asset, read by band index)",
-            "aws requester-pays",
-            {"provider": "aws", "region": "us-west-2", "requester_pays": True},
-            "public domain (USDA)",
-        ),
-        DatasetInfo(
-            "earthdata/hls", CMR_LPCLOUD, f"{HLS_S30},{HLS_L30}", _HLS_COMMON,
-            "Harmonized Landsat Sentinel-2 v2.0, 30 m: HLSS30 and HLSL30 together, bands "
-            "by common name (LP DAAC, AWS us-west-2)", _HLS_AUTH, _HLS_CLOUD,
-            "public domain (NASA; Copernicus Sentinel data terms for S30)",
-        ),
-        DatasetInfo(
-            "earthdata/hls-s30", CMR_LPCLOUD, HLS_S30, _HLS_S30,
-            "HLS v2.0 Sentinel-2 MSI surface reflectance, 30 m (LP DAAC, AWS us-west-2)",
-            _HLS_AUTH, _HLS_CLOUD, "public domain (NASA; Copernicus Sentinel data terms)",
-        ),
-        DatasetInfo(
-            "earthdata/hls-l30", CMR_LPCLOUD, HLS_L30, _HLS_L30,
-            "HLS v2.0 Landsat 8/9 OLI surface reflectance and TIRS brightness, 30 m "
-            "(LP DAAC, AWS us-west-2)", _HLS_AUTH, _HLS_CLOUD, "public domain (NASA)",
-        ),
-        DatasetInfo(
-            "pc/sentinel-2-l2a", PLANETARY_COMPUTER, "sentinel-2-l2a", _S2_PLANETARY,
-            "Sentinel-2 L2A on Planetary Computer (Azure Blob, SAS tokens)",
-            "planetary-computer", planetary, "proprietary (Copernicus Sentinel data terms)",
-        ),
-        DatasetInfo(
-            "pc/landsat-c2-l2", PLANETARY_COMPUTER, "landsat-c2-l2", _LANDSAT,
-            "Landsat Collection 2 Level-2 on Planetary Computer", "planetary-computer",
-            planetary, "public domain (USGS)",
-        ),
-        DatasetInfo(
-            "pc/nasadem", PLANETARY_COMPUTER, "nasadem", {"elevation": "elevation"},
-            "NASADEM elevation (EPSG:4326)", "planetary-computer", planetary,
-            "public domain (NASA)",
-        ),
-        DatasetInfo(
-            "pc/esa-worldcover", PLANETARY_COMPUTER, "esa-worldcover", {"map": "map"},
-            "ESA WorldCover 10 m land cover", "planetary-computer", planetary, "CC-BY-4.0",
-        ),
-        DatasetInfo(
-            "pc/cop-dem-glo-30", PLANETARY_COMPUTER, "cop-dem-glo-30", {"DEM": "data"},
-            "Copernicus DEM GLO-30, 30 m elevation, EPSG:4326 (Planetary Computer)",
-            _PC_AUTH, planetary, _COP_DEM_LICENSE,
-        ),
-        DatasetInfo(
-            "pc/alos-dem", PLANETARY_COMPUTER, "alos-dem", {"DSM": "data"},
-            "ALOS World 3D 30 m surface model (JAXA AW3D30), EPSG:4326 (Planetary Computer)",
-            _PC_AUTH, planetary, "proprietary (JAXA AW3D30 terms of use: free, attribution)",
-        ),
-        DatasetInfo(
-            "pc/usda-cdl", PLANETARY_COMPUTER, "usda-cdl", {"cropland": "cropland"},
-            "USDA Cropland Data Layer, 30 m crop classes over CONUS, EPSG:5070 "
-            "(Planetary Computer)", _PC_AUTH, planetary,
-            "proprietary (USDA NASS; free to use, cite NASS)",
-        ),
-        DatasetInfo(
-            "pc/sentinel-1-rtc", PLANETARY_COMPUTER, "sentinel-1-rtc", {"vv": "vv", "vh": "vh"},
-            "Sentinel-1 GRD radiometrically terrain corrected gamma0, float32 VV/VH COGs "
-            "(Planetary Computer)", _PC_ACCOUNT_AUTH, planetary,
-            "CC-BY-4.0 (Copernicus Sentinel data, processed by Catalyst)",
-        ),
-        DatasetInfo(
-            "pc/hls2-s30", PLANETARY_COMPUTER, "hls2-s30", _HLS_S30,
-            "HLS v2.0 Sentinel-2 MSI surface reflectance, 30 m (Planetary Computer's copy)",
-            _PC_AUTH, planetary, "proprietary (LP DAAC data policy: NASA open data; "
-            "Copernicus Sentinel data terms)",
-        ),
-        DatasetInfo(
-            "pc/hls2-l30", PLANETARY_COMPUTER, "hls2-l30", _HLS_L30,
-            "HLS v2.0 Landsat 8/9 OLI/TIRS, 30 m (Planetary Computer's copy)",
-            _PC_AUTH, planetary, "proprietary (LP DAAC data policy: NASA open data)",
-        ),
-        DatasetInfo(
-            "pc/io-lulc-annual-v02", PLANETARY_COMPUTER, "io-lulc-annual-v02",
-            {"data": "data"}, "Impact Observatory annual 10 m land use / land cover",
-            "planetary-computer", planetary, "CC-BY-4.0",
-        ),
-    )
+    """The datasets of :data:`BUILTIN_CATALOG`, in the order they are listed."""
+    text = resources.files("rasteret").joinpath(BUILTIN_CATALOG).read_text("utf-8")
+    return tuple(
+        DatasetInfo(**{**entry, "band_map": {code: _band_target(target) for code, target
+                                             in entry["band_map"].items()}})
+        for entry in tomllib.loads(text)["dataset"])

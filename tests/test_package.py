@@ -61,4 +61,6 @@ def test_wheel_ships_the_package_without_the_test_bed(tmp_path):
     (wheel,) = tmp_path.glob("rasteret-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "rasteret/__init__.py" in names
+    # Its data: the types (PEP 561) and the dataset catalog the registry loads.
+    assert {"rasteret/py.typed", "rasteret/data/datasets.toml"} <= set(names)
     assert not [n for n in names if n.startswith(("testbed/", "rasteret/testing/"))]
