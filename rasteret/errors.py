@@ -8,8 +8,8 @@ written against the standard library keeps working.
 
 from __future__ import annotations
 
+import inspect
 import os
-import sys
 import warnings
 from typing import Any
 
@@ -210,9 +210,11 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
         message: The warning's text.
         category: The warning class (``UserWarning`` by default).
     """
-    frame = sys._getframe(1)
+    here = inspect.currentframe()  # None only on Pythons without frames: stacklevel 2
+    frame = here.f_back if here is not None else None
     level = 2  # stacklevel 2 names the frame that called warn_user
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while (frame is not None and frame.f_back is not None
+           and frame.f_code.co_filename.startswith(_PACKAGE)):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

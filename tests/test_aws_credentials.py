@@ -86,7 +86,7 @@ def test_aws_endpoint_url_http_works_like_an_endpoint(iam_moto, aws_home, pixels
     write_aws_configure(aws_home, keys, region="eu-west-3")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
     backend = rasteret.create_backend(retry_config=FAST_RETRY)
-    config = backend._s3_config(None)
+    config = backend.s3_config(None)
     assert config["endpoint"] == moto.endpoint and moto.endpoint.startswith("http://")
     assert config["region"] == "eu-west-3"  # from ~/.aws/config, as boto3 reads it
     np.testing.assert_array_equal(rasteret.open_cog(URL, backend=backend).read(),

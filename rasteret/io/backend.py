@@ -336,7 +336,7 @@ class Backend:
         if self.credential_provider is not None and provider_kind(self.credential_provider) == kind:
             return f"credential provider {type(self.credential_provider).__name__}"
         if kind == "s3":
-            config = self._s3_config(None)
+            config = self.s3_config(None)
             if config.get("skip_signature"):
                 return "anonymous (unsigned) requests"
             if "access_key_id" in config:
@@ -356,7 +356,11 @@ class Backend:
             options.setdefault("allow_http", True)
         return options
 
-    def _s3_config(self, url_region: str | None) -> S3Config:
+    def s3_config(self, url_region: str | None) -> S3Config:
+        """The S3 settings a store for a bucket gets: ``default_s3_config``, the
+        endpoint from the environment (as boto3 reads it), and the region: the
+        settings', else the backend's, else ``url_region`` (the one a URL names), else
+        the environment's or the AWS profile's."""
         config = self.default_s3_config.copy()
         env_endpoint = endpoint_from_env()
         if "endpoint" not in config and env_endpoint:
@@ -423,7 +427,7 @@ class Backend:
                 target.key, client_options=self._options_for(target.key), retry_config=retry
             )
         if target.kind == "s3":
-            config = self._s3_config(target.region)
+            config = self.s3_config(target.region)
             s3_provider: S3CredentialProvider | None = None
             if kind == "s3":
                 s3_provider = cast("S3CredentialProvider", provider)

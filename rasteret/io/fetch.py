@@ -161,9 +161,10 @@ async def with_retries(backend: Backend, url: str, what: str,
             await policy.sleep(delay)
 
 
-def _semaphore(backend: Backend) -> asyncio.Semaphore:
-    """The bound on requests in flight: per event loop, and per backend when it sets
-    ``max_concurrent_requests`` (a small server may need fewer connections)."""
+def request_slots(backend: Backend) -> asyncio.Semaphore:
+    """The semaphore bounding requests in flight (hold it around each request): one
+    per event loop, and per backend when it sets ``max_concurrent_requests`` (a small
+    server may need fewer connections)."""
     loop = asyncio.get_running_loop()
     limit = backend.max_concurrent_requests
     key = (id(loop), id(backend) if limit else 0)
@@ -229,7 +230,7 @@ def _region_error(url: str, backend: Backend, text: str, detail: str) -> RegionM
     shown = strip_query(url)
     target = parse_url(url)
     bucket = target.key if target.kind == "s3" else ""
-    config = backend._s3_config(target.region) if target.kind == "s3" else {}
+    config = backend.s3_config(target.region) if target.kind == "s3" else {}
     asked = config.get("region")
     real = region_from_message(text)
     if real is None and bucket:
@@ -271,7 +272,7 @@ async def fetch_head(
 
     async def once() -> tuple[bytes, ObjectInfo]:
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 result = await obstore.get_async(store, path, options={"range": (0, length)})
                 data = await result.bytes_async()
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
@@ -358,7 +359,7 @@ async def fetch_range(
 
     async def once() -> Bytes:
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 if version is None:
                     data = await obstore.get_range_async(store, path, start=start, end=end)
                 else:
@@ -410,7 +411,7 @@ async def fetch_object(
 
     async def once() -> bytes:
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 result = await obstore.get_async(store, path)
                 data = await result.bytes_async()
         except Exception as exc:  # noqa: BLE001 - translated into a typed error

@@ -18,7 +18,7 @@ from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionEr
 
 from rasteret.errors import ObjectNotFoundError, WriteConflictError
 from rasteret.io.backend import Backend
-from rasteret.io.fetch import _semaphore, translate_error, with_retries
+from rasteret.io.fetch import request_slots, translate_error, with_retries
 from rasteret.io.runtime import ensure_io_allowed, run_sync
 from rasteret.io.urls import strip_query
 
@@ -56,7 +56,7 @@ async def get_object_async(backend: Backend, url: str) -> tuple[bytes, dict[str,
 
     async def once() -> tuple[bytes, dict[str, Any]]:
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 result = await obstore.get_async(store, path)
                 data = await result.bytes_async()
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
@@ -102,7 +102,7 @@ async def put_object_async(
 
     async def once() -> str | None:
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 result = await obstore.put_async(store, path, data, mode=mode)
         except (AlreadyExistsError, PreconditionError):
             raise WriteConflictError(
@@ -141,7 +141,7 @@ async def _list_async(backend: Backend, url: str) -> list[StoredObject]:
     async def once() -> list[StoredObject]:
         found = []
         try:
-            async with _semaphore(backend):
+            async with request_slots(backend):
                 async for batch in obstore.list(store, prefix or None):
                     for meta in batch:
                         name = meta["path"][len(prefix):].lstrip("/")
@@ -171,7 +171,7 @@ async def delete_objects_async(backend: Backend, urls: list[str]) -> None:
 
         async def once() -> None:
             try:
-                async with _semaphore(backend):
+                async with request_slots(backend):
                     await obstore.delete_async(store, path)
             except Exception as exc:  # noqa: BLE001 - translated into a typed error
                 error = translate_error(exc, url, backend, "delete")
