@@ -151,99 +151,151 @@ def export_chips(
             has no EPSG code, or ``label_classes`` repeats a name.
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace it")
-        shutil.rmtree(out)
+    staging = _staging_folder(out, overwrite)
     classes = class_names(label_classes)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "chips").mkdir(parents=True)
     dataset = RasteretDataset(collection, bands, chip_size=chip_size, mask_bands=mask_bands,
                               **(dataset_options or {}))
-    label_bands = list(dataset.mask_bands) or [DEFAULT_LABEL_BAND]
-    # Class names per label band: given, or found in the mask bands as chips go by.
-    controls: dict[str, dict[int, str]] = {band: dict(classes or {}) for band in label_bands}
-    url_prefix = image_url if image_url is not None else f"/data/local-files/?d={out.name}/"
     if sampler is None:
         sampler = TileAlignedSampler(dataset, size=chip_size, mode=mode, length=length, seed=seed)
-    to_degrees = transformer(dataset.crs, CRS.from_epsg(4326))
-    rows: list[dict[str, Any]] = []
-    tasks: list[dict[str, Any]] = []
-    looks: list[np.ndarray] = []
-    ids = collection.column("id").to_pylist()
-    times = collection.column("datetime").to_pylist()
+    writer = _ChipWriter(
+        dataset, staging, classes,
+        url_prefix=image_url if image_url is not None else f"/data/local-files/?d={out.name}/",
+        png=png or label_studio, quicklook=quicklook, label_studio=label_studio)
     total = len(sampler) if isinstance(sampler, Sized) else None
-    chips = track(sampler, total=total, desc=f"Exporting chips of {collection.name}",
-                  unit="chip", progress=progress)
-    for number, chip in enumerate(chips):
-        sample = dataset[chip]
-        image = sample["image"].numpy()
-        x, y, _ = dataset.resolve_slice(chip)
-        scenes = dataset.scene_rows(chip)
-        transform = [float(v) for v in sample["transform"][:6]]
-        chip_id = f"chip_{number:06d}"
-        nodata = dataset.view(scenes[0], bands[0]).nodata if scenes else None
-        write_geotiff(staging / "chips" / f"{chip_id}.tif", image, transform, dataset.crs,
-                      nodata)
-        look = to_uint8(image)
-        if png or label_studio:
-            (staging / "chips" / f"{chip_id}.png").write_bytes(imagecodecs.png_encode(look))
-        if quicklook and len(looks) < QUICKLOOK_MAX_CHIPS:
-            looks.append(look)
-        if label_studio:
-            task: dict[str, Any] = {"data": {"image": f"{url_prefix}chips/{chip_id}.png",
-                                             "chip_id": chip_id}}
-            if dataset.mask_bands:
-                masks = sample["mask"].numpy().reshape(-1, *image.shape[-2:])
-                results = []
-                for band, mask in zip(dataset.mask_bands, masks):
-                    known = controls[band]
-                    if classes is None:
-                        skip = {0, dataset.view(scenes[0], band).nodata if scenes else None}
-                        known.update({v: str(v) for v in np.unique(mask).tolist()
-                                      if v not in skip and v not in known})
-                    results += brush_results(mask, known, from_name=band)
-                task["predictions"] = [{"model_version": "mask_bands", "result": results}]
-            tasks.append(task)
-        footprint = shapely.box(*to_degrees.transform_bounds(x.start, y.start, x.stop, y.stop))
-        rows.append({
-            "chip_id": chip_id,
-            "path": f"chips/{chip_id}.tif",
-            "minx": x.start, "miny": y.start, "maxx": x.stop, "maxy": y.stop,
-            "width": image.shape[-1], "height": image.shape[-2],
-            "crs": f"EPSG:{dataset.crs.to_epsg()}",
-            "datetime": times[scenes[0]] if scenes else None,
-            "source_scenes": [ids[r] for r in scenes],
-            "geometry": shapely.to_wkb(footprint),
-            "bbox": dict(zip(("xmin", "ymin", "xmax", "ymax"), footprint.bounds)),
-        })
-    if not rows:
+    for chip in track(sampler, total=total, desc=f"Exporting chips of {collection.name}",
+                      unit="chip", progress=progress):
+        writer.write(chip)
+    if not writer.rows:
         shutil.rmtree(staging)
         raise ConfigurationError(
             f"the sampler produced no chip over collection {collection.name!r}: "
             f"chip_size={chip_size} may exceed every scene, or the sampler (length, "
             "region) selects nothing"
         )
-    table = pa.Table.from_pylist(rows).cast(pa.schema([
-        ("chip_id", pa.string()), ("path", pa.string()), ("minx", pa.float64()),
-        ("miny", pa.float64()), ("maxx", pa.float64()), ("maxy", pa.float64()),
-        ("width", pa.int32()), ("height", pa.int32()),
-        ("crs", pa.string()), ("datetime", pa.timestamp("us", tz="UTC")),
-        ("source_scenes", pa.list_(pa.string())), ("geometry", pa.binary()),
-        ("bbox", pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()),
-                            ("xmax", pa.float64()), ("ymax", pa.float64())])),
-    ]))
-    manifest = {"kind": "chips", "collection": collection.name, "bands": list(bands),
-                "created": dt.datetime.now(dt.UTC).isoformat(),
-                # What rasteret.labels needs to map brush labels back to class values.
-                "labels": {band: {str(v): name for v, name in sorted(controls[band].items())}
-                           for band in label_bands}}
-    pq.write_table(with_metadata(table, manifest), staging / "manifest.parquet")
-    if label_studio:
-        (staging / TASKS_FILE).write_text(json.dumps(tasks, indent=1))
-        (staging / CONFIG_FILE).write_text(labeling_config(controls))
-    if quicklook:
-        (staging / "quicklook.png").write_bytes(imagecodecs.png_encode(quicklook_grid(looks)))
+    writer.finish(collection.name, bands)
     publish(staging, out)
     return out / "manifest.parquet"
+
+
+def _staging_folder(out: Path, overwrite: bool) -> Path:
+    """An empty hidden folder beside ``out`` to write into (published as ``out`` at
+    the end, so a failed export leaves no half-written folder).
+
+    Raises:
+        FileExistsError: ``out`` is not empty and ``overwrite`` is False.
+    """
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace it")
+        shutil.rmtree(out)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "chips").mkdir(parents=True)
+    return staging
+
+
+#: The manifest's columns, one row per chip.
+MANIFEST_SCHEMA = pa.schema([
+    ("chip_id", pa.string()), ("path", pa.string()), ("minx", pa.float64()),
+    ("miny", pa.float64()), ("maxx", pa.float64()), ("maxy", pa.float64()),
+    ("width", pa.int32()), ("height", pa.int32()),
+    ("crs", pa.string()), ("datetime", pa.timestamp("us", tz="UTC")),
+    ("source_scenes", pa.list_(pa.string())), ("geometry", pa.binary()),
+    ("bbox", pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()),
+                        ("xmax", pa.float64()), ("ymax", pa.float64())])),
+])
+
+
+class _ChipWriter:
+    """Writes each chip of an export into the staging folder (GeoTIFF, PNG, Label
+    Studio task, quick-look) and gathers the manifest's rows."""
+
+    def __init__(self, dataset: RasteretDataset, staging: Path,
+                 classes: dict[int, str] | None, *, url_prefix: str, png: bool,
+                 quicklook: bool, label_studio: bool) -> None:
+        self.dataset, self.staging, self.classes = dataset, staging, classes
+        self.url_prefix, self.png = url_prefix, png
+        self.quicklook, self.label_studio = quicklook, label_studio
+        self.label_bands = list(dataset.mask_bands) or [DEFAULT_LABEL_BAND]
+        # Class names per label band: given, or found in the mask bands as chips go by.
+        self.controls: dict[str, dict[int, str]] = {
+            band: dict(classes or {}) for band in self.label_bands}
+        self.to_degrees = transformer(dataset.crs, CRS.from_epsg(4326))
+        self.ids = dataset.collection.column("id").to_pylist()
+        self.times = dataset.collection.column("datetime").to_pylist()
+        self.rows: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.looks: list[np.ndarray] = []
+
+    def write(self, chip: Any) -> None:
+        """Write one chip (a sampler's query) and record it."""
+        dataset = self.dataset
+        sample = dataset[chip]
+        image = sample["image"].numpy()
+        scenes = dataset.scene_rows(chip)
+        chip_id = f"chip_{len(self.rows):06d}"
+        nodata = dataset.view(scenes[0], dataset.bands[0]).nodata if scenes else None
+        write_geotiff(self.staging / "chips" / f"{chip_id}.tif", image,
+                      [float(v) for v in sample["transform"][:6]], dataset.crs, nodata)
+        look = to_uint8(image)
+        if self.png:
+            (self.staging / "chips" / f"{chip_id}.png").write_bytes(imagecodecs.png_encode(look))
+        if self.quicklook and len(self.looks) < QUICKLOOK_MAX_CHIPS:
+            self.looks.append(look)
+        if self.label_studio:
+            self.tasks.append(self._task(chip_id, sample, image.shape[-2:], scenes))
+        self.rows.append(self._row(chip_id, chip, image.shape, scenes))
+
+    def _task(self, chip_id: str, sample: dict[str, Any], shape: tuple[int, ...],
+              scenes: list[int]) -> dict[str, Any]:
+        """The chip's Label Studio task, its mask bands as brush pre-annotations."""
+        task: dict[str, Any] = {"data": {"image": f"{self.url_prefix}chips/{chip_id}.png",
+                                         "chip_id": chip_id}}
+        if not self.dataset.mask_bands:
+            return task
+        masks = sample["mask"].numpy().reshape(-1, *shape)
+        results = []
+        for band, mask in zip(self.dataset.mask_bands, masks):
+            known = self.controls[band]
+            if self.classes is None:
+                skip = {0, self.dataset.view(scenes[0], band).nodata if scenes else None}
+                known.update({v: str(v) for v in np.unique(mask).tolist()
+                              if v not in skip and v not in known})
+            results += brush_results(mask, known, from_name=band)
+        task["predictions"] = [{"model_version": "mask_bands", "result": results}]
+        return task
+
+    def _row(self, chip_id: str, chip: Any, shape: tuple[int, ...], scenes: list[int]
+             ) -> dict[str, Any]:
+        """The chip's manifest row (footprint in CRS84)."""
+        x, y, _ = self.dataset.resolve_slice(chip)
+        footprint = shapely.box(*self.to_degrees.transform_bounds(x.start, y.start,
+                                                                  x.stop, y.stop))
+        return {
+            "chip_id": chip_id,
+            "path": f"chips/{chip_id}.tif",
+            "minx": x.start, "miny": y.start, "maxx": x.stop, "maxy": y.stop,
+            "width": shape[-1], "height": shape[-2],
+            "crs": f"EPSG:{self.dataset.crs.to_epsg()}",
+            "datetime": self.times[scenes[0]] if scenes else None,
+            "source_scenes": [self.ids[r] for r in scenes],
+            "geometry": shapely.to_wkb(footprint),
+            "bbox": dict(zip(("xmin", "ymin", "xmax", "ymax"), footprint.bounds)),
+        }
+
+    def finish(self, collection_name: str | None, bands: Sequence[str]) -> None:
+        """Write the manifest, the Label Studio files and the quick-look."""
+        table = pa.Table.from_pylist(self.rows).cast(MANIFEST_SCHEMA)
+        manifest = {"kind": "chips", "collection": collection_name, "bands": list(bands),
+                    "created": dt.datetime.now(dt.UTC).isoformat(),
+                    # What rasteret.labels needs to map brush labels back to class values.
+                    "labels": {band: {str(v): name for v, name
+                                      in sorted(self.controls[band].items())}
+                               for band in self.label_bands}}
+        pq.write_table(with_metadata(table, manifest), self.staging / "manifest.parquet")
+        if self.label_studio:
+            (self.staging / TASKS_FILE).write_text(json.dumps(self.tasks, indent=1))
+            (self.staging / CONFIG_FILE).write_text(labeling_config(self.controls))
+        if self.quicklook:
+            (self.staging / "quicklook.png").write_bytes(
+                imagecodecs.png_encode(quicklook_grid(self.looks)))
