@@ -13,7 +13,7 @@ import os
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -660,10 +660,6 @@ class Collection:
 
         return self.band_view(row, band).cog(backend_for_collection(self, backend),
                                              validate=validate)
-
-    def iter_rows(self) -> Iterator[dict[str, Any]]:
-        """Yield each scene as a dict (band columns as records)."""
-        yield from self.table.to_pylist()
 
     # -- pixels ----------------------------------------------------------------------
     # The analysis functions live in rasteret.analysis, above the collection (they take

@@ -165,11 +165,6 @@ class CogFile:
         return self._main.chunk_height
 
     @property
-    def is_tiled(self) -> bool:
-        """True when the file is tiled (False: stripped)."""
-        return self._main.tiled
-
-    @property
     def transform(self) -> Affine | None:
         """Pixel -> CRS affine transform of the full-resolution image (GDAL's convention)."""
         return self.header.geo.transform
