@@ -5,12 +5,13 @@
 """
 
 from rasteret import datasets, errors, labels
-from rasteret.collection import Collection, delete_collection, list_collections, load
+from rasteret.collection import Collection
 from rasteret.ingest.api import build, build_from_stac, build_from_table
 from rasteret.io.backend import Backend, RetryPolicy, create_backend
 from rasteret.io.cloud_config import CloudConfig
 from rasteret.io.credentials import PlanetaryComputerSas
 from rasteret.io.fetch import FetchStats, process_stats
+from rasteret.loading import delete_collection, list_collections, load
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
 
 __version__ = "0.1.0"

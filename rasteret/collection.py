@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -27,15 +25,12 @@ from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_grids, band_views
 from rasteret.errors import (
-    CollectionChangedError,
-    CollectionNotFoundError,
     ConfigurationError,
-    CorruptCollectionError,
-    RasteretError,
 )
 from rasteret.io.backend import Backend, default_backend
 from rasteret.options import Match, MosaicOrder, OnError, Resampling
 from rasteret.read.cog import CogFile
+from rasteret.reopen import Origin, open_source
 from rasteret.schema import (
     SCHEMA_VERSION,
     is_band_struct,
@@ -45,19 +40,12 @@ from rasteret.storage import (
     FAILURE_SCHEMA,
     PARQUET_OPTIONS,
     PartsSource,
-    failures_from_metadata,
     is_remote,
     local_path,
-    manifest_from_metadata,
-    resolve_existing,
     with_metadata,
 )
 from rasteret.workspace import (
     ObjectWorkspace,
-    StoredCollection,
-    open_workspace,
-    read_folder,
-    split_collection_url,
 )
 
 if TYPE_CHECKING:
@@ -176,18 +164,29 @@ class Collection:
         self._source: PartsSource | None = None
         self._rows: np.ndarray | None = None
         self._light: pa.Table | None = None
-        self._origin: tuple[str, str, Backend | None] | None = None
+        self._origin: Origin | None = None
         # The build the files held when loaded (manifest "created", rows): a process
         # that opens them again refuses another build (CollectionChangedError).
         self._built: tuple[str | None, int] | None = None
 
     @classmethod
-    def _from_source(cls, source: PartsSource, *,
-                     origin: tuple[str, str, Backend | None] | None,
-                     name: str | None, manifest: dict[str, Any], failures: pa.Table | None,
-                     path: Path | None, rows: np.ndarray | None = None,
-                     light: pa.Table | None = None) -> Collection:
-        """A collection reading ``rows`` (default: all) of ``source`` lazily."""
+    def from_source(cls, source: PartsSource, *, origin: Origin | None,
+                    name: str | None, manifest: dict[str, Any], failures: pa.Table | None,
+                    path: Path | None, rows: np.ndarray | None = None,
+                    light: pa.Table | None = None) -> Collection:
+        """A collection reading ``rows`` (default: all) of ``source`` lazily.
+
+        Args:
+            source: The collection's files, opened.
+            origin: How another process opens them again (None: it cannot, the
+                collection then pickles as its whole table).
+            name: The collection's name.
+            manifest: Its build information.
+            failures: The assets its build could not index.
+            path: The folder it was loaded from, if any.
+            rows: The rows of ``source`` it holds (default: all of them).
+            light: Those rows' light columns, if already read.
+        """
         collection = cls.__new__(cls)
         collection._table = None
         collection.name = name
@@ -230,7 +229,7 @@ class Collection:
                 raise ConfigurationError(
                     f"collection {self.name!r} was not loaded from files; save it and "
                     "load it to read it lazily")
-            self._source = _open_source(self._origin, self._built)
+            self._source = open_source(self._origin, self._built)
         return self._source
 
     @property
@@ -471,7 +470,7 @@ class Collection:
             return self._with(self.table.filter(mask))
         keep = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
         light = self._frame().filter(mask) if self._table is None else None
-        subset = Collection._from_source(
+        subset = Collection.from_source(
             self.source, origin=self._origin, name=self.name,
             manifest=self.manifest, failures=self._failures, path=self.path,
             rows=self._rows[keep], light=light)
@@ -827,247 +826,9 @@ def _torch_module(name: str) -> ModuleType:
     return _module(f"rasteret.torch.{name}")
 
 
-def load(
-    path_or_name: str | os.PathLike[str], *,
-    workspace_dir: str | os.PathLike[str] | None = None, backend: Backend | None = None,
-) -> Collection:
-    """Load a saved collection by name (in the workspace) or by path (a collection
-    folder or a GeoParquet file written by :meth:`Collection.export`).
-
-    A bare name (a string without a path separator, a leading ``~`` or a URL scheme)
-    is always looked up in the workspace, never in the current directory: pass
-    ``"./bench"`` for a folder there. Anything else, and every ``os.PathLike[str]``, is a
-    path; ``file://`` URLs are local paths. An object-store URL names a collection
-    in a workspace there (``s3://bucket/prefix/NAME``: its manifest is read, then the
-    parts it lists) or an exported file (``s3://bucket/key.parquet``).
-
-    Args:
-        path_or_name: The collection's name, or the path or URL of its folder or file.
-        workspace_dir: The workspace names are looked up in (default
-            ``$RASTERET_WORKSPACE`` or ``~/.rasteret/collections``): a local folder or
-            an object-store URL (``s3://bucket/prefix``, ``az://container/prefix``,
-            ``gs://bucket/prefix``).
-        backend: The stores and credentials for an object-store workspace or URL
-            (pass the one that reads the COGs).
-
-    Returns:
-        The collection.
-
-    Raises:
-        CollectionNotFoundError: Nothing by that name or path; the message lists the
-            saved collections.
-        CorruptCollectionError: The files are damaged or not a rasteret collection.
-        ConfigurationError: The name is not a valid collection name, or the URL does
-            not name a collection.
-        AccessDeniedError: The backend may not read the workspace (names its URL).
-    """
-    try:
-        return _load(path_or_name, workspace_dir, backend)
-    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
-        if isinstance(exc, RasteretError):
-            raise
-        raise CorruptCollectionError(
-            f"collection {str(path_or_name)!r} is damaged or not a rasteret collection "
-            f"({type(exc).__name__}: {exc}); rebuild it with force=True"
-        ) from exc
-
-
-def _is_bare_name(path_or_name: str | os.PathLike[str]) -> bool:
-    """A string without a separator, a leading ``~`` or a URL scheme names a
-    collection in the workspace; everything else is a path."""
-    if not isinstance(path_or_name, str):
-        return False
-    separators = {"/"} | {sep for sep in (os.sep, os.altsep) if sep}
-    return not (
-        any(sep in path_or_name for sep in separators)
-        or path_or_name.startswith("~")
-        or "://" in path_or_name
-    )
-
-
 def _expression_mask(table: pa.Table, expression: pc.Expression) -> pa.ChunkedArray:
     """Where ``expression`` holds on ``table``'s rows (null counts as false)."""
     import pyarrow.dataset as pads
 
     mask = pads.dataset(table).to_table(columns={"keep": expression})["keep"]
     return pc.fill_null(mask, False)
-
-
-#: Sources this process opened again after unpickling, most recent last: tasks and
-#: workers that receive the same collection many times open its files once.
-_reopened: OrderedDict[tuple[Any, ...], PartsSource] = OrderedDict()
-_reopened_lock = threading.Lock()
-_REOPENED_KEPT = 4
-
-
-def _open_source(origin: tuple[str, str, Backend | None],
-                 built: tuple[str | None, int] | None) -> PartsSource:
-    """The files of a collection, opened again in this process (after unpickling),
-    once per process and build.
-
-    Raises:
-        CollectionChangedError: The files are gone, or hold another build than
-            ``built`` (the collection was rebuilt since it was loaded).
-    """
-    kind, location, _ = origin
-    key = (kind, location, built)
-    with _reopened_lock:  # held while opening: concurrent tasks open the files once
-        source = _reopened.get(key)
-        if source is None:
-            try:
-                source, created = _read_source(origin)
-            except (CollectionNotFoundError, FileNotFoundError):
-                raise CollectionChangedError(
-                    f"collection at {location!r} is gone since it was loaded; load it "
-                    "again (or rebuild it) and rerun") from None
-            if built is not None and (created, source.num_rows) != built:
-                raise CollectionChangedError(
-                    f"collection at {location!r} was rebuilt since it was loaded (built "
-                    f"{created} with {source.num_rows} scenes, not {built[0]} with "
-                    f"{built[1]}); load it again and rerun")
-            _reopened[key] = source
-        _reopened.move_to_end(key)
-        while len(_reopened) > _REOPENED_KEPT:
-            _reopened.popitem(last=False)
-        return source
-
-
-def _read_source(origin: tuple[str, str, Backend | None]) -> tuple[PartsSource, str | None]:
-    """The files of ``origin`` opened, and the build time in their manifest."""
-    kind, location, backend = origin
-    if kind in ("file", "url-file"):
-        if kind == "file":
-            source = PartsSource([Path(location)])
-        else:
-            from rasteret.io.objects import get_object
-
-            data, _ = get_object(backend or default_backend(), location)
-            source = PartsSource([pa.py_buffer(data)])
-        return source, manifest_from_metadata(source.file_metadata()).get("created")
-    if kind == "folder":
-        if not Path(location).is_dir():
-            raise CollectionNotFoundError(location)
-        stored = read_folder(Path(location))
-    else:
-        base, name = split_collection_url(location)
-        found = ObjectWorkspace(base, backend or default_backend()).read(name)
-        if found is None:
-            raise CollectionNotFoundError(location)
-        stored = found
-    return stored.source, stored.manifest.get("created")
-
-
-def _from_file(source: PartsSource, origin: tuple[str, str, Backend | None]) -> Collection:
-    """The collection in one GeoParquet file written by :meth:`Collection.export`."""
-    assert source.schema is not None
-    metadata = source.file_metadata()
-    manifest = manifest_from_metadata(metadata)
-    failures = failures_from_metadata(metadata)
-    _check_columns(source.schema)
-    return Collection._from_source(source, origin=origin, name=manifest.get("name"),
-                                   manifest=manifest, failures=failures, path=None)
-
-
-def _from_stored(stored: StoredCollection, origin: tuple[str, str, Backend | None]
-                 ) -> Collection:
-    assert stored.source.schema is not None
-    _check_columns(stored.source.schema)
-    return Collection._from_source(
-        stored.source, origin=origin, name=stored.manifest.get("name"),
-        manifest=stored.manifest, failures=stored.failures, path=stored.path)
-
-
-def _load(path_or_name: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None,
-          backend: Backend | None) -> Collection:
-    if _is_bare_name(path_or_name):
-        name = str(path_or_name)
-        workspace = open_workspace(workspace_dir, backend)
-        stored = workspace.read(name)
-        if stored is None:
-            hint = (
-                f"; a folder or file {name!r} is in the current directory: load it as "
-                f"the path './{name}'" if Path(name).exists() else ""
-            )
-            raise CollectionNotFoundError(
-                f"no collection {name!r}; saved collections: "
-                f"{workspace.names() or 'none'} (workspace {workspace.location}){hint}"
-            )
-        return _from_stored(stored, _origin_of(stored, backend))
-    if is_remote(path_or_name):
-        url = str(path_or_name).rstrip("/")
-        if url.endswith(".parquet"):
-            from rasteret.io.objects import get_object
-
-            data, _ = get_object(backend or default_backend(), url)
-            return _from_file(PartsSource([pa.py_buffer(data)]), ("url-file", url, backend))
-        base, name = split_collection_url(url)
-        workspace = ObjectWorkspace(base, backend or default_backend())
-        stored = workspace.read(name)
-        if stored is None:
-            raise CollectionNotFoundError(
-                f"no collection at {url!r}: no manifest {workspace.manifest_url(name)}; "
-                f"collections in workspace {base}: {workspace.names() or 'none'}"
-            )
-        return _from_stored(stored, ("url", url, backend))
-    candidate = local_path(path_or_name)
-    if candidate.is_file():
-        return _from_file(PartsSource([candidate]), ("file", str(candidate.resolve()), None))
-    folder = resolve_existing(candidate) if candidate.is_dir() else None
-    if folder is None:
-        saved = list_collections(workspace_dir=workspace_dir, backend=backend)
-        raise CollectionNotFoundError(
-            f"no collection at {str(path_or_name)!r}: not a collection folder or "
-            "GeoParquet file; to load a saved collection by name, pass the bare name "
-            f"(saved collections: {saved or 'none'})"
-        )
-    if not any(folder.glob("part-*.parquet")):
-        raise CollectionNotFoundError(f"{folder} holds no part-*.parquet files")
-    stored = read_folder(folder)
-    return _from_stored(stored, _origin_of(stored, backend))
-
-
-def _origin_of(stored: StoredCollection, backend: Backend | None
-               ) -> tuple[str, str, Backend | None]:
-    """How another process opens the files of ``stored`` again."""
-    if stored.path is not None:
-        return ("folder", str(stored.path.resolve()), None)
-    return ("url", stored.location, backend)
-
-
-def _check_columns(schema: pa.Schema) -> None:
-    """Refuse tables that lack the columns every collection has."""
-    for name, kind in (("id", pa.string()), ("datetime", pa.timestamp("us", tz="UTC"))):
-        if name not in schema.names or schema.field(name).type != kind:
-            raise ValueError(f"column {name!r} is missing or not {kind}")
-
-
-def list_collections(*, workspace_dir: str | os.PathLike[str] | None = None,
-                     backend: Backend | None = None) -> list[str]:
-    """Names of the collections saved in the workspace.
-
-    Args:
-        workspace_dir: The workspace: a local folder or an object-store URL such as
-            ``s3://bucket/prefix`` (default ``$RASTERET_WORKSPACE`` or
-            ``~/.rasteret/collections``).
-        backend: The stores and credentials reaching an object-store workspace.
-    """
-    return open_workspace(workspace_dir, backend).names()
-
-
-def delete_collection(name: str, *, workspace_dir: str | os.PathLike[str] | None = None,
-                      backend: Backend | None = None) -> None:
-    """Delete a saved collection (in an object-store workspace: its manifest first, so
-    it disappears at once, then its parts).
-
-    Args:
-        name: The collection's name.
-        workspace_dir: The workspace (default ``$RASTERET_WORKSPACE`` or
-            ``~/.rasteret/collections``).
-
-    Raises:
-        CollectionNotFoundError: No collection by that name.
-    """
-    workspace = open_workspace(workspace_dir, backend)
-    if not workspace.delete(name):
-        raise CollectionNotFoundError(f"no collection {name!r} in {workspace.location}")
-

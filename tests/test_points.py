@@ -367,7 +367,7 @@ def test_dask_tasks_are_sent_where_the_collection_is_not_its_table(collection, t
                                                                    monkeypatch):
     import dask
 
-    from rasteret import collection as collection_module
+    from rasteret import reopen
 
     big = _replicated(collection, 200, tmp_path / "big")
     assert len(big) == 600 and big.lazy
@@ -391,10 +391,10 @@ def test_dask_tasks_are_sent_where_the_collection_is_not_its_table(collection, t
     # process, for every partition, and the values equal the eager call's.
     lazy = lazy_of(pickle.loads(pickle.dumps(big)))
     opened = []
-    real_read = collection_module._read_source
-    monkeypatch.setattr(collection_module, "_read_source",
+    real_read = reopen.read_source
+    monkeypatch.setattr(reopen, "read_source",
                         lambda origin: opened.append(origin) or real_read(origin))
-    collection_module._reopened.clear()
+    reopen.clear_reopened()
     with dask.config.set(scheduler="threads"):
         computed = lazy.compute()
     assert len(opened) <= 1
@@ -404,7 +404,7 @@ def test_dask_tasks_are_sent_where_the_collection_is_not_its_table(collection, t
 
 
 def test_a_reopened_collection_refuses_another_build(collection, tmp_path):
-    from rasteret import collection as collection_module
+    from rasteret import reopen
     from rasteret.errors import CollectionChangedError
 
     folder = tmp_path / "reopened"
@@ -422,7 +422,7 @@ def test_a_reopened_collection_refuses_another_build(collection, tmp_path):
     assert loaded.table.equals(collection.table)
     assert pickle.loads(data).table.equals(collection.table)
     # ...and a process opening the files afresh refuses the other build.
-    collection_module._reopened.clear()
+    reopen.clear_reopened()
     with pytest.raises(CollectionChangedError, match="rebuilt since it was loaded"):
         pickle.loads(data).table  # noqa: B018
     shutil.rmtree(folder)

@@ -107,7 +107,7 @@ def build_from_stac(
     backend = backend_for_dataset(dataset_id, backend, collection=collection)
     # An existing collection is loaded before any search (the builder's check).
     if not force and open_workspace(workspace_dir, backend).exists(name):
-        from rasteret.collection import load
+        from rasteret.loading import load
 
         return load(name, workspace_dir=workspace_dir, backend=backend)
     found = CloudConfig.lookup(dataset_id, collection)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rasteret.atomic import write_atomic
-from rasteret.collection import Collection, load
+from rasteret.collection import Collection
 from rasteret.errors import (
     CollectionConflictError,
     ConfigurationError,
@@ -37,6 +37,7 @@ from rasteret.ingest.records import SceneRecord, records_to_table
 from rasteret.io.backend import Backend, default_backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
+from rasteret.loading import load
 from rasteret.options import ON_ERROR, check_option
 from rasteret.progress import ProgressBar, progress_bar
 from rasteret.storage import FAILURE_SCHEMA, PARQUET_OPTIONS

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rasteret.collection import Collection, load
+from rasteret.collection import Collection
 from rasteret.errors import (
     CollectionConflictError,
     ConfigurationError,
@@ -78,6 +78,7 @@ from rasteret.ingest.records import (
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed
+from rasteret.loading import load
 from rasteret.options import OnError
 from rasteret.progress import progress_bar
 from rasteret.schema import BASE_FIELDS

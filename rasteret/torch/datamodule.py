@@ -13,9 +13,10 @@ import pyarrow.compute as pc
 import shapely
 from torch.utils.data import DataLoader, Sampler
 
-from rasteret.collection import Collection, load
+from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
+from rasteret.loading import load
 from rasteret.options import check_option
 from rasteret.read.warp import transformer
 from rasteret.torch.dataset import RasteretDataset
