@@ -8,12 +8,10 @@ layout a read needs.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -661,8 +659,10 @@ class Collection:
                                              validate=validate)
 
     # -- pixels ----------------------------------------------------------------------
-    # The analysis functions live in rasteret.analysis, above the collection (they take
-    # a Collection); these methods reach it by name, see _module.
+    # The readers live above the collection (they take a Collection): these methods
+    # import them when called (as xarray's Dataset.to_zarr imports its backend), so
+    # mypy checks each call, `import rasteret` stays light (no torch, no dask), and the
+    # import contracts list each of these upward edges on purpose.
     def get_numpy(
         self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
         backend: Backend | None = None, target_crs: CRS | str | int | None = None,
@@ -676,7 +676,9 @@ class Collection:
         See :func:`rasteret.analysis.get_numpy` for the arguments, the result and the
         errors.
         """
-        arrays: np.ndarray | list[np.ndarray] = _module("rasteret.analysis").get_numpy(
+        from rasteret.analysis import get_numpy  # upward: see [tool.importlinter]
+
+        arrays: np.ndarray | list[np.ndarray] = get_numpy(
             self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
             target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, mask=mask, date_range=date_range, on_error=on_error,
@@ -700,13 +702,17 @@ class Collection:
         here, so ``progress`` has no bar to show: Dask's diagnostics follow the
         compute)."""
         if chunks is not None:
-            lazy: xr.Dataset | list[xr.Dataset] = _module("rasteret.lazy").get_xarray(
+            from rasteret.lazy import get_xarray as get_lazy_xarray  # upward, see above
+
+            lazy: xr.Dataset | list[xr.Dataset] = get_lazy_xarray(
                 self, geometries, bands, chunks=chunks, masked=masked,
                 apply_scale=apply_scale, geometry_crs=geometry_crs, backend=backend,
                 target_crs=target_crs, resolution=resolution, resampling=resampling,
                 mask=mask, date_range=date_range, on_error=on_error, validate=validate)
             return lazy
-        datasets: xr.Dataset | list[xr.Dataset] = _module("rasteret.analysis").get_xarray(
+        from rasteret.analysis import get_xarray  # upward: see [tool.importlinter]
+
+        datasets: xr.Dataset | list[xr.Dataset] = get_xarray(
             self, geometries, bands, masked=masked, apply_scale=apply_scale,
             geometry_crs=geometry_crs, backend=backend, target_crs=target_crs,
             resolution=resolution, resampling=resampling, mask=mask, date_range=date_range,
@@ -723,7 +729,9 @@ class Collection:
     ) -> gpd.GeoDataFrame:
         """One row per scene x geometry with its arrays and transform. See
         :func:`rasteret.analysis.get_gdf`."""
-        frame: gpd.GeoDataFrame = _module("rasteret.analysis").get_gdf(
+        from rasteret.analysis import get_gdf  # upward: see [tool.importlinter]
+
+        frame: gpd.GeoDataFrame = get_gdf(
             self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
             target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
             date_range=date_range, on_error=on_error, validate=validate, progress=progress)
@@ -742,7 +750,9 @@ class Collection:
         """Values of ``bands`` at ``points`` (nearest pixel, nearest valid pixel or a
         window; scenes matched by time), in the points' own kind. See
         :func:`rasteret.analysis.sample_points`."""
-        values: pd.DataFrame | pa.Table = _module("rasteret.analysis").sample_points(
+        from rasteret.analysis import sample_points  # upward: see [tool.importlinter]
+
+        values: pd.DataFrame | pa.Table = sample_points(
             self, points, bands, geometry_crs=geometry_crs, backend=backend, match=match,
             scenes=scenes, date_column=date_column, dates=dates, max_days=max_days,
             mask_band=mask_band, mask_values=mask_values,
@@ -766,7 +776,9 @@ class Collection:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
         ``torch`` extra). See :class:`rasteret.torch.RasteretDataset` for the
         arguments."""
-        dataset: RasteretDataset = _torch_module("dataset").RasteretDataset(
+        from rasteret.torch.dataset import RasteretDataset  # upward; needs the torch extra
+
+        dataset: RasteretDataset = RasteretDataset(
             self, bands, chip_size=chip_size, time_series=time_series, backend=backend,
             target_crs=target_crs, res=res, is_image=is_image, dtype=dtype,
             mosaic_order=mosaic_order, resampling=resampling, transforms=transforms,
@@ -779,7 +791,9 @@ class Collection:
         """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
         labelling (needs the ``torch`` extra). See
         :func:`rasteret.torch.export.export_chips`."""
-        manifest: Path = _torch_module("export").export_chips(self, bands, out_dir, **options)
+        from rasteret.torch.export import export_chips  # upward; needs the torch extra
+
+        manifest: Path = export_chips(self, bands, out_dir, **options)
         return manifest
 
     # -- saving ----------------------------------------------------------------------
@@ -806,24 +820,6 @@ class Collection:
         target = local_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
-
-
-def _module(name: str) -> ModuleType:
-    """A module above the collection (``rasteret.analysis``, ``rasteret.torch.*``),
-    imported when one of its entry points is called.
-
-    Those modules take a Collection, so the collection reaches them by name at call
-    time rather than by an import statement: the import graph keeps one direction, the
-    import-linter contracts see no cycle, and ``import rasteret`` never loads torch.
-    Without the ``torch`` extra this raises the ImportError naming the missing package.
-    """
-    return importlib.import_module(name)
-
-
-def _torch_module(name: str) -> ModuleType:
-    """``rasteret.torch.<name>``, imported when a TorchGeo entry point is called (see
-    :func:`_module`)."""
-    return _module(f"rasteret.torch.{name}")
 
 
 def _expression_mask(table: pa.Table, expression: pc.Expression) -> pa.ChunkedArray:
