@@ -8,9 +8,18 @@ import pytest
 
 from testbed.servers import MotoServer, NginxServer
 
+#: The session's server fixtures: a test that needs one, directly or through another
+#: fixture, is an end-to-end test on the local servers (marked ``integration``).
+SERVER_FIXTURES = frozenset({"nginx_server", "moto_server"})
+
 
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``network`` unless RASTERET_NETWORK_TESTS=1."""
+    """Mark tests on the session's servers ``integration`` (modules that start servers
+    of their own mark themselves), and skip tests marked ``network`` unless
+    RASTERET_NETWORK_TESTS=1."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     if os.environ.get("RASTERET_NETWORK_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="needs the real cloud (set RASTERET_NETWORK_TESTS=1)")

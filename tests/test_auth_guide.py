@@ -59,6 +59,9 @@ from testbed.scenes import stac_collection
 from testbed.servers import MotoServer
 from testbed.stac import StacApiServer
 
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
+
 rasterio = pytest.importorskip("rasterio")
 
 ROOT = Path(__file__).parents[1]

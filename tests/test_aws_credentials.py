@@ -14,6 +14,9 @@ import rasteret
 from rasteret.errors import AccessDeniedError, ConfigurationError
 from testbed.servers import MotoServer
 
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
+
 rasterio = pytest.importorskip("rasterio")
 
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)}

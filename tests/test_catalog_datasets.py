@@ -21,6 +21,9 @@ from testbed.auth_servers import AzuriteServer, CredentialEndpoints
 from testbed.scenes import stac_collection
 from testbed.stac import StacApiServer
 
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
+
 STAC = Path(__file__).parent / "data" / "stac"
 COG = "profile=cloud-optimized"
 

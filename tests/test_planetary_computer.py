@@ -16,6 +16,9 @@ from rasteret.io import cloud_config
 from testbed.auth_servers import AzuriteServer, CredentialEndpoints
 from testbed.stac import StacApiServer
 
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
+
 rasterio = pytest.importorskip("rasterio")
 
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)}

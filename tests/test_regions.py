@@ -13,6 +13,9 @@ from rasteret.errors import ConfigurationError, RegionMismatchError
 from rasteret.io import regions
 from testbed.auth_servers import WrongRegionStub
 
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
+
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)}
 SECRET = "FAKE-SECRET-region-test-9Zq"
 

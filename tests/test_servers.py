@@ -8,7 +8,12 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from testbed.servers import AccessRecord, LatencyProxy, NginxServer
+
+# These tests start local servers of their own: end to end.
+pytestmark = pytest.mark.integration
 
 
 def test_nginx_serves_ranges_and_logs_them(nginx_server):
