@@ -12,7 +12,7 @@ STAMP311 := $(VENV311)/.installed
 # Test files left out of the 3.11 run (--ignore) if `make test` outgrows the CI budget
 # of 25 minutes on 2 cores. None today: measured on a shared, loaded 2-core machine,
 # the fresh .venv311 takes about 2 min and the 3.11 core run 4.5 min (the slowest file,
-# tests/test_gdal_conformance.py, 1.6 min of it), beside ~3 min for .venv and ~8 min
+# tests/read/test_gdal_conformance.py, 1.6 min of it), beside ~3 min for .venv and ~8 min
 # for the main suite.
 CORE311_SKIP :=
 AZURITE := .cache/azurite/node_modules/.bin/azurite-blob

@@ -70,7 +70,7 @@ def test_obstore_provider_with_the_token_url_fails_and_the_guide_shows_it():
     with pytest.raises(ValueError) as caught:
         PlanetaryComputerCredentialProvider(GUIDE_TOKEN_API)
     first_line = str(caught.value).splitlines()[0]
-    guide = (Path(__file__).parents[1] / "docs" / "authentication.md").read_text()
+    guide = (Path(__file__).parents[2] / "docs" / "authentication.md").read_text()
     assert first_line in guide
     assert f'rasteret.PlanetaryComputerSas("{GUIDE_TOKEN_API}")' in guide
 

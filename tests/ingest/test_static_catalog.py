@@ -187,7 +187,7 @@ def test_corrupt_json_names_the_document(scenes, tmp_path):
 
 
 def test_the_guides_static_catalog_example_runs(tmp_path, monkeypatch, capsys):
-    guide = (Path(__file__).parents[1] / "docs" / "collections.md").read_text()
+    guide = (Path(__file__).parents[2] / "docs" / "collections.md").read_text()
     after = guide.split("A complete example, runnable as is", 1)[1]
     code = after.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))

@@ -24,7 +24,7 @@ from testbed.stac import StacApiServer
 # These tests start local servers of their own: end to end.
 pytestmark = pytest.mark.integration
 
-STAC = Path(__file__).parent / "data" / "stac"
+STAC = Path(__file__).parents[1] / "data" / "stac"
 COG = "profile=cloud-optimized"
 
 # dataset id -> (recorded item, provider, region)

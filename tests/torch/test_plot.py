@@ -99,7 +99,7 @@ def test_demo_png_is_made_of_plots(collection):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "training_examples" / "demo.py"
+    path = Path(__file__).parents[2] / "training_examples" / "demo.py"
     spec = importlib.util.spec_from_file_location("demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("lightning")
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.torch
 
 

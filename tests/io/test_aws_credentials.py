@@ -159,5 +159,5 @@ def test_boto3_is_a_core_dependency():
     import tomllib
     from pathlib import Path
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert any(dep.startswith("boto3") for dep in project["project"]["dependencies"])

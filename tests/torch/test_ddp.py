@@ -43,7 +43,7 @@ NAME = "ddp"
 BANDS = ["B04", "B08"]
 CHIP = 128
 FAST_RETRY = {"max_retries": 0, "retry_timeout": dt.timedelta(seconds=5)}
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def chip_key(xmin, ymax, seconds):

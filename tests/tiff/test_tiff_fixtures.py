@@ -12,7 +12,7 @@ import tifffile
 import rasteret
 from rasteret.errors import UnsupportedTiffError
 
-DATA = Path(__file__).parent / "data" / "tiff"
+DATA = Path(__file__).parents[1] / "data" / "tiff"
 FILES = sorted(p for p in DATA.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
 # Files rasteret refuses on purpose, with the feature named in the error.
 REFUSED = {"logluv-3c-16b.tiff": "LogLuv|34676"}
