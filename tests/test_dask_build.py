@@ -21,7 +21,7 @@ import pytest
 
 import rasteret
 from rasteret.errors import ForkAfterIOError, IndexingError
-from rasteret.ingest import distributed
+from rasteret.ingest import builder, parts, tasks
 from rasteret.io.backend import RetryPolicy
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
@@ -251,8 +251,8 @@ def test_forked_workers_after_io_raise_a_clear_error(scenes, backend, tmp_path):
 def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypatch):
     """Tasks go out while the source is still being read, never more than
     TASKS_IN_FLIGHT at once, and with on_error="raise" a failure stops the build."""
-    monkeypatch.setattr(distributed, "TASKS_IN_FLIGHT", 2)
-    monkeypatch.setattr(distributed, "STAGED_AHEAD", 1)  # each task goes out once written
+    monkeypatch.setattr(builder, "TASKS_IN_FLIGHT", 2)
+    monkeypatch.setattr(tasks, "STAGED_AHEAD", 1)  # each task goes out once written
     table = table_of(scenes).drop_columns(["quality"])
     local = pa.Table.from_pylist([
         {**row, "B04": str(s.files["B04"]), "B08": str(s.files["B08"])}
@@ -286,7 +286,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
                                 geometry_column=None, used={"id", "datetime", "B04", "B08"})
 
     with ThreadPoolExecutor(2) as pool:
-        built = distributed.build_collection_on(
+        built = builder.build_collection(
             records(), manifest={"dataset_id": None},
             options=BuildOptions(name="w", workspace_dir=tmp_path, progress=False,
                                  executor=Watching(pool), batch_size=BATCH))
@@ -301,7 +301,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
 
 
 def test_schemas_of_batches_merge_as_one_process_types_them():
-    merge = distributed.merge_schemas
+    merge = parts.merge_schemas
     a = pa.schema([("id", pa.string()), ("q", pa.null()), ("n", pa.int64())])
     b = pa.schema([("id", pa.string()), ("q", pa.float64()), ("n", pa.float64()),
                    ("s", pa.string())])
@@ -349,9 +349,9 @@ def test_tasks_go_out_by_reference_whatever_their_size(scenes, tmp_path):
             self.inner, self.batch = inner, batch
 
         def submit(self, fn, /, *args, **kwargs):
-            if getattr(fn, "func", None) is distributed.index_task:
+            if getattr(fn, "func", None) is tasks.index_task:
                 sizes.setdefault(self.batch, []).append(len(pickle.dumps(args)))
-                assert isinstance(args[0], distributed.TaskRef)
+                assert isinstance(args[0], tasks.TaskRef)
             return self.inner.submit(fn, *args, **kwargs)
 
     local = table_of(scenes)
@@ -382,7 +382,7 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
     from rasteret.ingest.records import SceneRecord
     from rasteret.workspace import LocalTaskArea
 
-    monkeypatch.setattr(distributed, "STAGED_AHEAD", 3)
+    monkeypatch.setattr(tasks, "STAGED_AHEAD", 3)
     active, most = [0], [0]
     lock = threading.Lock()
 
@@ -397,11 +397,11 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
                 active[0] -= 1
 
     area = Slow(tmp_path / "area")
-    tasks = [distributed.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)],
+    made = [tasks.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)],
                                    f"scenes {i}".encode()) for i in range(7)]
     refs = []
-    for ref in distributed.staged(area, tasks):
-        assert area.get(distributed.scenes_name(ref.key)) == f"scenes {ref.key[1:]}".encode()
+    for ref in tasks.staged(area, made):
+        assert area.get(tasks.scenes_name(ref.key)) == f"scenes {ref.key[1:]}".encode()
         refs.append(ref.key)
     assert refs == [f"k{i}" for i in range(7)] and most[0] == 3
 
@@ -410,7 +410,7 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
             raise rasteret.errors.AccessDeniedError(f"may not write {name}")
 
     with pytest.raises(rasteret.errors.AccessDeniedError, match="k0"):
-        list(distributed.staged(Denied(tmp_path / "denied"), tasks))
+        list(tasks.staged(Denied(tmp_path / "denied"), made))
 
 
 def test_task_scenes_round_trip_through_json_to_the_same_rows():
