@@ -472,8 +472,7 @@ class ObjectWorkspace(Workspace):
         """Where the tasks of a build of ``name`` keep their scenes and finished
         batches: ``<workspace>/_rasteret/builds/<name>/`` (outside the collection's
         folder, so readers of the folder never see them)."""
-        return ObjectTaskArea(self.url_of(f"{MANIFEST_DIR}/builds/{check_name(name)}"),
-                              self.backend)
+        return ObjectTaskArea(self, self.url_of(f"{MANIFEST_DIR}/builds/{check_name(name)}"))
 
     def write_manifest(self, name: str, head: dict[str, Any],
                        previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
@@ -640,34 +639,48 @@ class ObjectDraft(Draft):
 
 
 class ObjectTaskArea(TaskArea):
-    """The files of a build's tasks (their scenes, their finished
-    batches) under a prefix of an object store (each put is whole or absent).
+    """The files of a build's tasks (their scenes, their finished batches) under a
+    prefix of an object-store workspace (each put is whole or absent).
 
     Attributes:
+        workspace: The workspace.
         url: The prefix.
-        backend: The stores and credentials used.
     """
 
-    def __init__(self, url: str, backend: Backend) -> None:
+    def __init__(self, workspace: ObjectWorkspace, url: str) -> None:
+        self.workspace = workspace
         self.url = url
-        self.backend = backend
 
     def put(self, name: str, data: bytes) -> None:
-        """Store the file ``name``."""
-        put_object(self.backend, f"{self.url}/{check_name(name)}", data)
+        """Store the file ``name``.
+
+        Raises:
+            AccessDeniedError: The backend may not write the workspace.
+        """
+        try:
+            put_object(self.workspace.backend, f"{self.url}/{check_name(name)}", data)
+        except AccessDeniedError as exc:
+            raise self.workspace.denied(exc) from None
 
     def get(self, name: str) -> bytes | None:
-        """The file ``name``, or None when it was not written."""
+        """The file ``name``, or None when it was not written.
+
+        Raises:
+            AccessDeniedError: The backend may not read the workspace.
+        """
         try:
-            return get_object(self.backend, f"{self.url}/{check_name(name)}")[0]
+            return get_object(self.workspace.backend, f"{self.url}/{check_name(name)}")[0]
         except ObjectNotFoundError:
             return None
+        except AccessDeniedError as exc:
+            raise self.workspace.denied(exc) from None
 
     def clear(self) -> None:
         """Remove every file (after the build was published; best effort)."""
+        backend = self.workspace.backend
         try:
-            found = list_objects(self.backend, self.url)
-            delete_objects(self.backend, [f"{self.url}/{item.name}" for item in found])
+            found = list_objects(backend, self.url)
+            delete_objects(backend, [f"{self.url}/{item.name}" for item in found])
         except RasteretError as exc:
             log.warning("the batches of a finished build under %s were not removed: %s",
                         self.url, exc)
