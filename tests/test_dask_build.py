@@ -447,3 +447,110 @@ def test_task_scenes_round_trip_through_json_to_the_same_rows():
     assert decoded[0].datetime == when and decoded[0].bands == records[0].bands
     empty: list[dict[str, dict | None]] = [{}, {}]
     assert records_to_table(decoded, empty).equals(records_to_table(records, empty))
+
+
+# -- one engine: in this process or on an executor ----------------------------------------
+def local_table(scenes, missing=None):
+    """The scenes as a table of local paths; one asset is ``missing`` when given."""
+    rows = [{"id": s.id, "datetime": s.datetime, "B04": str(s.files["B04"]),
+             "B08": str(s.files["B08"])} for s in scenes]
+    if missing is not None:
+        rows[5]["B08"] = str(missing)
+    return pa.Table.from_pylist(rows)
+
+
+def build_local(scenes, workspace, *, name="e", missing=None, **kwargs):
+    return rasteret.build_from_table(
+        local_table(scenes, missing), name=name, href_columns=["B04", "B08"],
+        workspace_dir=workspace, progress=False, batch_size=BATCH, **kwargs)
+
+
+class Interrupted(Exception):
+    """Stands for whatever stops a build: Ctrl-C, a lost worker, a full disk."""
+
+
+def interrupt_after(monkeypatch, finished):
+    """Stop the build at its task number ``finished + 1`` (and any task after it)."""
+    original = tasks.index_batch
+    calls = []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > finished:
+            raise Interrupted(f"stopped at task {len(calls)}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "index_batch", stopping)
+
+
+def test_one_process_build_runs_the_same_tasks_as_an_executor_build(scenes, tmp_path,
+                                                                   monkeypatch):
+    from rasteret.ingest.executor import InProcessExecutor
+
+    in_process = []
+
+    class Counting(InProcessExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            in_process.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(builder, "InProcessExecutor", Counting)
+    alone = build_local(scenes, tmp_path / "one")
+    with ThreadPoolExecutor(2) as pool:
+        executor = Recording(pool)
+        on_pool = build_local(scenes, tmp_path / "pool", executor=executor)
+    assert_same_collection(on_pool, alone)
+    # 7 index tasks and one part task either way, and the same parts.
+    assert len(in_process) == executor.submitted == 8
+    assert sorted(p.name for p in (tmp_path / "one" / "e").iterdir()) == sorted(
+        p.name for p in (tmp_path / "pool" / "e").iterdir())
+
+
+@pytest.mark.parametrize("first", ["one process", "executor"])
+def test_a_build_resumes_the_finished_tasks_of_the_other_engine(scenes, tmp_path,
+                                                                monkeypatch, first):
+    """One resume format: the finished batches in the task area, whoever wrote them."""
+    reference = build_local(scenes, tmp_path / "reference")
+    monkeypatch.setattr(builder, "IN_PROCESS_TASKS", 1)  # tasks in order, one at a time
+    workspace = tmp_path / "ws"
+    with monkeypatch.context() as patch, ThreadPoolExecutor(1) as pool:
+        interrupt_after(patch, 3)
+        on = {"executor": pool} if first == "executor" else {}
+        with pytest.raises(Interrupted, match="task 4"):
+            build_local(scenes, workspace, **on)
+    assert not (workspace / "e").exists()
+    assert len(list((workspace / ".e.tasks").glob("*.parquet"))) == 3
+    stats = rasteret.FetchStats()
+    with ThreadPoolExecutor(2) as pool:
+        other = {} if first == "executor" else {"executor": pool}
+        resumed = build_local(scenes, workspace, stats=stats, **other)
+    assert_same_collection(resumed, reference)
+    # The three finished tasks (12 assets) were not redone.
+    assert stats.requests == 28 - 3 * 4
+    assert not (workspace / ".e.tasks").exists()
+
+
+def test_one_failure_report_whatever_the_engine(scenes, tmp_path):
+    """The same failures table, one warning naming the caller's line, and the same
+    IndexingError with on_error="raise", in one process or on an executor."""
+    missing = tmp_path / "missing.tif"
+    reports = {}
+    for engine in ("one process", "executor"):
+        with ThreadPoolExecutor(2) as pool:
+            on = {"executor": pool} if engine == "executor" else {}
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                built = build_local(scenes, tmp_path / engine, missing=missing,
+                                    on_error="skip", **on)
+            with pytest.raises(IndexingError) as raised:
+                build_local(scenes, tmp_path / engine, name="r", missing=missing, **on)
+        left_out = [w for w in caught if "could not be indexed" in str(w.message)]
+        assert len(left_out) == 1 and "1 asset(s)" in str(left_out[0].message)
+        assert left_out[0].filename == __file__
+        assert [f.href for f in raised.value.failures] == [str(missing)]
+        assert not (tmp_path / engine / "r").exists()
+        reports[engine] = ([{k: v for k, v in row.items() if k != "message"}
+                            for row in built.failures.to_pylist()],
+                           built.manifest["failures"], len(built))
+    assert reports["one process"] == reports["executor"]
+    assert reports["executor"][1:] == (1, 13)

@@ -303,8 +303,8 @@ def build_from_table(
         geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
             (optional: without it, footprints come from the headers).
         backend, workspace_dir, force, on_error, max_concurrent, progress, stats,
-        executor, batch_size: See :func:`build_from_stac` (with ``executor``, the
-            rows are turned into tasks a record batch at a time).
+        executor, batch_size: See :func:`build_from_stac` (the rows are turned into
+            tasks a record batch at a time).
     """
     arrow = _as_arrow(table)
     columns = set(arrow.column_names)
