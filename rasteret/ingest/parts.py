@@ -27,8 +27,8 @@ _SCALARS = {pa.bool_(), pa.int64(), pa.float64(), pa.string()}
 
 
 def _merged_type(name: str, current: pa.DataType, other: pa.DataType) -> pa.DataType:
-    """The type of column ``name`` over two batches, as one process would have typed
-    the values of both (ints and floats: float; other mixed scalars: text)."""
+    """The type of column ``name`` over two batches, as one table of all the scenes
+    would type the values of both (ints and floats: float; other mixed scalars: text)."""
     if current == other or pa.types.is_null(other):
         return current
     if pa.types.is_null(current):
@@ -43,7 +43,7 @@ def _merged_type(name: str, current: pa.DataType, other: pa.DataType) -> pa.Data
 
 def merge_schemas(current: pa.Schema | None, other: pa.Schema) -> pa.Schema:
     """``current`` widened by the columns and types of ``other`` (columns in order of
-    first appearance, as concatenating the batches in one process gives)."""
+    first appearance, as concatenating the batches gives)."""
     if current is None:
         return other
     fields = {field.name: field for field in current}
@@ -57,7 +57,8 @@ def merge_schemas(current: pa.Schema | None, other: pa.Schema) -> pa.Schema:
 
 
 def final_schema(schema: pa.Schema) -> pa.Schema:
-    """Columns without a value in any batch are booleans, as in one process."""
+    """Columns without a value in any batch are booleans, as one table of all the
+    scenes would type them."""
     return pa.schema([field.with_type(pa.bool_()) if pa.types.is_null(field.type) else field
                       for field in schema])
 

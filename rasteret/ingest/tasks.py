@@ -192,8 +192,8 @@ def check_process() -> None:
 
 def _nulls_untyped(table: pa.Table, bands: set[str]) -> pa.Table:
     """Property columns without a value get the null type, so merging them with the
-    same column of another batch takes that batch's type (a build in one process
-    types a property only from the values it sees)."""
+    same column of another batch takes that batch's type (a property is typed only
+    from the values the whole build sees)."""
     base = {field.name for field in BASE_FIELDS}
     for index, field in enumerate(table.schema):
         if (field.name not in base and field.name not in bands and table.num_rows
