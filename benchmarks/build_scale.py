@@ -145,10 +145,12 @@ def child(mode: str, base_url: str, assets: int, workspace: str, batch_size: int
     watch_result_load(peak_before_result)
     before = proc_status("self", "VmRSS")
     reset_peak()
+    # In one process (batch_size 0 here) the build's tasks have the default size.
+    task_size = {"batch_size": batch_size} if batch_size else {}
     start = time.perf_counter()
     collection = rasteret.build_from_table(
         table, name="scale", href_columns=list(BANDS), workspace_dir=workspace,
-        progress=False, executor=executor, batch_size=batch_size)
+        progress=False, executor=executor, **task_size)
     seconds = time.perf_counter() - start
     report(build_s=seconds, rss_before=before, driver_peak=proc_status("self", "VmHWM"),
            build_peak=peak_before_result[0],

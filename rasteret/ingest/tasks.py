@@ -275,7 +275,6 @@ def index_batch(
     return kept, kept_bands, failures
 
 
-
 def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnError,
                max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> TaskOutcome:
     """Index one task's scenes, read from ``area``, and store them as a batch there
