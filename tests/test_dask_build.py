@@ -554,3 +554,14 @@ def test_one_failure_report_whatever_the_engine(scenes, tmp_path):
                            built.manifest["failures"], len(built))
     assert reports["one process"] == reports["executor"]
     assert reports["executor"][1:] == (1, 13)
+
+
+def test_scene_ids_repeated_across_tasks_are_refused(scenes, tmp_path):
+    table = local_table(scenes)
+    ids = table["id"].to_pylist()
+    ids[-1] = ids[0]  # the first and the last task share a scene id
+    table = table.set_column(0, "id", pa.array(ids))
+    with pytest.raises(rasteret.errors.ConfigurationError, match="not unique"):
+        rasteret.build_from_table(table, name="dup", href_columns=["B04", "B08"],
+                                  workspace_dir=tmp_path, progress=False, batch_size=BATCH)
+    assert not (tmp_path / "dup").exists()
