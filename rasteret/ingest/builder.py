@@ -94,16 +94,17 @@ def open_build(options: BuildOptions) -> tuple[Backend, Workspace, Collection | 
 
 
 def run_tasks(executor: Executor, task: Callable[[A], T], arguments: Iterable[A],
-              collect: Callable[[int, T], None]) -> int:
+              collect: Callable[[int, T], None], *, in_flight: int | None = None) -> int:
     """Run ``task`` on each of ``arguments`` (consumed lazily) with at most
-    :data:`TASKS_IN_FLIGHT` tasks pending, passing each result with its argument's
-    number to ``collect`` as it arrives.
+    ``in_flight`` (default :data:`TASKS_IN_FLIGHT`) tasks pending, passing each
+    result with its argument's number to ``collect`` as it arrives.
 
     On the first error, the pending tasks are cancelled and the error is raised.
 
     Returns:
         The number of tasks run.
     """
+    limit = TASKS_IN_FLIGHT if in_flight is None else in_flight
     pending: dict[Future[T], int] = {}
 
     def drain(until: int) -> None:
@@ -115,7 +116,7 @@ def run_tasks(executor: Executor, task: Callable[[A], T], arguments: Iterable[A]
     count = 0
     try:
         for number, argument in enumerate(arguments):
-            drain(TASKS_IN_FLIGHT - 1)
+            drain(limit - 1)
             # One positional argument: executors that take keywords of their own
             # (Dask's submit has workers=, retries=...) never see ours.
             pending[executor.submit(task, argument)] = number
@@ -241,20 +242,24 @@ def build_collection(
     if existing is not None:
         return existing
     if options.executor is not None:
-        _build_on(options.executor, options.max_concurrent, records, manifest, options,
-                  backend, workspace)
+        _build_on(options.executor, records, manifest, options, backend, workspace,
+                  max_concurrent=options.max_concurrent, parts_at_once=None)
     else:
         with InProcessExecutor(IN_PROCESS_TASKS) as executor:
-            _build_on(executor, executor.share_of(options.max_concurrent), records,
-                      manifest, options, backend, workspace)
+            # Parts one at a time: a part is the largest thing a task holds, and here
+            # every task's memory is this process's.
+            _build_on(executor, records, manifest, options, backend, workspace,
+                      max_concurrent=executor.share_of(options.max_concurrent),
+                      parts_at_once=1)
     return load(options.name, workspace_dir=options.workspace_dir, backend=backend)
 
 
-def _build_on(executor: Executor, max_concurrent: int, records: Iterable[SceneRecord],
-              manifest: dict[str, Any], options: BuildOptions, backend: Backend,
-              workspace: Workspace) -> None:
+def _build_on(executor: Executor, records: Iterable[SceneRecord], manifest: dict[str, Any],
+              options: BuildOptions, backend: Backend, workspace: Workspace, *,
+              max_concurrent: int, parts_at_once: int | None) -> None:
     """Index ``records`` on ``executor`` (``max_concurrent`` headers per task) and
-    publish them, reporting the failures."""
+    publish them (``parts_at_once`` part tasks pending at most; None: as many as
+    index tasks), reporting the failures."""
     name = options.name
     area = workspace.task_area(name)
     ledger = Ledger(progress_bar(desc=f"Indexing {name}", unit="asset",
@@ -285,16 +290,17 @@ def _build_on(executor: Executor, max_concurrent: int, records: Iterable[SceneRe
         "failures": failures.num_rows,
     }
     _publish(executor, workspace, area, plan_parts(ledger.rows, storage.ROWS_PER_PART),
-             schema=schema, manifest=manifest, failures=failures, force=options.force)
+             schema=schema, manifest=manifest, failures=failures, force=options.force,
+             parts_at_once=parts_at_once)
     area.clear()
     report_failures(name, failures)
 
 
 def _publish(executor: Executor, workspace: Workspace, area: TaskArea,
              parts: list[list[BatchSlice]], *, schema: pa.Schema, manifest: dict[str, Any],
-             failures: pa.Table, force: bool) -> None:
+             failures: pa.Table, force: bool, parts_at_once: int | None) -> None:
     """Write ``parts`` from the batches in ``area`` as a draft of ``workspace`` (on
-    ``executor``) and commit it."""
+    ``executor``, ``parts_at_once`` pending at most) and commit it."""
     name = manifest["name"]
     draft = workspace.draft(name, replace=force)
     entries: list[list[dict[str, Any]]] = [[] for _ in parts]
@@ -305,7 +311,7 @@ def _publish(executor: Executor, workspace: Workspace, area: TaskArea,
     try:
         run_tasks(executor, partial(write_part, draft, area=area, schema=schema,
                                     manifest=manifest, failures=failures),
-                  enumerate(parts), collect)
+                  enumerate(parts), collect, in_flight=parts_at_once)
     except BaseException:
         draft.discard(len(parts))
         raise

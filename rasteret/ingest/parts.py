@@ -128,16 +128,20 @@ def write_part(draft: Draft, part: tuple[int, list[BatchSlice]], *, area: TaskAr
     """
     check_process()
     index, slices = part
-    tables = []
-    for piece in slices:
-        data = area.get(batch_name(piece.key))
-        if data is None:
-            raise CollectionConflictError(
-                f"batch {piece.key} of this build is gone from its task area: another "
-                f"build of collection {manifest.get('name')!r} finished and removed it; "
-                "load that collection, or run this build again")
-        batch = pq.read_table(pa.BufferReader(data)).slice(piece.start, piece.rows)
-        tables.append(_conform(batch, schema))
-    table = pa.concat_tables(tables).sort_by([("datetime", "ascending"), ("id", "ascending")])
+    # The unsorted rows are dropped once sorted: a part is held once while written.
+    table = pa.concat_tables([_read_slice(area, piece, schema, manifest) for piece in slices])
+    table = table.sort_by([("datetime", "ascending"), ("id", "ascending")])
     return draft.write_parts({index: with_metadata(table, manifest,
                                                    failures if index == 0 else None)})
+
+
+def _read_slice(area: TaskArea, piece: BatchSlice, schema: pa.Schema,
+                manifest: dict[str, Any]) -> pa.Table:
+    """The rows ``piece`` of a batch in ``area``, conformed to ``schema``."""
+    data = area.get(batch_name(piece.key))
+    if data is None:
+        raise CollectionConflictError(
+            f"batch {piece.key} of this build is gone from its task area: another "
+            f"build of collection {manifest.get('name')!r} finished and removed it; "
+            "load that collection, or run this build again")
+    return _conform(pq.read_table(pa.BufferReader(data)).slice(piece.start, piece.rows), schema)
