@@ -516,7 +516,7 @@ def test_a_build_resumes_the_finished_tasks_of_the_other_engine(scenes, tmp_path
     with monkeypatch.context() as patch, ThreadPoolExecutor(1) as pool:
         interrupt_after(patch, 3)
         on = {"executor": pool} if first == "executor" else {}
-        with pytest.raises(Interrupted, match="task 4"):
+        with pytest.raises(Interrupted):
             build_local(scenes, workspace, **on)
     assert not (workspace / "e").exists()
     assert len(list((workspace / ".e.tasks").glob("*.parquet"))) == 3
