@@ -128,7 +128,6 @@ class TaskOutcome:
         assets: Assets the task covered.
         schema: Its batch's Arrow schema (None when no batch was written).
         failures: Its assets that could not be indexed.
-        resumed: The batch was found finished and not indexed again.
         stats: Requests, bytes and retries of the indexing.
     """
 
@@ -137,7 +136,6 @@ class TaskOutcome:
     assets: int
     schema: pa.Schema | None
     failures: list[IndexFailure]
-    resumed: bool
     stats: FetchStats
 
 
@@ -215,7 +213,7 @@ def _outcome_of_batch(data: bytes, task: TaskRef) -> TaskOutcome | None:
         metadata = dict(schema.metadata or {})
         metadata.pop(TASK_KEY)
         return TaskOutcome(task.key, int(recorded["scenes"]), task.assets,
-                           schema.with_metadata(metadata), failures, True, FetchStats())
+                           schema.with_metadata(metadata), failures, FetchStats())
     except (pa.ArrowException, KeyError, TypeError, ValueError):
         return None
 
@@ -260,7 +258,7 @@ def index_batch(
         that failed (a scene with a failed band is left out).
     """
     parsed = run_sync(index_hrefs(_hrefs(batch), backend=backend,
-                                  max_concurrent=max_concurrent, progress=False, stats=stats))
+                                  max_concurrent=max_concurrent, stats=stats))
     kept: list[SceneRecord] = []
     kept_bands: list[dict[str, Any]] = []
     failures: list[IndexFailure] = []
@@ -309,7 +307,7 @@ def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnE
     kept, kept_bands, failures = index_batch(
         records, backend=backend, max_concurrent=max_concurrent, stats=stats)
     if failures and on_error == "raise":
-        return TaskOutcome(task.key, 0, task.assets, None, failures, False, stats)
+        return TaskOutcome(task.key, 0, task.assets, None, failures, stats)
     bands = {band for record in records for band in record.bands}
     table = _nulls_untyped(records_to_table(kept, kept_bands), bands)
     recorded = {"key": task.key, "scenes": table.num_rows,
@@ -317,7 +315,7 @@ def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnE
     schema = table.schema
     area.put(batch_name(task.key), parquet_bytes(table.replace_schema_metadata(
         {**(schema.metadata or {}), TASK_KEY: json.dumps(recorded).encode()})))
-    return TaskOutcome(task.key, table.num_rows, task.assets, schema, failures, False, stats)
+    return TaskOutcome(task.key, table.num_rows, task.assets, schema, failures, stats)
 
 
 def staged(area: TaskArea, tasks: Iterable[IndexTask]) -> Iterator[TaskRef]:
