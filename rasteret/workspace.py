@@ -132,7 +132,6 @@ class StoredCollection:
         return self.source.take(np.arange(self.source.num_rows))
 
 
-
 class TaskArea(Protocol):
     """Where a build keeps its tasks' files (their scenes, their finished batches),
     each file written whole or not at all; what survives a killed build is what the
