@@ -107,7 +107,6 @@ def build_from_stac(
         executor=executor, batch_size=batch_size))
 
 
-
 def _stac_manifest(dataset_id: str | None, stac_api: str, collection: str | None, *,
                    bbox: Sequence[float] | None, date_range: tuple[Any, Any] | None,
                    query: Mapping[str, Any] | None,
@@ -190,7 +189,6 @@ def build(
         max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
         executor=executor, batch_size=batch_size,
     )
-
 
 
 def _dataset_source(
