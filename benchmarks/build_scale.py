@@ -18,9 +18,11 @@ start are not counted) and that peak's growth, the returned collection's table i
 and the peak growth of loading it in a fresh process, and with Dask each worker's peak.
 The last rows are slopes per 10,000 assets.
 
-In one process the build holds every parsed header until it writes. With the executor
-the driver writes each task's scenes to the task area and submits only the task's key
-and size; per finished task it keeps its key, row count and failures. What Dask keeps
+Both are one engine: in one process the tasks run on an in-process executor (a few
+at once, in threads sharing the process's I/O loop). The driver writes each task's
+scenes to the task area and submits only the task's key and size; per finished task
+it keeps its key, row count and failures. In one process the driver's growth is
+therefore also the working set of the tasks running at once. What Dask keeps
 on the driver is bounded: its batched streams (client to scheduler, and, on a
 LocalCluster whose scheduler runs in the driver, scheduler to each worker) each keep
 their last ``distributed.admin.low-level-log-length`` (1,000) batches of messages for
@@ -108,14 +110,13 @@ def _worker_peak() -> int:
 def watch_result_load(peaks: list[int]) -> None:
     """Record in ``peaks`` the driver's peak (VmHWM) when the build, having published
     the collection, loads it to return it: the build's own peak, without its result."""
-    from rasteret.ingest import builder, distributed
+    from rasteret.ingest import builder
 
-    for module in (builder, distributed):
-        def load(*args: Any, _load: Any = module.load, **kwargs: Any) -> Any:
-            peaks.append(proc_status("self", "VmHWM"))
-            return _load(*args, **kwargs)
+    def load(*args: Any, _load: Any = builder.load, **kwargs: Any) -> Any:
+        peaks.append(proc_status("self", "VmHWM"))
+        return _load(*args, **kwargs)
 
-        module.load = load  # type: ignore[attr-defined]
+    builder.load = load  # type: ignore[assignment]
 
 
 # -- the driver: one build in a fresh process ------------------------------------------------
@@ -144,10 +145,12 @@ def child(mode: str, base_url: str, assets: int, workspace: str, batch_size: int
     watch_result_load(peak_before_result)
     before = proc_status("self", "VmRSS")
     reset_peak()
+    # In one process (batch_size 0 here) the build's tasks have the default size.
+    task_size = {"batch_size": batch_size} if batch_size else {}
     start = time.perf_counter()
     collection = rasteret.build_from_table(
         table, name="scale", href_columns=list(BANDS), workspace_dir=workspace,
-        progress=False, executor=executor, batch_size=batch_size)
+        progress=False, executor=executor, **task_size)
     seconds = time.perf_counter() - start
     report(build_s=seconds, rss_before=before, driver_peak=proc_status("self", "VmHWM"),
            build_peak=peak_before_result[0],
@@ -265,7 +268,7 @@ def main() -> None:
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     linked_assets(data, max(sizes))
-    from rasteret.ingest.distributed import TASKS_IN_FLIGHT
+    from rasteret.ingest.builder import TASKS_IN_FLIGHT
 
     builds: list[tuple[str, int | None]] = [(ONE, None)] + [
         (f"dask 2 workers, {int(b)}/task", int(b)) for b in args.batch_sizes.split(",") if b]

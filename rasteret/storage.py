@@ -125,11 +125,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def collection_path(name: str, workspace: str | os.PathLike[str] | None = None) -> Path:
-    """Where the collection ``name`` lives in the workspace."""
-    return workspace_dir(workspace) / check_name(name)
-
-
 def _crs84() -> str:
     from pyproj import CRS
 
@@ -325,14 +320,6 @@ def read_folder_metadata(folder: Path) -> tuple[dict[str, Any], pa.Table]:
         return manifest, failures
     metadata = pq.read_schema(folder / FIRST_PART).metadata
     return manifest_from_metadata(metadata), failures_from_metadata(metadata)
-
-
-def read_parts(paths: list[Path]) -> pa.Table:
-    """The rows of the local Parquet files ``paths``, in order, read in parallel (a
-    dataset is several times faster than one file after another)."""
-    import pyarrow.dataset as pads
-
-    return pads.dataset([str(p) for p in paths], format="parquet").to_table()
 
 
 #: Decoded row groups of heavy columns a process keeps (least recently used first out).

@@ -1,8 +1,10 @@
 """Workspaces: where collections are saved, a local folder or an object-store prefix.
 
-Both kinds offer the same verbs (``exists``, ``names``, ``read``, ``publish``,
-``delete``); builds, :func:`rasteret.load`, :func:`rasteret.list_collections` and
-:func:`rasteret.delete_collection` go through them.
+Both kinds implement :class:`Workspace` (``exists``, ``names``, ``read``, ``draft``,
+``delete``, ``task_area``), with a :class:`Draft` for the version a build writes and a
+:class:`TaskArea` for the files of its tasks; builds, :func:`rasteret.load`,
+:func:`rasteret.list_collections` and :func:`rasteret.delete_collection` go through
+them.
 
 A local workspace (a path or a ``file://`` URL) is a folder of collection folders
 (see :mod:`rasteret.storage`): a build is written to a private staging folder and
@@ -16,9 +18,9 @@ credentials) as the COGs::
     <workspace>/<name>/part-<build>-00000.parquet    the parts of one build
     <workspace>/_rasteret/<name>.json                 the manifest: the parts of the
                                                       current version
-    <workspace>/_rasteret/builds/<name>/<key>.parquet the batches of a distributed
-                                                      build in flight (see
-                                                      rasteret.ingest.distributed)
+    <workspace>/_rasteret/builds/<name>/<key>.parquet the batches of a build in
+                                                      flight (see
+                                                      rasteret.ingest.tasks)
 
 1. A build writes its parts under names carrying its build id (a timestamp and a
    random suffix), so they never overwrite another build's parts.
@@ -41,17 +43,15 @@ The manifest lives outside the folder so that such readers never see it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +77,6 @@ from rasteret.io.objects import (
 )
 from rasteret.io.runtime import run_sync
 from rasteret.storage import (
-    FAILURES_KEY,
     PARQUET_OPTIONS,
     PartsSource,
     check_name,
@@ -90,7 +89,6 @@ from rasteret.storage import (
     publish,
     read_folder_metadata,
     resolve_existing,
-    split_parts,
     staging_dir,
     workspace_dir,
 )
@@ -134,15 +132,86 @@ class StoredCollection:
         return self.source.take(np.arange(self.source.num_rows))
 
 
-def strip_failures(table: pa.Table) -> pa.Table:
-    """Drop the failures a read carries over from the first part's footer: they
-    live in ``Collection.failures``, not in every copy of the schema."""
-    metadata = dict(table.schema.metadata or {})
-    metadata.pop(FAILURES_KEY, None)
-    return table.replace_schema_metadata(metadata)
+class TaskArea(Protocol):
+    """Where a build keeps its tasks' files (their scenes, their finished batches),
+    each file written whole or not at all; what survives a killed build is what the
+    next run resumes from (see :mod:`rasteret.ingest.tasks`)."""
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store the file ``name``."""
+        ...
+
+    def get(self, name: str) -> bytes | None:
+        """The file ``name``, or None when it was not written."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every file (after the build was published)."""
+        ...
 
 
-class LocalWorkspace:
+class Draft(Protocol):
+    """A version of a collection being written: parts first, then one commit makes it
+    visible. It pickles, so a build's tasks write its parts from other processes; the
+    commit stays with the process that drafted it."""
+
+    def write_parts(self, parts: Mapping[int, pa.Table]) -> list[dict[str, Any]]:
+        """Write ``parts`` (part number -> table, metadata attached).
+
+        Returns:
+            Their entries: ``path`` (relative to the workspace), ``rows``, ``size``.
+        """
+        ...
+
+    def commit(self, entries: list[dict[str, Any]], *, scenes: int) -> None:
+        """Publish the parts listed in ``entries`` (``scenes`` rows in all).
+
+        Raises:
+            CollectionConflictError: Another build published the collection first.
+        """
+        ...
+
+    def discard(self, parts: int = 0) -> None:
+        """Remove what was written (parts ``0 .. parts - 1``) after a failure."""
+        ...
+
+
+class Workspace(Protocol):
+    """Where collections are saved: the verbs that builds, :func:`rasteret.load`,
+    :func:`rasteret.list_collections` and :func:`rasteret.delete_collection` use."""
+
+    @property
+    def location(self) -> str:
+        """The folder or URL, as shown in messages."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether the collection ``name`` is saved here."""
+        ...
+
+    def names(self) -> list[str]:
+        """Names of the collections saved here."""
+        ...
+
+    def read(self, name: str) -> StoredCollection | None:
+        """The collection ``name``, or None when there is none."""
+        ...
+
+    def draft(self, name: str, *, replace: bool) -> Draft:
+        """A new version of the collection ``name`` to write parts into and commit
+        (``replace``: it may replace the current version)."""
+        ...
+
+    def delete(self, name: str) -> bool:
+        """Delete the collection ``name``; False when there was none."""
+        ...
+
+    def task_area(self, name: str) -> TaskArea:
+        """Where a build of ``name`` keeps its tasks' files."""
+        ...
+
+
+class LocalWorkspace(Workspace):
     """Collections as folders of Parquet parts under a local folder.
 
     Attributes:
@@ -182,19 +251,6 @@ class LocalWorkspace:
             return None
         return read_folder(folder)
 
-    def publish(self, name: str, table: pa.Table, manifest: dict[str, Any],
-                failures: pa.Table, *, replace: bool) -> None:
-        """Save ``table`` as the collection ``name``: written to a staging folder and
-        renamed into place (replacing the old one, whatever ``replace`` says: a local
-        folder has one writer at a time)."""
-        draft = self.draft(name, replace=replace)
-        try:
-            entries = draft.write_parts(dict(enumerate(split_parts(table, manifest, failures))))
-            draft.commit(entries, scenes=table.num_rows)
-        except BaseException:
-            draft.discard()
-            raise
-
     def draft(self, name: str, *, replace: bool) -> LocalDraft:
         """A new version of the collection ``name``, to write parts into and commit
         (``replace`` is moot: a local folder has one writer at a time)."""
@@ -208,23 +264,18 @@ class LocalWorkspace:
         shutil.rmtree(folder)
         return True
 
-    def progress_dir(self, name: str, fingerprint: str) -> Path:
-        """The private folder a build of ``name`` keeps its finished batches in (one
-        per name: a build of other scenes starts it afresh)."""
-        return self.root / f".{check_name(name)}.partial"
-
     def task_area(self, name: str) -> LocalTaskArea:
-        """Where the tasks of a distributed build of ``name`` keep their finished
+        """Where the tasks of a build of ``name`` keep their scenes and finished
         batches: the private folder ``.<name>.tasks`` (the workers must see this
         folder: the same machine, or a shared file system)."""
         return LocalTaskArea(self.root / f".{check_name(name)}.tasks")
 
 
-class LocalDraft:
+class LocalDraft(Draft):
     """A version of a collection being written: parts go into a private staging
     folder beside the collection, and :meth:`commit` renames it into place.
 
-    It pickles, so the tasks of a distributed build write their parts into it from
+    It pickles, so the tasks of a build write their parts into it from
     other processes (of this machine, or of machines sharing the folder).
 
     Attributes:
@@ -257,8 +308,8 @@ class LocalDraft:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class LocalTaskArea:
-    """The files of a distributed build's tasks (their scenes, their finished
+class LocalTaskArea(TaskArea):
+    """The files of a build's tasks (their scenes, their finished
     batches) in a local folder, each written whole or not at all.
 
     Attributes:
@@ -298,7 +349,7 @@ def read_folder(folder: Path) -> StoredCollection:
     return StoredCollection(PartsSource(parts), manifest, failures, folder, str(folder))
 
 
-class ObjectWorkspace:
+class ObjectWorkspace(Workspace):
     """Collections under a prefix of an object store, published through manifests
     (see the module's docstring for the protocol).
 
@@ -316,18 +367,20 @@ class ObjectWorkspace:
         """The workspace URL, as shown in messages."""
         return self.url
 
-    def _url(self, relative: str) -> str:
+    def url_of(self, relative: str) -> str:
+        """The URL of ``relative``, a path inside the workspace."""
         return f"{self.url}/{relative}"
 
     def manifest_url(self, name: str) -> str:
         """The URL of the manifest of ``name``."""
-        return self._url(f"{MANIFEST_DIR}/{check_name(name)}.json")
+        return self.url_of(f"{MANIFEST_DIR}/{check_name(name)}.json")
 
     def folder_url(self, name: str) -> str:
         """The URL of the folder holding the parts of ``name``."""
-        return self._url(check_name(name))
+        return self.url_of(check_name(name))
 
-    def _denied(self, error: AccessDeniedError) -> AccessDeniedError:
+    def denied(self, error: AccessDeniedError) -> AccessDeniedError:
+        """``error`` again, naming this workspace."""
         return AccessDeniedError(f"workspace {self.url}: {error}")
 
     def _head(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -338,7 +391,7 @@ class ObjectWorkspace:
         except ObjectNotFoundError:
             return None
         except AccessDeniedError as exc:
-            raise self._denied(exc) from None
+            raise self.denied(exc) from None
         head = json.loads(data)
         if (not isinstance(head, dict) or head.get("format") != MANIFEST_FORMAT
                 or not isinstance(head.get("parts"), list) or not head["parts"]):
@@ -356,9 +409,9 @@ class ObjectWorkspace:
     def names(self) -> list[str]:
         """Names of the collections published here (one listing of the manifests)."""
         try:
-            found = list_objects(self.backend, self._url(MANIFEST_DIR))
+            found = list_objects(self.backend, self.url_of(MANIFEST_DIR))
         except AccessDeniedError as exc:
-            raise self._denied(exc) from None
+            raise self.denied(exc) from None
         names = []
         for item in found:
             stem, dot, suffix = item.name.partition(".json")
@@ -381,11 +434,11 @@ class ObjectWorkspace:
             if found is None:
                 return None
             head, version = found
-            urls = [self._url(str(part["path"])) for part in head["parts"]]
+            urls = [self.url_of(str(part["path"])) for part in head["parts"]]
             try:
                 blobs = run_sync(get_objects_async(self.backend, urls))
             except AccessDeniedError as exc:
-                raise self._denied(exc) from None
+                raise self.denied(exc) from None
             except ObjectNotFoundError:
                 # A replace (or a delete) finished between our manifest read and the
                 # part reads and removed the parts we were sent to: read the new one.
@@ -402,28 +455,6 @@ class ObjectWorkspace:
                                     self.folder_url(name))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def publish(self, name: str, table: pa.Table, manifest: dict[str, Any],
-                failures: pa.Table, *, replace: bool) -> None:
-        """Publish ``table`` as the collection ``name``: parts first, manifest last.
-
-        Args:
-            replace: Replace the current version (conditioned on its ETag); when False
-                the collection must not exist yet.
-
-        Raises:
-            CollectionConflictError: Another build published ``name`` first (this
-                build's parts are deleted again).
-            AccessDeniedError: The backend may not write the workspace.
-        """
-        draft = self.draft(name, replace=replace)
-        parts = dict(enumerate(split_parts(table, manifest, failures)))
-        try:
-            entries = draft.write_parts(parts)
-        except BaseException:
-            draft.discard(len(parts))
-            raise
-        draft.commit(entries, scenes=table.num_rows)
-
     def draft(self, name: str, *, replace: bool) -> ObjectDraft:
         """A new version of the collection ``name`` (a new build id), to write parts
         into and commit.
@@ -437,38 +468,45 @@ class ObjectWorkspace:
                            self._head(name) if replace else None)
 
     def task_area(self, name: str) -> ObjectTaskArea:
-        """Where the tasks of a distributed build of ``name`` keep their finished
+        """Where the tasks of a build of ``name`` keep their scenes and finished
         batches: ``<workspace>/_rasteret/builds/<name>/`` (outside the collection's
         folder, so readers of the folder never see them)."""
-        return ObjectTaskArea(self._url(f"{MANIFEST_DIR}/builds/{check_name(name)}"),
-                              self.backend)
+        return ObjectTaskArea(self, self.url_of(f"{MANIFEST_DIR}/builds/{check_name(name)}"))
 
-    def _commit(self, name: str, head: dict[str, Any],
-                previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
-        """Write the manifest: the one step that makes a build visible."""
+    def write_manifest(self, name: str, head: dict[str, Any],
+                       previous: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        """Write the manifest ``head`` of ``name``, conditioned on ``previous`` (the
+        version it replaces; None: there must be none): the one step that makes a
+        build visible.
+
+        Raises:
+            WriteConflictError: The manifest is not (or no longer) ``previous``.
+        """
         data = json.dumps(head, indent=1).encode()
         if previous is None:
             put_object(self.backend, self.manifest_url(name), data, create=True)
         else:
             put_object(self.backend, self.manifest_url(name), data, if_version=previous[1])
 
-    def _is_current(self, name: str, build: str) -> bool:
+    def is_current(self, name: str, build: str) -> bool:
+        """Whether the manifest of ``name`` is that of build ``build`` (False when it
+        cannot be read)."""
         try:
             found = self._head(name)
         except (RasteretError, ValueError):
             return False
         return found is not None and found[0].get("build") == build
 
-    def _discard(self, urls: list[str]) -> None:
-        """Delete this build's own parts after it failed (best effort: a part left
+    def remove_objects(self, urls: list[str]) -> None:
+        """Delete a failed build's own parts ``urls`` (best effort: a part left
         behind is invisible to readers of the manifest and swept later)."""
         try:
             delete_objects(self.backend, urls)
         except RasteretError as exc:
             log.warning("could not remove the parts of a failed build: %s", exc)
 
-    def _sweep(self, name: str, head: dict[str, Any] | None,
-               superseded: dict[str, Any] | None) -> None:
+    def sweep(self, name: str, head: dict[str, Any] | None,
+              superseded: dict[str, Any] | None) -> None:
         """Delete the parts of the replaced version and stale parts no manifest lists.
 
         Parts of builds still in flight are younger than ORPHAN_AGE and stay.
@@ -481,7 +519,7 @@ class ObjectWorkspace:
                 relative = f"{name}/{item.name}"
                 if relative not in keep and item.last_modified and item.last_modified < cutoff:
                     doomed.add(relative)
-            delete_objects(self.backend, [self._url(p) for p in sorted(doomed)])
+            delete_objects(self.backend, [self.url_of(p) for p in sorted(doomed)])
         except RasteretError as exc:
             # The manifest is the truth: leftovers are invisible to it and swept later.
             log.warning("collection %r in %s: old parts not removed yet: %s",
@@ -496,33 +534,25 @@ class ObjectWorkspace:
         try:
             delete_objects(self.backend, [self.manifest_url(name)])
         except AccessDeniedError as exc:
-            raise self._denied(exc) from None
-        self._sweep(name, None, found[0])
+            raise self.denied(exc) from None
+        self.sweep(name, None, found[0])
         return True
-
-    def progress_dir(self, name: str, fingerprint: str) -> Path:
-        """A local private folder a build of ``name`` keeps its finished batches in,
-        so a killed build resumes on this machine. One per workspace, name and set of
-        scenes (``fingerprint``): builds of other scenes racing for the same name
-        never share one."""
-        digest = hashlib.sha256(f"{self.url}\n{fingerprint}".encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / "rasteret-builds" / f"{check_name(name)}-{digest}"
 
     def export(self, table: pa.Table, url: str) -> str:
         """Write ``table`` as the single object ``url`` (one put: atomic)."""
         try:
             put_object(self.backend, url, parquet_bytes(table))
         except AccessDeniedError as exc:
-            raise self._denied(exc) from None
+            raise self.denied(exc) from None
         return url
 
 
-class ObjectDraft:
+class ObjectDraft(Draft):
     """A version of a collection being written to an object store: parts under names
     carrying a new build id, then :meth:`commit` writes the manifest (see the
     module's docstring for the protocol).
 
-    It pickles, so the tasks of a distributed build write their parts into it from
+    It pickles, so the tasks of a build write their parts into it from
     other processes or machines; the commit stays with the process that drafted it.
 
     Attributes:
@@ -554,13 +584,13 @@ class ObjectDraft:
         entries = []
         for index, part in parts.items():
             data = parquet_bytes(part)
-            blobs[self.workspace._url(self.part_path(index))] = data
+            blobs[self.workspace.url_of(self.part_path(index))] = data
             entries.append({"path": self.part_path(index), "rows": part.num_rows,
                             "size": len(data)})
         try:
             run_sync(put_objects_async(self.workspace.backend, blobs))
         except AccessDeniedError as exc:
-            raise self.workspace._denied(exc) from None
+            raise self.workspace.denied(exc) from None
         return entries
 
     def commit(self, entries: list[dict[str, Any]], *, scenes: int) -> None:
@@ -583,13 +613,13 @@ class ObjectDraft:
             "parts": entries,
         }
         try:
-            workspace._commit(name, head, self.previous)
+            workspace.write_manifest(name, head, self.previous)
         except BaseException as exc:
-            won = isinstance(exc, WriteConflictError) and workspace._is_current(name, self.build)
+            won = isinstance(exc, WriteConflictError) and workspace.is_current(name, self.build)
             if not won:  # a put retried after a lost answer can find its own manifest
                 self.discard(len(entries))
                 if isinstance(exc, AccessDeniedError):
-                    raise workspace._denied(exc) from None
+                    raise workspace.denied(exc) from None
                 if isinstance(exc, WriteConflictError):
                     raise CollectionConflictError(
                         f"collection {name!r} in workspace {workspace.url} was "
@@ -599,54 +629,60 @@ class ObjectDraft:
                         "this build again with force=True to replace it"
                     ) from None
                 raise
-        workspace._sweep(name, head, self.previous[0] if self.previous else None)
+        workspace.sweep(name, head, self.previous[0] if self.previous else None)
 
     def discard(self, parts: int = 0) -> None:
         """Delete parts ``0 .. parts - 1`` of this build (best effort)."""
-        self.workspace._discard([self.workspace._url(self.part_path(index))
+        self.workspace.remove_objects([self.workspace.url_of(self.part_path(index))
                                  for index in range(parts)])
 
 
-class ObjectTaskArea:
-    """The files of a distributed build's tasks (their scenes, their finished
-    batches) under a prefix of an object store (each put is whole or absent).
+class ObjectTaskArea(TaskArea):
+    """The files of a build's tasks (their scenes, their finished batches) under a
+    prefix of an object-store workspace (each put is whole or absent).
 
     Attributes:
+        workspace: The workspace.
         url: The prefix.
-        backend: The stores and credentials used.
     """
 
-    def __init__(self, url: str, backend: Backend) -> None:
+    def __init__(self, workspace: ObjectWorkspace, url: str) -> None:
+        self.workspace = workspace
         self.url = url
-        self.backend = backend
 
     def put(self, name: str, data: bytes) -> None:
-        """Store the file ``name``."""
-        put_object(self.backend, f"{self.url}/{check_name(name)}", data)
+        """Store the file ``name``.
+
+        Raises:
+            AccessDeniedError: The backend may not write the workspace.
+        """
+        try:
+            put_object(self.workspace.backend, f"{self.url}/{check_name(name)}", data)
+        except AccessDeniedError as exc:
+            raise self.workspace.denied(exc) from None
 
     def get(self, name: str) -> bytes | None:
-        """The file ``name``, or None when it was not written."""
+        """The file ``name``, or None when it was not written.
+
+        Raises:
+            AccessDeniedError: The backend may not read the workspace.
+        """
         try:
-            return get_object(self.backend, f"{self.url}/{check_name(name)}")[0]
+            return get_object(self.workspace.backend, f"{self.url}/{check_name(name)}")[0]
         except ObjectNotFoundError:
             return None
+        except AccessDeniedError as exc:
+            raise self.workspace.denied(exc) from None
 
     def clear(self) -> None:
         """Remove every file (after the build was published; best effort)."""
+        backend = self.workspace.backend
         try:
-            found = list_objects(self.backend, self.url)
-            delete_objects(self.backend, [f"{self.url}/{item.name}" for item in found])
+            found = list_objects(backend, self.url)
+            delete_objects(backend, [f"{self.url}/{item.name}" for item in found])
         except RasteretError as exc:
             log.warning("the batches of a finished build under %s were not removed: %s",
                         self.url, exc)
-
-
-Workspace = LocalWorkspace | ObjectWorkspace
-#: A version of a collection being written (see ``Workspace.draft``).
-Draft = LocalDraft | ObjectDraft
-#: Where a distributed build keeps its tasks' scenes and finished batches (see
-#: ``Workspace.task_area``).
-TaskArea = LocalTaskArea | ObjectTaskArea
 
 
 def open_workspace(workspace: str | os.PathLike[str] | None = None,

@@ -277,56 +277,42 @@ def test_interrupted_build_keeps_old_collection_and_resumes(scenes, tmp_path, wo
     first = rasteret.build_from_table(table_path, name="k", href_columns=["red"],
                                       workspace_dir=workspace, progress=False)
     assert len(first) == 4
-    # Rebuild with two bands in batches of one scene, killed (SIGKILL) at the third batch.
+    # Rebuild with two bands in tasks of one scene run one at a time, killed (SIGKILL)
+    # at the third task.
     killer = textwrap.dedent(
         f"""
         import os, signal
-        import rasteret.ingest.builder as build
-        build.BATCH_SCENES = 1
-        original = build.index_batch
+        import rasteret.ingest.builder as builder
+        import rasteret.ingest.tasks as tasks
+        builder.IN_PROCESS_TASKS = 1
+        original = tasks.index_batch
         calls = []
         def dying(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(*args, **kwargs)
-        build.index_batch = dying
+        tasks.index_batch = dying
         import rasteret
         rasteret.build_from_table({str(table_path)!r}, name="k",
             href_columns={{"red": "red", "again": "red"}}, workspace_dir={str(workspace)!r},
-            progress=False, force=True)
+            progress=False, force=True, batch_size=2)
         """
     )
     out = subprocess.run([sys.executable, "-c", killer], capture_output=True, timeout=120)
     assert out.returncode == -9
     old = rasteret.load("k", workspace_dir=workspace)
     assert old.bands == ["red"] and len(old) == 4  # the previous collection is intact
-    partial = workspace / ".k.partial"
-    assert len(list(partial.glob("batch-*.parquet"))) == 2
+    area = workspace / ".k.tasks"
+    assert len(list(area.glob("*.parquet"))) == 2
     # The rerun resumes: only the two scenes not yet indexed are parsed.
     stats = rasteret.FetchStats()
-    from rasteret.ingest import BuildOptions
-    from rasteret.ingest import builder as build_module
-
-    resumed = build_module.build_collection(
-        _table_records(table_path), manifest={"dataset_id": None},
-        options=BuildOptions(name="k", workspace_dir=workspace, force=True, progress=False,
-                             stats=stats),
-    )
+    resumed = rasteret.build_from_table(
+        table_path, name="k", href_columns={"red": "red", "again": "red"},
+        workspace_dir=workspace, progress=False, force=True, batch_size=2, stats=stats)
     assert resumed.bands == ["red", "again"] and len(resumed) == 4
     assert stats.requests == 2
-    assert not partial.exists()
-
-
-def _table_records(path):
-    from rasteret.ingest.records import BandSource, SceneRecord
-
-    records = []
-    for row in pq.read_table(path).to_pylist():
-        source = BandSource(row["red"])
-        records.append(SceneRecord(id=row["id"], datetime=None, geometry=None, bbox=None,
-                                   collection=None, bands={"red": source, "again": source}))
-    return records
+    assert not area.exists()
 
 
 def test_collection_api_views_and_filters(stac_api, workspace, tmp_path):

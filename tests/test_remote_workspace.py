@@ -181,13 +181,13 @@ def test_load_reads_the_manifest_and_only_its_parts(moto, backend, scenes, monke
 def race_commits(monkeypatch, parties=2):
     """Hold every manifest write until ``parties`` builds are ready to write it."""
     barrier = threading.Barrier(parties, timeout=60)
-    real_commit = ObjectWorkspace._commit
+    real_commit = ObjectWorkspace.write_manifest
 
     def commit(self, *args, **kwargs):
         barrier.wait()
         return real_commit(self, *args, **kwargs)
 
-    monkeypatch.setattr(ObjectWorkspace, "_commit", commit)
+    monkeypatch.setattr(ObjectWorkspace, "write_manifest", commit)
 
 
 def run_both(targets):
@@ -292,6 +292,12 @@ def test_readers_see_old_or_new_while_a_writer_replaces(backend, scenes):
     assert seen and all(s in allowed for s in seen), seen
 
 
+def published_keys(moto, prefix):
+    """The keys under ``prefix`` less the task areas of builds in flight."""
+    return [key for key in keys_under(moto, prefix)
+            if not key.startswith(f"{prefix}_rasteret/builds/")]
+
+
 def test_a_killed_build_leaves_no_visible_collection(moto, backend, scenes, monkeypatch):
     workspace = f"s3://{BUCKET}/killed"
 
@@ -299,22 +305,25 @@ def test_a_killed_build_leaves_no_visible_collection(moto, backend, scenes, monk
         raise KeyboardInterrupt("killed between the parts and the manifest")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ObjectWorkspace, "_commit", killed)
+        patch.setattr(ObjectWorkspace, "write_manifest", killed)
         with pytest.raises(KeyboardInterrupt):
             build(scenes[:3], workspace, "s2", backend)
     assert rasteret.list_collections(workspace_dir=workspace, backend=backend) == []
     with pytest.raises(CollectionNotFoundError):
         rasteret.load(f"{workspace}/s2", backend=backend)
-    assert keys_under(moto, "killed/") == []  # its parts were removed again
+    # Its parts were removed again; its task area stays for a re-run to resume from.
+    assert published_keys(moto, "killed/") == []
+    assert keys_under(moto, "killed/_rasteret/builds/s2/")
 
     # A replace killed the same way leaves the old version whole.
     old = build(scenes[:3], workspace, "s2", backend)
     before = keys_under(moto, "killed/")
+    assert before == published_keys(moto, "killed/")  # the re-run cleared its task area
     with monkeypatch.context() as patch:
-        patch.setattr(ObjectWorkspace, "_commit", killed)
+        patch.setattr(ObjectWorkspace, "write_manifest", killed)
         with pytest.raises(KeyboardInterrupt):
             build(scenes[3:], workspace, "s2", backend, force=True)
-    assert keys_under(moto, "killed/") == before
+    assert published_keys(moto, "killed/") == before
     assert ids(rasteret.load("s2", workspace_dir=workspace, backend=backend)) == ids(old)
 
 
@@ -326,8 +335,8 @@ def test_parts_of_a_hard_killed_build_are_invisible_and_swept_later(moto, backen
         raise KeyboardInterrupt("killed")
 
     with monkeypatch.context() as patch:  # no clean-up either: as after SIGKILL
-        patch.setattr(ObjectWorkspace, "_commit", killed)
-        patch.setattr(ObjectWorkspace, "_discard", lambda self, urls: None)
+        patch.setattr(ObjectWorkspace, "write_manifest", killed)
+        patch.setattr(ObjectWorkspace, "remove_objects", lambda self, urls: None)
         with pytest.raises(KeyboardInterrupt):
             build(scenes[:3], workspace, "s2", backend)
     orphans = keys_under(moto, "hard-kill/s2/")

@@ -4,7 +4,7 @@ or static catalog) and ``build_from_table`` (a user's table of hrefs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from rasteret.collection import Collection, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.build_options import DEFAULT_BATCH_SIZE, BuildOptions
 from rasteret.ingest.builder import build_collection
-from rasteret.ingest.distributed import build_collection_on
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import item_to_record, iter_items
@@ -24,16 +23,6 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.options import OnError
 from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
-
-
-def _build(records: Iterable[SceneRecord], manifest: dict[str, Any],
-           options: BuildOptions) -> Collection:
-    """Index ``records`` and save them: on ``options.executor`` if there is one (the
-    records become tasks as they arrive, so a search or a table is never held whole),
-    else in this process."""
-    if options.executor is not None:
-        return build_collection_on(records, manifest=manifest, options=options)
-    return build_collection(list(records), manifest=manifest, options=options)
 
 
 def build_from_stac(
@@ -99,28 +88,36 @@ def build_from_stac(
         The saved :class:`~rasteret.collection.Collection`.
     """
     from rasteret.io.cloud_config import CloudConfig, backend_for_dataset
-    from rasteret.workspace import open_workspace
 
     # One CloudConfig drives the rewrites, the header indexing and (through the ids
     # recorded in the manifest) every later read, so build and reads agree. A static
     # catalog's JSON and the workspace go through the same backend as its COGs.
     backend = backend_for_dataset(dataset_id, backend, collection=collection)
-    # An existing collection is loaded before any search (the builder's check).
-    if not force and open_workspace(workspace_dir, backend).exists(name):
-        from rasteret.loading import load
-
-        return load(name, workspace_dir=workspace_dir, backend=backend)
     found = CloudConfig.lookup(dataset_id, collection)
     rewrite = found[1].rewrite_url if found is not None else None
-    # A lazy search: pages are fetched as the items are consumed.
+    # A lazy search: pages are fetched as the items are consumed, so an existing
+    # collection is loaded (by the builder, without force=) before any search.
     items = iter_items(
         stac_api, collection=collection, bbox=bbox, date_range=date_range, query=query,
         max_items=max_items, headers=headers, page_size=page_size, backend=backend,
         progress=progress,
     )
     records = (item_to_record(item, band_map=band_map, rewrite=rewrite) for item in items)
+    manifest = _stac_manifest(dataset_id, stac_api, collection, bbox=bbox,
+                              date_range=date_range, query=query, band_map=band_map)
+    return build_collection(records, manifest=manifest, options=BuildOptions(
+        name=name, backend=backend, workspace_dir=workspace_dir, force=force,
+        on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
+        executor=executor, batch_size=batch_size))
+
+
+def _stac_manifest(dataset_id: str | None, stac_api: str, collection: str | None, *,
+                   bbox: Sequence[float] | None, date_range: tuple[Any, Any] | None,
+                   query: Mapping[str, Any] | None,
+                   band_map: BandMap | None) -> dict[str, Any]:
+    """The build information of a STAC build, stored with its collection."""
     window = parse_date_range(date_range)
-    manifest = {
+    return {
         "dataset_id": dataset_id,
         "source": {
             "kind": "stac",
@@ -133,10 +130,6 @@ def build_from_stac(
         "band_map": {k: list(v) if isinstance(v, tuple) else v
                      for k, v in (band_map or {}).items()},
     }
-    return _build(records, manifest, BuildOptions(
-        name=name, backend=backend, workspace_dir=workspace_dir, force=force,
-        on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
-        executor=executor, batch_size=batch_size))
 
 
 def build(
@@ -195,11 +188,34 @@ def build(
         ConfigurationError: The id is not registered and no ``stac_api`` is given, or
             a band is unknown.
     """
+    stac_api, collection, band_map, default_query = _dataset_source(
+        dataset_id, stac_api=stac_api, collection=collection, bands=bands)
+    merged_query = {**default_query, **(query or {})} or None
+    return build_from_stac(
+        name=name, stac_api=stac_api, collection=collection, bbox=bbox,
+        date_range=date_range, backend=backend, band_map=band_map, query=merged_query,
+        workspace_dir=workspace_dir, force=force, on_error=on_error,
+        max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
+        executor=executor, batch_size=batch_size,
+    )
+
+
+def _dataset_source(
+    dataset_id: str, *, stac_api: str | None, collection: str | None,
+    bands: Sequence[str] | None,
+) -> tuple[str, str, BandMap | None, Mapping[str, Any]]:
+    """The STAC API, collection, band map and default query of ``dataset_id`` (see
+    :func:`build`), overridden by the arguments given.
+
+    Raises:
+        ConfigurationError: The id is not registered and no ``stac_api`` is given, or
+            a band is unknown.
+    """
     info = find_dataset(dataset_id)
     band_map: dict[str, BandTarget | Mapping[str, BandTarget]] | None
     if info is not None:
         band_map = dict(info.band_map)
-        default_query = info.query or {}
+        default_query: Mapping[str, Any] = info.query or {}
         stac_api = stac_api or info.stac_api
         collection = collection or info.collection
     elif stac_api is None:
@@ -222,14 +238,7 @@ def build(
         band_map = {b: band_map[b] for b in bands}
     elif bands is not None:
         band_map = {b: b for b in bands}
-    merged_query = {**default_query, **(query or {})} or None
-    return build_from_stac(
-        name=name, stac_api=stac_api, collection=collection, bbox=bbox,
-        date_range=date_range, backend=backend, band_map=band_map, query=merged_query,
-        workspace_dir=workspace_dir, force=force, on_error=on_error,
-        max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
-        executor=executor, batch_size=batch_size,
-    )
+    return stac_api, collection, band_map, default_query
 
 
 def _as_arrow(table: Any) -> pa.Table:
@@ -300,16 +309,9 @@ def build_from_table(
         datetime_column: Acquisition times (optional).
         geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
             (optional: without it, footprints come from the headers).
-        backend: See :class:`~rasteret.ingest.BuildOptions`.
-        workspace_dir: See :class:`~rasteret.ingest.BuildOptions`.
-        force: See :class:`~rasteret.ingest.BuildOptions`.
-        on_error: See :class:`~rasteret.ingest.BuildOptions`.
-        max_concurrent: See :class:`~rasteret.ingest.BuildOptions`.
-        progress: See :class:`~rasteret.ingest.BuildOptions`.
-        stats: See :class:`~rasteret.ingest.BuildOptions`.
-        executor: See :class:`~rasteret.ingest.BuildOptions` (the rows are turned into
+        backend, workspace_dir, force, on_error, max_concurrent, progress, stats,
+        executor, batch_size: See :func:`build_from_stac` (the rows are turned into
             tasks a record batch at a time).
-        batch_size: See :class:`~rasteret.ingest.BuildOptions`.
     """
     arrow = _as_arrow(table)
     columns = set(arrow.column_names)
@@ -341,7 +343,7 @@ def build_from_table(
                       used=used)
         for index, row in enumerate(rows()))
     manifest = {"dataset_id": None, "source": {"kind": "table", "rows": arrow.num_rows}}
-    return _build(records, manifest, BuildOptions(
+    return build_collection(records, manifest=manifest, options=BuildOptions(
         name=name, backend=backend, workspace_dir=workspace_dir, force=force,
         on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
         executor=executor, batch_size=batch_size))

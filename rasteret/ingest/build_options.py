@@ -1,5 +1,5 @@
 """The options of one build: what the build verbs take beside their source, handed
-whole to the builders (:mod:`rasteret.ingest.builder`, :mod:`rasteret.ingest.distributed`)."""
+whole to the build engine (:mod:`rasteret.ingest.builder`)."""
 
 from __future__ import annotations
 
@@ -39,18 +39,21 @@ class BuildOptions:
             an asset fails (finished batches are kept, so a re-run resumes);
             ``"skip"`` leaves failed scenes out and records every failure in
             ``collection.failures``.
-        max_concurrent: Headers in flight at once (per task with ``executor``).
+        max_concurrent: Headers in flight at once: per task with ``executor``; in
+            all without it (shared by the tasks running at once in this process).
         progress: Show a progress bar of the assets indexed (see
             :mod:`rasteret.progress`; ``RASTERET_PROGRESS=0`` hides it too).
         stats: Optional counter of requests and bytes.
-        executor: Index on this :class:`concurrent.futures.Executor` (e.g.
-            ``distributed.Client(...).get_executor()``, or a ``ProcessPoolExecutor``
-            with a ``spawn`` or ``forkserver`` context): tasks of ``batch_size``
-            assets index and write their own parts into the workspace, and this
-            process publishes (see :mod:`rasteret.ingest.distributed`). Default:
-            index in this process.
-        batch_size: With ``executor``: assets per task (whole scenes: a task may hold
-            a few more).
+        executor: Run the build's tasks on this :class:`concurrent.futures.Executor`
+            (e.g. ``distributed.Client(...).get_executor()``, or a
+            ``ProcessPoolExecutor`` with a ``spawn`` or ``forkserver`` context): tasks
+            of ``batch_size`` assets index and write their own batches and parts into
+            the workspace, and this process publishes (see
+            :mod:`rasteret.ingest.builder`). Default: the same tasks run in this
+            process (:class:`~rasteret.ingest.executor.InProcessExecutor`).
+        batch_size: Assets per task (whole scenes: a task may hold a few more). A
+            killed build resumes from its finished tasks when run again with the same
+            ``batch_size``, on any executor.
     """
 
     name: str

@@ -13,8 +13,7 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, ObjectInfo
 from rasteret.io.urls import strip_query
-from rasteret.progress import ProgressBar, progress_bar
-from rasteret.read.cog import HEADER_BYTES, read_header
+from rasteret.read.cog import read_header
 from rasteret.schema import header_to_record
 from rasteret.tiff.header import CogHeader
 
@@ -47,17 +46,9 @@ async def index_hrefs(
     *,
     backend: Backend,
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
-    progress: bool = True,
-    header_bytes: int = HEADER_BYTES,
     stats: FetchStats | None = None,
-    description: str = "Indexing COG headers",
-    bar: ProgressBar | None = None,
 ) -> dict[str, tuple[CogHeader, ObjectInfo] | BaseException]:
-    """Parse the headers of ``hrefs`` concurrently.
-
-    Args:
-        progress: Show a bar of the headers parsed (see :mod:`rasteret.progress`).
-        bar: Count on this bar instead (a build's, spanning its batches; left open).
+    """Parse the headers of ``hrefs`` concurrently, ``max_concurrent`` at once.
 
     Returns:
         href -> ``(header, info)`` (the object's size and version) or the exception
@@ -65,30 +56,15 @@ async def index_hrefs(
     """
     semaphore = asyncio.Semaphore(max_concurrent)
     results: dict[str, tuple[CogHeader, ObjectInfo] | BaseException] = {}
-    failed = 0
-    own = bar is None
-    counter = bar if bar is not None else progress_bar(
-        total=len(hrefs), desc=description, unit="asset", progress=progress)
 
     async def one(href: str) -> None:
-        nonlocal failed
         async with semaphore:
             try:
-                results[href] = await read_header(
-                    href, backend=backend, header_bytes=header_bytes, stats=stats
-                )
+                results[href] = await read_header(href, backend=backend, stats=stats)
             except Exception as exc:  # noqa: BLE001 - every failure is recorded
                 results[href] = exc
-                failed += 1
-                if own:  # a shared bar's owner counts the failures of all its batches
-                    counter.set_postfix(failed=failed, refresh=False)
-        counter.update(1)
 
-    try:
-        await asyncio.gather(*(one(h) for h in hrefs))
-    finally:
-        if own:
-            counter.close()
+    await asyncio.gather(*(one(h) for h in hrefs))
     return results
 
 

@@ -21,7 +21,7 @@ import pytest
 
 import rasteret
 from rasteret.errors import ForkAfterIOError, IndexingError
-from rasteret.ingest import distributed
+from rasteret.ingest import builder, parts, tasks
 from rasteret.io.backend import RetryPolicy
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
@@ -251,8 +251,8 @@ def test_forked_workers_after_io_raise_a_clear_error(scenes, backend, tmp_path):
 def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypatch):
     """Tasks go out while the source is still being read, never more than
     TASKS_IN_FLIGHT at once, and with on_error="raise" a failure stops the build."""
-    monkeypatch.setattr(distributed, "TASKS_IN_FLIGHT", 2)
-    monkeypatch.setattr(distributed, "STAGED_AHEAD", 1)  # each task goes out once written
+    monkeypatch.setattr(builder, "TASKS_IN_FLIGHT", 2)
+    monkeypatch.setattr(tasks, "STAGED_AHEAD", 1)  # each task goes out once written
     table = table_of(scenes).drop_columns(["quality"])
     local = pa.Table.from_pylist([
         {**row, "B04": str(s.files["B04"]), "B08": str(s.files["B08"])}
@@ -286,7 +286,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
                                 geometry_column=None, used={"id", "datetime", "B04", "B08"})
 
     with ThreadPoolExecutor(2) as pool:
-        built = distributed.build_collection_on(
+        built = builder.build_collection(
             records(), manifest={"dataset_id": None},
             options=BuildOptions(name="w", workspace_dir=tmp_path, progress=False,
                                  executor=Watching(pool), batch_size=BATCH))
@@ -301,7 +301,7 @@ def test_driver_streams_records_into_a_bounded_window(scenes, tmp_path, monkeypa
 
 
 def test_schemas_of_batches_merge_as_one_process_types_them():
-    merge = distributed.merge_schemas
+    merge = parts.merge_schemas
     a = pa.schema([("id", pa.string()), ("q", pa.null()), ("n", pa.int64())])
     b = pa.schema([("id", pa.string()), ("q", pa.float64()), ("n", pa.float64()),
                    ("s", pa.string())])
@@ -349,9 +349,9 @@ def test_tasks_go_out_by_reference_whatever_their_size(scenes, tmp_path):
             self.inner, self.batch = inner, batch
 
         def submit(self, fn, /, *args, **kwargs):
-            if getattr(fn, "func", None) is distributed.index_task:
+            if getattr(fn, "func", None) is tasks.index_task:
                 sizes.setdefault(self.batch, []).append(len(pickle.dumps(args)))
-                assert isinstance(args[0], distributed.TaskRef)
+                assert isinstance(args[0], tasks.TaskRef)
             return self.inner.submit(fn, *args, **kwargs)
 
     local = table_of(scenes)
@@ -382,7 +382,7 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
     from rasteret.ingest.records import SceneRecord
     from rasteret.workspace import LocalTaskArea
 
-    monkeypatch.setattr(distributed, "STAGED_AHEAD", 3)
+    monkeypatch.setattr(tasks, "STAGED_AHEAD", 3)
     active, most = [0], [0]
     lock = threading.Lock()
 
@@ -397,11 +397,11 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
                 active[0] -= 1
 
     area = Slow(tmp_path / "area")
-    tasks = [distributed.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)],
+    made = [tasks.IndexTask(f"k{i}", [SceneRecord(f"s{i}", None, None, None, None)],
                                    f"scenes {i}".encode()) for i in range(7)]
     refs = []
-    for ref in distributed.staged(area, tasks):
-        assert area.get(distributed.scenes_name(ref.key)) == f"scenes {ref.key[1:]}".encode()
+    for ref in tasks.staged(area, made):
+        assert area.get(tasks.scenes_name(ref.key)) == f"scenes {ref.key[1:]}".encode()
         refs.append(ref.key)
     assert refs == [f"k{i}" for i in range(7)] and most[0] == 3
 
@@ -410,7 +410,7 @@ def test_scenes_are_written_ahead_and_go_out_in_order(tmp_path, monkeypatch):
             raise rasteret.errors.AccessDeniedError(f"may not write {name}")
 
     with pytest.raises(rasteret.errors.AccessDeniedError, match="k0"):
-        list(distributed.staged(Denied(tmp_path / "denied"), tasks))
+        list(tasks.staged(Denied(tmp_path / "denied"), made))
 
 
 def test_task_scenes_round_trip_through_json_to_the_same_rows():
@@ -447,3 +447,121 @@ def test_task_scenes_round_trip_through_json_to_the_same_rows():
     assert decoded[0].datetime == when and decoded[0].bands == records[0].bands
     empty: list[dict[str, dict | None]] = [{}, {}]
     assert records_to_table(decoded, empty).equals(records_to_table(records, empty))
+
+
+# -- one engine: in this process or on an executor ----------------------------------------
+def local_table(scenes, missing=None):
+    """The scenes as a table of local paths; one asset is ``missing`` when given."""
+    rows = [{"id": s.id, "datetime": s.datetime, "B04": str(s.files["B04"]),
+             "B08": str(s.files["B08"])} for s in scenes]
+    if missing is not None:
+        rows[5]["B08"] = str(missing)
+    return pa.Table.from_pylist(rows)
+
+
+def build_local(scenes, workspace, *, name="e", missing=None, **kwargs):
+    return rasteret.build_from_table(
+        local_table(scenes, missing), name=name, href_columns=["B04", "B08"],
+        workspace_dir=workspace, progress=False, batch_size=BATCH, **kwargs)
+
+
+class Interrupted(Exception):
+    """Stands for whatever stops a build: Ctrl-C, a lost worker, a full disk."""
+
+
+def interrupt_after(monkeypatch, finished):
+    """Stop the build at its task number ``finished + 1`` (and any task after it)."""
+    original = tasks.index_batch
+    calls = []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > finished:
+            raise Interrupted(f"stopped at task {len(calls)}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "index_batch", stopping)
+
+
+def test_one_process_build_runs_the_same_tasks_as_an_executor_build(scenes, tmp_path,
+                                                                   monkeypatch):
+    from rasteret.ingest.executor import InProcessExecutor
+
+    in_process = []
+
+    class Counting(InProcessExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            in_process.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(builder, "InProcessExecutor", Counting)
+    alone = build_local(scenes, tmp_path / "one")
+    with ThreadPoolExecutor(2) as pool:
+        executor = Recording(pool)
+        on_pool = build_local(scenes, tmp_path / "pool", executor=executor)
+    assert_same_collection(on_pool, alone)
+    # 7 index tasks and one part task either way, and the same parts.
+    assert len(in_process) == executor.submitted == 8
+    assert sorted(p.name for p in (tmp_path / "one" / "e").iterdir()) == sorted(
+        p.name for p in (tmp_path / "pool" / "e").iterdir())
+
+
+@pytest.mark.parametrize("first", ["one process", "executor"])
+def test_a_build_resumes_the_finished_tasks_of_the_other_engine(scenes, tmp_path,
+                                                                monkeypatch, first):
+    """One resume format: the finished batches in the task area, whoever wrote them."""
+    reference = build_local(scenes, tmp_path / "reference")
+    monkeypatch.setattr(builder, "IN_PROCESS_TASKS", 1)  # tasks in order, one at a time
+    workspace = tmp_path / "ws"
+    with monkeypatch.context() as patch, ThreadPoolExecutor(1) as pool:
+        interrupt_after(patch, 3)
+        on = {"executor": pool} if first == "executor" else {}
+        with pytest.raises(Interrupted):
+            build_local(scenes, workspace, **on)
+    assert not (workspace / "e").exists()
+    assert len(list((workspace / ".e.tasks").glob("*.parquet"))) == 3
+    stats = rasteret.FetchStats()
+    with ThreadPoolExecutor(2) as pool:
+        other = {} if first == "executor" else {"executor": pool}
+        resumed = build_local(scenes, workspace, stats=stats, **other)
+    assert_same_collection(resumed, reference)
+    # The three finished tasks (12 assets) were not redone.
+    assert stats.requests == 28 - 3 * 4
+    assert not (workspace / ".e.tasks").exists()
+
+
+def test_one_failure_report_whatever_the_engine(scenes, tmp_path):
+    """The same failures table, one warning naming the caller's line, and the same
+    IndexingError with on_error="raise", in one process or on an executor."""
+    missing = tmp_path / "missing.tif"
+    reports = {}
+    for engine in ("one process", "executor"):
+        with ThreadPoolExecutor(2) as pool:
+            on = {"executor": pool} if engine == "executor" else {}
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                built = build_local(scenes, tmp_path / engine, missing=missing,
+                                    on_error="skip", **on)
+            with pytest.raises(IndexingError) as raised:
+                build_local(scenes, tmp_path / engine, name="r", missing=missing, **on)
+        left_out = [w for w in caught if "could not be indexed" in str(w.message)]
+        assert len(left_out) == 1 and "1 asset(s)" in str(left_out[0].message)
+        assert left_out[0].filename == __file__
+        assert [f.href for f in raised.value.failures] == [str(missing)]
+        assert not (tmp_path / engine / "r").exists()
+        reports[engine] = ([{k: v for k, v in row.items() if k != "message"}
+                            for row in built.failures.to_pylist()],
+                           built.manifest["failures"], len(built))
+    assert reports["one process"] == reports["executor"]
+    assert reports["executor"][1:] == (1, 13)
+
+
+def test_scene_ids_repeated_across_tasks_are_refused(scenes, tmp_path):
+    table = local_table(scenes)
+    ids = table["id"].to_pylist()
+    ids[-1] = ids[0]  # the first and the last task share a scene id
+    table = table.set_column(0, "id", pa.array(ids))
+    with pytest.raises(rasteret.errors.ConfigurationError, match="not unique"):
+        rasteret.build_from_table(table, name="dup", href_columns=["B04", "B08"],
+                                  workspace_dir=tmp_path, progress=False, batch_size=BATCH)
+    assert not (tmp_path / "dup").exists()
