@@ -199,11 +199,10 @@ test-latest: $(UV) servers
 # logs in .cache/random-N.log).
 test-random: venv servers
 	@mkdir -p .cache; for run in $$(seq 1 $(RANDOM_RUNS)); do \
-	  $(PY) -m pytest -q -p randomly -p no:cacheprovider $(RANDOM_ARGS) \
-	    > .cache/random-$$run.log 2>&1; status=$$?; \
-	  echo "run $$run: exit $$status," \
-	    "$$(grep -m1 -o 'randomly-seed=[0-9]*' .cache/random-$$run.log)," \
-	    "$$(tail -n 1 .cache/random-$$run.log)"; \
+	  seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	  $(PY) -m pytest -q -p randomly --randomly-seed=$$seed -p no:cacheprovider \
+	    $(RANDOM_ARGS) > .cache/random-$$run.log 2>&1; status=$$?; \
+	  echo "run $$run: seed $$seed, exit $$status, $$(tail -n 1 .cache/random-$$run.log)"; \
 	done
 
 lint: venv
