@@ -470,28 +470,7 @@ async def crawl_static_catalog(
             next_level: list[tuple[str, str | None, str | None]] = []
             for (url, _, parent), doc in zip(level, documents):
                 assert isinstance(doc, dict)
-                kind = doc.get("type")
-                if kind == "Feature":
-                    items.append(_absolute_item(doc, url, parent))
-                    continue
-                if kind == "FeatureCollection":
-                    items.extend(_absolute_item(f, url, parent) for f in doc.get("features") or []
-                                 if isinstance(f, dict))
-                    continue
-                if _is_collection(doc):
-                    parent = str(doc.get("id"))
-                    if wanted and parent not in wanted:
-                        continue
-                for link in doc.get("links") or []:
-                    if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
-                        continue
-                    href = link.get("href")
-                    if not isinstance(href, str) or not href:
-                        continue
-                    target = resolve_href(href, url)
-                    if target not in seen:
-                        seen.add(target)
-                        next_level.append((target, url, parent))
+                next_level += _visit(doc, url, parent, wanted, seen, items)
             grow(bar, len(next_level))
             level = next_level
     finally:
@@ -499,3 +478,35 @@ async def crawl_static_catalog(
     if wanted:
         items = [i for i in items if i.get("collection") in (None, *wanted)]
     return items
+
+
+def _visit(doc: dict[str, Any], url: str, parent: str | None, wanted: set[str],
+           seen: set[str], items: list[dict[str, Any]]
+           ) -> list[tuple[str, str | None, str | None]]:
+    """Take the items of one crawled document (``url``, under collection ``parent``)
+    into ``items``, and return the child and item links to fetch next (each URL
+    once: ``seen`` grows), as (url, linked from, collection id)."""
+    kind = doc.get("type")
+    if kind == "Feature":
+        items.append(_absolute_item(doc, url, parent))
+        return []
+    if kind == "FeatureCollection":
+        items.extend(_absolute_item(f, url, parent) for f in doc.get("features") or []
+                     if isinstance(f, dict))
+        return []
+    if _is_collection(doc):
+        parent = str(doc.get("id"))
+        if wanted and parent not in wanted:
+            return []
+    found: list[tuple[str, str | None, str | None]] = []
+    for link in doc.get("links") or []:
+        if not isinstance(link, Mapping) or link.get("rel") not in ("child", "item"):
+            continue
+        href = link.get("href")
+        if not isinstance(href, str) or not href:
+            continue
+        target = resolve_href(href, url)
+        if target not in seen:
+            seen.add(target)
+            found.append((target, url, parent))
+    return found
