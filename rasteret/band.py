@@ -15,6 +15,7 @@ stay in Arrow until :meth:`BandView.header` (or :meth:`BandView.cog`) needs them
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,7 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
-from rasteret.read.warp import transformer
+from rasteret.read.warp import GridSpec, transformer
 from rasteret.schema import band_nodata, band_scale_offset, record_to_header
 from rasteret.tiff.header import CogHeader
 
@@ -128,6 +129,16 @@ class BandView:
         return self.epsg, self.transform
 
     @property
+    def grid(self) -> GridSpec:
+        """The full-resolution image's own pixel grid.
+
+        Raises:
+            ConfigurationError: The image is not georeferenced.
+        """
+        epsg, transform = self._georeferencing()
+        return GridSpec(crs_of(epsg), transform, self.width, self.height)
+
+    @property
     def bounds(self) -> Bounds:
         """``(minx, miny, maxx, maxy)`` of the full-resolution image in its own CRS."""
         t = self._georeferencing()[1]
@@ -167,6 +178,11 @@ class BandView:
         return math.floor(col), math.floor(row)
 
     # -- the full record -----------------------------------------------------------------
+    def detached(self) -> BandView:
+        """A copy holding only its own record, so it pickles small (a view normally
+        points into the whole column of the collection)."""
+        return dataclasses.replace(self, _source=self._source.take([self._index]), _index=0)
+
     def record(self) -> dict[str, Any]:
         """The stored record as a dict matching :data:`rasteret.schema.BAND_TYPE`
         (every level's tile table included)."""
