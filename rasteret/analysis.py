@@ -253,7 +253,8 @@ async def _read_area(
     # Every scene and band decodes straight into its slice of the result: no per-scene
     # arrays, no stacking copy.
     data = np.empty(plan.shape, plan.out_dtype)
-    outcome = await fill_block(plan, data, opener, on_slot=None if bar is None else lambda: bar.update(1))
+    outcome = await fill_block(plan, data, opener,
+                               on_slot=None if bar is None else lambda: bar.update(1))
     if outcome.empty:
         skipped = sorted(outcome.skipped, key=lambda pair: pair[0].row)
         warnings.warn(f"skipped {len(outcome.empty)} scene(s) that failed to read: "
