@@ -248,7 +248,7 @@ async def _read_area(
     clip = (reproject_geometry(geometry, crs, grid.crs)
             if mask and not isinstance(geometry, shapely.Point) else None)
     plan = plan_pixels(grid, bands, [[[views[b][t] for b in bands]] for t in range(len(rows))],
-                       opener, values=values, clip=clip, resampling=resampling,
+                       values=values, clip=clip, resampling=resampling,
                        on_error=on_error)
     # Every scene and band decodes straight into its slice of the result: no per-scene
     # arrays, no stacking copy.

@@ -246,8 +246,7 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     # scene's views (each holding only its own record) under a key of their own.
     values = values_of(apply_scale, masked)
     plan = plan_pixels(grid, bands, [[[views[b][t] for b in bands]] for t in range(len(rows))],
-                       CogOpener(backend, validate=validate), values=values, clip=clip,
-                       resampling=resampling)
+                       values=values, clip=clip, resampling=resampling)
     reference = next((v for v in views[bands[0]]
                       if v.georeferenced and v.crs.equals(grid.crs)), None)
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)

@@ -155,7 +155,7 @@ class PixelPlan:
 
 
 def plan_pixels(grid: GridSpec, bands: Sequence[str],
-                slots: Sequence[Sequence[Sequence[BandView]]], open_cog: OpenCog, *,
+                slots: Sequence[Sequence[Sequence[BandView]]], *,
                 values: Values | Sequence[Values] = "stored",
                 clip: shapely.Geometry | None = None, resampling: Resampling = "nearest",
                 on_error: OnError = "raise") -> PixelPlan:
@@ -166,14 +166,13 @@ def plan_pixels(grid: GridSpec, bands: Sequence[str],
         bands: Band names, in output order.
         slots: For each output time step, its scenes (first valid wins), each given as
             its views of ``bands``.
-        open_cog: How to open a view's file (for the dtypes; no request is made).
         values: What every band holds, or one choice per band.
         clip: The clip geometry in the grid's CRS (None: no clipping).
         resampling: ``"nearest"`` or ``"bilinear"``.
         on_error: ``"raise"`` or ``"skip"``.
 
     Returns:
-        The plan; its dtype is the result type of every view's file.
+        The plan; its dtype is the result type of every view's pixels.
 
     Raises:
         ConfigurationError: An unknown ``values``, ``resampling`` or ``on_error``.
@@ -184,7 +183,7 @@ def plan_pixels(grid: GridSpec, bands: Sequence[str],
     check_option("resampling", resampling, RESAMPLING)
     check_option("on_error", on_error, ON_ERROR)
     scenes = tuple(tuple(SceneRead.of(views) for views in slot) for slot in slots)
-    dtype = np.result_type(*(open_cog(band.view).dtype for slot in scenes for scene in slot
+    dtype = np.result_type(*(band.view.dtype for slot in scenes for scene in slot
                              for band in scene.bands))
     return PixelPlan(grid, tuple(bands), scenes, dtype, per_band, clip, resampling, on_error)
 

@@ -286,7 +286,7 @@ async def _gather(plan: PixelPlan, open_cog: OpenCog, cols: np.ndarray, rows: np
 
 
 def _band_dtype(views: Sequence[BandView]) -> np.dtype:
-    return np.result_type(*(v.header().levels[0].dtype for v in views)) if views \
+    return np.result_type(*(v.dtype for v in views)) if views \
         else np.dtype(np.float64)
 
 
@@ -461,7 +461,7 @@ def _read_all(collection: Collection, candidates: list[int],
                     x, y = transformer(ref.crs, view.crs).transform(x, y)
                 fc, fr = _apply(~view.transform, x, y)
                 c, r = np.floor(fc).astype(np.int64), np.floor(fr).astype(np.int64)
-            plan = plan_pixels(view.grid, [b], [[[view]]], opener)
+            plan = plan_pixels(view.grid, [b], [[[view]]])
             tasks.append((plan, c, r, out, b, jobs))
 
     # Each scene and band adds its distinct tiles to the total.

@@ -537,32 +537,45 @@ class RasteretDataset(GeoDataset):
     def _open(self, view: BandView) -> CogFile:
         return self.cog(view.row, view.band)
 
-    def plan(self, rows: Sequence[int], grid: GridSpec) -> PixelPlan:
+    def plan(self, rows: Sequence[int], grid: GridSpec) -> PixelPlan | None:
         """The read of a sample: ``rows`` (in reading order) onto ``grid``, one time step
         per scene for time series, else one mosaic (first valid pixel in that order).
-        ``mask_bands`` keep their stored values."""
+        ``mask_bands`` keep their stored values. None: no scene is left to read (each
+        one lacked a band, skipped under ``on_error="skip"``)."""
         bands = self.bands + self.mask_bands
-        scenes = [[self.view(row, band) for band in bands] for row in rows]
+        scenes = []
+        for row in rows:
+            try:
+                scenes.append([self.view(row, band) for band in bands])
+            except RasteretError as error:
+                if self.on_error == "raise":
+                    raise
+                self._skip(row, error)
+        if not scenes:
+            return None
         image: Values = "scaled" if self.apply_scale else "stored"
         return plan_pixels(
             grid, bands, [[scene] for scene in scenes] if self.time_series else [scenes],
-            self._open, values=[image] * len(self.bands) + ["stored"] * len(self.mask_bands),
+            values=[image] * len(self.bands) + ["stored"] * len(self.mask_bands),
             resampling=self.resampling, on_error=self.on_error)
+
+    def _skip(self, row: int, error: RasteretError) -> None:
+        self.errors += 1
+        warnings.warn(f"skipped scene {self._scene_id(row)}: {error}", stacklevel=3)
 
     async def _read(self, rows: list[int], grid: GridSpec) -> np.ndarray:
         """The pixels of a sample: ``(T, C, H, W)`` for time series, else ``(C, H, W)``."""
         plan = self.plan(rows, grid)
-        data = np.empty(plan.shape, plan.out_dtype)
-        outcome = await fill_block(plan, data, self._open, stats=self.stats)
-        for scene, error in outcome.skipped:
-            self.errors += 1
-            warnings.warn(f"skipped scene {self._scene_id(scene.row)}: {error}", stacklevel=2)
-        if len(outcome.empty) == len(plan.slots):
-            raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
-        if not self.time_series:
-            first: np.ndarray = data[0]
-            return first
-        return keep_slots(data, [t for t in range(len(rows)) if t not in set(outcome.empty)])
+        if plan is not None:
+            data = np.empty(plan.shape, plan.out_dtype)
+            outcome = await fill_block(plan, data, self._open, stats=self.stats)
+            for scene, error in outcome.skipped:
+                self._skip(scene.row, error)
+            kept = [t for t in range(len(plan.slots)) if t not in set(outcome.empty)]
+            if kept:
+                sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
+                return sample
+        raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
 
     async def _sample_async(self, index: GeoSlice) -> Sample:
         grid, x, y, t = self._grid(index)
