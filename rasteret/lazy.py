@@ -9,8 +9,10 @@ collection's stored headers (no header request).
 
 What travels in the task graph is small and self-contained: one key per scene holding
 the band views of that scene only (its own tile tables, not the collection's), and one
-key holding the read's description (grid, geometry, options, and the
-:class:`~rasteret.io.backend.Backend`, which pickles to its description). A worker
+key holding the read's description (its :class:`~rasteret.pixels.PixelPlan` without
+the scenes, and the :class:`~rasteret.io.backend.Backend`, which pickles to its
+description). Each task fills its block through :func:`rasteret.pixels.fill_block`,
+the function that fills the eager read. A worker
 process turns that description into one live backend and keeps it (see
 :func:`process_backend`), so its object stores, connection pools and credential tokens
 are built once per process, not once per task.
@@ -99,9 +101,15 @@ def process_backend(token: str, backend: Backend) -> Backend:
 
 # -- what a task receives -------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Read:
-    """The description shared by every task of one geometry's read: the plan without
-    its scenes (each task gets only its own), and how to reach the stores."""
+class LazyRead:
+    """The description shared by every task of one geometry's read.
+
+    Attributes:
+        token: :func:`backend_token` of ``backend``.
+        backend: How to reach the stores.
+        validate: Check each tile against the object version recorded at build time.
+        plan: The read's plan without its scenes (each task gets only its own).
+    """
 
     token: str
     backend: Backend
@@ -109,10 +117,21 @@ class _Read:
     plan: PixelPlan
 
 
-def read_block(read: _Read, scenes: Sequence[SceneRead], band: int,
+def read_block(read: LazyRead, scenes: Sequence[SceneRead], band: int,
                rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """Read one block of one band: ``(len(scenes), rows, cols)`` of the output grid,
-    filled by :func:`rasteret.pixels.fill_block` as the eager call fills it."""
+    """Read one block of one band (one dask task), filled by
+    :func:`rasteret.pixels.fill_block` as the eager call fills it.
+
+    Args:
+        read: The read's description.
+        scenes: The block's scenes, one per time step.
+        band: The band's position in the plan.
+        rows: ``(top, bottom)`` rows of the output grid.
+        cols: ``(left, right)`` columns of the output grid.
+
+    Returns:
+        The block, ``(len(scenes), bottom - top, right - left)``.
+    """
     opener = CogOpener(process_backend(read.token, read.backend), validate=read.validate)
     plan = dataclasses.replace(read.plan, slots=tuple((scene,) for scene in scenes))
     block = Block(tuple(range(len(scenes))), (band,), rows, cols)
@@ -252,7 +271,7 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)
 
     token = backend_token(backend)
-    read = _Read(token, backend, validate, dataclasses.replace(plan, slots=()))
+    read = LazyRead(token, backend, validate, dataclasses.replace(plan, slots=()))
     name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),
                     mask, values, resampling, validate, time_chunks, y_chunks, x_chunks)
     read_key = f"rasteret-read-{name}"
