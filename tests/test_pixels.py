@@ -216,3 +216,22 @@ def test_a_broken_scene_raises_on_every_path(world):
         collection.get_numpy(box, ["B04"], geometry_crs=EPSG, progress=False)
     with pytest.raises(ObjectChangedError):
         _dataset_sample(collection, box, CRS.from_epsg(EPSG), RES, ["B04"])
+
+
+@pytest.mark.parametrize("apply_scale", [False, True])
+def test_the_mosaic_takes_each_pixel_from_the_latest_scene_valid_there(world, apply_scale):
+    collection = world["clean"]
+    box = (LEFT, TOP - (SHIFT[1] + SIZE) * RES, LEFT + (SHIFT[0] + SIZE) * RES, TOP)
+    older, newer = collection.get_numpy(box, list(BANDS), geometry_crs=EPSG,
+                                        apply_scale=apply_scale, progress=False)
+    if apply_scale:
+        valid_older, valid_newer = ~np.isnan(older), ~np.isnan(newer)
+    else:
+        valid_older, valid_newer = older != 0, newer != 65535
+    # The latest scene where it is valid, else the older one where that is; where
+    # neither is, the first scene read (the latest) keeps its own fill.
+    expected = np.where(valid_newer | ~valid_older, newer, older)
+    dataset = collection.to_torchgeo_dataset(list(BANDS), target_crs=EPSG, res=RES,
+                                             apply_scale=apply_scale)
+    mosaic = dataset[slice(box[0], box[2]), slice(box[1], box[3])]["image"].numpy()
+    np.testing.assert_array_equal(mosaic, expected)
