@@ -38,7 +38,14 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, Match, OnError, Resampling, check_option
-from rasteret.pixels import CogOpener, Values, fill_block, keep_slots, plan_pixels
+from rasteret.pixels import (
+    CogOpener,
+    SceneRead,
+    Values,
+    fill_block,
+    keep_slots,
+    plan_pixels,
+)
 from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.warp import GridSpec, transformer
@@ -247,9 +254,9 @@ async def _read_area(
                        validate=validate)
     clip = (reproject_geometry(geometry, crs, grid.crs)
             if mask and not isinstance(geometry, shapely.Point) else None)
-    plan = plan_pixels(grid, bands, [[[views[b][t] for b in bands]] for t in range(len(rows))],
-                       values=values, clip=clip, resampling=resampling,
-                       on_error=on_error)
+    scenes = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
+    plan = plan_pixels(grid, bands, [[scene] for scene in scenes], values=values, clip=clip,
+                       resampling=resampling, on_error=on_error)
     # Every scene and band decodes straight into its slice of the result: no per-scene
     # arrays, no stacking copy.
     data = np.empty(plan.shape, plan.out_dtype)

@@ -264,8 +264,9 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     # The eager call's plan; the graph holds it without its scenes (one key), and each
     # scene's views (each holding only its own record) under a key of their own.
     values = values_of(apply_scale, masked)
-    plan = plan_pixels(grid, bands, [[[views[b][t] for b in bands]] for t in range(len(rows))],
-                       values=values, clip=clip, resampling=resampling)
+    described = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
+    plan = plan_pixels(grid, bands, [[scene] for scene in described], values=values, clip=clip,
+                       resampling=resampling)
     reference = next((v for v in views[bands[0]]
                       if v.georeferenced and v.crs.equals(grid.crs)), None)
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)

@@ -19,7 +19,7 @@ still missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -83,7 +83,8 @@ class SceneBand:
 
 @dataclass(frozen=True)
 class SceneRead:
-    """The bands of one scene a plan reads, in the plan's band order.
+    """The bands of one scene a plan reads, in the plan's band order (none: a scene
+    its caller could not describe and has reported; a read passes it over).
 
     Attributes:
         row: The scene's row in the collection.
@@ -107,7 +108,9 @@ class PixelPlan:
 
     The output is ``(time, band, y, x)``: output time step ``t`` is filled from the
     scenes of ``slots[t]``, first valid pixel in their order (a slot of one scene is
-    that scene). Build plans with :func:`plan_pixels`.
+    that scene). A slot may be a lazy sequence: a mosaic asks for each scene only when
+    it reaches it (the first usually covers the block). Build plans with
+    :func:`plan_pixels`.
 
     Attributes:
         grid: The destination grid.
@@ -125,7 +128,7 @@ class PixelPlan:
 
     grid: GridSpec
     bands: tuple[str, ...]
-    slots: tuple[tuple[SceneRead, ...], ...]
+    slots: tuple[Sequence[SceneRead], ...]
     dtype: np.dtype
     values: tuple[Values, ...]
     clip: shapely.Geometry | None = None
@@ -154,9 +157,8 @@ class PixelPlan:
         return self.slots[slot][0].bands[band].nodata_in(self.dtype)
 
 
-def plan_pixels(grid: GridSpec, bands: Sequence[str],
-                slots: Sequence[Sequence[Sequence[BandView]]], *,
-                values: Values | Sequence[Values] = "stored",
+def plan_pixels(grid: GridSpec, bands: Sequence[str], slots: Sequence[Sequence[SceneRead]],
+                *, dtype: np.dtype | None = None, values: Values | Sequence[Values] = "stored",
                 clip: shapely.Geometry | None = None, resampling: Resampling = "nearest",
                 on_error: OnError = "raise") -> PixelPlan:
     """The plan of a read.
@@ -164,15 +166,16 @@ def plan_pixels(grid: GridSpec, bands: Sequence[str],
     Args:
         grid: The destination grid.
         bands: Band names, in output order.
-        slots: For each output time step, its scenes (first valid wins), each given as
-            its views of ``bands``.
+        slots: For each output time step, its scenes (first valid wins).
+        dtype: The stored values' dtype (default: the result type of every scene's
+            bands; give it for a lazy slot, whose scenes are not all asked for).
         values: What every band holds, or one choice per band.
         clip: The clip geometry in the grid's CRS (None: no clipping).
         resampling: ``"nearest"`` or ``"bilinear"``.
         on_error: ``"raise"`` or ``"skip"``.
 
     Returns:
-        The plan; its dtype is the result type of every view's pixels.
+        The plan.
 
     Raises:
         ConfigurationError: An unknown ``values``, ``resampling`` or ``on_error``.
@@ -182,10 +185,15 @@ def plan_pixels(grid: GridSpec, bands: Sequence[str],
         check_option("values", value, VALUES)
     check_option("resampling", resampling, RESAMPLING)
     check_option("on_error", on_error, ON_ERROR)
-    scenes = tuple(tuple(SceneRead.of(views) for views in slot) for slot in slots)
-    dtype = np.result_type(*(band.view.dtype for slot in scenes for scene in slot
-                             for band in scene.bands))
-    return PixelPlan(grid, tuple(bands), scenes, dtype, per_band, clip, resampling, on_error)
+    if dtype is None:
+        dtype = scenes_dtype(scene for slot in slots for scene in slot)
+    return PixelPlan(grid, tuple(bands), tuple(slots), dtype, per_band, clip, resampling,
+                     on_error)
+
+
+def scenes_dtype(scenes: Iterable[SceneRead]) -> np.dtype:
+    """The result type of the pixels of every band of ``scenes``."""
+    return np.result_type(*(band.view.dtype for scene in scenes for band in scene.bands))
 
 
 class CogOpener:
@@ -328,7 +336,7 @@ async def _fill_slot(plan: PixelPlan, scenes: Sequence[SceneRead], bands: Sequen
     position = 0
     while position < len(scenes) and (missing is None or missing.any()):
         size = FIRST_ROUND if position == 0 else LATER_ROUNDS
-        group = scenes[position : position + size]
+        group = [scenes[i] for i in range(position, min(position + size, len(scenes)))]
         position += size
         more = position < len(scenes)
         if missing is None and len(group) == 1:
@@ -363,6 +371,8 @@ async def _read_scene(plan: PixelPlan, scene: SceneRead, bands: Sequence[int], g
                       stats: FetchStats | None, outcome: BlockOutcome) -> bool:
     """Read ``bands`` of one scene into ``out`` ``(band, y, x)`` (and where its pixels
     are nodata into ``invalid``, when given); False when skipped on error."""
+    if not scene.bands:  # its caller could not describe it, and said why
+        return False
     results = await asyncio.gather(*(
         _read_band(plan, scene.bands[b], plan.values[b], grid, out[i],
                    None if invalid is None else invalid[i], open_cog, stats)

@@ -31,7 +31,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import MATCH, Match, check_option
-from rasteret.pixels import Block, CogOpener, OpenCog, PixelPlan, fill_block, plan_pixels
+from rasteret.pixels import Block, CogOpener, OpenCog, PixelPlan, SceneRead, fill_block, plan_pixels
 from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.warp import transformer
 from rasteret.tiff.geo import nodata_for_dtype
@@ -461,7 +461,7 @@ def _read_all(collection: Collection, candidates: list[int],
                     x, y = transformer(ref.crs, view.crs).transform(x, y)
                 fc, fr = _apply(~view.transform, x, y)
                 c, r = np.floor(fc).astype(np.int64), np.floor(fr).astype(np.int64)
-            plan = plan_pixels(view.grid, [b], [[[view]]])
+            plan = plan_pixels(view.grid, [b], [[SceneRead.of([view])]])
             tasks.append((plan, c, r, out, b, jobs))
 
     # Each scene and band adds its distinct tiles to the total.

@@ -12,7 +12,7 @@ import asyncio
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import geopandas as gpd
 import numpy as np
@@ -33,7 +33,15 @@ from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
-from rasteret.pixels import PixelPlan, Values, fill_block, keep_slots, plan_pixels
+from rasteret.pixels import (
+    PixelPlan,
+    SceneRead,
+    Values,
+    fill_block,
+    keep_slots,
+    plan_pixels,
+    scenes_dtype,
+)
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, transformer
@@ -173,6 +181,33 @@ class IndexFile:
                                  entries["maxy"]),
             crs=crs,
         )
+
+
+class _Mosaic(Sequence[SceneRead]):
+    """The scenes of one mosaic, described as the read reaches them (the first
+    usually covers a chip: the others' views are never built)."""
+
+    def __init__(self, dataset: RasteretDataset, rows: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.rows = rows
+        self.scenes: dict[int, SceneRead] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> SceneRead: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SceneRead]: ...
+
+    def __getitem__(self, index: int | slice) -> SceneRead | Sequence[SceneRead]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        scene = self.scenes.get(index)
+        if scene is None:
+            scene = self.scenes[index] = self.dataset.scene(self.rows[index])
+        return scene
 
 
 class RasteretDataset(GeoDataset):
@@ -471,7 +506,7 @@ class RasteretDataset(GeoDataset):
                 cached = self._row_views[key] = self.collection.band_view(row, band)
                 if len(self._row_views) > _KEPT_VIEWS:  # bounded: not the collection's size
                     self._row_views.pop(next(iter(self._row_views)))
-                    self._cogs.pop(next(iter(self._cogs)), None)
+                    self._cogs.pop(next(iter(self._cogs), (row, band)), None)
             return cached
         view = self.views(band)[row]
         return view if view is not None else self.collection.band_view(row, band)
@@ -537,27 +572,48 @@ class RasteretDataset(GeoDataset):
     def _open(self, view: BandView) -> CogFile:
         return self.cog(view.row, view.band)
 
-    def plan(self, rows: Sequence[int], grid: GridSpec) -> PixelPlan | None:
+    def scene(self, row: int) -> SceneRead:
+        """The bands (``bands`` then ``mask_bands``) of one scene as a read uses them;
+        under ``on_error="skip"`` a scene lacking one is reported and has no bands.
+
+        Raises:
+            ConfigurationError: A band was not indexed for the scene (``on_error="raise"``).
+        """
+        try:
+            return SceneRead.of([self.view(row, band) for band in self.bands + self.mask_bands])
+        except RasteretError as error:
+            if self.on_error == "raise":
+                raise
+            self._skip(row, error)
+            return SceneRead(row, self._scene_id(row), ())
+
+    def plan(self, rows: Sequence[int], grid: GridSpec) -> PixelPlan:
         """The read of a sample: ``rows`` (in reading order) onto ``grid``, one time step
-        per scene for time series, else one mosaic (first valid pixel in that order).
-        ``mask_bands`` keep their stored values. None: no scene is left to read (each
-        one lacked a band, skipped under ``on_error="skip"``)."""
-        bands = self.bands + self.mask_bands
-        scenes = []
-        for row in rows:
-            try:
-                scenes.append([self.view(row, band) for band in bands])
-            except RasteretError as error:
-                if self.on_error == "raise":
-                    raise
-                self._skip(row, error)
-        if not scenes:
-            return None
+        per scene for time series, else one mosaic (first valid pixel in that order)
+        whose scenes are described only as the mosaic reaches them. ``mask_bands``
+        keep their stored values.
+
+        Raises:
+            IndexError: Under ``on_error="skip"``, no scene has every band.
+        """
         image: Values = "scaled" if self.apply_scale else "stored"
-        return plan_pixels(
-            grid, bands, [[scene] for scene in scenes] if self.time_series else [scenes],
-            values=[image] * len(self.bands) + ["stored"] * len(self.mask_bands),
-            resampling=self.resampling, on_error=self.on_error)
+        values = [image] * len(self.bands) + ["stored"] * len(self.mask_bands)
+        nothing = IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        if self.time_series:
+            scenes = [self.scene(row) for row in rows]
+            if not any(scene.bands for scene in scenes):
+                raise nothing
+            return plan_pixels(grid, self.bands + self.mask_bands,
+                               [[scene] for scene in scenes], values=values,
+                               resampling=self.resampling, on_error=self.on_error)
+        mosaic = _Mosaic(self, rows)
+        # The first scene's dtype is the mosaic's: later scenes are cast into it.
+        first = next((scene for scene in mosaic if scene.bands), None)
+        if first is None:
+            raise nothing
+        return plan_pixels(grid, self.bands + self.mask_bands, [mosaic],
+                           dtype=scenes_dtype([first]), values=values,
+                           resampling=self.resampling, on_error=self.on_error)
 
     def _skip(self, row: int, error: RasteretError) -> None:
         self.errors += 1
@@ -566,16 +622,15 @@ class RasteretDataset(GeoDataset):
     async def _read(self, rows: list[int], grid: GridSpec) -> np.ndarray:
         """The pixels of a sample: ``(T, C, H, W)`` for time series, else ``(C, H, W)``."""
         plan = self.plan(rows, grid)
-        if plan is not None:
-            data = np.empty(plan.shape, plan.out_dtype)
-            outcome = await fill_block(plan, data, self._open, stats=self.stats)
-            for scene, error in outcome.skipped:
-                self._skip(scene.row, error)
-            kept = [t for t in range(len(plan.slots)) if t not in set(outcome.empty)]
-            if kept:
-                sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
-                return sample
-        raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        data = np.empty(plan.shape, plan.out_dtype)
+        outcome = await fill_block(plan, data, self._open, stats=self.stats)
+        for scene, error in outcome.skipped:
+            self._skip(scene.row, error)
+        kept = [t for t in range(len(plan.slots)) if t not in set(outcome.empty)]
+        if not kept:
+            raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
+        return sample
 
     async def _sample_async(self, index: GeoSlice) -> Sample:
         grid, x, y, t = self._grid(index)
