@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 import numpy as np
 import shapely
@@ -102,6 +102,38 @@ class SceneRead:
         return cls(views[0].row, views[0].scene_id, tuple(SceneBand.of(v) for v in views))
 
 
+class LazyScenes(Sequence[SceneRead]):
+    """Scenes described only when a read reaches them: a mosaic's first scene usually
+    covers its block, so the others' views are never built.
+
+    Args:
+        rows: The scenes' rows, in reading order.
+        describe: Describes the scene of a row.
+    """
+
+    def __init__(self, rows: Sequence[int], describe: Callable[[int], SceneRead]) -> None:
+        self.rows = rows
+        self.describe = describe
+        self.described: dict[int, SceneRead] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> SceneRead: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SceneRead]: ...
+
+    def __getitem__(self, index: int | slice) -> SceneRead | Sequence[SceneRead]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        scene = self.described.get(index)
+        if scene is None:
+            scene = self.described[index] = self.describe(self.rows[index])
+        return scene
+
+
 @dataclass(frozen=True)
 class PixelPlan:
     """What a read fills: scenes onto one grid, and how their values are converted.
@@ -151,10 +183,12 @@ class PixelPlan:
 
     def fill_value(self, slot: int, band: int) -> Any:
         """What a pixel of ``band`` in time step ``slot`` holds when no scene gives it:
-        NaN for converted values, else the nodata of the slot's first scene."""
+        NaN for converted values, else the nodata of the slot's first scene (0 when
+        none is described)."""
         if self.values[band] != "stored":
             return np.nan
-        return self.slots[slot][0].bands[band].nodata_in(self.dtype)
+        first = next((scene for scene in self.slots[slot] if scene.bands), None)
+        return self.dtype.type(0) if first is None else first.bands[band].nodata_in(self.dtype)
 
 
 def plan_pixels(grid: GridSpec, bands: Sequence[str], slots: Sequence[Sequence[SceneRead]],

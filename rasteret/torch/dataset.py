@@ -12,7 +12,7 @@ import asyncio
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -34,6 +34,7 @@ from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
 from rasteret.pixels import (
+    LazyScenes,
     PixelPlan,
     SceneRead,
     Values,
@@ -181,33 +182,6 @@ class IndexFile:
                                  entries["maxy"]),
             crs=crs,
         )
-
-
-class _Mosaic(Sequence[SceneRead]):
-    """The scenes of one mosaic, described as the read reaches them (the first
-    usually covers a chip: the others' views are never built)."""
-
-    def __init__(self, dataset: RasteretDataset, rows: Sequence[int]) -> None:
-        self.dataset = dataset
-        self.rows = rows
-        self.scenes: dict[int, SceneRead] = {}
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @overload
-    def __getitem__(self, index: int) -> SceneRead: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[SceneRead]: ...
-
-    def __getitem__(self, index: int | slice) -> SceneRead | Sequence[SceneRead]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        scene = self.scenes.get(index)
-        if scene is None:
-            scene = self.scenes[index] = self.dataset.scene(self.rows[index])
-        return scene
 
 
 class RasteretDataset(GeoDataset):
@@ -606,7 +580,7 @@ class RasteretDataset(GeoDataset):
             return plan_pixels(grid, self.bands + self.mask_bands,
                                [[scene] for scene in scenes], values=values,
                                resampling=self.resampling, on_error=self.on_error)
-        mosaic = _Mosaic(self, rows)
+        mosaic = LazyScenes(rows, self.scene)
         # The first scene's dtype is the mosaic's: later scenes are cast into it.
         first = next((scene for scene in mosaic if scene.bands), None)
         if first is None:
