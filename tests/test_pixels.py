@@ -102,16 +102,16 @@ TARGETS = [(None, 10.0), (None, 20.0), (None, 7.5), (32632, 10.0), (32632, 15.0)
 
 
 def _window(target, res, col, row, width, height):
-    """A window of ``width`` x ``height`` pixels of the grid ``target`` at ``res``,
-    placed at ``(col, row)`` pixels from the pixel holding the centre of the two
-    scenes' overlap, so that it overlaps both (partly or wholly)."""
+    """A window of ``width`` x ``height`` pixels of the grid ``target`` at ``res``
+    holding the pixel at the centre of the two scenes' overlap (at its column ``col
+    % width`` and row ``row % height``), so that both scenes cover part of it or all."""
     crs = CRS.from_epsg(target or EPSG)
     origin = (LEFT, TOP) if target is None else (0.0, 0.0)
     centre = (LEFT + (SHIFT[0] + SIZE) * RES / 2, TOP - (SHIFT[1] + SIZE) * RES / 2)
     if target is not None:
         centre = Transformer.from_crs(EPSG, target, always_xy=True).transform(*centre)
-    c0 = math.floor((centre[0] - origin[0]) / res) + col
-    r0 = math.floor((origin[1] - centre[1]) / res) + row
+    c0 = math.floor((centre[0] - origin[0]) / res) - col % width
+    r0 = math.floor((origin[1] - centre[1]) / res) - row % height
     left, top = origin[0] + c0 * res, origin[1] - r0 * res
     return crs, (left, top - height * res, left + width * res, top)
 
@@ -128,7 +128,7 @@ def _diamond(bounds):
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(target=st.sampled_from(TARGETS),
-       col=st.integers(-30, 10), row=st.integers(-30, 10),
+       col=st.integers(0, 39), row=st.integers(0, 39),
        width=st.integers(1, 40), height=st.integers(1, 40),
        bands=st.sampled_from([("B04",), ("B08",), ("B04", "B08"), ("B08", "B04")]),
        apply_scale=st.booleans(), clip=st.booleans(),
