@@ -33,14 +33,22 @@ from pyproj import CRS
 
 from rasteret.band import BandView, most_common_crs, native_resolution, native_view
 from rasteret.collection import Collection, DateRange
-from rasteret.errors import ConfigurationError, NoCoverageError, RasteretError
+from rasteret.errors import ConfigurationError, NoCoverageError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import ON_ERROR, Match, OnError, Resampling, check_option
+from rasteret.pixels import (
+    CogOpener,
+    SceneRead,
+    Values,
+    fill_block,
+    keep_slots,
+    plan_pixels,
+)
 from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.cache import ChunkCaches
-from rasteret.read.warp import GridSpec, read_into_grid, transformer
+from rasteret.read.warp import GridSpec, transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
 if TYPE_CHECKING:
@@ -53,15 +61,25 @@ CRSLike = CRS | str | int
 
 @dataclass
 class AreaResult:
-    """The pixels of one geometry: ``data`` is ``(time, band, y, x)``."""
+    """The pixels of one geometry: ``data`` is ``(time, band, y, x)``.
 
-    data: np.ndarray
+    Attributes:
+        data: The pixels (a NumPy array; a dask array in a lazy read).
+        grid: Their grid.
+        rows: The collection row of each time step.
+        bands: The band names.
+        views: ``views[band][t]``: the view of each band of each scene in ``rows``.
+        values: What the bands hold (stored, masked or scaled values).
+        dtype: The stored values' dtype (the result type of every scene's band).
+    """
+
+    data: Any
     grid: GridSpec
     rows: list[int]
     bands: list[str]
-    nodata: list[Any]
-    #: ``views[band][t]``: the view of each band of each scene in ``rows``.
     views: dict[str, list[BandView]]
+    values: Values
+    dtype: np.dtype
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -120,8 +138,8 @@ def _check_degrees(geometry: shapely.Geometry, crs: CRS, collection: Collection)
         )
 
 
-def _reproject(geometry: shapely.Geometry, source: CRS, target: CRS, *,
-               densify: bool = True) -> shapely.Geometry:
+def reproject_geometry(geometry: shapely.Geometry, source: CRS, target: CRS, *,
+                       densify: bool = True) -> shapely.Geometry:
     """``geometry`` from ``source`` to ``target`` (edges densified first, so a box
     stays a faithful outline after a curved projection)."""
     if source is target or source.equals(target):
@@ -141,7 +159,7 @@ def _check_collection(collection: Collection) -> None:
 
 
 # -- grids ----------------------------------------------------------------------------------
-def _views(collection: Collection, rows: list[int], band: str) -> list[BandView]:
+def scene_views(collection: Collection, rows: list[int], band: str) -> list[BandView]:
     """The views of ``band`` in ``rows``, refusing a scene where it was not indexed."""
     views = collection.band_views(band, rows)
     for row, view in zip(rows, views):
@@ -171,7 +189,7 @@ def choose_grid(
             else resolution
     else:
         xres, yres = native_resolution(views, crs)
-    shape = _reproject(geometry, geometry_crs, crs)
+    shape = reproject_geometry(geometry, geometry_crs, crs)
     minx, miny, maxx, maxy = shape.bounds
     ox, oy = origin
     left = ox + math.floor(round((minx - ox) / xres, 6)) * xres
@@ -198,7 +216,7 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
         NoCoverageError: No scene covers ``geometry``.
     """
     _check_degrees(geometry, crs, collection)
-    degrees = _reproject(geometry, crs, CRS.from_epsg(4326), densify=False)
+    degrees = reproject_geometry(geometry, crs, CRS.from_epsg(4326), densify=False)
     subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
     ids = set(subset.column("id").to_pylist())
     rows = [i for i, scene in enumerate(collection.column("id").to_pylist()) if scene in ids]
@@ -212,137 +230,50 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
 
 
 # -- reading --------------------------------------------------------------------------------
-#: Rows of the output whose pixel centres are tested against a polygon at once.
-_MASK_ROWS = 256
-
-
-def _mask_outside(data: np.ndarray, grid: GridSpec, geometry: shapely.Geometry, crs: CRS,
-                  nodata: list[Any]) -> None:
-    """Set the pixels of ``data`` (time, band, y, x) whose centre lies outside
-    ``geometry`` to each band's nodata, in place and in blocks of rows (the working set
-    stays fixed however large the area)."""
-    shape = _reproject(geometry, crs, grid.crs)
-    t = grid.transform
-    xs = t.c + (np.arange(grid.width) + 0.5) * t.a
-    ys = t.f + (np.arange(grid.height) + 0.5) * t.e
-    if not t.b and not t.d and shapely.equals(shape, shapely.box(*shape.bounds)):
-        # An axis-aligned rectangle: inside is a product of a column and a row range
-        # (strict comparisons: a centre on the boundary is not contained, as in
-        # shapely.contains_xy).
-        minx, miny, maxx, maxy = shape.bounds
-        cols = np.flatnonzero((xs > minx) & (xs < maxx))
-        lines = np.flatnonzero((ys > miny) & (ys < maxy))
-        if not len(cols) or not len(lines):
-            for index, value in enumerate(nodata):
-                data[:, index] = value
-            return
-        c0, c1, r0, r1 = cols[0], cols[-1] + 1, lines[0], lines[-1] + 1
-        for index, value in enumerate(nodata):
-            band = data[:, index]
-            band[:, :r0] = value
-            band[:, r1:] = value
-            band[:, r0:r1, :c0] = value
-            band[:, r0:r1, c1:] = value
-        return
-    # Prepare a private copy: the caller's geometry may be shared by threads (dask
-    # tasks of one lazy read), and preparing changes a geometry in place.
-    shape = shapely.from_wkb(shapely.to_wkb(shape))
-    shapely.prepare(shape)
-    for top in range(0, grid.height, _MASK_ROWS):
-        bottom = min(top + _MASK_ROWS, grid.height)
-        xx, yy = np.meshgrid(xs, ys[top:bottom])
-        outside = ~shapely.contains_xy(shape, xx, yy)
-        if not outside.any():
-            continue
-        for index, value in enumerate(nodata):
-            block = data[:, index, top:bottom]
-            np.copyto(block, np.asarray(value, dtype=data.dtype),
-                      where=np.broadcast_to(outside, block.shape))
+def values_of(apply_scale: bool, masked: bool = False) -> Values:
+    """What a read's bands hold for the public flags ``apply_scale`` and ``masked``."""
+    return "scaled" if apply_scale else "masked" if masked else "stored"
 
 
 async def _read_area(
     collection: Collection, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
     backend: Backend, target_crs: CRSLike | None,
     resolution: float | tuple[float, float] | None, resampling: Resampling, mask: bool,
-    date_range: DateRange | None, on_error: OnError = "raise", validate: bool = True,
-    bar: ProgressBar | None = None,
+    date_range: DateRange | None, values: Values, on_error: OnError = "raise",
+    validate: bool = True, bar: ProgressBar | None = None,
 ) -> AreaResult:
     rows = covering_rows(collection, geometry, crs, date_range)
     if bar is not None:
         grow(bar, len(rows))
-    views = {b: _views(collection, rows, b) for b in bands}
+    views = {b: scene_views(collection, rows, b) for b in bands}
     grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
     # No tile memory: each tile of a scene is read once; the caches only let reads
     # of one file (bands of a multi-band COG) share its requests and decodes.
-    caches = ChunkCaches(memory_bytes=0, whole_chunks=False)
-    cogs = {(t, b): views[b][t].cog(backend, caches, validate=validate)
-            for t in range(len(rows)) for b in bands}
+    opener = CogOpener(backend, ChunkCaches(memory_bytes=0, whole_chunks=False),
+                       validate=validate)
+    clip = (reproject_geometry(geometry, crs, grid.crs)
+            if mask and not isinstance(geometry, shapely.Point) else None)
+    scenes = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
+    plan = plan_pixels(grid, bands, [[scene] for scene in scenes], values=values, clip=clip,
+                       resampling=resampling, on_error=on_error)
     # Every scene and band decodes straight into its slice of the result: no per-scene
     # arrays, no stacking copy.
-    dtype = np.result_type(*(cog.dtype for cog in cogs.values()))
-    data = np.empty((len(rows), len(bands), grid.height, grid.width), dtype)
-
-    async def scene(t: int) -> list[Any]:
-        try:
-            outcome: list[Any] = await asyncio.gather(*(
-                read_into_grid(cogs[(t, b)], grid, bands=[views[b][t].band_index],
-                               resampling=resampling, out=data[t, i : i + 1])
-                for i, b in enumerate(bands)
-            ), return_exceptions=True)
-            return outcome
-        finally:
-            if bar is not None:
-                bar.update(1)
-
-    # Scene-major, band-minor: outcome i is scene i // len(bands), band i % len(bands).
-    outcomes = [outcome for group in await asyncio.gather(*(scene(t) for t in range(len(rows))))
-                for outcome in group]
-    failed = {rows[i // len(bands)] for i, a in enumerate(outcomes)
-              if isinstance(a, BaseException)}
-    if failed:
-        first = next(a for a in outcomes if isinstance(a, BaseException))
-        if on_error == "raise" or not isinstance(first, RasteretError):
-            raise first
-        ids = [collection.column("id")[r].as_py() for r in sorted(failed)]
-        warnings.warn(f"skipped {len(failed)} scene(s) that failed to read: {ids} ({first})",
+    data = np.empty(plan.shape, plan.out_dtype)
+    outcome = await fill_block(plan, data, opener,
+                               on_slot=None if bar is None else lambda: bar.update(1))
+    if outcome.empty:
+        skipped = sorted(outcome.skipped, key=lambda pair: pair[0].row)
+        warnings.warn(f"skipped {len(outcome.empty)} scene(s) that failed to read: "
+                      f"{[scene.scene_id for scene, _ in skipped]} ({skipped[0][1]})",
                       stacklevel=3)
-        keep = [i for i, r in enumerate(rows) if r not in failed]
+        keep = [t for t in range(len(rows)) if t not in set(outcome.empty)]
         if not keep:
             raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
-        # Move the scenes kept to the front in place (no copy of the whole result).
-        for slot, k in enumerate(keep):
-            if slot != k:
-                data[slot] = data[k]
-        kept = np.result_type(*(cogs[(k, b)].dtype for k in keep for b in bands))
-        data = data[: len(keep)] if kept == dtype else data[: len(keep)].astype(kept)
-        dtype = kept
+        data = keep_slots(data, keep)
         rows = [rows[k] for k in keep]
         views = {b: [views[b][k] for k in keep] for b in bands}
-    nodata = [nodata_for_dtype(views[b][0].nodata, dtype) for b in bands]
-    if mask and not isinstance(geometry, shapely.Point):
-        _mask_outside(data, grid, geometry, crs, nodata)
-    return AreaResult(data, grid, rows, bands, nodata, views)
-
-
-def _scale_offsets(result: AreaResult, band: str) -> list[tuple[float, float]]:
-    """Each scene's ``(scale, offset)`` for ``band``: scenes may differ (Sentinel-2
-    baselines 04.00 and later add an offset the earlier ones lack)."""
-    return [(view.scale, view.offset) for view in result.views[band]]
-
-
-def _scaled(result: AreaResult) -> np.ndarray:
-    """Physical values as float32 (nodata -> NaN), each scene with its own scale and
-    offset: the COG's own, else its STAC item's (see ``BandView.scale``)."""
-    data = np.empty(result.data.shape, np.float32)
-    for index, band in enumerate(result.bands):
-        for time, (scale, offset) in enumerate(_scale_offsets(result, band)):
-            raw = result.data[time, index]
-            # float64 arithmetic, so scenes stored with different offsets round alike.
-            values = raw.astype(np.float64) * scale + offset
-            values[raw == result.nodata[index]] = np.nan
-            data[time, index] = values
-    return data
+    return AreaResult(data, grid, rows, bands, views, values, plan.dtype)
 
 
 def prepare_read(collection: Collection, geometries: Any, bands: Sequence[str], *,
@@ -370,11 +301,12 @@ def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
                resolution: float | tuple[float, float] | None = None,
                resampling: Resampling = "nearest", mask: bool = True,
                date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True, progress: bool = True,
+               validate: bool = True, progress: bool = True, values: Values = "stored",
                ) -> tuple[list[AreaResult], list[shapely.Geometry], CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions),
     counting the scenes read on a bar that shows once the read has taken
-    :data:`rasteret.progress.DELAY` seconds."""
+    :data:`rasteret.progress.DELAY` seconds; ``values`` says what the bands hold
+    (see :data:`rasteret.pixels.Values`)."""
     bands, shapes, crs, resolved = prepare_read(collection, geometries, bands,
                                                 geometry_crs=geometry_crs, backend=backend,
                                                 on_error=on_error)
@@ -386,7 +318,8 @@ def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
         return list(await asyncio.gather(*(
             _read_area(collection, g, crs, bands, backend=resolved, target_crs=target_crs,
                        resolution=resolution, resampling=resampling, mask=mask,
-                       date_range=date_range, on_error=on_error, validate=validate, bar=bar)
+                       date_range=date_range, values=values, on_error=on_error,
+                       validate=validate, bar=bar)
             for g in shapes
         )))
 
@@ -396,7 +329,9 @@ def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
         bar.close()
 
 
-def _single_geometry(geometries: Any) -> bool:
+def single_geometry(geometries: Any) -> bool:
+    """Whether ``geometries`` is one geometry (a bbox, a shapely geometry or GeoJSON
+    geometry/Feature), whose read returns one result rather than a list."""
     if isinstance(geometries, (shapely.Geometry, dict)):
         return not (isinstance(geometries, dict) and geometries.get("type") == "FeatureCollection")
     return (isinstance(geometries, (tuple, list)) and len(geometries) == 4
@@ -454,9 +389,10 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate, progress=progress)
-    arrays = [_scaled(r) if apply_scale else r.data for r in results]
-    return arrays[0] if _single_geometry(geometries) else arrays
+                               on_error=on_error, validate=validate, progress=progress,
+                               values=values_of(apply_scale))
+    arrays = [r.data for r in results]
+    return arrays[0] if single_geometry(geometries) else arrays
 
 
 def _coords(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -465,8 +401,20 @@ def _coords(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
             t.f + (np.arange(grid.height) + 0.5) * t.e)
 
 
-def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, masked: bool
-             ) -> xr.Dataset:
+def _same_nan(value: Any) -> Any:
+    return math.nan if isinstance(value, float) and math.isnan(value) else value
+
+
+def area_dataset(collection: Collection, result: AreaResult, variables: dict[str, Any]
+                 ) -> xr.Dataset:
+    """The ``xarray.Dataset`` of one area: ``variables`` (one ``(time, y, x)`` array per
+    band: NumPy, or dask in a lazy read) with the coordinates, attributes and CF grid
+    mapping of ``result`` (the eager and the lazy reads share it).
+
+    A band's ``nodata``/``_FillValue`` (stored values) and ``scale_factor``/
+    ``add_offset`` (unscaled values) are set when its scenes agree on them: CF
+    attributes hold one value per variable.
+    """
     import pandas as pd
     import xarray as xr
 
@@ -474,15 +422,6 @@ def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, mask
     times = pd.to_datetime(
         [collection.column("datetime")[r].as_py() for r in result.rows], utc=True
     ).tz_convert(None)
-    data = _scaled(result) if apply_scale else result.data
-    if masked and not apply_scale:
-        # One scene and band at a time: no full-size temporaries beside the result.
-        data = np.empty(result.data.shape, np.float32)
-        for index, value in enumerate(result.nodata):
-            for time in range(data.shape[0]):
-                raw = result.data[time, index]
-                data[time, index] = raw
-                np.copyto(data[time, index], np.float32(np.nan), where=raw == value)
     t = result.grid.transform
     spatial_ref = xr.DataArray(0, attrs={
         **result.grid.crs.to_cf(),
@@ -490,18 +429,20 @@ def _dataset(collection: Collection, result: AreaResult, apply_scale: bool, mask
         "spatial_ref": result.grid.crs.to_wkt(),
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
-    variables: dict[str, xr.DataArray] = {}
-    for index, band in enumerate(result.bands):
+    arrays: dict[str, xr.DataArray] = {}
+    for band in result.bands:
         attrs: dict[str, Any] = {"grid_mapping": "spatial_ref"}
-        if not (apply_scale or masked):
-            attrs["nodata"] = result.nodata[index].item()
-            attrs["_FillValue"] = result.nodata[index].item()
-        pairs = set(_scale_offsets(result, band))
-        if not apply_scale and len(pairs) == 1:  # CF attributes hold one pair per variable
+        views = result.views[band]
+        # NaN as one object, so scenes that all use NaN agree.
+        nodata = {_same_nan(nodata_for_dtype(v.nodata, result.dtype).item()) for v in views}
+        if result.values == "stored" and len(nodata) == 1:
+            attrs["nodata"] = attrs["_FillValue"] = nodata.pop()
+        pairs = {(v.scale, v.offset) for v in views}
+        if result.values != "scaled" and len(pairs) == 1:
             attrs["scale_factor"], attrs["add_offset"] = pairs.pop()
-        variables[band] = xr.DataArray(data[:, index], dims=("time", "y", "x"), attrs=attrs)
-    dataset = xr.Dataset(variables, coords={"time": times, "y": ys, "x": xs,
-                                            "spatial_ref": spatial_ref})
+        arrays[band] = xr.DataArray(variables[band], dims=("time", "y", "x"), attrs=attrs)
+    dataset = xr.Dataset(arrays, coords={"time": times, "y": ys, "x": xs,
+                                         "spatial_ref": spatial_ref})
     dataset["id"] = ("time", [collection.column("id")[r].as_py() for r in result.rows])
     dataset.attrs["crs"] = f"EPSG:{result.grid.crs.to_epsg()}"
     return dataset
@@ -535,9 +476,11 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
     results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
                                backend=backend, target_crs=target_crs, resolution=resolution,
                                resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate, progress=progress)
-    datasets = [_dataset(collection, r, apply_scale, masked) for r in results]
-    return datasets[0] if _single_geometry(geometries) else datasets
+                               on_error=on_error, validate=validate, progress=progress,
+                               values=values_of(apply_scale, masked))
+    datasets = [area_dataset(collection, r, {b: r.data[:, i] for i, b in enumerate(r.bands)})
+                for r in results]
+    return datasets[0] if single_geometry(geometries) else datasets
 
 
 def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,

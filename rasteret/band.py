@@ -15,6 +15,7 @@ stay in Arrow until :meth:`BandView.header` (or :meth:`BandView.cog`) needs them
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,9 +34,9 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
-from rasteret.read.warp import transformer
+from rasteret.read.warp import GridSpec, transformer
 from rasteret.schema import band_nodata, band_scale_offset, record_to_header
-from rasteret.tiff.header import CogHeader
+from rasteret.tiff.header import CogHeader, sample_dtype
 
 Bounds = tuple[float, float, float, float]
 
@@ -43,7 +44,8 @@ Bounds = tuple[float, float, float, float]
 _SCALAR_FIELDS = ("href", "band_index", "size", "etag", "last_modified", "epsg",
                   "transform", "nodata", "scales", "offsets", "stac")
 # The level-0 grid, read from the first element of each row's ``levels`` list.
-_LEVEL_FIELDS = ("width", "height", "chunk_width", "chunk_height")
+_LEVEL_FIELDS = ("width", "height", "chunk_width", "chunk_height", "bits_per_sample",
+                 "sample_format")
 
 
 @lru_cache(maxsize=256)
@@ -76,6 +78,8 @@ class BandView:
         height: Its height in pixels.
         tile_width: Width of its tiles (or strips) in pixels.
         tile_height: Height of its tiles (or strips) in pixels.
+        bits_per_sample: Bits per sample of the full-resolution image.
+        sample_format: Its TIFF sample format (1 unsigned, 2 signed, 3 float).
         nodata: The effective nodata: the COG's own GDAL_NODATA, else the STAC
             item's ``raster:bands`` nodata, else None.
         scale: The effective scale: physical value = stored value x scale + offset
@@ -97,6 +101,8 @@ class BandView:
     height: int
     tile_width: int
     tile_height: int
+    bits_per_sample: int
+    sample_format: int
     nodata: float | None
     scale: float
     offset: float
@@ -126,6 +132,16 @@ class BandView:
                 "transform: georeference the file (GeoTIFF tags) and rebuild the collection"
             )
         return self.epsg, self.transform
+
+    @property
+    def grid(self) -> GridSpec:
+        """The full-resolution image's own pixel grid.
+
+        Raises:
+            ConfigurationError: The image is not georeferenced.
+        """
+        epsg, transform = self._georeferencing()
+        return GridSpec(crs_of(epsg), transform, self.width, self.height)
 
     @property
     def bounds(self) -> Bounds:
@@ -166,7 +182,21 @@ class BandView:
         col, row = ~transform @ (x, y)
         return math.floor(col), math.floor(row)
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the band's decoded pixels (no tile table is read).
+
+        Raises:
+            UnsupportedTiffError: A sample format rasteret does not decode.
+        """
+        return sample_dtype(self.bits_per_sample, self.sample_format)
+
     # -- the full record -----------------------------------------------------------------
+    def detached(self) -> BandView:
+        """A copy holding only its own record, so it pickles small (a view normally
+        points into the whole column of the collection)."""
+        return dataclasses.replace(self, _source=self._source.take([self._index]), _index=0)
+
     def record(self) -> dict[str, Any]:
         """The stored record as a dict matching :data:`rasteret.schema.BAND_TYPE`
         (every level's tile table included)."""
@@ -275,6 +305,8 @@ def _chunk_views(chunk: pa.StructArray, local: np.ndarray, *, band: str,
             transform=Affine(*transform[:6]) if transform else None,
             width=int(grid["width"][i]), height=int(grid["height"][i]),
             tile_width=int(grid["chunk_width"][i]), tile_height=int(grid["chunk_height"][i]),
+            bits_per_sample=int(grid["bits_per_sample"][i]),
+            sample_format=int(grid["sample_format"][i]),
             nodata=band_nodata(light), scale=scale, offset=offset,
             _source=chunk, _index=int(local[i]),
         ))

@@ -9,8 +9,10 @@ collection's stored headers (no header request).
 
 What travels in the task graph is small and self-contained: one key per scene holding
 the band views of that scene only (its own tile tables, not the collection's), and one
-key holding the read's description (grid, geometry, options, and the
-:class:`~rasteret.io.backend.Backend`, which pickles to its description). A worker
+key holding the read's description (its :class:`~rasteret.pixels.PixelPlan` without
+the scenes, and the :class:`~rasteret.io.backend.Backend`, which pickles to its
+description). Each task fills its block through :func:`rasteret.pixels.fill_block`,
+the function that fills the eager read. A worker
 process turns that description into one live backend and keeps it (see
 :func:`process_backend`), so its object stores, connection pools and credential tokens
 are built once per process, not once per task.
@@ -31,19 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
-from affine import Affine
 from pyproj import CRS
 
 from rasteret.analysis import (
     AreaResult,
     CRSLike,
-    _dataset,
-    _mask_outside,
-    _reproject,
-    _single_geometry,
+    area_dataset,
     choose_grid,
     covering_rows,
     prepare_read,
+    reproject_geometry,
+    scene_views,
+    single_geometry,
+    values_of,
 )
 from rasteret.band import BandView
 from rasteret.collection import Collection, DateRange
@@ -51,8 +53,8 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import run_sync
 from rasteret.options import OnError, Resampling
-from rasteret.read.warp import GridSpec, read_into_grid
-from rasteret.tiff.geo import nodata_for_dtype
+from rasteret.pixels import Block, CogOpener, PixelPlan, SceneRead, fill_block, plan_pixels
+from rasteret.read.warp import GridSpec
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -99,75 +101,43 @@ def process_backend(token: str, backend: Backend) -> Backend:
 
 # -- what a task receives -------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Read:
-    """The description shared by every task of one geometry's read."""
+class LazyRead:
+    """The description shared by every task of one geometry's read.
+
+    Attributes:
+        token: :func:`backend_token` of ``backend``.
+        backend: How to reach the stores.
+        validate: Check each tile against the object version recorded at build time.
+        plan: The read's plan without its scenes (each task gets only its own).
+    """
 
     token: str
     backend: Backend
-    grid: GridSpec
-    #: The geometry in the grid's CRS when pixels outside it become nodata, else None.
-    outline: shapely.Geometry | None
-    resampling: Resampling
     validate: bool
-    dtype: np.dtype
-    masked: bool
-    apply_scale: bool
+    plan: PixelPlan
 
 
-@dataclass(frozen=True)
-class _Scene:
-    """The views of one scene's bands (each holding only its own record)."""
+def read_block(read: LazyRead, scenes: Sequence[SceneRead], band: int,
+               rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """Read one block of one band (one dask task), filled by
+    :func:`rasteret.pixels.fill_block` as the eager call fills it.
 
-    views: dict[str, BandView]
+    Args:
+        read: The read's description.
+        scenes: The block's scenes, one per time step.
+        band: The band's position in the plan.
+        rows: ``(top, bottom)`` rows of the output grid.
+        cols: ``(left, right)`` columns of the output grid.
 
-
-def _detached(view: BandView) -> BandView:
-    """A copy of ``view`` holding only its own record, so it pickles small (a view
-    normally points into the whole column of the collection)."""
-    return dataclasses.replace(view, _source=view._source.take([view._index]), _index=0)
-
-
-def _read_block(read: _Read, scenes: Sequence[_Scene], band: str,
-                rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """Read one block of one band: ``(len(scenes), rows, cols)`` of the output grid,
-    converted as the eager call converts it (dtype, mask, NaN nodata, scale)."""
-    backend = process_backend(read.token, read.backend)
-    (top, bottom), (left, right) = rows, cols
-    grid = GridSpec(read.grid.crs, read.grid.transform @ Affine.translation(left, top),
-                    right - left, bottom - top)
-    views = [scene.views[band] for scene in scenes]
-
-    async def read_all() -> list[np.ndarray]:
-        import asyncio
-
-        return list(await asyncio.gather(*(
-            read_into_grid(view.cog(backend, validate=read.validate), grid,
-                           bands=[view.band_index], resampling=read.resampling)
-            for view in views)))
-
-    raw = np.stack([a[0].astype(read.dtype, copy=False) for a in run_sync(read_all())])
-    nodata = nodata_for_dtype(views[0].nodata, read.dtype)
-    if read.outline is not None:
-        t = grid.transform
-        # The block's pixel centres: all inside (or all outside) the outline skip the
-        # per-pixel test, which only blocks on the outline need.
-        centres = shapely.box(t.c + 0.5 * t.a, t.f + (grid.height - 0.5) * t.e,
-                              t.c + (grid.width - 0.5) * t.a, t.f + 0.5 * t.e)
-        if shapely.disjoint(read.outline, centres):
-            raw[:] = nodata
-        elif not shapely.contains(read.outline, centres):
-            _mask_outside(raw[:, None], grid, read.outline, grid.crs, [nodata])
-    if not (read.masked or read.apply_scale):
-        return raw
-    out = np.empty(raw.shape, np.float32)
-    for index, view in enumerate(views):
-        if read.apply_scale:
-            # float64 arithmetic as in the eager call, so equal scenes round alike.
-            out[index] = raw[index].astype(np.float64) * view.scale + view.offset
-        else:
-            out[index] = raw[index]
-    out[raw == nodata] = np.nan
-    return out
+    Returns:
+        The block, ``(len(scenes), bottom - top, right - left)``.
+    """
+    opener = CogOpener(process_backend(read.token, read.backend), validate=read.validate)
+    plan = dataclasses.replace(read.plan, slots=tuple((scene,) for scene in scenes))
+    block = Block(tuple(range(len(scenes))), (band,), rows, cols)
+    out = np.empty(block.shape, plan.out_dtype)
+    run_sync(fill_block(plan, out, opener, block))
+    return out[:, 0]
 
 
 # -- chunk layout ---------------------------------------------------------------------------
@@ -286,44 +256,37 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
 
     array = _import_dask()
     rows = covering_rows(collection, geometry, crs, date_range)
-    views: dict[str, list[BandView]] = {}
-    for band in bands:
-        found = collection.band_views(band, rows)
-        for row, view in zip(rows, found):
-            if view is None:
-                collection.band_view(row, band)  # raises, naming the scene and the band
-        views[band] = [v for v in found if v is not None]
+    views = {band: scene_views(collection, rows, band) for band in bands}
     grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
                        resolution=resolution)
-    # As the eager call: one dtype for all bands, and each band's nodata in it.
-    dtype = np.result_type(*(v.cog(backend).dtype for b in bands for v in views[b]))
-    nodata = [nodata_for_dtype(views[b][0].nodata, dtype) for b in bands]
+    clip = (reproject_geometry(geometry, crs, grid.crs)
+            if mask and not isinstance(geometry, shapely.Point) else None)
+    # The eager call's plan; the graph holds it without its scenes (one key), and each
+    # scene's views (each holding only its own record) under a key of their own.
+    values = values_of(apply_scale, masked)
+    described = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
+    plan = plan_pixels(grid, bands, [[scene] for scene in described], values=values, clip=clip,
+                       resampling=resampling)
     reference = next((v for v in views[bands[0]]
                       if v.georeferenced and v.crs.equals(grid.crs)), None)
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)
 
     token = backend_token(backend)
-    outline = None
-    if mask and not isinstance(geometry, shapely.Point):
-        # Reprojected once here, as the eager call reprojects it for its mask.
-        outline = _reproject(geometry, crs, grid.crs)
-    read = _Read(token, backend, grid, outline, resampling, validate, dtype, masked,
-                 apply_scale)
+    read = LazyRead(token, backend, validate, dataclasses.replace(plan, slots=()))
     name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),
-                    mask, masked, apply_scale, resampling, validate, time_chunks, y_chunks,
-                    x_chunks)
+                    mask, values, resampling, validate, time_chunks, y_chunks, x_chunks)
     read_key = f"rasteret-read-{name}"
     scene_name = f"rasteret-scene-{name}"
     graph: dict[Any, Any] = {read_key: read}
     for t in range(len(rows)):
-        graph[(scene_name, t)] = _Scene({b: _detached(views[b][t]) for b in bands})
-    out_dtype = np.dtype(np.float32) if (masked or apply_scale) else dtype
+        graph[(scene_name, t)] = SceneRead.of([views[b][t].detached() for b in bands])
+    out_dtype = plan.out_dtype
     y_edges = np.cumsum((0, *y_chunks))
     x_edges = np.cumsum((0, *x_chunks))
     t_edges = np.cumsum((0, *time_chunks))
     shared = f"rasteret-shared-{name}"
     data: dict[str, Any] = {}
-    for band in bands:
+    for index, band in enumerate(bands):
         layer_name = f"rasteret-{band}-{name}"
         layer: dict[Any, Any] = {}
         for i in range(len(time_chunks)):
@@ -331,28 +294,16 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
             for j in range(len(y_chunks)):
                 for k in range(len(x_chunks)):
                     layer[(layer_name, i, j, k)] = (
-                        _read_block, read_key, scenes, band,
+                        read_block, read_key, scenes, index,
                         (int(y_edges[j]), int(y_edges[j + 1])),
                         (int(x_edges[k]), int(x_edges[k + 1])))
         hlg = HighLevelGraph({layer_name: layer, shared: graph},
                              {layer_name: {shared}, shared: set()})
         data[band] = array.Array(hlg, layer_name, (time_chunks, y_chunks, x_chunks),
                                  dtype=out_dtype, meta=np.empty((0, 0, 0), out_dtype))
-
-    # The eager call's coordinates and attributes, on an AreaResult without pixels.
-    result = AreaResult(array.stack([data[b] for b in bands], axis=1), grid, rows, bands,
-                        nodata, views)
-    dataset = _dataset(collection, result, False, False)
-    for band in bands:
-        variable = dataset[band]
-        if masked or apply_scale:  # the eager call keeps no nodata once it is NaN
-            variable.attrs.pop("nodata", None)
-            variable.attrs.pop("_FillValue", None)
-        if apply_scale:
-            variable.attrs.pop("scale_factor", None)
-            variable.attrs.pop("add_offset", None)
-        dataset[band] = variable.copy(data=data[band])
-    return dataset
+    # The eager call's coordinates and attributes, on a result whose pixels are lazy.
+    result = AreaResult(None, grid, rows, bands, views, values, plan.dtype)
+    return area_dataset(collection, result, data)
 
 
 def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
@@ -407,4 +358,4 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
                       mask=mask, masked=masked, apply_scale=apply_scale,
                       date_range=date_range, validate=validate)
         for shape in shapes]
-    return datasets[0] if _single_geometry(geometries) else datasets
+    return datasets[0] if single_geometry(geometries) else datasets

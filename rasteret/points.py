@@ -31,8 +31,8 @@ from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
 from rasteret.options import MATCH, Match, check_option
+from rasteret.pixels import Block, CogOpener, OpenCog, PixelPlan, SceneRead, fill_block, plan_pixels
 from rasteret.progress import ProgressBar, grow, progress_bar
-from rasteret.read.cog import CogFile
 from rasteret.read.warp import transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
@@ -208,7 +208,7 @@ def _candidate_rows(collection: Collection, date_range: DateRange | None) -> lis
 
 def _pixels(view: BandView, points: _Points) -> tuple[np.ndarray, np.ndarray]:
     """``(col, row)`` of the full-resolution pixel holding each point in ``view``."""
-    epsg, transform = view._georeferencing()
+    transform = view.grid.transform
     xs, ys = points.xs, points.ys
     if not points.crs.equals(view.crs):
         xs, ys = transformer(points.crs, view.crs).transform(xs, ys)
@@ -249,11 +249,13 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
     return dy.ravel(), dx.ravel()
 
 
-async def _read_band(cog: CogFile, view: BandView, cols: np.ndarray, rows: np.ndarray,
-                     out: np.ndarray, limit: asyncio.Semaphore, bar: ProgressBar) -> None:
-    """Fill ``out`` (same shape as ``cols``) with the pixels at ``(cols, rows)``,
-    fetching each tile they touch once; pixels outside the image keep ``out``'s
-    fill."""
+async def _gather(plan: PixelPlan, open_cog: OpenCog, cols: np.ndarray, rows: np.ndarray,
+                  out: np.ndarray, limit: asyncio.Semaphore, bar: ProgressBar) -> None:
+    """Fill ``out`` (same shape as ``cols``) with the pixels at ``(cols, rows)`` of the
+    plan's one scene and band (on its own grid), reading each tile they touch once as
+    a block of the plan (down to the last row needed); pixels outside the image keep
+    ``out``'s fill."""
+    view = plan.slots[0][0].bands[0].view
     tw, th = view.tile_width, view.tile_height
     inside = (cols >= 0) & (rows >= 0) & (cols < view.width) & (rows < view.height)
     across = -(-view.width // tw)
@@ -271,16 +273,20 @@ async def _read_band(cog: CogFile, view: BandView, cols: np.ndarray, rows: np.nd
 
     async def tile(start: int, end: int) -> None:
         ty, tx = divmod(int(keys[start]), across)
-        async with limit:
-            data = await cog.read_async((tx * tw, ty * th, tw, th), bands=[view.band_index])
-        target[flat[start:end]] = data[0, r[start:end] - ty * th, c[start:end] - tx * tw]
+        top, left = ty * th, tx * tw
+        block = Block((0,), (0,), (top, int(r[start:end].max()) + 1),
+                      (left, min(left + tw, view.width)))
+        async with limit:  # bounds the decoded tiles held at once
+            pixels = np.empty(block.shape, plan.out_dtype)
+            await fill_block(plan, pixels, open_cog, block)
+            target[flat[start:end]] = pixels[0, 0, r[start:end] - top, c[start:end] - left]
         bar.update(1)
 
     await asyncio.gather(*(tile(int(s), int(e)) for s, e in zip(starts, ends)))
 
 
 def _band_dtype(views: Sequence[BandView]) -> np.dtype:
-    return np.result_type(*(v.header().levels[0].dtype for v in views)) if views \
+    return np.result_type(*(v.dtype for v in views)) if views \
         else np.dtype(np.float64)
 
 
@@ -430,6 +436,7 @@ def _read_all(collection: Collection, candidates: list[int],
     """Read every pixel of every job's window, one request per distinct tile, counted
     on a bar that shows once the read has taken :data:`rasteret.progress.DELAY` s."""
     limit: asyncio.Semaphore | None = None
+    opener = CogOpener(backend, validate=validate)
     tasks = []
     for s in np.unique(scene_of):
         row = candidates[int(s)]
@@ -454,8 +461,8 @@ def _read_all(collection: Collection, candidates: list[int],
                     x, y = transformer(ref.crs, view.crs).transform(x, y)
                 fc, fr = _apply(~view.transform, x, y)
                 c, r = np.floor(fc).astype(np.int64), np.floor(fr).astype(np.int64)
-            cog = view.cog(backend, validate=validate)
-            tasks.append((cog, view, c, r, out, b, jobs))
+            plan = plan_pixels(view.grid, [b], [[SceneRead.of([view])]])
+            tasks.append((plan, c, r, out, b, jobs))
 
     # Each scene and band adds its distinct tiles to the total.
     bar = progress_bar(total=0, desc=f"Sampling {collection.name}", unit="tile",
@@ -464,14 +471,14 @@ def _read_all(collection: Collection, candidates: list[int],
     async def run() -> None:
         nonlocal limit
         limit = asyncio.Semaphore(_TILES_IN_FLIGHT)
-        await asyncio.gather(*(_read_band(cog, view, c, r, out, limit, bar)
-                               for cog, view, c, r, out, _, _ in tasks))
+        await asyncio.gather(*(_gather(plan, opener, c, r, out, limit, bar)
+                               for plan, c, r, out, _, _ in tasks))
 
     try:
         run_sync(run())
     finally:
         bar.close()
-    for _, _, _, _, out, b, jobs in tasks:
+    for _, _, _, out, b, jobs in tasks:
         values[b][jobs] = out
 
 

@@ -120,8 +120,8 @@ def test_several_geometries_give_several_lazy_datasets(utm):
 
 def test_nothing_is_read_until_computed(utm, monkeypatch):
     calls = []
-    original = lazy._read_block
-    monkeypatch.setattr(lazy, "_read_block", lambda *a: calls.append(1) or original(*a))
+    original = lazy.read_block
+    monkeypatch.setattr(lazy, "read_block", lambda *a: calls.append(1) or original(*a))
     ds = utm.get_xarray(BOUNDS, BANDS, geometry_crs=32633, chunks=CHUNKS)
     assert not calls
     # One task per band, scene and spatial chunk.
@@ -190,7 +190,7 @@ def test_skip_is_refused_for_lazy_reads(utm):
 
 def test_views_in_the_graph_hold_only_their_own_record(utm):
     view = utm.band_view(1, "B04")
-    small = lazy._detached(view)
+    small = view.detached()
     assert len(small._source) == 1 and small.record() == view.record()
     assert small.href == view.href
 

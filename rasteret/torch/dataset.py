@@ -33,18 +33,23 @@ from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
+from rasteret.pixels import (
+    LazyScenes,
+    PixelPlan,
+    SceneRead,
+    Values,
+    fill_block,
+    keep_slots,
+    plan_pixels,
+    scenes_dtype,
+)
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
-from rasteret.read.warp import GridSpec, read_into_grid, transformer
-from rasteret.tiff.geo import nodata_for_dtype
+from rasteret.read.warp import GridSpec, transformer
 
-# Scenes read at once while filling a mosaic: the first scene usually covers a chip,
-# so reading more in the first round would waste bytes.
-_FIRST_ROUND = 1
 # Views (and their files) a process keeps of a lazily read collection: its memory does
 # not grow with the number of scenes an epoch visits.
 _KEPT_VIEWS = 4096
-_LATER_ROUNDS = 4
 
 #: Memory for decoded tiles per process under ``cache_bytes="auto"``.
 AUTO_CACHE_BYTES = 256 * 1024 * 1024
@@ -348,20 +353,22 @@ class RasteretDataset(GeoDataset):
                 res = collection.band_view(0, band).resolution(crs)
         self._res = (float(res), float(res)) if isinstance(res, (int, float)) else (
             float(res[0]), float(res[1]))
-        frame = collection._frame()
-        times = frame["datetime"].to_numpy().astype("datetime64[ns]")
+        times = collection.column("datetime").to_numpy().astype("datetime64[ns]")
         times[np.isnat(times)] = np.datetime64(0, "ns")  # no time: sorts as the oldest
         index = pd.IntervalIndex.from_arrays(times, times, closed="both", name="datetime")
         self._index_frame = gpd.GeoDataFrame(
-            {"row": np.arange(len(times)), "id": frame["id"].to_pandas().to_numpy()},
+            {"row": np.arange(len(times)),
+             "id": collection.column("id").to_pandas().to_numpy()},
             index=index,
             geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
             crs=crs,
         )
         # Sort keys per row; scenes without a time sort as the oldest.
         self._stamps: np.ndarray = times.view(np.int64)
-        cloud = (frame["eo:cloud_cover"].to_numpy(zero_copy_only=False).astype(np.float64)
-                 if "eo:cloud_cover" in frame.column_names else np.full(len(times), np.nan))
+        cloud = (collection.column("eo:cloud_cover").to_numpy(zero_copy_only=False).astype(
+            np.float64)
+                 if "eo:cloud_cover" in collection.column_names
+                 else np.full(len(times), np.nan))
         self._cloud: np.ndarray = np.where(np.isnan(cloud), 100.0, cloud)
 
     def grids(self) -> dict[str, np.ndarray]:
@@ -473,7 +480,7 @@ class RasteretDataset(GeoDataset):
                 cached = self._row_views[key] = self.collection.band_view(row, band)
                 if len(self._row_views) > _KEPT_VIEWS:  # bounded: not the collection's size
                     self._row_views.pop(next(iter(self._row_views)))
-                    self._cogs.pop(next(iter(self._cogs)), None)
+                    self._cogs.pop(next(iter(self._cogs), (row, band)), None)
             return cached
         view = self.views(band)[row]
         return view if view is not None else self.collection.band_view(row, band)
@@ -528,39 +535,6 @@ class RasteretDataset(GeoDataset):
             order = np.argsort(self._cloud[found], kind="stable")
         return [int(r) for r in found[order]]
 
-    def _scaled(self, band: str) -> bool:
-        return self.apply_scale and band in self.bands
-
-    async def _read_band(self, row: int, band: str, grid: GridSpec) -> np.ndarray:
-        view = self.view(row, band)
-        cog = self.cog(row, band)
-        data = await read_into_grid(
-            cog, grid, bands=[view.band_index], resampling=self.resampling, stats=self.stats
-        )
-        if not self._scaled(band):
-            return data
-        scale, offset = view.scale, view.offset
-        # float64 arithmetic, so scenes stored with different offsets round alike.
-        values = (data.astype(np.float64) * scale + offset).astype(np.float32)
-        nodata = nodata_for_dtype(cog.nodata, data.dtype)
-        values[(data == nodata) | (np.isnan(data) if data.dtype.kind == "f" else False)] = np.nan
-        return values
-
-    async def _read_scene(self, row: int, grid: GridSpec) -> np.ndarray | None:
-        """All bands of one scene on ``grid`` as ``(C, H, W)`` (None: skipped on error)."""
-        try:
-            arrays = await asyncio.gather(
-                *(self._read_band(row, b, grid) for b in self.bands + self.mask_bands)
-            )
-        except RasteretError as exc:
-            if self.on_error == "raise":
-                raise
-            self.errors += 1
-            warnings.warn(f"skipped scene {self._scene_id(row)}: {exc}", stacklevel=2)
-            return None
-        dtype = np.result_type(*(a.dtype for a in arrays))
-        return np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=0)
-
     def _scene_id(self, row: int) -> str:
         if self._index_frame is not None:
             return str(self._index_frame["id"].iloc[row])
@@ -569,37 +543,68 @@ class RasteretDataset(GeoDataset):
         except RasteretError:
             return f"row {row}"
 
-    def _fill_values(self, row: int) -> list[Any]:
-        bands = self.bands + self.mask_bands
-        cogs = [self.cog(row, band) for band in bands]
-        return [np.nan if self._scaled(band) else nodata_for_dtype(cog.nodata, cog.dtype)
-                for band, cog in zip(bands, cogs)]
+    def _open(self, view: BandView) -> CogFile:
+        return self.cog(view.row, view.band)
 
-    async def _mosaic(self, rows: list[int], grid: GridSpec) -> np.ndarray:
-        out: np.ndarray | None = None
-        missing: np.ndarray | None = None
-        position = 0
-        while position < len(rows) and (missing is None or missing.any()):
-            size = _FIRST_ROUND if position == 0 else _LATER_ROUNDS
-            group = rows[position : position + size]
-            position += size
-            scenes = await asyncio.gather(*(self._read_scene(r, grid) for r in group))
-            for row, data in zip(group, scenes):
-                if data is None:
-                    continue
-                fill = np.array(self._fill_values(row), dtype=data.dtype)[:, None, None]
-                valid = data != fill
-                if data.dtype.kind == "f":
-                    valid &= ~np.isnan(data)
-                if out is None:
-                    out, missing = data.copy(), ~valid
-                    continue
-                take = missing & valid
-                out[take] = data.astype(out.dtype)[take]
-                missing &= ~take
-        if out is None:
+    def scene(self, row: int) -> SceneRead:
+        """The bands (``bands`` then ``mask_bands``) of one scene as a read uses them;
+        under ``on_error="skip"`` a scene lacking one is reported and has no bands.
+
+        Raises:
+            ConfigurationError: A band was not indexed for the scene (``on_error="raise"``).
+        """
+        try:
+            return SceneRead.of([self.view(row, band) for band in self.bands + self.mask_bands])
+        except RasteretError as error:
+            if self.on_error == "raise":
+                raise
+            self._skip(row, error)
+            return SceneRead(row, self._scene_id(row), ())
+
+    def plan(self, rows: Sequence[int], grid: GridSpec) -> PixelPlan:
+        """The read of a sample: ``rows`` (in reading order) onto ``grid``, one time step
+        per scene for time series, else one mosaic (first valid pixel in that order)
+        whose scenes are described only as the mosaic reaches them. ``mask_bands``
+        keep their stored values.
+
+        Raises:
+            IndexError: Under ``on_error="skip"``, no scene has every band.
+        """
+        image: Values = "scaled" if self.apply_scale else "stored"
+        values = [image] * len(self.bands) + ["stored"] * len(self.mask_bands)
+        nothing = IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        if self.time_series:
+            scenes = [self.scene(row) for row in rows]
+            if not any(scene.bands for scene in scenes):
+                raise nothing
+            return plan_pixels(grid, self.bands + self.mask_bands,
+                               [[scene] for scene in scenes], values=values,
+                               resampling=self.resampling, on_error=self.on_error)
+        mosaic = LazyScenes(rows, self.scene)
+        # The first scene's dtype is the mosaic's: later scenes are cast into it.
+        first = next((scene for scene in mosaic if scene.bands), None)
+        if first is None:
+            raise nothing
+        return plan_pixels(grid, self.bands + self.mask_bands, [mosaic],
+                           dtype=scenes_dtype([first]), values=values,
+                           resampling=self.resampling, on_error=self.on_error)
+
+    def _skip(self, row: int, error: RasteretError) -> None:
+        self.errors += 1
+        warnings.warn(f"skipped scene {self._scene_id(row)}: {error}", stacklevel=3)
+
+    async def _read(self, rows: list[int], grid: GridSpec) -> np.ndarray:
+        """The pixels of a sample: ``(T, C, H, W)`` for time series, else ``(C, H, W)``."""
+        plan = self.plan(rows, grid)
+        data = np.empty(plan.shape, plan.out_dtype)
+        outcome = await fill_block(plan, data, self._open, stats=self.stats)
+        for scene, error in outcome.skipped:
+            self._skip(scene.row, error)
+        kept = [t for t in range(len(plan.slots)) if t not in set(outcome.empty)]
+        if not kept:
             raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
-        return out
+        sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
+        return sample
 
     async def _sample_async(self, index: GeoSlice) -> Sample:
         grid, x, y, t = self._grid(index)
@@ -608,15 +613,7 @@ class RasteretDataset(GeoDataset):
             raise IndexError(
                 f"index: {index} not found in dataset with bounds: {self.bounds}"
             )
-        if self.time_series:
-            scenes = await asyncio.gather(*(self._read_scene(r, grid) for r in rows))
-            kept = [s for s in scenes if s is not None]
-            if not kept:
-                raise IndexError(f"no readable scene covers {grid.bounds}")
-            dtype = np.result_type(*(s.dtype for s in kept))
-            data = np.stack([s.astype(dtype, copy=False) for s in kept])
-        else:
-            data = await self._mosaic(rows, grid)
+        data = await self._read(rows, grid)
         sample: Sample = {
             "bounds": self._slice_to_tensor(index),
             "transform": torch.tensor(list(grid.transform)),

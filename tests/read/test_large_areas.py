@@ -21,7 +21,7 @@ from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import from_bounds  # noqa: E402
 
 import rasteret  # noqa: E402
-from rasteret.analysis import _mask_outside  # noqa: E402
+from rasteret.pixels import clip_outside  # noqa: E402
 from rasteret.read.execute import ByteBudget  # noqa: E402
 from rasteret.read.warp import GridSpec, read_into_grid  # noqa: E402
 
@@ -204,7 +204,7 @@ def test_rectangle_mask_equals_the_polygon_mask(bounds):
     crs = CRS.from_epsg(32633)
     grid = GridSpec(crs, from_origin(1000, 2100, 2, 2), 50, 50)
     data = np.ones((2, 1, 50, 50), np.uint16)
-    _mask_outside(data, grid, shapely.box(*bounds), crs, [np.uint16(0)])
+    clip_outside(data, grid, shapely.box(*bounds), [[np.uint16(0)]] * 2)
     t = grid.transform
     xx, yy = np.meshgrid(t.c + (np.arange(50) + 0.5) * t.a, t.f + (np.arange(50) + 0.5) * t.e)
     inside = shapely.contains_xy(shapely.box(*bounds), xx, yy)
