@@ -180,6 +180,12 @@ def decode_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def decode_pool_size() -> int:
+    """The number of threads of the decode pool (started if it was not)."""
+    decode_pool()
+    return _pool_threads
+
+
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on the I/O loop and return its result (the sync API's engine).
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats, ObjectInfo, fetch_range
-from rasteret.io.runtime import decode_pool
+from rasteret.io.runtime import decode_pool, decode_pool_size
 from rasteret.read.cache import ChunkCaches, ChunkKey, PendingChunk, chunk_key
 from rasteret.read.plan import MERGE_GAP, ByteRange, ChunkRead, ReadPlan, merge_ranges
 from rasteret.tiff.codecs import decode_chunk
@@ -86,7 +86,7 @@ def in_flight_budget(loop: asyncio.AbstractEventLoop) -> ByteBudget:
     if entry is None or entry[0] is not loop:
         for key in [k for k, (other, _) in _budgets.items() if other.is_closed()]:
             del _budgets[key]
-        limit = max(32 * 1024 * 1024, IN_FLIGHT_BYTES_PER_THREAD * decode_pool()._max_workers)
+        limit = max(32 * 1024 * 1024, IN_FLIGHT_BYTES_PER_THREAD * decode_pool_size())
         entry = _budgets[id(loop)] = (loop, ByteBudget(limit))
     return entry[1]
 
@@ -171,77 +171,102 @@ async def execute_plan(
     must come from it (else ``ObjectChangedError``); it also names the bytes on disk,
     so a rebuilt collection never decodes a replaced object's cached bytes.
     """
-    loop = asyncio.get_running_loop()
-    memory = caches.memory if caches else None
-    disk = caches.disk if caches else None
-    # Whole chunks only pay off when memory keeps them for later reads.
-    whole = caches is not None and memory is not None and caches.whole_chunks
-    # Chunks this call decodes that other calls may be waiting for (and the reverse).
-    in_flight = caches.in_flight(loop) if caches else None
-    tag = f"{version.etag or ''}|{version.size or ''}" if version is not None else ""
-    expected = version if validate else None
-    owned: dict[ChunkKey, PendingChunk] = {}
+    return await _PlanRun(plan, level, backend=backend, url=url, byteorder=byteorder,
+                          nodata=nodata, out=out, stats=stats, caches=caches,
+                          version=version, validate=validate).run()
 
-    def decode_all(pieces: list[tuple[ChunkRead, Any, int]]) -> list[Any]:
+
+class _PlanRun:
+    """One execution of a read plan (see :func:`execute_plan`): the chunks it owns
+    for the reads that wait on them, and the steps from ranges to pasted pixels."""
+
+    def __init__(self, plan: ReadPlan, level: ImageLevel, *, backend: Backend, url: str,
+                 byteorder: ByteOrder, nodata: float | None, out: np.ndarray,
+                 stats: FetchStats | None, caches: ChunkCaches | None,
+                 version: ObjectInfo | None, validate: bool) -> None:
+        self.plan, self.level, self.out = plan, level, out
+        self.backend, self.url, self.stats = backend, url, stats
+        self.byteorder, self.nodata = byteorder, nodata
+        self.loop = asyncio.get_running_loop()
+        self.caches = caches
+        self.memory = caches.memory if caches else None
+        self.disk = caches.disk if caches else None
+        # Whole chunks only pay off when memory keeps them for later reads.
+        self.whole = caches is not None and self.memory is not None and caches.whole_chunks
+        # Chunks this call decodes that other calls may be waiting for (and the reverse).
+        self.in_flight = caches.in_flight(self.loop) if caches else None
+        self.tag = f"{version.etag or ''}|{version.size or ''}" if version is not None else ""
+        self.expected = version if validate else None
+        self.owned: dict[ChunkKey, PendingChunk] = {}
+        self.budget = in_flight_budget(self.loop)
+
+    def key(self, chunk: ChunkRead) -> ChunkKey:
+        """The caches' key of ``chunk``."""
+        return chunk_key(self.url, self.level, chunk.index)
+
+    def rows_to_decode(self, chunk: ChunkRead) -> int:
+        """Rows of ``chunk`` to decode: all of them for the memory cache, else down to
+        the last row the window needs."""
+        return chunk.rows if self.whole else chunk.needed_rows
+
+    def decode_all(self, pieces: list[tuple[ChunkRead, Any, int]]) -> list[Any]:
         """Decode and paste chunks (in a decode thread): a tile or the error, each."""
         results: list[Any] = []
         for chunk, data, rows in pieces:
             try:
-                tile = decode_chunk(data, level, byteorder, chunk.rows, url, max_rows=rows,
-                                    nodata=nodata)
+                tile = decode_chunk(data, self.level, self.byteorder, chunk.rows, self.url,
+                                    max_rows=rows, nodata=self.nodata)
             except Exception as exc:  # noqa: BLE001 - handed to the waiters, then raised
                 results.append(exc)
                 continue
-            if memory is not None:
-                memory.put(chunk_key(url, level, chunk.index), tile)
-            paste_chunk(out, tile, chunk, plan, level)
+            if self.memory is not None:
+                self.memory.put(self.key(chunk), tile)
+            paste_chunk(self.out, tile, chunk, self.plan, self.level)
             results.append(tile)
         return results
 
-    def rows_to_decode(chunk: ChunkRead) -> int:
-        return chunk.rows if whole else chunk.needed_rows
-
-    async def decode(pieces: list[tuple[ChunkRead, Any]]) -> None:
+    async def decode(self, pieces: list[tuple[ChunkRead, Any]]) -> None:
+        """Decode ``pieces`` in one job of the decode pool and settle their waiters."""
         jobs = []
         for chunk, data in pieces:
-            pending = owned.get(chunk_key(url, level, chunk.index))
-            rows = rows_to_decode(chunk)
+            pending = self.owned.get(self.key(chunk))
+            rows = self.rows_to_decode(chunk)
             if pending is not None:
                 pending.decoding = True  # from now on, joining reads get these rows
                 rows = pending.rows
             jobs.append((chunk, data, rows))
         try:
-            results = await loop.run_in_executor(decode_pool(), decode_all, jobs)
+            results = await self.loop.run_in_executor(decode_pool(), self.decode_all, jobs)
         except BaseException as exc:
-            settle_all([chunk for chunk, _ in pieces], exc)
+            self.settle_all([chunk for chunk, _ in pieces], exc)
             raise
         for (chunk, _), result in zip(pieces, results):
-            key = chunk_key(url, level, chunk.index)
-            _settle(owned.pop(key, None), in_flight, key, result)
+            key = self.key(chunk)
+            _settle(self.owned.pop(key, None), self.in_flight, key, result)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
 
-    def settle_all(chunks: list[ChunkRead], exc: BaseException) -> None:
+    def settle_all(self, chunks: list[ChunkRead], exc: BaseException) -> None:
+        """Hand ``exc`` to the reads waiting on ``chunks``."""
         for chunk in chunks:
-            key = chunk_key(url, level, chunk.index)
-            _settle(owned.pop(key, None), in_flight, key, exc)
+            key = self.key(chunk)
+            _settle(self.owned.pop(key, None), self.in_flight, key, exc)
 
-    async def wait_for(future: asyncio.Future[np.ndarray], chunk: ChunkRead) -> None:
-        paste_chunk(out, await asyncio.shield(future), chunk, plan, level)
+    async def wait_for(self, future: asyncio.Future[np.ndarray], chunk: ChunkRead) -> None:
+        """Paste a chunk another read is decoding, once it has."""
+        paste_chunk(self.out, await asyncio.shield(future), chunk, self.plan, self.level)
 
-    budget = in_flight_budget(loop)
-
-    async def fetch_and_decode(byte_range: ByteRange) -> None:
+    async def fetch_and_decode(self, byte_range: ByteRange) -> None:
         """Fetch one range within the budget, decode its chunks, give the room back."""
         taken = 0
         try:
-            taken = await budget.acquire(byte_range.end - byte_range.start)
-            data = await fetch_range(backend, url, byte_range.start, byte_range.end, stats,
-                                     version=expected)
+            taken = await self.budget.acquire(byte_range.end - byte_range.start)
+            data = await fetch_range(self.backend, self.url, byte_range.start,
+                                     byte_range.end, self.stats, version=self.expected)
         except BaseException as exc:
-            settle_all(byte_range.chunks, exc)
-            budget.release(taken)
+            self.settle_all(byte_range.chunks, exc)
+            self.budget.release(taken)
             raise
         try:
             view = memoryview(data)
@@ -249,49 +274,57 @@ async def execute_plan(
             for chunk in byte_range.chunks:
                 offset = chunk.start - byte_range.start
                 pieces.append((chunk, view[offset : offset + chunk.length]))
-            if disk is not None:
+            if self.disk is not None:
                 for chunk, piece in pieces:
-                    disk.put(chunk_key(url, level, chunk.index), piece, tag)
-            await decode(pieces)
+                    self.disk.put(self.key(chunk), piece, self.tag)
+            await self.decode(pieces)
         finally:
-            budget.release(taken)
+            self.budget.release(taken)
 
-    ranges = plan.ranges
-    tasks: list[Any] = []
-    if caches is not None and in_flight is not None:
+    def from_caches(self, tasks: list[Any]) -> list[ByteRange]:
+        """Paste the chunks memory holds, join the ones other reads are fetching, queue
+        the decoding of those on disk (into ``tasks``); the ranges left to fetch."""
+        assert self.in_flight is not None
         missing, stored = [], []
-        for chunk in (c for r in plan.ranges for c in r.chunks):
-            key = chunk_key(url, level, chunk.index)
-            tile = (memory.get(key, chunk.needed_rows, whole_rows=chunk.rows)
-                    if memory is not None else None)
+        for chunk in (c for r in self.plan.ranges for c in r.chunks):
+            key = self.key(chunk)
+            tile = (self.memory.get(key, chunk.needed_rows, whole_rows=chunk.rows)
+                    if self.memory is not None else None)
             if tile is not None:
-                paste_chunk(out, tile, chunk, plan, level)
+                paste_chunk(self.out, tile, chunk, self.plan, self.level)
                 continue
-            rows = rows_to_decode(chunk)
-            pending = in_flight.get(key)
+            rows = self.rows_to_decode(chunk)
+            pending = self.in_flight.get(key)
             if pending is not None and (not pending.decoding or pending.rows >= rows):
                 pending.rows = max(pending.rows, rows)  # another read fetches it: share
-                tasks.append(wait_for(pending.future, chunk))
+                tasks.append(self.wait_for(pending.future, chunk))
                 continue
             if pending is None:
-                owned[key] = in_flight[key] = PendingChunk(loop.create_future(), rows)
-            data = disk.get(key, tag) if disk is not None else None
+                self.owned[key] = self.in_flight[key] = PendingChunk(
+                    self.loop.create_future(), rows)
+            data = self.disk.get(key, self.tag) if self.disk is not None else None
             if data is not None:
                 stored.append((chunk, data))
             else:
                 missing.append(chunk)
         if stored:
-            tasks.append(decode(stored))
-        ranges = merge_ranges(missing, MERGE_GAP)
-    tasks.extend(fetch_and_decode(r) for r in ranges)
+            tasks.append(self.decode(stored))
+        return merge_ranges(missing, MERGE_GAP)
 
-    # Let every task finish (so every chunk this call owns is settled for the reads
-    # waiting on it) before raising the first failure.
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return out
+    async def run(self) -> np.ndarray:
+        """Fill the output; raise the first failure once every task has finished."""
+        tasks: list[Any] = []
+        ranges = self.plan.ranges
+        if self.caches is not None and self.in_flight is not None:
+            ranges = self.from_caches(tasks)
+        tasks.extend(self.fetch_and_decode(r) for r in ranges)
+        # Let every task finish (so every chunk this call owns is settled for the reads
+        # waiting on it) before raising the first failure.
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return self.out
 
 
 def _settle(pending: PendingChunk | None, in_flight: dict[ChunkKey, PendingChunk] | None,
