@@ -14,9 +14,9 @@ sampled in its task with the process's own store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -323,24 +323,8 @@ def sample_points(
         raise NoCoverageError(
             f"collection {collection.name!r} is empty (built from "
             f"{collection.manifest.get('source')}); rebuild it with a wider bbox or date range")
-    bands = collection.check_bands(list(bands))
-    if mask_band is not None:
-        collection.check_bands([mask_band])
-        if not mask_values:
-            raise ConfigurationError(
-                f"mask_band={mask_band!r} needs mask_values=, the classes to treat as invalid "
-                "(e.g. Sentinel-2 SCL mask_values=[3, 8, 9, 10])")
-    elif mask_values:
-        raise ConfigurationError("mask_values= needs mask_band=, the band holding the classes")
-    if not isinstance(max_distance_pixels, int) or max_distance_pixels < 0:
-        raise ConfigurationError(
-            f"max_distance_pixels must be a whole number of pixels >= 0; got "
-            f"{max_distance_pixels!r}")
-    if neighbourhood is not None and (not isinstance(neighbourhood, int) or neighbourhood < 1
-                                      or neighbourhood % 2 == 0):
-        raise ConfigurationError(
-            f"neighbourhood must be an odd number of pixels (1, 3, 5...), the side of the "
-            f"window centred on each point's pixel; got {neighbourhood!r}")
+    bands = _checked_bands(collection, bands, mask_band, mask_values)
+    _check_window(max_distance_pixels, neighbourhood)
     parsed = _read_points(points, geometry_crs, xy_columns, date_column, dates)
     if match == "nearest" and parsed.times is None:
         raise ConfigurationError(
@@ -350,21 +334,8 @@ def sample_points(
     candidates = _candidate_rows(collection, date_range)
     reference = dict(zip(candidates, collection.band_views(bands[0], candidates)))
     candidates = [r for r in candidates if reference[r] is not None]
-    scene_times = np.array([
-        np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64) if t is not None
-        else np.iinfo(np.int64).min // 2
-        for t in collection.column("datetime").take(pa.array(candidates, pa.int64())).to_pylist()
-    ], dtype=np.int64)
-    n = len(parsed.xs)
-    covered = np.zeros((n, len(candidates)), bool)
-    centre_cols = np.zeros((n, len(candidates)), np.int64)
-    centre_rows = np.zeros((n, len(candidates)), np.int64)
-    for k, row in enumerate(candidates):
-        view = reference[row]
-        assert view is not None
-        cols, lines = _pixels(view, parsed)
-        centre_cols[:, k], centre_rows[:, k] = cols, lines
-        covered[:, k] = (cols >= 0) & (lines >= 0) & (cols < view.width) & (lines < view.height)
+    scene_times = _scene_times(collection, candidates)
+    covered, centre_cols, centre_rows = _coverage(candidates, reference, parsed)
     point_of, scene_of = _match(parsed, covered, scene_times, match, max_days)
 
     read_bands = bands + ([mask_band] if mask_band is not None and mask_band not in bands
@@ -384,33 +355,13 @@ def sample_points(
                   centre_cols, centre_rows, dy, dx, values, nodata, resolved, validate,
                   progress)
 
-    # The valid pixel nearest the centre: offsets in order of distance, then row, column.
-    distance = np.hypot(dy, dx)
-    search = np.lexsort((dx, dy, distance))
-    search = search[distance[search] <= max_distance_pixels]
-    invalid = np.zeros((jobs, len(dy)), bool)
-    for b in bands:
-        for s in np.unique(scene_of):
-            view = views[b][candidates[int(s)]]
-            own = nodata_for_dtype(view.nodata, dtypes[b]) if view is not None else nodata[b]
-            rows_s = scene_of == s
-            invalid[rows_s] |= _invalid(values[b][rows_s], own)
+    invalid = _nodata_pixels(values, bands, views, candidates, scene_of, dtypes, nodata)
     if mask_band is not None:
         invalid |= np.isin(values[mask_band], np.asarray(mask_values))
-    candidates_ok = ~invalid[:, search]
-    found = candidates_ok.any(axis=1)
-    chosen = np.where(found, search[np.argmax(candidates_ok, axis=1)], len(dy) // 2)
-    distance_pixels = np.where(found, distance[chosen], np.nan)
+    chosen, distance_pixels = _nearest_valid(invalid, dy, dx, max_distance_pixels)
     distance_days = (np.abs(scene_times[scene_of] - parsed.times[point_of]) / _US_PER_DAY
                      if parsed.times is not None else np.full(jobs, np.nan))
-    band_values: dict[str, Any] = {}
-    for b in bands:
-        if neighbourhood is None:
-            band_values[b] = values[b][np.arange(jobs), chosen]
-        else:
-            half = neighbourhood // 2
-            window = (np.abs(dy) <= half) & (np.abs(dx) <= half)
-            band_values[b] = values[b][:, window].reshape(jobs, neighbourhood, neighbourhood)
+    band_values = _band_values(values, bands, chosen, dy, dx, neighbourhood)
     if not jobs and not _allow_empty:
         raise NoCoverageError(
             f"no scene of collection {collection.name!r} covers the points"
@@ -424,6 +375,113 @@ def sample_points(
         "distance_days": distance_days,
     }
     return _output(parsed, point_of, added, band_values, bands, neighbourhood)
+
+
+def _checked_bands(collection: Collection, bands: Sequence[str], mask_band: str | None,
+                   mask_values: Sequence[float] | None) -> list[str]:
+    """``bands`` checked against the collection, with the mask band and its values.
+
+    Raises:
+        ConfigurationError: A band is unknown, or only one of ``mask_band`` and
+            ``mask_values`` is given.
+    """
+    checked = collection.check_bands(list(bands))
+    if mask_band is not None:
+        collection.check_bands([mask_band])
+        if not mask_values:
+            raise ConfigurationError(
+                f"mask_band={mask_band!r} needs mask_values=, the classes to treat as invalid "
+                "(e.g. Sentinel-2 SCL mask_values=[3, 8, 9, 10])")
+    elif mask_values:
+        raise ConfigurationError("mask_values= needs mask_band=, the band holding the classes")
+    return checked
+
+
+def _check_window(max_distance_pixels: Any, neighbourhood: Any) -> None:
+    """Refuse a search distance or a window side that is not a pixel count.
+
+    Raises:
+        ConfigurationError: ``max_distance_pixels`` is not a whole number >= 0, or
+            ``neighbourhood`` is not an odd number >= 1.
+    """
+    if not isinstance(max_distance_pixels, int) or max_distance_pixels < 0:
+        raise ConfigurationError(
+            f"max_distance_pixels must be a whole number of pixels >= 0; got "
+            f"{max_distance_pixels!r}")
+    if neighbourhood is not None and (not isinstance(neighbourhood, int) or neighbourhood < 1
+                                      or neighbourhood % 2 == 0):
+        raise ConfigurationError(
+            f"neighbourhood must be an odd number of pixels (1, 3, 5...), the side of the "
+            f"window centred on each point's pixel; got {neighbourhood!r}")
+
+
+def _scene_times(collection: Collection, rows: list[int]) -> np.ndarray:
+    """The scenes' times in microseconds (int64; far in the past where unknown)."""
+    return np.array([
+        np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64) if t is not None
+        else np.iinfo(np.int64).min // 2
+        for t in collection.column("datetime").take(pa.array(rows, pa.int64())).to_pylist()
+    ], dtype=np.int64)
+
+
+def _coverage(candidates: list[int], reference: dict[int, BandView | None],
+              parsed: _Points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point and candidate scene: whether the scene covers it, and the column and
+    row of its pixel there (``[points, scenes]`` each)."""
+    n = len(parsed.xs)
+    covered = np.zeros((n, len(candidates)), bool)
+    centre_cols = np.zeros((n, len(candidates)), np.int64)
+    centre_rows = np.zeros((n, len(candidates)), np.int64)
+    for k, row in enumerate(candidates):
+        view = reference[row]
+        assert view is not None
+        cols, lines = _pixels(view, parsed)
+        centre_cols[:, k], centre_rows[:, k] = cols, lines
+        covered[:, k] = (cols >= 0) & (lines >= 0) & (cols < view.width) & (lines < view.height)
+    return covered, centre_cols, centre_rows
+
+
+def _nearest_valid(invalid: np.ndarray, dy: np.ndarray, dx: np.ndarray,
+                   max_distance_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per job, the window offset of the valid pixel nearest the centre (the centre
+    where none is within ``max_distance_pixels``) and its distance (NaN: none)."""
+    # Offsets in order of distance, then row, then column.
+    distance = np.hypot(dy, dx)
+    search = np.lexsort((dx, dy, distance))
+    search = search[distance[search] <= max_distance_pixels]
+    candidates_ok = ~invalid[:, search]
+    found = candidates_ok.any(axis=1)
+    chosen = np.where(found, search[np.argmax(candidates_ok, axis=1)], len(dy) // 2)
+    return chosen, np.where(found, distance[chosen], np.nan)
+
+
+def _nodata_pixels(values: dict[str, np.ndarray], bands: list[str],
+                   views: dict[str, dict[int, BandView | None]], candidates: list[int],
+                   scene_of: np.ndarray, dtypes: dict[str, np.dtype],
+                   nodata: dict[str, Any]) -> np.ndarray:
+    """Per job and window offset, whether any band's pixel is its scene's own nodata."""
+    jobs, offsets = next(iter(values.values())).shape
+    invalid = np.zeros((jobs, offsets), bool)
+    for b in bands:
+        for s in np.unique(scene_of):
+            view = views[b][candidates[int(s)]]
+            own = nodata_for_dtype(view.nodata, dtypes[b]) if view is not None else nodata[b]
+            rows_s = scene_of == s
+            invalid[rows_s] |= _invalid(values[b][rows_s], own)
+    return invalid
+
+
+def _band_values(values: dict[str, np.ndarray], bands: list[str], chosen: np.ndarray,
+                 dy: np.ndarray, dx: np.ndarray, neighbourhood: int | None
+                 ) -> dict[str, np.ndarray]:
+    """Each band's value at the chosen pixel of each job, or its window of
+    ``neighbourhood`` pixels a side."""
+    jobs = len(chosen)
+    if neighbourhood is None:
+        return {b: values[b][np.arange(jobs), chosen] for b in bands}
+    half = neighbourhood // 2
+    window = (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    return {b: values[b][:, window].reshape(jobs, neighbourhood, neighbourhood) for b in bands}
 
 
 def _read_all(collection: Collection, candidates: list[int],
@@ -556,7 +614,12 @@ def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequen
 def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
                  dates: Any, **options: Any) -> Any:
     """Sample a dask DataFrame partition by partition, after sorting it by a Morton key."""
+    from dask.dataframe.dispatch import make_meta as dask_make_meta
     from dask.delayed import delayed
+
+    # A dask collection's empty frame (its columns and dtypes), through dask's public
+    # dispatch rather than its _meta; dask ships no types for it.
+    make_meta = cast("Callable[[Any], pd.DataFrame]", dask_make_meta)
 
     if dates is not None:
         raise ConfigurationError(
@@ -564,10 +627,10 @@ def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
     key = "_rasteret_point_key"
     keyed = points.map_partitions(_key_partition, options["geometry_crs"],
                                   options["xy_columns"], key,
-                                  meta=points._meta.assign(**{key: np.int64(0)}))
+                                  meta=make_meta(points).assign(**{key: np.int64(0)}))
     ordered = keyed.sort_values(key)
     # Computed on the empty frame: the columns and dtypes, without reading a pixel.
-    meta = _sample_partition(ordered._meta, collection, bands, key, options)
+    meta = _sample_partition(make_meta(ordered), collection, bands, key, options)
     shared = delayed(collection, pure=True)
     return ordered.map_partitions(_sample_partition, shared, list(bands), key, options,
                                   meta=meta, align_dataframes=False)
