@@ -49,6 +49,7 @@ from rasteret import errors, registry
 from rasteret.io import backend as backend_module
 from rasteret.io import cloud_config, regions
 from rasteret.io.cloud_config import CloudConfig
+from testbed import HANG_GUARD
 from testbed.auth_servers import (
     AzuriteServer,
     CredentialEndpoints,
@@ -808,7 +809,7 @@ def trigger_fork(user: User, cell: str) -> BaseException:
         sys.exit(os.waitstatus_to_exitcode(status))
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT)
+                         timeout=HANG_GUARD, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return errors.ForkAfterIOError(out.stdout.strip())
 

@@ -18,6 +18,7 @@ import pytest
 
 import rasteret
 from rasteret.errors import ConfigurationError, IndexingError, NoScenesError
+from testbed import HANG_GUARD
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
 
@@ -166,7 +167,8 @@ def test_reopen_in_another_process(stac_api, workspace):
         print(len(c), c.bands, len(c.subset(date_range=("2024-05-01", "2024-05-06"))))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=HANG_GUARD)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["4", "['B04',", "'B08']", "2"]
 
@@ -299,7 +301,7 @@ def test_interrupted_build_keeps_old_collection_and_resumes(scenes, tmp_path, wo
             progress=False, force=True, batch_size=2)
         """
     )
-    out = subprocess.run([sys.executable, "-c", killer], capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", killer], capture_output=True, timeout=HANG_GUARD)
     assert out.returncode == -9
     old = rasteret.load("k", workspace_dir=workspace)
     assert old.bands == ["red"] and len(old) == 4  # the previous collection is intact
@@ -384,7 +386,7 @@ def test_missing_asset_in_an_item_is_a_recorded_failure(stac_api, workspace):
 def run_cli(*args, workspace):
     return subprocess.run(
         [sys.executable, "-m", "rasteret.cli", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG_GUARD,
         env={**os.environ, "RASTERET_WORKSPACE": str(workspace)},
     )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import rasteret
 from rasteret.io.backend import RetryPolicy
 from rasteret.io.fetch import PROCESS_STATS
+from testbed import HANG_GUARD
 
 ROOT = Path(__file__).parents[1]
 PUBLIC_WITH_A_WORKSPACE = [rasteret.load, rasteret.list_collections,
@@ -41,7 +42,7 @@ def test_cli_takes_workspace_dir(tmp_path):
                  ["collections", "list", "--workspace-dir", str(tmp_path)],
                  ["collections", "list", "--workspace", str(tmp_path)]):
         out = subprocess.run([sys.executable, "-m", "rasteret.cli", *args], capture_output=True,
-                             text=True, timeout=120, env=env)
+                             text=True, timeout=HANG_GUARD, env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("no collections yet"), args
 

@@ -31,6 +31,7 @@ from rasteret.errors import (
     ShortReadError,
     StacSearchError,
 )
+from testbed import HANG_GUARD
 
 ROOT = Path(__file__).parents[1]
 
@@ -115,7 +116,7 @@ def test_unknown_dataset_is_a_configuration_error_and_a_lookup_error():
 def run_cli(*args: str, workspace: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rasteret.cli", *args], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "RASTERET_WORKSPACE": str(workspace),
+        timeout=HANG_GUARD, env={**os.environ, "RASTERET_WORKSPACE": str(workspace),
                           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
                               "PYTHONPATH", "")])},
     )

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 import rasteret
+from testbed import HANG_GUARD
 
 
 def test_import_rasteret_does_not_import_torch_or_gdal():
     code = ("import sys, rasteret; heavy = [m for m in ('torch', 'torchgeo', 'lightning', "
             "'rasterio') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=HANG_GUARD)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -44,7 +45,7 @@ def test_malloc_is_tuned_for_large_buffers_unless_told_not_to(tmp_path):
                if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES",
                                                            "RASTERET_MALLOC_TUNING")}
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                             text=True, timeout=60, env={**env, **extra})
+                             text=True, timeout=HANG_GUARD, env={**env, **extra})
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == expected, extra
 

@@ -15,6 +15,7 @@ import rasteret
 from rasteret import registry
 from rasteret.errors import ConfigurationError
 from rasteret.io.cloud_config import CloudConfig
+from testbed import HANG_GUARD
 
 
 def _register(dataset_id: str, **extra):
@@ -82,7 +83,7 @@ def test_builtins_never_replace_what_a_user_registered_first():
         print("ok")
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=HANG_GUARD)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 

@@ -18,6 +18,7 @@ import pytest
 
 import rasteret
 from rasteret.errors import AccessDeniedError, ObjectNotFoundError, RasteretError
+from testbed import HANG_GUARD
 from testbed.auth_servers import AzuriteServer, CredentialEndpoints, RequesterPaysStub
 from testbed.servers import MotoServer
 
@@ -269,7 +270,7 @@ def test_each_worker_process_fetches_its_own_token(azurite, expected, method):
                    for _ in range(2)]
         for worker in workers:
             worker.start()
-        results = [queue.get(timeout=120) for _ in workers]
+        results = [queue.get(timeout=HANG_GUARD) for _ in workers]
         for worker in workers:
             worker.join(timeout=60)
         assert {pid for pid, _ in results} == {w.pid for w in workers}
@@ -329,7 +330,7 @@ def test_fork_after_io_raises_within_seconds(nginx_server, cog_path):
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=HANG_GUARD)
     assert out.returncode == 0, out.stderr
     assert "forkserver" in out.stdout and "spawn" in out.stdout
 

@@ -24,6 +24,7 @@ from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io import cloud_config
 from rasteret.io.backend import RetryPolicy
 from rasteret.io.cloud_config import CloudConfig, backend_for_collection, backend_for_dataset
+from testbed import HANG_GUARD
 from testbed.auth_servers import RequesterPaysStub
 from testbed.scenes import stac_collection, stac_item, write_scenes
 from testbed.stac import StacApiServer
@@ -322,7 +323,7 @@ def test_cli_datasets_info_and_list_json_mask_secrets(tmp_path):
         sys.exit(status)
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
+                         timeout=HANG_GUARD, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert '"aws_secret_access_key": "***"' in out.stdout
     for secret in SECRETS:

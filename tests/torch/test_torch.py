@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from testbed import HANG_GUARD
+
 torch = pytest.importorskip("torch")
 torchgeo = pytest.importorskip("torchgeo")
 
@@ -379,7 +381,7 @@ def test_chip_export_for_labelling(collection, tmp_path):
         [sys.executable, "-m", "rasteret.cli", "chips", "export", collection.name, "--bands",
          "B04", "--out", str(tmp_path / "cli-chips"), "--size", "256", "--json",
          "--workspace", str(collection.path.parent)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG_GUARD,
     )
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["chips"] == 3 * 4  # grid: 4 chips of 256 px per scene
