@@ -129,3 +129,18 @@ def test_the_checks_find_what_they_look_for():
     assert list(long_functions(tree)) == ["long (81 lines)"]
     assert list(private_imports(tree)) == ["other._hidden"]
     assert [r.split(": ")[1] for r in private_reaches(tree)] == ["._theirs"]
+
+
+def test_no_test_folder_takes_the_name_of_a_dependency():
+    """pytest puts tests/ on sys.path; a folder there named like a package the tests
+    import (``tests/torch``) becomes that package, as a namespace, wherever the real one
+    is not installed (the 3.11 core venv has no torch), and ``importorskip`` passes."""
+    tests = Path(__file__).resolve().parent
+    locked = set()
+    for lock in (tests.parent / "locks").glob("py3*-*.txt"):
+        locked |= {line.split("==")[0].strip().lower().replace("-", "_")
+                   for line in lock.read_text().splitlines()
+                   if line and line[0].isalnum() and "==" in line}
+    locked |= {"torch", "torchgeo", "lightning", "dask", "distributed"}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert not folders & locked, folders & locked
