@@ -12,6 +12,7 @@ from rasteret.io.cloud_config import CloudConfig
 from rasteret.io.credentials import PlanetaryComputerSas
 from rasteret.io.fetch import FetchStats, process_stats
 from rasteret.loading import delete_collection, list_collections, load
+from rasteret.options import ReadOptions
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "Collection",
     "FetchStats",
     "PlanetaryComputerSas",
+    "ReadOptions",
     "RetryPolicy",
     "build",
     "build_from_stac",

@@ -23,7 +23,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -32,20 +32,27 @@ from affine import Affine
 from pyproj import CRS
 
 from rasteret.band import BandView, most_common_crs, native_resolution, native_view
-from rasteret.collection import Collection, DateRange
+from rasteret.collection import Collection
+from rasteret.dates import DateRange
 from rasteret.errors import ConfigurationError, NoCoverageError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
-from rasteret.options import ON_ERROR, Match, OnError, Resampling, check_option
+from rasteret.options import (
+    CRSLike,
+    ReadOptions,
+    Resolution,
+    Values,
+)
 from rasteret.pixels import (
     CogOpener,
     SceneRead,
-    Values,
     fill_block,
     keep_slots,
     plan_pixels,
 )
+from rasteret.points import PointQuery, PointValues
+from rasteret.points import sample_points as sample
 from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.warp import GridSpec, transformer
@@ -55,8 +62,6 @@ if TYPE_CHECKING:
     import geopandas as gpd
     import xarray as xr
 
-#: A CRS as pyproj takes it: a CRS, ``"EPSG:32633"``, WKT, or an EPSG code.
-CRSLike = CRS | str | int
 
 
 @dataclass
@@ -174,7 +179,7 @@ def choose_grid(
     geometry_crs: CRS,
     *,
     target_crs: CRSLike | None = None,
-    resolution: float | tuple[float, float] | None = None,
+    resolution: Resolution | None = None,
 ) -> GridSpec:
     """The output grid for ``geometry`` over the scenes of ``views``: native when
     possible, snapped to the pixel grid of the first scene in the chosen CRS (the most
@@ -230,33 +235,25 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
 
 
 # -- reading --------------------------------------------------------------------------------
-def values_of(apply_scale: bool, masked: bool = False) -> Values:
-    """What a read's bands hold for the public flags ``apply_scale`` and ``masked``."""
-    return "scaled" if apply_scale else "masked" if masked else "stored"
-
-
 async def _read_area(
     collection: Collection, geometry: shapely.Geometry, crs: CRS, bands: list[str], *,
-    backend: Backend, target_crs: CRSLike | None,
-    resolution: float | tuple[float, float] | None, resampling: Resampling, mask: bool,
-    date_range: DateRange | None, values: Values, on_error: OnError = "raise",
-    validate: bool = True, bar: ProgressBar | None = None,
+    backend: Backend, options: ReadOptions, bar: ProgressBar | None = None,
 ) -> AreaResult:
-    rows = covering_rows(collection, geometry, crs, date_range)
+    rows = covering_rows(collection, geometry, crs, options.date_range)
     if bar is not None:
         grow(bar, len(rows))
     views = {b: scene_views(collection, rows, b) for b in bands}
-    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
-                       resolution=resolution)
+    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=options.target_crs,
+                       resolution=options.resolution)
     # No tile memory: each tile of a scene is read once; the caches only let reads
     # of one file (bands of a multi-band COG) share its requests and decodes.
     opener = CogOpener(backend, ChunkCaches(memory_bytes=0, whole_chunks=False),
-                       validate=validate)
+                       validate=options.validate)
     clip = (reproject_geometry(geometry, crs, grid.crs)
-            if mask and not isinstance(geometry, shapely.Point) else None)
+            if options.clip and not isinstance(geometry, shapely.Point) else None)
     scenes = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
-    plan = plan_pixels(grid, bands, [[scene] for scene in scenes], values=values, clip=clip,
-                       resampling=resampling, on_error=on_error)
+    plan = plan_pixels(grid, bands, [[scene] for scene in scenes], values=options.values,
+                       clip=clip, resampling=options.resampling, on_error=options.on_error)
     # Every scene and band decodes straight into its slice of the result: no per-scene
     # arrays, no stacking copy.
     data = np.empty(plan.shape, plan.out_dtype)
@@ -273,11 +270,11 @@ async def _read_area(
         data = keep_slots(data, keep)
         rows = [rows[k] for k in keep]
         views = {b: [views[b][k] for k in keep] for b in bands}
-    return AreaResult(data, grid, rows, bands, views, values, plan.dtype)
+    return AreaResult(data, grid, rows, bands, views, options.values, plan.dtype)
 
 
 def prepare_read(collection: Collection, geometries: Any, bands: Sequence[str], *,
-                 geometry_crs: CRSLike, backend: Backend | None, on_error: OnError,
+                 geometry_crs: CRSLike, backend: Backend | None,
                  ) -> tuple[list[str], list[shapely.Geometry], CRS, Backend]:
     """Check a read's arguments and resolve them (shared with :mod:`rasteret.lazy`).
 
@@ -285,41 +282,31 @@ def prepare_read(collection: Collection, geometries: Any, bands: Sequence[str], 
         The bands, the geometries and their CRS, and the backend of the collection.
 
     Raises:
-        ConfigurationError: Bad ``on_error``, an unknown band or bad geometries.
+        ConfigurationError: An unknown band or bad geometries.
         NoCoverageError: The collection is empty.
     """
-    check_option("on_error", on_error, ON_ERROR)
     _check_collection(collection)
     checked = collection.check_bands(list(bands))
     shapes, crs = to_geometries(geometries, geometry_crs)
     return checked, shapes, crs, backend_for_collection(collection, backend)
 
 
-def read_areas(collection: Collection, geometries: Any, bands: Sequence[str], *,
-               geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-               target_crs: CRSLike | None = None,
-               resolution: float | tuple[float, float] | None = None,
-               resampling: Resampling = "nearest", mask: bool = True,
-               date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True, progress: bool = True, values: Values = "stored",
+def read_areas(collection: Collection, geometries: Any, bands: Sequence[str],
+               options: ReadOptions, *, geometry_crs: CRSLike = 4326,
+               backend: Backend | None = None, progress: bool = True,
                ) -> tuple[list[AreaResult], list[shapely.Geometry], CRS]:
     """Read every geometry in one concurrent pass (shared by the public functions),
     counting the scenes read on a bar that shows once the read has taken
-    :data:`rasteret.progress.DELAY` seconds; ``values`` says what the bands hold
-    (see :data:`rasteret.pixels.Values`)."""
+    :data:`rasteret.progress.DELAY` seconds."""
     bands, shapes, crs, resolved = prepare_read(collection, geometries, bands,
-                                                geometry_crs=geometry_crs, backend=backend,
-                                                on_error=on_error)
+                                                geometry_crs=geometry_crs, backend=backend)
     # Each geometry adds its covering scenes to the total.
     bar = progress_bar(total=0, desc=f"Reading {collection.name}", unit="scene",
                        progress=progress, delayed=True)
 
     async def read_all() -> list[AreaResult]:
         return list(await asyncio.gather(*(
-            _read_area(collection, g, crs, bands, backend=resolved, target_crs=target_crs,
-                       resolution=resolution, resampling=resampling, mask=mask,
-                       date_range=date_range, values=values, on_error=on_error,
-                       validate=validate, bar=bar)
+            _read_area(collection, g, crs, bands, backend=resolved, options=options, bar=bar)
             for g in shapes
         )))
 
@@ -339,13 +326,9 @@ def single_geometry(geometries: Any) -> bool:
 
 
 # -- public functions -----------------------------------------------------------------------
-def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
-              geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-              target_crs: CRSLike | None = None,
-              resolution: float | tuple[float, float] | None = None,
-              resampling: Resampling = "nearest", apply_scale: bool = False,
-              mask: bool = True, date_range: DateRange | None = None,
-              on_error: OnError = "raise", validate: bool = True, progress: bool = True
+def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str],
+              options: ReadOptions | None = None, *, geometry_crs: CRSLike = 4326,
+              backend: Backend | None = None, progress: bool = True,
               ) -> np.ndarray | list[np.ndarray]:
     """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
@@ -354,23 +337,12 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
         geometries: A bbox tuple, shapely geometries, GeoJSON, a GeoSeries/GeoDataFrame
             or an Arrow WKB column.
         bands: Band names in output order.
+        options: How tiles become pixels (:class:`~rasteret.options.ReadOptions`:
+            target CRS, resolution, resampling, scaling, NaN masking, clipping to the
+            geometry, dates, errors, validation).
         geometry_crs: CRS of the geometries (default EPSG:4326; a GeoSeries' own CRS
             wins).
         backend: How to reach the stores (default: the dataset's CloudConfig).
-        target_crs: Output CRS (default: the most common CRS of the covering scenes).
-        resolution: Output pixel size in ``target_crs`` units (default: native).
-        resampling: ``"nearest"`` or ``"bilinear"`` when a scene is not on the grid.
-        apply_scale: Return physical values as float32 with NaN nodata: each scene's
-            scale/offset from the COG's GDAL metadata, else from its STAC item's
-            ``raster:bands`` (so Sentinel-2 baselines before and after 04.00 agree).
-        mask: Set pixels whose centre is outside a polygon to nodata.
-        date_range: Only scenes within ``(start, end)``.
-        on_error: ``"raise"`` (default), or ``"skip"``: scenes that fail to read (after
-            retries, or replaced since the build) are left out with a warning naming
-            them.
-        validate: Check that every tile comes from the version of its object the
-            collection recorded (``If-Match`` on the tile requests, size and ETag on
-            the responses); see ``docs/reliability.md``.
         progress: Show a bar of the scenes read, once the read has taken a few
             seconds (``False`` or ``RASTERET_PROGRESS=0`` hides it; see
             :mod:`rasteret.progress`).
@@ -386,11 +358,8 @@ def get_numpy(collection: Collection, geometries: Any, bands: Sequence[str], *,
         ObjectChangedError: An object was replaced after the build (with
             ``on_error="raise"``); the message says how to rebuild.
     """
-    results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
-                               backend=backend, target_crs=target_crs, resolution=resolution,
-                               resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate, progress=progress,
-                               values=values_of(apply_scale))
+    results, _, _ = read_areas(collection, geometries, bands, options or ReadOptions(),
+                               geometry_crs=geometry_crs, backend=backend, progress=progress)
     arrays = [r.data for r in results]
     return arrays[0] if single_geometry(geometries) else arrays
 
@@ -448,14 +417,10 @@ def area_dataset(collection: Collection, result: AreaResult, variables: dict[str
     return dataset
 
 
-def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
-               masked: bool = False, apply_scale: bool = False,
-               geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-               target_crs: CRSLike | None = None,
-               resolution: float | tuple[float, float] | None = None,
-               resampling: Resampling = "nearest", mask: bool = True,
-               date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True, progress: bool = True) -> xr.Dataset | list[xr.Dataset]:
+def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str],
+               options: ReadOptions | None = None, *, geometry_crs: CRSLike = 4326,
+               backend: Backend | None = None, progress: bool = True,
+               ) -> xr.Dataset | list[xr.Dataset]:
     """Pixels as an ``xarray.Dataset``: one variable per band, dims ``(time, y, x)``,
     pixel-centre ``x``/``y`` coordinates, a CF ``spatial_ref`` grid mapping (WKT and
     GeoTransform, as rioxarray and odc read it), nodata and scale/offset attributes.
@@ -464,46 +429,34 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
         collection: The collection to read.
         geometries: As for :func:`get_numpy`.
         bands: Band names.
-        masked: Return float32 with NaN where pixels are nodata.
-        apply_scale: Physical values (float32, NaN nodata), scaled as in
-            :func:`get_numpy`.
-        geometry_crs, backend, target_crs, resolution, resampling, mask, date_range,
-            on_error, validate, progress: As for :func:`get_numpy`.
+        options, geometry_crs, backend, progress: As for :func:`get_numpy`.
 
     Returns:
         A Dataset for one geometry, else a list of Datasets.
     """
-    results, _, _ = read_areas(collection, geometries, bands, geometry_crs=geometry_crs,
-                               backend=backend, target_crs=target_crs, resolution=resolution,
-                               resampling=resampling, mask=mask, date_range=date_range,
-                               on_error=on_error, validate=validate, progress=progress,
-                               values=values_of(apply_scale, masked))
+    results, _, _ = read_areas(collection, geometries, bands, options or ReadOptions(),
+                               geometry_crs=geometry_crs, backend=backend, progress=progress)
     datasets = [area_dataset(collection, r, {b: r.data[:, i] for i, b in enumerate(r.bands)})
                 for r in results]
     return datasets[0] if single_geometry(geometries) else datasets
 
 
-def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
-            geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-            target_crs: CRSLike | None = None,
-            resolution: float | tuple[float, float] | None = None,
-            resampling: Resampling = "nearest", mask: bool = True,
-            date_range: DateRange | None = None, on_error: OnError = "raise",
-            validate: bool = True, progress: bool = True) -> gpd.GeoDataFrame:
+def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str],
+            options: ReadOptions | None = None, *, geometry_crs: CRSLike = 4326,
+            backend: Backend | None = None, progress: bool = True) -> gpd.GeoDataFrame:
     """One row per scene x geometry with its arrays and transform.
 
     Columns: the user's columns (when ``geometries`` is a GeoDataFrame), ``geometry``,
     ``geometry_index``, ``id``, ``datetime``, ``crs``, ``transform`` (6 numbers) and one
-    column per band holding a 2-D array. The other arguments are as for
-    :func:`get_numpy`.
+    column per band holding a 2-D array (float32 with ``apply_scale`` or ``masked``).
+    The arguments are as for :func:`get_numpy`.
     """
     import geopandas as gpd
     import pandas as pd
 
-    results, shapes, crs = read_areas(
-        collection, geometries, bands, geometry_crs=geometry_crs, backend=backend,
-        target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
-        date_range=date_range, on_error=on_error, validate=validate, progress=progress)
+    results, shapes, crs = read_areas(collection, geometries, bands,
+                                      options or ReadOptions(), geometry_crs=geometry_crs,
+                                      backend=backend, progress=progress)
     user = geometries.drop(columns=geometries.geometry.name) \
         if isinstance(geometries, gpd.GeoDataFrame) else None
     records = []
@@ -525,15 +478,10 @@ def get_gdf(collection: Collection, geometries: Any, bands: Sequence[str], *,
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
 
 
-def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
-                  geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-                  match: Match | None = None, scenes: Literal["all", "latest"] | None = None,
-                  date_column: str | None = None, dates: Any = None,
-                  max_days: float | None = None, mask_band: str | None = None,
-                  mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
-                  neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
-                  date_range: DateRange | None = None, validate: bool = True,
-                  progress: bool = True) -> Any:
+def sample_points(collection: Collection, points: Any, bands: Sequence[str],
+                  options: ReadOptions | None = None, query: PointQuery | None = None, *,
+                  dates: Any = None, backend: Backend | None = None, progress: bool = True,
+                  ) -> PointValues:
     """Values of ``bands`` at ``points``: the pixel containing each point, in each
     matched scene's own grid (like rasterio's ``sample``), optionally the nearest valid
     pixel around it or the window around it. Each distinct tile is fetched once.
@@ -545,66 +493,63 @@ def sample_points(collection: Collection, points: Any, bands: Sequence[str], *,
             dask DataFrame of those (sampled partition by partition, see Returns),
             shapely points, ``(x, y)`` pairs or GeoJSON.
         bands: Band names.
-        geometry_crs: CRS of the points (default EPSG:4326; a GeoDataFrame's own CRS
-            wins).
-        backend: How to reach the stores (default: the dataset's CloudConfig).
-        match: Which scenes each point takes: ``"all"`` (default; one row per point and
-            covering scene), ``"latest"`` (the newest; with point dates, the newest at
-            or before the point's date), or ``"nearest"`` (the scene closest in time to
-            the point's date; needs dates).
-        scenes: The older name of ``match`` (``"all"`` or ``"latest"``).
-        date_column: The column of ``points`` holding each point's date.
+        options: The read options points apply
+            (:class:`~rasteret.options.ReadOptions`): ``apply_scale`` and ``masked``
+            (float32 values, NaN for nodata), ``date_range``, ``on_error``
+            (``"skip"`` drops the rows of scenes that fail to read, with a warning)
+            and ``validate``. Points are read on each scene's own grid, so
+            ``target_crs``, ``resolution`` and ``resampling`` are refused, and there
+            is no polygon to ``clip`` to.
+        query: Which scenes and pixels each point takes (:class:`PointQuery`):
+
+            - ``geometry_crs``: CRS of the points (default EPSG:4326; a
+              GeoDataFrame's own CRS wins).
+            - ``match``: ``"all"`` (default; one row per point and covering scene),
+              ``"latest"`` (the newest; with point dates, the newest at or before the
+              point's date), or ``"nearest"`` (the scene closest in time to the
+              point's date; needs dates).
+            - ``date_column``: The column of ``points`` holding each point's date.
+            - ``max_days``: With point dates, only scenes at most this many days from
+              the point's date.
+            - ``quality_band``: A band whose classes mark pixels invalid (e.g.
+              Sentinel-2 ``"SCL"``), with ``invalid_values``, those classes (e.g.
+              ``(3, 8, 9, 10)``: cloud shadow, cloud medium and high probability,
+              cirrus).
+            - ``max_distance_pixels``: When the point's pixel is invalid (nodata in a
+              requested band, or an ``invalid_values`` class), take the nearest valid
+              pixel within this Euclidean distance in pixels (ties: the upper row
+              first, then the left column). 0 (default) takes the point's own pixel.
+            - ``neighbourhood``: An odd ``k``: return the ``k`` x ``k`` window centred
+              on the point's pixel (a 2-D array per band and row; a fixed-size list of
+              lists in Arrow). Pixels outside the image hold the nodata value.
+            - ``xy_columns``: The coordinate columns of a DataFrame or Arrow table.
         dates: Per-point timestamps (a sequence as long as the points), instead of
             ``date_column``.
-        max_days: With point dates, only scenes at most this many days from the
-            point's date.
-        mask_band: A band whose classes mark pixels invalid (e.g. Sentinel-2 ``"SCL"``).
-        mask_values: The classes of ``mask_band`` that are invalid (e.g. ``[3, 8, 9,
-            10]``: cloud shadow, cloud medium and high probability, cirrus).
-        max_distance_pixels: When the point's pixel is invalid (nodata in a requested
-            band, or a ``mask_values`` class), take the nearest valid pixel within this
-            Euclidean distance in pixels (ties: the upper row first, then the left
-            column). 0 (default) takes the point's own pixel.
-        neighbourhood: An odd ``k``: return the ``k`` x ``k`` window centred on the
-            point's pixel (a 2-D array per band and row; a fixed-size list of lists in
-            Arrow). Pixels outside the image hold the nodata value.
-        xy_columns: The coordinate columns of a DataFrame or Arrow table.
-        date_range: Only scenes within ``(start, end)``.
-        validate: Check that every tile comes from the recorded version of its object,
-            as for :func:`get_numpy`.
+        backend: How to reach the stores (default: the dataset's CloudConfig).
         progress: Show a bar of the tiles read, once sampling has taken a few seconds
             (``False`` or ``RASTERET_PROGRESS=0`` hides it; a dask DataFrame's
             partitions show none: watch them with Dask's own diagnostics).
 
     Returns:
-        The points' own kind: an Arrow table, GeoDataFrame or pandas DataFrame with
-        every input column (rows repeated per matched scene), then ``point_index``
-        (the point's position in the input), ``id`` and ``datetime`` of the scene,
-        ``distance_pixels`` (to the pixel sampled; NaN when no valid pixel was found
-        within ``max_distance_pixels``, the point's own pixel is then returned),
-        ``distance_days`` (absolute, NaN without point dates) and one column per band.
-        Other inputs give a pandas DataFrame. Points no scene covers (within
-        ``max_days``) have no row. A dask DataFrame gives a lazy dask DataFrame with
-        the same columns (rows ordered by position, not by input order; its
-        ``point_index`` is each row's integer index label, the position in the input
-        for a frame made by ``dask.dataframe.from_pandas`` with a default index).
+        The points' own kind (:data:`~rasteret.points.PointValues`): an Arrow table,
+        GeoDataFrame or pandas DataFrame with every input column (rows repeated per
+        matched scene), then ``point_index`` (the point's position in the input),
+        ``id`` and ``datetime`` of the scene, ``distance_pixels`` (to the pixel
+        sampled; NaN when no valid pixel was found within ``max_distance_pixels``, the
+        point's own pixel is then returned), ``distance_days`` (absolute, NaN without
+        point dates) and one column per band. Other inputs give a pandas DataFrame.
+        Points no scene covers (within ``max_days``) have no row. A dask DataFrame
+        gives a lazy dask DataFrame with the same columns (rows ordered by position,
+        not by input order; its ``point_index`` is each row's integer index label,
+        the position in the input for a frame made by
+        ``dask.dataframe.from_pandas`` with a default index).
 
     Raises:
         ConfigurationError: Unknown band or option, points that are not points, or
             ``match="nearest"`` without dates.
-        NoCoverageError: No scene covers any point, or the collection is empty.
+        NoCoverageError: No scene covers any point, the collection is empty, or every
+            covering scene failed to read (``on_error="skip"``).
         ObjectChangedError: An object was replaced after the build.
     """
-    from rasteret.points import sample_points as sample
-
-    if scenes is not None:
-        check_option("scenes", scenes, ("all", "latest"))
-        if match is not None and match != scenes:
-            raise ConfigurationError(f"scenes={scenes!r} and match={match!r} disagree: pass "
-                                     "match= only (scenes= is its older name)")
-    return sample(collection, points, bands, geometry_crs=geometry_crs, backend=backend,
-                  match=match or scenes or "all", date_column=date_column, dates=dates,
-                  max_days=max_days, mask_band=mask_band, mask_values=mask_values,
-                  max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
-                  xy_columns=xy_columns, date_range=date_range, validate=validate,
+    return sample(collection, points, bands, options, query, dates=dates, backend=backend,
                   progress=progress)

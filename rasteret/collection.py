@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,11 +22,21 @@ import pyarrow.parquet as pq
 from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_grids, band_views
+from rasteret.dates import DateRange, parse_date_range
 from rasteret.errors import (
     ConfigurationError,
 )
 from rasteret.io.backend import Backend, default_backend
-from rasteret.options import Match, MosaicOrder, OnError, Resampling
+from rasteret.options import (
+    CRSLike,
+    Match,
+    MosaicOrder,
+    OnError,
+    ReadOptions,
+    Resampling,
+    Resolution,
+    read_options,
+)
 from rasteret.read.cog import CogFile
 from rasteret.reopen import Origin, open_source
 from rasteret.schema import (
@@ -53,58 +63,11 @@ if TYPE_CHECKING:
     import xarray as xr
     from pyproj import CRS
 
+    from rasteret.points import PointValues
     from rasteret.torch.dataset import RasteretDataset
+    from rasteret.torch.samplers import ChipMode
 
 BBox = tuple[float, float, float, float]
-DateRange = tuple[Any, Any]
-
-
-def parse_datetime(value: Any, *, end: bool = False) -> dt.datetime | None:
-    """Parse a date or datetime (ISO string as STAC writes it, date, datetime) into an
-    aware UTC datetime; None stays None. Naive values are taken as UTC.
-
-    Args:
-        value: The date or datetime.
-        end: ``value`` ends a range: a bare date then means the whole day.
-
-    Raises:
-        ValueError: The string is not an ISO 8601 date or datetime.
-    """
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, dt.date):
-        stamp = dt.datetime(value.year, value.month, value.day)
-        if end:
-            stamp += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    else:
-        text = str(value).strip().replace("Z", "+00:00")
-        stamp = dt.datetime.fromisoformat(text)
-        if end and len(text) <= 10:
-            stamp += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.astimezone(dt.UTC)
-
-
-def parse_date_range(date_range: DateRange | None) -> tuple[dt.datetime, dt.datetime] | None:
-    """Normalise ``(start, end)`` into aware UTC datetimes (end inclusive)."""
-    if date_range is None:
-        return None
-    if len(date_range) != 2 or None in date_range:
-        raise ConfigurationError(f"date_range must be (start, end), got {date_range!r}")
-    try:
-        start, end = parse_datetime(date_range[0]), parse_datetime(date_range[1], end=True)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"date_range {date_range!r} is not two ISO dates or datetimes "
-            f"(e.g. ('2024-05-01', '2024-06-30')): {exc}"
-        ) from None
-    assert start is not None and end is not None  # None was refused above
-    if start > end:
-        raise ConfigurationError(f"date_range starts after it ends: {date_range!r}")
-    return start, end
 
 
 def check_bbox(bbox: Sequence[float]) -> BBox:
@@ -664,136 +627,184 @@ class Collection:
     # mypy checks each call, `import rasteret` stays light (no torch, no dask), and the
     # import contracts list each of these upward edges on purpose.
     def get_numpy(
-        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
-        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
-        resolution: float | tuple[float, float] | None = None,
-        resampling: Resampling = "nearest", apply_scale: bool = False, mask: bool = True,
+        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRSLike = 4326,
+        backend: Backend | None = None,
+        options: ReadOptions | None = None, target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None, resampling: Resampling = "nearest",
+        apply_scale: bool = False, masked: bool = False, clip: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True, progress: bool = True,
+        validate: bool = True,
+        progress: bool = True,
     ) -> np.ndarray | list[np.ndarray]:
         """Pixels of ``bands`` over ``geometries`` as ``(time, band, y, x)`` arrays.
 
-        See :func:`rasteret.analysis.get_numpy` for the arguments, the result and the
-        errors.
+        The read options (``options`` and the keywords from ``target_crs`` to
+        ``validate``) are :class:`~rasteret.options.ReadOptions`; see
+        :func:`rasteret.analysis.get_numpy` for the other arguments, the result and
+        the errors.
         """
         from rasteret.analysis import get_numpy  # upward: see [tool.importlinter]
 
+        read = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
         arrays: np.ndarray | list[np.ndarray] = get_numpy(
-            self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
-            target_crs=target_crs, resolution=resolution, resampling=resampling,
-            apply_scale=apply_scale, mask=mask, date_range=date_range, on_error=on_error,
-            validate=validate, progress=progress)
+            self, geometries, bands, read, geometry_crs=geometry_crs, backend=backend,
+            progress=progress)
         return arrays
 
     def get_xarray(
-        self, geometries: Any, bands: Sequence[str], *, masked: bool = False,
-        apply_scale: bool = False, geometry_crs: CRS | str | int = 4326,
-        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
-        resolution: float | tuple[float, float] | None = None,
-        resampling: Resampling = "nearest", mask: bool = True,
+        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRSLike = 4326,
+        backend: Backend | None = None,
+        options: ReadOptions | None = None, target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None, resampling: Resampling = "nearest",
+        apply_scale: bool = False, masked: bool = False, clip: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True, chunks: str | Mapping[str, int | str | None] | None = None,
-        progress: bool = True,
+        validate: bool = True,
+        chunks: str | Mapping[str, int | str | None] | None = None, progress: bool = True,
     ) -> xr.Dataset | list[xr.Dataset]:
         """Pixels as an ``xarray.Dataset`` (one variable per band, dims time/y/x, CF
-        grid mapping). See :func:`rasteret.analysis.get_xarray`; with ``chunks=``
-        (``"auto"`` or e.g. ``{"time": 1, "y": 2048, "x": 2048}``) the variables are
-        dask arrays read lazily, see :func:`rasteret.lazy.get_xarray` (nothing is read
-        here, so ``progress`` has no bar to show: Dask's diagnostics follow the
-        compute)."""
+        grid mapping). The read options are :class:`~rasteret.options.ReadOptions`;
+        see :func:`rasteret.analysis.get_xarray`. With ``chunks=`` (``"auto"`` or e.g.
+        ``{"time": 1, "y": 2048, "x": 2048}``) the variables are dask arrays read
+        lazily, see :func:`rasteret.lazy.get_xarray` (nothing is read here, so
+        ``progress`` has no bar to show: Dask's diagnostics follow the compute)."""
+        read = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
         if chunks is not None:
             from rasteret.lazy import get_xarray as get_lazy_xarray  # upward, see above
 
             lazy: xr.Dataset | list[xr.Dataset] = get_lazy_xarray(
-                self, geometries, bands, chunks=chunks, masked=masked,
-                apply_scale=apply_scale, geometry_crs=geometry_crs, backend=backend,
-                target_crs=target_crs, resolution=resolution, resampling=resampling,
-                mask=mask, date_range=date_range, on_error=on_error, validate=validate)
+                self, geometries, bands, read, chunks=chunks, geometry_crs=geometry_crs,
+                backend=backend)
             return lazy
         from rasteret.analysis import get_xarray  # upward: see [tool.importlinter]
 
         datasets: xr.Dataset | list[xr.Dataset] = get_xarray(
-            self, geometries, bands, masked=masked, apply_scale=apply_scale,
-            geometry_crs=geometry_crs, backend=backend, target_crs=target_crs,
-            resolution=resolution, resampling=resampling, mask=mask, date_range=date_range,
-            on_error=on_error, validate=validate, progress=progress)
+            self, geometries, bands, read, geometry_crs=geometry_crs, backend=backend,
+            progress=progress)
         return datasets
 
     def get_gdf(
-        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
-        backend: Backend | None = None, target_crs: CRS | str | int | None = None,
-        resolution: float | tuple[float, float] | None = None,
-        resampling: Resampling = "nearest", mask: bool = True,
+        self, geometries: Any, bands: Sequence[str], *, geometry_crs: CRSLike = 4326,
+        backend: Backend | None = None,
+        options: ReadOptions | None = None, target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None, resampling: Resampling = "nearest",
+        apply_scale: bool = False, masked: bool = False, clip: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
-        validate: bool = True, progress: bool = True,
+        validate: bool = True,
+        progress: bool = True,
     ) -> gpd.GeoDataFrame:
-        """One row per scene x geometry with its arrays and transform. See
+        """One row per scene x geometry with its arrays and transform. The read
+        options are :class:`~rasteret.options.ReadOptions`; see
         :func:`rasteret.analysis.get_gdf`."""
         from rasteret.analysis import get_gdf  # upward: see [tool.importlinter]
 
-        frame: gpd.GeoDataFrame = get_gdf(
-            self, geometries, bands, geometry_crs=geometry_crs, backend=backend,
-            target_crs=target_crs, resolution=resolution, resampling=resampling, mask=mask,
-            date_range=date_range, on_error=on_error, validate=validate, progress=progress)
+        read = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
+        frame: gpd.GeoDataFrame = get_gdf(self, geometries, bands, read,
+                                          geometry_crs=geometry_crs, backend=backend,
+                                          progress=progress)
         return frame
 
     def sample_points(
-        self, points: Any, bands: Sequence[str], *, geometry_crs: CRS | str | int = 4326,
-        backend: Backend | None = None,
-        match: Match | None = None,
-        scenes: Literal["all", "latest"] | None = None, date_column: str | None = None,
-        dates: Any = None, max_days: float | None = None, mask_band: str | None = None,
-        mask_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
+        self, points: Any, bands: Sequence[str], *, geometry_crs: CRSLike = 4326,
+        backend: Backend | None = None, match: Match = "all", date_column: str | None = None,
+        dates: Any = None, max_days: float | None = None, quality_band: str | None = None,
+        invalid_values: Sequence[float] | None = None, max_distance_pixels: int = 0,
         neighbourhood: int | None = None, xy_columns: tuple[str, str] | None = None,
-        date_range: DateRange | None = None, validate: bool = True, progress: bool = True,
-    ) -> pd.DataFrame | pa.Table:
+        options: ReadOptions | None = None, apply_scale: bool = False, masked: bool = False,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True, progress: bool = True,
+    ) -> PointValues:
         """Values of ``bands`` at ``points`` (nearest pixel, nearest valid pixel or a
-        window; scenes matched by time), in the points' own kind. See
-        :func:`rasteret.analysis.sample_points`."""
+        window; scenes matched by time), in the points' own kind. The read options
+        points apply are ``apply_scale``, ``masked``, ``date_range``, ``on_error`` and
+        ``validate`` (:class:`~rasteret.options.ReadOptions`); see
+        :func:`rasteret.analysis.sample_points` for the rest."""
         from rasteret.analysis import sample_points  # upward: see [tool.importlinter]
+        from rasteret.points import PointQuery  # upward, as analysis
 
-        values: pd.DataFrame | pa.Table = sample_points(
-            self, points, bands, geometry_crs=geometry_crs, backend=backend, match=match,
-            scenes=scenes, date_column=date_column, dates=dates, max_days=max_days,
-            mask_band=mask_band, mask_values=mask_values,
+        read = read_options(options, apply_scale=apply_scale, masked=masked,
+                            date_range=date_range, on_error=on_error, validate=validate)
+        query = PointQuery(
+            geometry_crs=geometry_crs, match=match, date_column=date_column,
+            max_days=max_days, quality_band=quality_band,
+            invalid_values=None if invalid_values is None else tuple(invalid_values),
             max_distance_pixels=max_distance_pixels, neighbourhood=neighbourhood,
-            xy_columns=xy_columns, date_range=date_range, validate=validate,
-            progress=progress)
+            xy_columns=xy_columns)
+        values: PointValues = sample_points(self, points, bands, read, query, dates=dates,
+                                            backend=backend, progress=progress)
         return values
 
     def to_torchgeo_dataset(
         self, bands: Sequence[str], *, chip_size: int | None = None,
-        time_series: bool = False, backend: Backend | None = None,
-        target_crs: CRS | str | int | None = None,
-        res: float | tuple[float, float] | None = None, is_image: bool = True,
+        time_series: bool = False, backend: Backend | None = None, is_image: bool = True,
         dtype: torch.dtype | None = None, mosaic_order: MosaicOrder = "latest",
-        resampling: Resampling = "nearest",
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        mask_bands: Sequence[str] | None = None, on_error: OnError = "raise",
+        mask_bands: Sequence[str] | None = None,
         cache_bytes: int | Literal["auto"] = "auto", cache_dir: str | None = None,
-        apply_scale: bool = False, validate: bool = True,
+        options: ReadOptions | None = None, target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None, resampling: Resampling = "nearest",
+        apply_scale: bool = False, masked: bool = False, clip: bool = True,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True,
     ) -> RasteretDataset:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
-        ``torch`` extra). See :class:`rasteret.torch.RasteretDataset` for the
-        arguments."""
+        ``torch`` extra). The read options are :class:`~rasteret.options.ReadOptions`
+        (``resolution`` is TorchGeo's ``res``, which the dataset keeps as its
+        attribute); see :class:`rasteret.torch.RasteretDataset` for the rest."""
         from rasteret.torch.dataset import RasteretDataset  # upward; needs the torch extra
 
+        read = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
         dataset: RasteretDataset = RasteretDataset(
-            self, bands, chip_size=chip_size, time_series=time_series, backend=backend,
-            target_crs=target_crs, res=res, is_image=is_image, dtype=dtype,
-            mosaic_order=mosaic_order, resampling=resampling, transforms=transforms,
-            mask_bands=mask_bands, on_error=on_error, cache_bytes=cache_bytes,
-            cache_dir=cache_dir, apply_scale=apply_scale, validate=validate)
+            self, bands, options=read, chip_size=chip_size, time_series=time_series,
+            backend=backend, is_image=is_image, dtype=dtype, mosaic_order=mosaic_order,
+            transforms=transforms, mask_bands=mask_bands, cache_bytes=cache_bytes,
+            cache_dir=cache_dir)
         return dataset
 
-    def export_chips(self, bands: Sequence[str], out_dir: str | os.PathLike[str],
-                     **options: Any) -> Path:
+    def export_chips(
+        self, bands: Sequence[str], out_dir: str | os.PathLike[str], *,
+        chip_size: int = 256, sampler: Iterable[Any] | None = None,
+        mode: ChipMode = "grid", length: int | None = None, seed: int | None = 0,
+        png: bool = False, quicklook: bool = True, overwrite: bool = False,
+        mask_bands: Sequence[str] | None = None,
+        label_classes: Mapping[int, str] | Sequence[str] | None = None,
+        label_studio: bool = True, image_url: str | None = None,
+        backend: Backend | None = None, mosaic_order: MosaicOrder = "latest",
+        options: ReadOptions | None = None, target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None, resampling: Resampling = "nearest",
+        apply_scale: bool = False, masked: bool = False, clip: bool = True,
+        date_range: DateRange | None = None, on_error: OnError = "raise",
+        validate: bool = True,
+        progress: bool = True,
+    ) -> Path:
         """Write georeferenced chips, a GeoParquet manifest and a quick-look PNG for
-        labelling (needs the ``torch`` extra). See
-        :func:`rasteret.torch.export.export_chips`."""
-        from rasteret.torch.export import export_chips  # upward; needs the torch extra
+        labelling (needs the ``torch`` extra). The read options are
+        :class:`~rasteret.options.ReadOptions`; see
+        :func:`rasteret.torch.export.export_chips` for the rest."""
+        from rasteret.torch.export import ChipExport, export_chips  # upward; torch extra
 
-        manifest: Path = export_chips(self, bands, out_dir, **options)
+        read = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
+        export = ChipExport(chip_size=chip_size, mode=mode, length=length, seed=seed,
+                            png=png, quicklook=quicklook, overwrite=overwrite,
+                            label_studio=label_studio, image_url=image_url)
+        manifest: Path = export_chips(
+            self, bands, out_dir, read, export, sampler=sampler, mask_bands=mask_bands,
+            label_classes=label_classes, backend=backend, mosaic_order=mosaic_order,
+            progress=progress)
         return manifest
 
     # -- saving ----------------------------------------------------------------------

@@ -37,7 +37,6 @@ from pyproj import CRS
 
 from rasteret.analysis import (
     AreaResult,
-    CRSLike,
     area_dataset,
     choose_grid,
     covering_rows,
@@ -45,14 +44,13 @@ from rasteret.analysis import (
     reproject_geometry,
     scene_views,
     single_geometry,
-    values_of,
 )
 from rasteret.band import BandView
-from rasteret.collection import Collection, DateRange
+from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.io.runtime import run_sync
-from rasteret.options import OnError, Resampling
+from rasteret.options import CRSLike, ReadOptions
 from rasteret.pixels import Block, CogOpener, PixelPlan, SceneRead, fill_block, plan_pixels
 from rasteret.read.warp import GridSpec
 
@@ -246,35 +244,33 @@ def _import_dask() -> Any:
 
 
 def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
-                  bands: list[str], chunks: Chunks, *, backend: Backend,
-                  target_crs: CRSLike | None,
-                  resolution: float | tuple[float, float] | None, resampling: Resampling,
-                  mask: bool, masked: bool, apply_scale: bool,
-                  date_range: DateRange | None, validate: bool) -> xr.Dataset:
+                  bands: list[str], chunks: Chunks, options: ReadOptions, *,
+                  backend: Backend) -> xr.Dataset:
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     array = _import_dask()
-    rows = covering_rows(collection, geometry, crs, date_range)
+    rows = covering_rows(collection, geometry, crs, options.date_range)
     views = {band: scene_views(collection, rows, band) for band in bands}
-    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=target_crs,
-                       resolution=resolution)
+    grid = choose_grid(views[bands[0]], geometry, crs, target_crs=options.target_crs,
+                       resolution=options.resolution)
     clip = (reproject_geometry(geometry, crs, grid.crs)
-            if mask and not isinstance(geometry, shapely.Point) else None)
+            if options.clip and not isinstance(geometry, shapely.Point) else None)
     # The eager call's plan; the graph holds it without its scenes (one key), and each
     # scene's views (each holding only its own record) under a key of their own.
-    values = values_of(apply_scale, masked)
+    values = options.values
     described = [SceneRead.of([views[b][t] for b in bands]) for t in range(len(rows))]
     plan = plan_pixels(grid, bands, [[scene] for scene in described], values=values, clip=clip,
-                       resampling=resampling)
+                       resampling=options.resampling)
     reference = next((v for v in views[bands[0]]
                       if v.georeferenced and v.crs.equals(grid.crs)), None)
     time_chunks, y_chunks, x_chunks = chunk_layout(chunks, grid, len(rows), reference)
 
     token = backend_token(backend)
-    read = LazyRead(token, backend, validate, dataclasses.replace(plan, slots=()))
+    read = LazyRead(token, backend, options.validate, dataclasses.replace(plan, slots=()))
     name = tokenize(token, collection.name, rows, bands, grid, geometry.wkb, crs.to_wkt(),
-                    mask, values, resampling, validate, time_chunks, y_chunks, x_chunks)
+                    options.clip, values, options.resampling, options.validate, time_chunks,
+                    y_chunks, x_chunks)
     read_key = f"rasteret-read-{name}"
     scene_name = f"rasteret-scene-{name}"
     graph: dict[Any, Any] = {read_key: read}
@@ -306,14 +302,10 @@ def _lazy_dataset(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     return area_dataset(collection, result, data)
 
 
-def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
-               chunks: Chunks = "auto", masked: bool = False, apply_scale: bool = False,
+def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str],
+               options: ReadOptions | None = None, *, chunks: Chunks = "auto",
                geometry_crs: CRSLike = 4326, backend: Backend | None = None,
-               target_crs: CRSLike | None = None,
-               resolution: float | tuple[float, float] | None = None,
-               resampling: Resampling = "nearest", mask: bool = True,
-               date_range: DateRange | None = None, on_error: OnError = "raise",
-               validate: bool = True) -> xr.Dataset | list[xr.Dataset]:
+               ) -> xr.Dataset | list[xr.Dataset]:
     """Pixels as an ``xarray.Dataset`` of dask arrays: nothing is read until computed.
 
     The coordinates, attributes and values equal :func:`rasteret.analysis.get_xarray`'s;
@@ -325,15 +317,14 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
         collection: The collection to read.
         geometries: As for :func:`rasteret.analysis.get_numpy`.
         bands: Band names.
+        options: As for :func:`rasteret.analysis.get_numpy`, but ``on_error`` must be
+            ``"raise"``: a lazy read fixes its scenes (the ``time`` coordinate)
+            before any is read, so it cannot leave failed ones out.
         chunks: ``"auto"`` (one scene per time chunk and about 2048² pixels per
             spatial chunk, with edges on the native tile grid so no tile is read by
             two tasks), or sizes per dimension such as ``{"time": 1, "y": 2048,
             "x": 2048}`` (``-1`` for a whole dimension, ``"auto"`` for one).
-        masked, apply_scale: As for :func:`rasteret.analysis.get_xarray`.
-        geometry_crs, backend, target_crs, resolution, resampling, mask, date_range,
-            validate: As for :func:`rasteret.analysis.get_numpy`.
-        on_error: Only ``"raise"``: a lazy read fixes its scenes (the ``time``
-            coordinate) before any is read, so it cannot leave failed ones out.
+        geometry_crs, backend: As for :func:`rasteret.analysis.get_numpy`.
 
     Returns:
         A Dataset for one geometry, else a list of Datasets.
@@ -343,19 +334,17 @@ def get_xarray(collection: Collection, geometries: Any, bands: Sequence[str], *,
         NoCoverageError: No scene covers a geometry, or the collection is empty.
         ImportError: dask is not installed (``pip install 'rasteret[dask]'``).
     """
-    if on_error == "skip":
+    options = options or ReadOptions()
+    if options.on_error == "skip":
         raise ConfigurationError(
-            f"get_xarray(chunks=..., on_error={on_error!r}): a lazy read cannot leave out "
+            f"get_xarray(chunks=..., on_error={options.on_error!r}): a lazy read cannot "
+            "leave out "
             "scenes that fail (its time coordinate is fixed before reading); use "
             "on_error='raise', or read eagerly (chunks=None) to skip failed scenes")
     _import_dask()
     bands, shapes, crs, resolved = prepare_read(collection, geometries, bands,
-                                                geometry_crs=geometry_crs, backend=backend,
-                                                on_error=on_error)
-    datasets = [
-        _lazy_dataset(collection, shape, crs, bands, chunks, backend=resolved,
-                      target_crs=target_crs, resolution=resolution, resampling=resampling,
-                      mask=mask, masked=masked, apply_scale=apply_scale,
-                      date_range=date_range, validate=validate)
-        for shape in shapes]
+                                                geometry_crs=geometry_crs, backend=backend)
+    datasets = [_lazy_dataset(collection, shape, crs, bands, chunks, options,
+                              backend=resolved)
+                for shape in shapes]
     return datasets[0] if single_geometry(geometries) else datasets

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, overload
+from typing import Any, overload
 
 import numpy as np
 import shapely
@@ -31,17 +31,19 @@ from rasteret.band import BandView
 from rasteret.errors import RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.options import ON_ERROR, RESAMPLING, OnError, Resampling, check_option
+from rasteret.options import (
+    ON_ERROR,
+    RESAMPLING,
+    VALUES,
+    OnError,
+    Resampling,
+    Values,
+    check_option,
+)
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, read_into_grid
 from rasteret.tiff.geo import nodata_for_dtype
-
-#: What a band's output holds: the stored values (each scene's nodata kept), float32
-#: with NaN where a pixel is nodata, or float32 physical values (stored x scale +
-#: offset, each scene with its own) with NaN where a pixel is nodata.
-Values = Literal["stored", "masked", "scaled"]
-VALUES: tuple[Values, ...] = get_args(Values)
 
 #: How a read opens the file of a band view (each path keeps its own caches).
 OpenCog = Callable[[BandView], CogFile]

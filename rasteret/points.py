@@ -14,9 +14,10 @@ sampled in its task with the process's own store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import numpy as np
 import pyarrow as pa
@@ -25,19 +26,26 @@ import shapely.geometry
 from pyproj import CRS
 
 from rasteret.band import BandView
-from rasteret.collection import Collection, DateRange
+from rasteret.collection import Collection
+from rasteret.dates import DateRange
 from rasteret.errors import ConfigurationError, NoCoverageError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.runtime import run_sync
-from rasteret.options import MATCH, Match, check_option
+from rasteret.options import MATCH, Match, ReadOptions, check_option
 from rasteret.pixels import Block, CogOpener, OpenCog, PixelPlan, SceneRead, fill_block, plan_pixels
 from rasteret.progress import ProgressBar, grow, progress_bar
 from rasteret.read.warp import transformer
 from rasteret.tiff.geo import nodata_for_dtype
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     import pandas as pd
+
+#: What sampling returns, in the points' own kind: an Arrow table for an Arrow table,
+#: a GeoDataFrame for a GeoDataFrame (a pandas DataFrame subclass), a lazy dask
+#: DataFrame for a dask DataFrame, else a pandas DataFrame.
+PointValues: TypeAlias = "pa.Table | pd.DataFrame | dd.DataFrame"
 
 #: The columns :func:`sample_points` adds before the band columns.
 ADDED_COLUMNS = ("point_index", "id", "datetime", "distance_pixels", "distance_days")
@@ -47,6 +55,37 @@ _TILES_IN_FLIGHT = 256
 _US_PER_DAY = 86_400 * 1_000_000
 #: Bits per axis of the Morton key that orders points of a dask DataFrame.
 _MORTON_BITS = 16
+
+
+@dataclass(frozen=True)
+class PointQuery:
+    """Which scenes each point takes and which of its pixels: the settings of
+    ``Collection.sample_points`` that are not read options (see
+    :func:`rasteret.analysis.sample_points` for each one).
+
+    Raises:
+        ConfigurationError: An unknown ``match``, a search distance that is not a
+            whole number of pixels, or a window side that is not odd.
+    """
+
+    geometry_crs: Any = 4326
+    match: Match = "all"
+    date_column: str | None = None
+    max_days: float | None = None
+    quality_band: str | None = None
+    invalid_values: tuple[float, ...] | None = None
+    max_distance_pixels: int = 0
+    neighbourhood: int | None = None
+    xy_columns: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_option("match", self.match, MATCH)
+        _check_window(self.max_distance_pixels, self.neighbourhood)
+
+    @property
+    def radius(self) -> int:
+        """Pixels read on each side of a point's own pixel."""
+        return max(self.max_distance_pixels, (self.neighbourhood or 1) // 2)
 
 
 @dataclass
@@ -250,18 +289,19 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 async def _gather(plan: PixelPlan, open_cog: OpenCog, cols: np.ndarray, rows: np.ndarray,
-                  out: np.ndarray, limit: asyncio.Semaphore, bar: ProgressBar) -> None:
+                  out: np.ndarray, limit: asyncio.Semaphore, bar: ProgressBar
+                  ) -> Exception | None:
     """Fill ``out`` (same shape as ``cols``) with the pixels at ``(cols, rows)`` of the
     plan's one scene and band (on its own grid), reading each tile they touch once as
     a block of the plan (down to the last row needed); pixels outside the image keep
-    ``out``'s fill."""
+    ``out``'s fill. Returns the first error a tile met under ``on_error="skip"``."""
     view = plan.slots[0][0].bands[0].view
     tw, th = view.tile_width, view.tile_height
     inside = (cols >= 0) & (rows >= 0) & (cols < view.width) & (rows < view.height)
     across = -(-view.width // tw)
     flat = np.flatnonzero(inside)
     if not len(flat):
-        return
+        return None
     c, r = cols.ravel()[flat], rows.ravel()[flat]
     keys = (r // th) * across + c // tw
     order = np.argsort(keys, kind="stable")
@@ -271,21 +311,25 @@ async def _gather(plan: PixelPlan, open_cog: OpenCog, cols: np.ndarray, rows: np
     target = out.reshape(-1)
     grow(bar, len(starts))
 
-    async def tile(start: int, end: int) -> None:
+    async def tile(start: int, end: int) -> Exception | None:
         ty, tx = divmod(int(keys[start]), across)
         top, left = ty * th, tx * tw
         block = Block((0,), (0,), (top, int(r[start:end].max()) + 1),
                       (left, min(left + tw, view.width)))
         async with limit:  # bounds the decoded tiles held at once
             pixels = np.empty(block.shape, plan.out_dtype)
-            await fill_block(plan, pixels, open_cog, block)
+            outcome = await fill_block(plan, pixels, open_cog, block)
             target[flat[start:end]] = pixels[0, 0, r[start:end] - top, c[start:end] - left]
         bar.update(1)
+        return outcome.skipped[0][1] if outcome.skipped else None
 
-    await asyncio.gather(*(tile(int(s), int(e)) for s, e in zip(starts, ends)))
+    errors = await asyncio.gather(*(tile(int(s), int(e)) for s, e in zip(starts, ends)))
+    return next((error for error in errors if error is not None), None)
 
 
-def _band_dtype(views: Sequence[BandView]) -> np.dtype:
+def _band_dtype(views: Sequence[BandView], kind: str = "stored") -> np.dtype:
+    if kind != "stored":
+        return np.dtype(np.float32)  # converted values: float32 with NaN, as every read
     return np.result_type(*(v.dtype for v in views)) if views \
         else np.dtype(np.float64)
 
@@ -298,74 +342,82 @@ def _invalid(values: np.ndarray, nodata: Any) -> np.ndarray:
 
 
 # -- the public function --------------------------------------------------------------------
-def sample_points(
-    collection: Collection, points: Any, bands: Sequence[str], *,
-    geometry_crs: Any = 4326, backend: Backend | None = None, match: Match = "all",
-    date_column: str | None = None, dates: Any = None, max_days: float | None = None,
-    mask_band: str | None = None, mask_values: Sequence[float] | None = None,
-    max_distance_pixels: int = 0, neighbourhood: int | None = None,
-    xy_columns: tuple[str, str] | None = None, date_range: DateRange | None = None,
-    validate: bool = True, progress: bool = True, _allow_empty: bool = False,
-) -> Any:
+def sample_points(collection: Collection, points: Any, bands: Sequence[str],
+                  options: ReadOptions | None = None, query: PointQuery | None = None, *,
+                  dates: Any = None, backend: Backend | None = None, progress: bool = True,
+                  ) -> PointValues:
     """Values of ``bands`` at ``points``: see :func:`rasteret.analysis.sample_points`,
-    which documents every argument (this is its implementation)."""
-    check_option("match", match, MATCH)
+    which documents every argument (this is its implementation).
+
+    Raises:
+        ConfigurationError: A read option points cannot apply (``target_crs``,
+            ``resolution``, ``resampling``: each point is read on its scenes' own grid).
+    """
+    options, query = options or ReadOptions(), query or PointQuery()
+    options.refuse("sample_points (points are read on each scene's own grid)",
+                   ("target_crs", "resolution", "resampling"))
     if _is_dask(points):
         # Lazy: nothing is read here, and the partitions show no bars (Dask's own
         # diagnostics follow them).
-        return _sample_dask(
-            collection, points, bands, geometry_crs=geometry_crs, backend=backend,
-            match=match, date_column=date_column, max_days=max_days, mask_band=mask_band,
-            mask_values=mask_values, max_distance_pixels=max_distance_pixels,
-            neighbourhood=neighbourhood, xy_columns=xy_columns, date_range=date_range,
-            validate=validate, dates=dates)
+        return _sample_dask(collection, points, bands, options, query, dates=dates,
+                            backend=backend)
+    return _sample(collection, points, bands, options, query, dates=dates, backend=backend,
+                   progress=progress, allow_empty=False)
+
+
+def _sample(collection: Collection, points: Any, bands: Sequence[str], options: ReadOptions,
+            query: PointQuery, *, dates: Any, backend: Backend | None, progress: bool,
+            allow_empty: bool) -> Any:
+    """Sample one frame of points (the whole input, or one dask partition, which may
+    come out empty)."""
     if not len(collection):
         raise NoCoverageError(
             f"collection {collection.name!r} is empty (built from "
             f"{collection.manifest.get('source')}); rebuild it with a wider bbox or date range")
-    bands = _checked_bands(collection, bands, mask_band, mask_values)
-    _check_window(max_distance_pixels, neighbourhood)
-    parsed = _read_points(points, geometry_crs, xy_columns, date_column, dates)
-    if match == "nearest" and parsed.times is None:
+    bands = _checked_bands(collection, bands, query.quality_band, query.invalid_values)
+    parsed = _read_points(points, query.geometry_crs, query.xy_columns, query.date_column,
+                          dates)
+    if query.match == "nearest" and parsed.times is None:
         raise ConfigurationError(
             "match='nearest' needs the points' dates: pass date_column= (a column of the "
             "points) or dates= (one timestamp per point)")
 
-    candidates = _candidate_rows(collection, date_range)
+    candidates = _candidate_rows(collection, options.date_range)
     reference = dict(zip(candidates, collection.band_views(bands[0], candidates)))
     candidates = [r for r in candidates if reference[r] is not None]
     scene_times = _scene_times(collection, candidates)
     covered, centre_cols, centre_rows = _coverage(candidates, reference, parsed)
-    point_of, scene_of = _match(parsed, covered, scene_times, match, max_days)
+    point_of, scene_of = _match(parsed, covered, scene_times, query.match, query.max_days)
 
-    read_bands = bands + ([mask_band] if mask_band is not None and mask_band not in bands
-                          else [])
+    quality = query.quality_band
+    read_bands = bands + ([quality] if quality is not None and quality not in bands else [])
     views = {b: dict(zip(candidates, collection.band_views(b, candidates))) for b in read_bands}
-    dtypes = {b: _band_dtype([v for v in views[b].values() if v is not None])
+    # The quality band keeps its stored classes; the bands are what the options ask.
+    kinds = {b: "stored" if b not in bands else options.values for b in read_bands}
+    dtypes = {b: _band_dtype([v for v in views[b].values() if v is not None], kinds[b])
               for b in read_bands}
-    radius = max(max_distance_pixels, (neighbourhood or 1) // 2)
-    dy, dx = _offsets(radius)
-    jobs = len(point_of)
-    values = {b: np.empty((jobs, len(dy)), dtypes[b]) for b in read_bands}
-    nodata = {b: nodata_for_dtype(next((v.nodata for v in views[b].values() if v is not None),
-                                       None), dtypes[b]) for b in read_bands}
-    if jobs:
-        resolved = backend_for_collection(collection, backend)
-        _read_all(collection, candidates, views, reference, read_bands, point_of, scene_of,
-                  centre_cols, centre_rows, dy, dx, values, nodata, resolved, validate,
-                  progress)
+    dy, dx = _offsets(query.radius)
+    values = {b: np.empty((len(point_of), len(dy)), dtypes[b]) for b in read_bands}
+    nodata = {b: _fill_value(views[b].values(), dtypes[b], kinds[b]) for b in read_bands}
+    if len(point_of):
+        failed = _read_all(collection, candidates, views, reference, read_bands, point_of,
+                           scene_of, centre_cols, centre_rows, dy, dx, values, nodata, kinds,
+                           backend_for_collection(collection, backend), options, progress)
+        point_of, scene_of, values = _without_failed(collection, candidates, failed, point_of,
+                                                     scene_of, values)
 
-    invalid = _nodata_pixels(values, bands, views, candidates, scene_of, dtypes, nodata)
-    if mask_band is not None:
-        invalid |= np.isin(values[mask_band], np.asarray(mask_values))
-    chosen, distance_pixels = _nearest_valid(invalid, dy, dx, max_distance_pixels)
+    invalid = _nodata_pixels(values, bands, views, candidates, scene_of, dtypes, nodata,
+                             kinds)
+    if quality is not None:
+        invalid |= np.isin(values[quality], np.asarray(query.invalid_values))
+    chosen, distance_pixels = _nearest_valid(invalid, dy, dx, query.max_distance_pixels)
     distance_days = (np.abs(scene_times[scene_of] - parsed.times[point_of]) / _US_PER_DAY
-                     if parsed.times is not None else np.full(jobs, np.nan))
-    band_values = _band_values(values, bands, chosen, dy, dx, neighbourhood)
-    if not jobs and not _allow_empty:
+                     if parsed.times is not None else np.full(len(point_of), np.nan))
+    band_values = _band_values(values, bands, chosen, dy, dx, query.neighbourhood)
+    if not len(point_of) and not allow_empty:
         raise NoCoverageError(
             f"no scene of collection {collection.name!r} covers the points"
-            + (" within max_days" if max_days is not None else ""))
+            + (" within max_days" if query.max_days is not None else ""))
     rows_taken = pa.array([candidates[s] for s in scene_of], pa.int64())
     added = {
         "point_index": point_of.astype(np.int64),
@@ -374,26 +426,54 @@ def sample_points(
         "distance_pixels": distance_pixels,
         "distance_days": distance_days,
     }
-    return _output(parsed, point_of, added, band_values, bands, neighbourhood)
+    return _output(parsed, point_of, added, band_values, bands, query.neighbourhood)
 
 
-def _checked_bands(collection: Collection, bands: Sequence[str], mask_band: str | None,
-                   mask_values: Sequence[float] | None) -> list[str]:
-    """``bands`` checked against the collection, with the mask band and its values.
+def _fill_value(views: Any, dtype: np.dtype, kind: str) -> Any:
+    """What a band holds outside an image: NaN for converted values, else the first
+    scene's nodata (or the dtype's own fill)."""
+    if kind != "stored":
+        return np.nan
+    return nodata_for_dtype(next((v.nodata for v in views if v is not None), None), dtype)
+
+
+def _without_failed(collection: Collection, candidates: list[int], failed: dict[int, Any],
+                    point_of: np.ndarray, scene_of: np.ndarray,
+                    values: dict[str, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Drop the rows of the scenes that failed to read (``on_error="skip"``), warning
+    with their ids and the first error."""
+    if not failed:
+        return point_of, scene_of, values
+    ids = collection.column("id")
+    names = [ids[candidates[s]].as_py() for s in sorted(failed)]
+    warnings.warn(f"skipped {len(failed)} scene(s) that failed to read: {names} "
+                  f"({failed[min(failed)]})", stacklevel=4)
+    keep = ~np.isin(scene_of, np.fromiter(failed, np.int64))
+    if not keep.any():
+        raise NoCoverageError(f"every scene of collection {collection.name!r} covering the "
+                              f"points failed to read: {names}")
+    return point_of[keep], scene_of[keep], {b: v[keep] for b, v in values.items()}
+
+
+def _checked_bands(collection: Collection, bands: Sequence[str], quality_band: str | None,
+                   invalid_values: Sequence[float] | None) -> list[str]:
+    """``bands`` checked against the collection, with the quality band and its values.
 
     Raises:
-        ConfigurationError: A band is unknown, or only one of ``mask_band`` and
-            ``mask_values`` is given.
+        ConfigurationError: A band is unknown, or only one of ``quality_band`` and
+            ``invalid_values`` is given.
     """
     checked = collection.check_bands(list(bands))
-    if mask_band is not None:
-        collection.check_bands([mask_band])
-        if not mask_values:
+    if quality_band is not None:
+        collection.check_bands([quality_band])
+        if not invalid_values:
             raise ConfigurationError(
-                f"mask_band={mask_band!r} needs mask_values=, the classes to treat as invalid "
-                "(e.g. Sentinel-2 SCL mask_values=[3, 8, 9, 10])")
-    elif mask_values:
-        raise ConfigurationError("mask_values= needs mask_band=, the band holding the classes")
+                f"quality_band={quality_band!r} needs invalid_values=, the classes to treat "
+                "as invalid (e.g. Sentinel-2 SCL invalid_values=[3, 8, 9, 10])")
+    elif invalid_values:
+        raise ConfigurationError(
+            "invalid_values= needs quality_band=, the band holding the classes")
     return checked
 
 
@@ -458,11 +538,15 @@ def _nearest_valid(invalid: np.ndarray, dy: np.ndarray, dx: np.ndarray,
 def _nodata_pixels(values: dict[str, np.ndarray], bands: list[str],
                    views: dict[str, dict[int, BandView | None]], candidates: list[int],
                    scene_of: np.ndarray, dtypes: dict[str, np.dtype],
-                   nodata: dict[str, Any]) -> np.ndarray:
-    """Per job and window offset, whether any band's pixel is its scene's own nodata."""
+                   nodata: dict[str, Any], kinds: Mapping[str, str]) -> np.ndarray:
+    """Per job and window offset, whether any band's pixel is its scene's own nodata
+    (NaN, for values the read core converted)."""
     jobs, offsets = next(iter(values.values())).shape
     invalid = np.zeros((jobs, offsets), bool)
     for b in bands:
+        if kinds[b] != "stored":
+            invalid |= np.isnan(values[b])
+            continue
         for s in np.unique(scene_of):
             view = views[b][candidates[int(s)]]
             own = nodata_for_dtype(view.nodata, dtypes[b]) if view is not None else nodata[b]
@@ -489,12 +573,17 @@ def _read_all(collection: Collection, candidates: list[int],
               reference: dict[int, BandView | None], read_bands: list[str],
               point_of: np.ndarray, scene_of: np.ndarray, centre_cols: np.ndarray,
               centre_rows: np.ndarray, dy: np.ndarray, dx: np.ndarray,
-              values: dict[str, np.ndarray], nodata: dict[str, Any], backend: Backend,
-              validate: bool, progress: bool) -> None:
+              values: dict[str, np.ndarray], nodata: dict[str, Any], kinds: dict[str, Any],
+              backend: Backend, options: ReadOptions, progress: bool) -> dict[int, Any]:
     """Read every pixel of every job's window, one request per distinct tile, counted
-    on a bar that shows once the read has taken :data:`rasteret.progress.DELAY` s."""
+    on a bar that shows once the read has taken :data:`rasteret.progress.DELAY` s.
+
+    Returns:
+        The scenes (positions in ``candidates``) that failed to read under
+        ``on_error="skip"``, with their first error.
+    """
     limit: asyncio.Semaphore | None = None
-    opener = CogOpener(backend, validate=validate)
+    opener = CogOpener(backend, validate=options.validate)
     tasks = []
     for s in np.unique(scene_of):
         row = candidates[int(s)]
@@ -519,25 +608,30 @@ def _read_all(collection: Collection, candidates: list[int],
                     x, y = transformer(ref.crs, view.crs).transform(x, y)
                 fc, fr = _apply(~view.transform, x, y)
                 c, r = np.floor(fc).astype(np.int64), np.floor(fr).astype(np.int64)
-            plan = plan_pixels(view.grid, [b], [[SceneRead.of([view])]])
-            tasks.append((plan, c, r, out, b, jobs))
+            plan = plan_pixels(view.grid, [b], [[SceneRead.of([view])]], values=kinds[b],
+                               on_error=options.on_error)
+            tasks.append((plan, c, r, out, b, jobs, int(s)))
 
     # Each scene and band adds its distinct tiles to the total.
     bar = progress_bar(total=0, desc=f"Sampling {collection.name}", unit="tile",
                        progress=progress, delayed=True)
 
-    async def run() -> None:
+    async def run() -> list[Exception | None]:
         nonlocal limit
         limit = asyncio.Semaphore(_TILES_IN_FLIGHT)
-        await asyncio.gather(*(_gather(plan, opener, c, r, out, limit, bar)
-                               for plan, c, r, out, _, _ in tasks))
+        return list(await asyncio.gather(*(_gather(plan, opener, c, r, out, limit, bar)
+                                           for plan, c, r, out, _, _, _ in tasks)))
 
     try:
-        run_sync(run())
+        errors = run_sync(run())
     finally:
         bar.close()
-    for _, _, _, out, b, jobs in tasks:
+    failed: dict[int, Any] = {}
+    for (_, _, _, out, b, jobs, scene), error in zip(tasks, errors):
         values[b][jobs] = out
+        if error is not None:
+            failed.setdefault(scene, error)
+    return failed
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -602,17 +696,20 @@ def _key_partition(frame: pd.DataFrame, geometry_crs: Any, xy_columns: tuple[str
 
 
 def _sample_partition(frame: pd.DataFrame, collection: Collection, bands: Sequence[str],
-                      key: str, options: dict[str, Any]) -> Any:
+                      key: str, options: ReadOptions, query: PointQuery,
+                      backend: Backend | None) -> Any:
     labels = frame.index.to_numpy()
     frame = frame.drop(columns=[key]).reset_index(drop=True)
-    out = sample_points(collection, frame, bands, _allow_empty=True, progress=False, **options)
+    out = _sample(collection, frame, bands, options, query, dates=None, backend=backend,
+                  progress=False, allow_empty=True)
     if labels.dtype.kind in "iu":  # the row's own index label: its position in the input
         out["point_index"] = labels[out["point_index"].to_numpy()].astype(np.int64)
     return out
 
 
-def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
-                 dates: Any, **options: Any) -> Any:
+def _sample_dask(collection: Collection, points: Any, bands: Sequence[str],
+                 options: ReadOptions, query: PointQuery, *, dates: Any,
+                 backend: Backend | None) -> Any:
     """Sample a dask DataFrame partition by partition, after sorting it by a Morton key."""
     from dask.dataframe.dispatch import make_meta as dask_make_meta
     from dask.delayed import delayed
@@ -625,15 +722,15 @@ def _sample_dask(collection: Collection, points: Any, bands: Sequence[str], *,
         raise ConfigurationError(
             "a dask DataFrame of points takes its dates through date_column=, not dates=")
     key = "_rasteret_point_key"
-    keyed = points.map_partitions(_key_partition, options["geometry_crs"],
-                                  options["xy_columns"], key,
+    keyed = points.map_partitions(_key_partition, query.geometry_crs, query.xy_columns, key,
                                   meta=make_meta(points).assign(**{key: np.int64(0)}))
     ordered = keyed.sort_values(key)
     # Computed on the empty frame: the columns and dtypes, without reading a pixel.
-    meta = _sample_partition(make_meta(ordered), collection, bands, key, options)
+    meta = _sample_partition(make_meta(ordered), collection, bands, key, options, query,
+                             backend)
     shared = delayed(collection, pure=True)
     return ordered.map_partitions(_sample_partition, shared, list(bands), key, options,
-                                  meta=meta, align_dataframes=False)
+                                  query, backend, meta=meta, align_dataframes=False)
 
 
-__all__ = ["sample_points"]
+__all__ = ["PointQuery", "PointValues", "sample_points"]

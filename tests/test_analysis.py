@@ -161,7 +161,7 @@ def test_points_equal_rasterio_sample(utm, scenes):
             expected = next(src.sample([xy[row["point_index"]]]))[0]
         assert row["B08"] == expected
     assert set(values["site"]) == {"p1", "p2", "p3"}
-    latest = utm.sample_points(points, ["B04"], scenes="latest")
+    latest = utm.sample_points(points, ["B04"], match="latest")
     assert len(latest) == 3
 
 

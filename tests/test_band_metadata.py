@@ -193,22 +193,22 @@ def test_raster_bands_are_stored_per_band(es_collection):
 
 def test_numpy_reflectance_is_harmonised_across_baselines(es_collection):
     data = es_collection.get_numpy(AREA, ["B04", "B08"], apply_scale=True,
-                                   mask=False, geometry_crs=EPSG)
+                                   clip=False, geometry_crs=EPSG)
     assert data.dtype == np.float32 and data.shape == (2, 2, SIZE, SIZE)
     for time in range(2):
         np.testing.assert_allclose(data[time, 0], _expected_reflectance(), rtol=0, atol=1e-7)
         np.testing.assert_array_equal(data[time, 1], _expected_b08())
-    raw = es_collection.get_numpy(AREA, ["B04"], mask=False, geometry_crs=EPSG)
+    raw = es_collection.get_numpy(AREA, ["B04"], clip=False, geometry_crs=EPSG)
     assert not np.array_equal(raw[0], raw[1])  # the stored values do differ
 
 
 def test_xarray_apply_scale_and_attributes(es_collection):
     scaled = es_collection.get_xarray(AREA, ["B04", "B08"], apply_scale=True,
-                                      mask=False, geometry_crs=EPSG)
+                                      clip=False, geometry_crs=EPSG)
     for time in range(2):
         np.testing.assert_allclose(scaled["B04"].values[time], _expected_reflectance(),
                                    rtol=0, atol=1e-7)
-    raw = es_collection.get_xarray(AREA, ["B04", "B08"], mask=False, geometry_crs=EPSG)
+    raw = es_collection.get_xarray(AREA, ["B04", "B08"], clip=False, geometry_crs=EPSG)
     assert raw["B08"].attrs["scale_factor"] == B08_SCALE
     assert raw["B08"].attrs["add_offset"] == B08_OFFSET
     # The scenes' B04 offsets differ: no single CF pair describes the variable.
@@ -220,7 +220,7 @@ def test_planetary_items_harmonise_from_the_processing_baseline(planetary, tmp_p
     offsets = sorted(band_scale_offset(collection.band_record(r, "B04"))
                      for r in range(len(collection)))
     assert offsets == [(0.0001, -0.1), (0.0001, 0.0)]
-    data = collection.get_numpy(AREA, ["B04"], apply_scale=True, mask=False, geometry_crs=EPSG)
+    data = collection.get_numpy(AREA, ["B04"], apply_scale=True, clip=False, geometry_crs=EPSG)
     expected = (_reflectance_dn().astype(np.float64) * 0.0001).astype(np.float32)
     for time in range(2):
         # No nodata anywhere (neither file nor item): 0 reads as reflectance 0 or -0.1.
@@ -287,5 +287,5 @@ def test_collections_written_before_the_stac_field_still_load(es_collection, tmp
     old = rasteret.load(path)
     assert old.bands == ["B04", "B08"]
     assert old.band_record(0, "B04")["stac"] is None
-    data = old.get_numpy(AREA, ["B08"], apply_scale=True, mask=False, geometry_crs=EPSG)
+    data = old.get_numpy(AREA, ["B08"], apply_scale=True, clip=False, geometry_crs=EPSG)
     np.testing.assert_array_equal(data[0, 0], _expected_b08())

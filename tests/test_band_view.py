@@ -17,6 +17,7 @@ import rasteret
 from rasteret.band import BandView, band_views, most_common_crs, native_resolution
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
+from rasteret.options import ReadOptions
 from testbed.scenes import write_scenes
 
 PACKAGE = Path(rasteret.__file__).parent
@@ -179,4 +180,5 @@ def test_collection_methods_delegate_to_analysis(collection, scenes):
     from rasteret.analysis import get_numpy
 
     np.testing.assert_array_equal(collection.get_numpy(inner, ["B04"], validate=False),
-                                  get_numpy(collection, inner, ["B04"], validate=False))
+                                  get_numpy(collection, inner, ["B04"],
+                                            ReadOptions(validate=False)))

@@ -11,7 +11,7 @@ import pytest
 
 import rasteret
 from rasteret.atomic import write_atomic
-from rasteret.collection import parse_date_range, parse_datetime
+from rasteret.dates import parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.options import ON_ERROR, check_option
 

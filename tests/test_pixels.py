@@ -90,7 +90,7 @@ def world(tmp_path_factory):
 
 def _dataset_sample(collection, grid_bounds, crs, res, bands, **options):
     dataset = collection.to_torchgeo_dataset(list(bands), time_series=True,
-                                             target_crs=crs, res=res, **options)
+                                             target_crs=crs, resolution=res, **options)
     minx, miny, maxx, maxy = grid_bounds
     sample = dataset[slice(minx, maxx), slice(miny, maxy)]
     return sample["image"].numpy(), dataset
@@ -231,7 +231,75 @@ def test_the_mosaic_takes_each_pixel_from_the_latest_scene_valid_there(world, ap
     # The latest scene where it is valid, else the older one where that is; where
     # neither is, the first scene read (the latest) keeps its own fill.
     expected = np.where(valid_newer | ~valid_older, newer, older)
-    dataset = collection.to_torchgeo_dataset(list(BANDS), target_crs=EPSG, res=RES,
+    dataset = collection.to_torchgeo_dataset(list(BANDS), target_crs=EPSG, resolution=RES,
                                              apply_scale=apply_scale)
     mosaic = dataset[slice(box[0], box[2]), slice(box[1], box[3])]["image"].numpy()
     np.testing.assert_array_equal(mosaic, expected)
+
+
+# -- one vocabulary (issue 20, item 3): the options every path now shares -------------------
+def _pixel_points(collection, pixels):
+    """Points at the centres of ``pixels`` (row, col) of scene A's grid."""
+    import pandas as pd
+
+    return pd.DataFrame({"x": [LEFT + (c + 0.5) * RES for _, c in pixels],
+                         "y": [TOP - (r + 0.5) * RES for r, _ in pixels]})
+
+
+def test_points_and_rows_apply_scale_as_the_area_read(world):
+    collection = world["clean"]
+    box = (LEFT, TOP - (SHIFT[1] + SIZE) * RES, LEFT + (SHIFT[0] + SIZE) * RES, TOP)
+    area = collection.get_numpy(box, ["B04"], geometry_crs=EPSG, apply_scale=True,
+                                progress=False)[:, 0]
+    # B's valid zero, B's nodata, A's nodata hole, and an ordinary pixel.
+    pixels = [(SHIFT[1] + 45, SHIFT[0] + 30), (SHIFT[1] + 65, SHIFT[0] + 25), (15, 60), (5, 5)]
+    values = collection.sample_points(_pixel_points(collection, pixels), ["B04"],
+                                      geometry_crs=EPSG, xy_columns=("x", "y"),
+                                      apply_scale=True, progress=False)
+    assert values["B04"].dtype == np.float32
+    for (_, row) in values.iterrows():
+        t = 0 if row["id"] == "A" else 1
+        expected = area[t][pixels[int(row["point_index"])]]
+        assert (np.isnan(expected) and np.isnan(row["B04"])) or row["B04"] == expected
+    rows = collection.get_gdf(box, ["B04"], geometry_crs=EPSG, apply_scale=True,
+                              progress=False)
+    for t in range(2):
+        np.testing.assert_array_equal(rows["B04"][t], area[t])
+    masked = collection.get_numpy(box, ["B04"], geometry_crs=EPSG, masked=True, progress=False)
+    stored = collection.get_numpy(box, ["B04"], geometry_crs=EPSG, progress=False)
+    assert masked.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(masked), np.isnan(area[:, None]))
+    np.testing.assert_array_equal(masked[~np.isnan(masked)], stored[~np.isnan(masked)])
+
+
+def test_points_skip_a_scene_that_fails_to_read(world):
+    collection = world["broken"]
+    points = _pixel_points(collection, [(5, 5), (50, 50)])
+    options = {"geometry_crs": EPSG, "xy_columns": ("x", "y"), "progress": False}
+    with pytest.raises(ObjectChangedError):
+        collection.sample_points(points, ["B04"], **options)
+    with pytest.warns(UserWarning, match=r"skipped 1 scene.*'C'"):
+        values = collection.sample_points(points, ["B04"], on_error="skip", **options)
+    # A covers both points, B (shifted) only the second.
+    assert values["id"].tolist() == ["A", "A", "B"]
+
+
+def test_the_dataset_takes_a_date_range_and_one_options_value(world):
+    collection = world["clean"]
+    day_a = (START.date().isoformat(), START.date().isoformat())
+    dataset = collection.to_torchgeo_dataset(list(BANDS), date_range=day_a)
+    assert len(dataset) == 1 and dataset.collection.column("id").to_pylist() == ["A"]
+    with pytest.raises(rasteret.errors.ConfigurationError, match="no scene within"):
+        collection.to_torchgeo_dataset(list(BANDS), date_range=("2020-01-01", "2020-01-02"))
+    shared = rasteret.ReadOptions(apply_scale=True, resolution=RES, target_crs=EPSG)
+    from_value = collection.to_torchgeo_dataset(list(BANDS), options=shared)
+    from_keywords = collection.to_torchgeo_dataset(list(BANDS), apply_scale=True,
+                                                   resolution=RES, target_crs=EPSG)
+    assert from_value.res == from_keywords.res == (RES, RES)
+    box = (LEFT, TOP - SIZE * RES, LEFT + SIZE * RES, TOP)
+    query = (slice(box[0], box[2]), slice(box[1], box[3]))
+    np.testing.assert_array_equal(from_value[query]["image"].numpy(),
+                                  from_keywords[query]["image"].numpy())
+    eager = collection.get_numpy(box, list(BANDS), geometry_crs=EPSG, options=shared,
+                                 progress=False)
+    assert eager.dtype == np.float32

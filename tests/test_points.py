@@ -22,6 +22,7 @@ from rasterio.windows import Window  # noqa: E402
 
 import rasteret  # noqa: E402
 from rasteret.errors import ConfigurationError, NoCoverageError  # noqa: E402
+from rasteret.options import ReadOptions  # noqa: E402
 
 EPSG = 32633
 LEFT, TOP = 500_000.0, 4_100_000.0
@@ -160,10 +161,10 @@ def test_match_nearest_latest_and_all_by_the_points_dates(collection):
     within = collection.sample_points(frame, ["B04"], geometry_crs=EPSG, xy_columns=("x", "y"),
                                       match="all", date_column="date", max_days=10)
     assert within.groupby("site")["id"].apply(list).to_dict()["p2"] == ["S0", "S1"]
-    # The older spelling still works and means the same.
-    old = collection.sample_points(frame, ["B04"], geometry_crs=EPSG, xy_columns=("x", "y"),
-                                   scenes="latest")
-    assert old["id"].tolist() == ["S2"] * 6
+    # The older spelling is gone (CHANGELOG): a TypeError, as for any unknown keyword.
+    with pytest.raises(TypeError, match="scenes"):
+        collection.sample_points(frame, ["B04"], geometry_crs=EPSG, xy_columns=("x", "y"),
+                                 scenes="latest")
 
 
 def _expected_nearest_valid(arrays, scene, line, col, k):
@@ -190,7 +191,7 @@ def test_nearest_valid_pixel_skips_nodata_and_masked_classes(collection, arrays)
                          "y": [TOP - 118.5 * 10, TOP - 128.5 * 10]})
     frame = pd.concat([frame, hole], ignore_index=True)
     out = collection.sample_points(frame, ["B04", "B08"], geometry_crs=EPSG,
-                                   xy_columns=("x", "y"), mask_band="SCL", mask_values=CLOUD,
+                                   xy_columns=("x", "y"), quality_band="SCL", invalid_values=CLOUD,
                                    max_distance_pixels=4)
     assert "SCL" not in out.columns
     moved = 0
@@ -251,10 +252,10 @@ def test_bad_options_say_what_to_do(collection):
         collection.sample_points(frame, ["B04"], match="nearest", **options)
     with pytest.raises(ConfigurationError, match="odd"):
         collection.sample_points(frame, ["B04"], neighbourhood=4, **options)
-    with pytest.raises(ConfigurationError, match="needs mask_band"):
-        collection.sample_points(frame, ["B04"], mask_values=[3], **options)
-    with pytest.raises(ConfigurationError, match="needs mask_values"):
-        collection.sample_points(frame, ["B04"], mask_band="SCL", **options)
+    with pytest.raises(ConfigurationError, match="needs quality_band"):
+        collection.sample_points(frame, ["B04"], invalid_values=[3], **options)
+    with pytest.raises(ConfigurationError, match="needs invalid_values"):
+        collection.sample_points(frame, ["B04"], quality_band="SCL", **options)
     with pytest.raises(ConfigurationError, match="date_column 'when'"):
         collection.sample_points(frame, ["B04"], date_column="when", **options)
     with pytest.raises(ConfigurationError, match="xy_columns"):
@@ -263,8 +264,8 @@ def test_bad_options_say_what_to_do(collection):
         collection.sample_points(frame, ["B04"], match="first", **options)
     with pytest.raises(ConfigurationError, match="rename"):
         collection.sample_points(frame.assign(id=1), ["B04"], **options)
-    with pytest.raises(ConfigurationError, match="disagree"):
-        collection.sample_points(frame, ["B04"], match="all", scenes="latest", **options)
+    with pytest.raises(ConfigurationError, match="does not apply.*resolution"):
+        collection.sample_points(frame, ["B04"], options=ReadOptions(resolution=20), **options)
     far = frame.assign(x=frame.x + 1e6)
     with pytest.raises(NoCoverageError, match="covers the points"):
         collection.sample_points(far, ["B04"], **options)
@@ -288,7 +289,7 @@ def _dask_case(collection, nginx_server):
     frame["date"] = [START + dt.timedelta(days=int(d)) for d in
                      np.random.default_rng(1).integers(0, 25, len(frame))]
     options = {"geometry_crs": EPSG, "xy_columns": ("x", "y"), "match": "nearest",
-               "date_column": "date", "mask_band": "SCL", "mask_values": CLOUD,
+               "date_column": "date", "quality_band": "SCL", "invalid_values": CLOUD,
                "max_distance_pixels": 2}
     eager = collection.sample_points(frame, ["B04", "B08"], **options)
     nginx_server.clear_log()

@@ -12,7 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rasteret.collection import Collection, parse_date_range, parse_datetime
+from rasteret.collection import Collection
+from rasteret.dates import parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.build_options import DEFAULT_BATCH_SIZE, BuildOptions
 from rasteret.ingest.builder import build_collection

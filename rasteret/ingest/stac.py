@@ -23,7 +23,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from rasteret.collection import DateRange, check_bbox, parse_date_range, parse_datetime
+from rasteret.collection import check_bbox
+from rasteret.dates import DateRange, parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError, RasteretError, StacSearchError
 from rasteret.ingest.records import (
     BandMetadata,

@@ -6,7 +6,7 @@ sampler, splits) so LightningCLI YAML files can drive it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import pyarrow.compute as pc
@@ -14,18 +14,32 @@ import shapely
 from torch.utils.data import DataLoader, Sampler
 
 from rasteret.collection import Collection
+from rasteret.dates import DateRange
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.loading import load
-from rasteret.options import check_option
+from rasteret.options import (
+    CRSLike,
+    MosaicOrder,
+    OnError,
+    ReadOptions,
+    Resampling,
+    Resolution,
+    check_option,
+    read_options,
+)
 from rasteret.read.warp import transformer
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import TileAlignedSampler
 
-SAMPLERS = ("tile_aligned", "random", "grid")
-SPLIT_KINDS = ("date", "area", "column")
+#: How training chips are drawn: tile-aligned, TorchGeo's random or gridded patches.
+SamplerName = Literal["tile_aligned", "random", "grid"]
+SAMPLERS: tuple[SamplerName, ...] = get_args(SamplerName)
+#: How the collection is cut into stages.
+SplitKind = Literal["date", "area", "column"]
+SPLIT_KINDS: tuple[SplitKind, ...] = get_args(SplitKind)
 
 
 class RasteretDataModule(L.LightningDataModule):
@@ -56,8 +70,18 @@ class RasteretDataModule(L.LightningDataModule):
         seed: Seed of the random samplers (needed under DDP with ``"random"``).
         backend: How to reach the stores (default: the dataset's CloudConfig).
         workspace_dir: Where named collections are looked up.
-        dataset_options: Extra keyword arguments of :class:`RasteretDataset`
-            (``dtype``, ``mosaic_order``, ``time_series``, ``target_crs``, ``res``...).
+        time_series: Samples stack their scenes along time (see
+            :class:`RasteretDataset`).
+        mosaic_order: Which scene wins where scenes overlap.
+        cache_bytes: Per-process memory for decoded tiles (see
+            :class:`RasteretDataset`).
+        cache_dir: A folder for compressed tile bytes, shared across epochs.
+        options: The read options of every stage's dataset
+            (:class:`~rasteret.options.ReadOptions`), also given as the keywords that
+            follow (``target_crs``, ``resolution``, ``resampling``, ``apply_scale``,
+            ``masked``, ``date_range``, ``on_error``, ``validate``; a keyword overrides
+            ``options`` when it differs from its default). ``date_range`` narrows
+            the collection before any split.
         image_scale: Multiply images by this after each batch reaches the device (e.g.
             ``1e-4`` for Sentinel-2 reflectance); images become float32.
     """
@@ -70,9 +94,9 @@ class RasteretDataModule(L.LightningDataModule):
         mask_bands: list[str] | None = None,
         chip_size: int = 256,
         batch_size: int = 16,
-        sampler: str = "tile_aligned",
+        sampler: SamplerName = "tile_aligned",
         length: int | None = None,
-        split_by: str | None = None,
+        split_by: SplitKind | None = None,
         splits: dict[str, Any] | None = None,
         split_column: str = "split",
         num_workers: int = 2,
@@ -80,7 +104,19 @@ class RasteretDataModule(L.LightningDataModule):
         seed: int | None = 0,
         backend: Backend | None = None,
         workspace_dir: str | None = None,
-        dataset_options: dict[str, Any] | None = None,
+        time_series: bool = False,
+        mosaic_order: MosaicOrder = "latest",
+        cache_bytes: int | Literal["auto"] = "auto",
+        cache_dir: str | None = None,
+        options: ReadOptions | None = None,
+        target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None,
+        resampling: Resampling = "nearest",
+        apply_scale: bool = False,
+        masked: bool = False,
+        date_range: DateRange | None = None,
+        on_error: OnError = "raise",
+        validate: bool = True,
         image_scale: float | None = None,
     ) -> None:
         super().__init__()
@@ -103,7 +139,14 @@ class RasteretDataModule(L.LightningDataModule):
         self.seed = seed
         self.backend = backend
         self.workspace_dir = workspace_dir
-        self.dataset_options = dict(dataset_options or {})
+        self.time_series = time_series
+        self.mosaic_order = mosaic_order
+        self.cache_bytes = cache_bytes
+        self.cache_dir = cache_dir
+        self.options = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, date_range=date_range,
+            on_error=on_error, validate=validate)
         self.image_scale = image_scale
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
@@ -159,7 +202,11 @@ class RasteretDataModule(L.LightningDataModule):
                 mask_bands=self.mask_bands,
                 chip_size=self.chip_size,
                 backend=self.backend,
-                **self.dataset_options,
+                time_series=self.time_series,
+                mosaic_order=self.mosaic_order,
+                cache_bytes=self.cache_bytes,
+                cache_dir=self.cache_dir,
+                options=self.options,
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)

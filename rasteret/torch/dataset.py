@@ -27,17 +27,28 @@ from torchgeo.datasets.utils import GeoSlice, Sample
 
 from rasteret.band import BandView, crs_of, grid_bounds
 from rasteret.collection import Collection
+from rasteret.dates import DateRange
 from rasteret.errors import ConfigurationError, RasteretError
 from rasteret.io.backend import Backend
 from rasteret.io.cloud_config import backend_for_collection
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
-from rasteret.options import MOSAIC_ORDER, ON_ERROR, MosaicOrder, OnError, Resampling, check_option
+from rasteret.options import (
+    MOSAIC_ORDER,
+    CRSLike,
+    MosaicOrder,
+    OnError,
+    ReadOptions,
+    Resampling,
+    Resolution,
+    Values,
+    check_option,
+    read_options,
+)
 from rasteret.pixels import (
     LazyScenes,
     PixelPlan,
     SceneRead,
-    Values,
     fill_block,
     keep_slots,
     plan_pixels,
@@ -53,6 +64,22 @@ _KEPT_VIEWS = 4096
 
 #: Memory for decoded tiles per process under ``cache_bytes="auto"``.
 AUTO_CACHE_BYTES = 256 * 1024 * 1024
+
+
+def _in_dates(collection: Collection, date_range: DateRange | None) -> Collection:
+    """The scenes of ``collection`` within ``date_range``, refusing an empty result.
+
+    Raises:
+        ConfigurationError: No scene is left, naming the collection and the range.
+    """
+    if date_range is not None:
+        collection = collection.subset(date_range=date_range)
+    if not len(collection):
+        within = f" within date_range={date_range!r}" if date_range is not None else ""
+        raise ConfigurationError(
+            f"collection {collection.name!r} has no scene{within}; widen its bbox/date "
+            "range or check its failures")
+    return collection
 
 
 def widen_for_torch(array: np.ndarray) -> np.ndarray:
@@ -207,21 +234,14 @@ class RasteretDataset(GeoDataset):
         time_series: Stack scenes along a time axis instead of mosaicking.
         backend: How to reach the stores (default: the dataset's CloudConfig, else
             anonymous/environment credentials). Rebuilt in each worker process.
-        target_crs: The dataset CRS (default: the most common CRS of the scenes);
-            scenes in other CRS are reprojected.
-        res: Resolution in CRS units (default: the first band's native resolution).
         is_image: True for inputs (``image`` key), False for labels (``mask`` key).
         dtype: Cast samples to this torch dtype (e.g. ``torch.float32``); default keeps
             the data's values, widening uint16/uint32 losslessly.
         mosaic_order: ``"latest"``, ``"earliest"`` or ``"least_cloudy"``.
-        resampling: ``"nearest"`` or ``"bilinear"`` when the grid differs from a
-            scene's own.
         transforms: A function applied to each sample.
         mask_bands: Bands returned as the sample's ``mask`` (labels) next to the
             ``image`` bands, read in the same pass; a single mask band is squeezed to
             ``[H, W]`` (``[T, H, W]`` for time series), as TorchGeo's label datasets do.
-        on_error: ``"raise"`` (default) or ``"skip"``: a scene that fails to read is
-            left out of the sample with a warning, and counted in ``errors``.
         cache_bytes: Per-process memory for decoded tiles. ``"auto"`` (default):
             up to :data:`AUTO_CACHE_BYTES`, and each process chooses, from the tile
             reuse its reads show, between keeping whole tiles (chips that share
@@ -232,17 +252,33 @@ class RasteretDataset(GeoDataset):
             0 keeps none (each chip decodes only down to its own last row).
         cache_dir: A folder for compressed tile bytes: later epochs (and other
             processes) read tiles from disk instead of the network.
-        apply_scale: Return ``image`` bands as float32 physical values (e.g.
-            reflectance) with NaN where pixels are nodata: each scene's scale/offset
-            from its COG's GDAL metadata, else from its STAC item's ``raster:bands``
-            (Sentinel-2 baselines before and after 04.00 give the same reflectance).
-            Nodata is the COG's own, else the STAC item's. ``mask_bands`` stay as
-            stored.
-        validate: Check that every tile comes from the version of its object the
-            collection recorded (``If-Match`` on the tile requests, size and ETag on
-            the responses, no extra request): an object replaced after the build
-            raises :class:`~rasteret.errors.ObjectChangedError` (or is skipped with
-            ``on_error="skip"``) instead of giving wrong pixels.
+        options: The read options (:class:`~rasteret.options.ReadOptions`), also
+            given as the keywords that follow (a keyword overrides ``options`` when it
+            differs from its default). Here:
+
+            - ``target_crs``: the dataset CRS (default: the most common CRS of the
+              scenes); scenes in other CRS are reprojected.
+            - ``resolution``: pixel size in CRS units (default: the first band's
+              native resolution). TorchGeo calls it ``res``; the dataset keeps
+              :attr:`res` for TorchGeo's samplers.
+            - ``resampling``: ``"nearest"`` or ``"bilinear"`` when the grid differs
+              from a scene's own.
+            - ``apply_scale``: ``image`` bands as float32 physical values (e.g.
+              reflectance) with NaN where pixels are nodata: each scene's
+              scale/offset from its COG's GDAL metadata, else from its STAC item's
+              ``raster:bands`` (Sentinel-2 baselines before and after 04.00 give the
+              same reflectance). ``masked``: float32 with NaN for nodata, unscaled.
+              ``mask_bands`` stay as stored either way.
+            - ``date_range``: only scenes within ``(start, end)`` enter the index.
+            - ``on_error``: ``"raise"`` (default) or ``"skip"``: a scene that fails
+              to read is left out of the sample with a warning, and counted in
+              ``errors``.
+            - ``validate``: every tile must come from the version of its object the
+              collection recorded (``If-Match``, size and ETag, no extra request): an
+              object replaced after the build raises
+              :class:`~rasteret.errors.ObjectChangedError` (or is skipped with
+              ``on_error="skip"``) instead of giving wrong pixels.
+            - ``clip`` has no polygon to apply to in a dataset.
     """
 
     def __init__(
@@ -253,29 +289,32 @@ class RasteretDataset(GeoDataset):
         chip_size: int | None = None,
         time_series: bool = False,
         backend: Backend | None = None,
-        target_crs: CRS | str | int | None = None,
-        res: float | tuple[float, float] | None = None,
         is_image: bool = True,
         dtype: torch.dtype | None = None,
         mosaic_order: MosaicOrder = "latest",
-        resampling: Resampling = "nearest",
         transforms: Callable[[Sample], Sample] | None = None,
         mask_bands: Sequence[str] | None = None,
-        on_error: OnError = "raise",
         cache_bytes: int | Literal["auto"] = "auto",
         cache_dir: str | None = None,
+        options: ReadOptions | None = None,
+        target_crs: CRSLike | None = None,
+        resolution: Resolution | None = None,
+        resampling: Resampling = "nearest",
         apply_scale: bool = False,
+        masked: bool = False,
+        clip: bool = True,
+        date_range: DateRange | None = None,
+        on_error: OnError = "raise",
         validate: bool = True,
     ) -> None:
-        if not len(collection):
-            raise ConfigurationError(
-                f"collection {collection.name!r} is empty; widen its bbox/date range or check "
-                "its failures"
-            )
+        self.options = read_options(
+            options, target_crs=target_crs, resolution=resolution, resampling=resampling,
+            apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
+            on_error=on_error, validate=validate)
+        collection = _in_dates(collection, self.options.date_range)
         self.bands = collection.check_bands(list(bands))
         self.mask_bands = collection.check_bands(list(mask_bands or []))
         check_option("mosaic_order", mosaic_order, MOSAIC_ORDER)
-        check_option("on_error", on_error, ON_ERROR)
         self.collection = collection
         self.chip_size = chip_size
         self.time_series = time_series
@@ -283,9 +322,9 @@ class RasteretDataset(GeoDataset):
         self.is_image = is_image
         self.dtype = dtype
         self.mosaic_order = mosaic_order
-        self.resampling = resampling
+        self.resampling = self.options.resampling
         self.transforms = transforms
-        self.on_error = on_error
+        self.on_error = self.options.on_error
         self.paths: list[str] = []
         self.errors = 0
         self.stats = FetchStats()
@@ -296,8 +335,8 @@ class RasteretDataset(GeoDataset):
                 "bytes")
         self.cache_bytes = cache_bytes
         self.cache_dir = cache_dir
-        self.apply_scale = apply_scale
-        self.validate = validate
+        self.apply_scale = self.options.apply_scale
+        self.validate = self.options.validate
         self._caches: ChunkCaches | None = None
         self._views: dict[str, list[BandView | None]] = {}
         self._row_views: dict[tuple[int, str], BandView] = {}
@@ -308,11 +347,10 @@ class RasteretDataset(GeoDataset):
         self._lazy_crs: CRS | None = None
         self._lazy_bounds: tuple[slice, slice, slice] | None = None
         self._grids: dict[str, np.ndarray] | None = None
-        self._build_index(target_crs, res)
+        self._build_index(self.options.target_crs, self.options.resolution)
 
     # -- the index: built from Arrow columns as arrays, no object per scene -----------
-    def _build_index(self, target_crs: CRS | str | int | None,
-                     res: float | tuple[float, float] | None) -> None:
+    def _build_index(self, target_crs: CRSLike | None, res: Resolution | None) -> None:
         collection, band = self.collection, self.bands[0]
         grids = self.grids()
         bad = np.flatnonzero(~grids["valid"])
@@ -570,7 +608,7 @@ class RasteretDataset(GeoDataset):
         Raises:
             IndexError: Under ``on_error="skip"``, no scene has every band.
         """
-        image: Values = "scaled" if self.apply_scale else "stored"
+        image: Values = self.options.values
         values = [image] * len(self.bands) + ["stored"] * len(self.mask_bands)
         nothing = IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
         if self.time_series:

@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from pyproj import CRS
 from rasteret.atomic import write_atomic
 from rasteret.collection import Collection
 from rasteret.errors import ConfigurationError
+from rasteret.io.backend import Backend
 from rasteret.labelstudio import brush_results, labeling_config
+from rasteret.options import MosaicOrder, ReadOptions
 from rasteret.progress import track
 from rasteret.read.warp import transformer
 from rasteret.storage import publish, with_metadata
 from rasteret.tiff.writer import encode_geotiff
 from rasteret.torch.dataset import RasteretDataset
-from rasteret.torch.samplers import TileAlignedSampler
+from rasteret.torch.samplers import ChipMode, TileAlignedSampler
 
 QUICKLOOK_MAX_CHIPS = 64
 
@@ -86,24 +89,45 @@ def class_names(label_classes: Mapping[int, str] | Sequence[str] | None) -> dict
     return names
 
 
+@dataclass(frozen=True)
+class ChipExport:
+    """How an export writes its chips (see :func:`export_chips` for each field).
+
+    Attributes:
+        chip_size: Chip size in pixels (for the default sampler).
+        mode: ``"grid"`` (every aligned chip) or ``"random"`` (``length`` chips).
+        length: Number of random chips.
+        seed: Seed of the random sampler.
+        png: Write an 8-bit PNG next to each GeoTIFF (always with ``label_studio``).
+        quicklook: Write ``quicklook.png``, a grid of (up to 64) chips.
+        overwrite: Replace an existing output folder.
+        label_studio: Write the Label Studio tasks and config (and the PNG chips).
+        image_url: Prefix of the tasks' image URLs, before ``chips/<id>.png``.
+    """
+
+    chip_size: int = 256
+    mode: ChipMode = "grid"
+    length: int | None = None
+    seed: int | None = 0
+    png: bool = False
+    quicklook: bool = True
+    overwrite: bool = False
+    label_studio: bool = True
+    image_url: str | None = None
+
+
 def export_chips(
     collection: Collection,
     bands: Sequence[str],
     out_dir: str | os.PathLike[str],
+    options: ReadOptions | None = None,
+    export: ChipExport | None = None,
     *,
-    chip_size: int = 256,
     sampler: Iterable[Any] | None = None,
-    mode: str = "grid",
-    length: int | None = None,
-    seed: int | None = 0,
-    png: bool = False,
-    quicklook: bool = True,
-    overwrite: bool = False,
-    dataset_options: dict[str, Any] | None = None,
     mask_bands: Sequence[str] | None = None,
     label_classes: Mapping[int, str] | Sequence[str] | None = None,
-    label_studio: bool = True,
-    image_url: str | None = None,
+    backend: Backend | None = None,
+    mosaic_order: MosaicOrder = "latest",
     progress: bool = True,
 ) -> Path:
     """Write chips of ``bands`` for labelling and return the manifest's path.
@@ -121,46 +145,50 @@ def export_chips(
         out_dir: Output folder: ``chips/<id>.tif`` (and ``.png``), ``manifest.parquet``
             (chip id, bounds, size, CRS, datetime, source scenes; GeoParquet with
             footprints in CRS84), ``quicklook.png`` and the Label Studio files.
-        chip_size: Chip size in pixels (for the default sampler).
+        options: How chips are read (:class:`~rasteret.options.ReadOptions`), as
+            for :class:`RasteretDataset`.
+        export: How chips are written (:class:`ChipExport`): ``chip_size``;
+            ``mode`` (``"grid"`` or ``"random"``), ``length`` and ``seed`` of the
+            default sampler; ``png``, ``quicklook``, ``overwrite``, ``label_studio``;
+            ``image_url``, the prefix of the tasks' image URLs before
+            ``chips/<id>.png`` (default ``/data/local-files/?d=<out_dir name>/``:
+            Label Studio serving local files with ``LOCAL_FILES_DOCUMENT_ROOT`` the
+            folder that holds ``out_dir``; e.g. ``https://host/chips-export/`` for a
+            web server).
         sampler: Any TorchGeo sampler over a :class:`RasteretDataset` of this
-            collection; default :class:`TileAlignedSampler` in ``mode``.
-        mode: ``"grid"`` (every aligned chip) or ``"random"`` (``length`` chips).
-        length: Number of random chips.
-        seed: Seed of the random sampler.
-        png: Write an 8-bit PNG next to each GeoTIFF (always with ``label_studio``).
-        quicklook: Write ``quicklook.png``, a grid of (up to 64) chips.
-        overwrite: Replace an existing output folder.
-        dataset_options: Extra keyword arguments of :class:`RasteretDataset`.
+            collection; default :class:`TileAlignedSampler` in ``export.mode``.
         mask_bands: Label bands read with each chip and written as brush
             pre-annotations (one ``<BrushLabels>`` named after each band); without
             them, the config has one ``<BrushLabels>`` named ``label``.
         label_classes: Class value -> label name (a sequence: names by value).
             Values not listed are not pre-annotated. Default: every value of the
             mask bands but 0 and nodata, named by its value.
-        label_studio: Write the Label Studio tasks and config (and the PNG chips).
-        image_url: Prefix of the tasks' image URLs, before ``chips/<id>.png``.
-            Default ``/data/local-files/?d=<out_dir name>/``: Label Studio serving
-            local files with ``LOCAL_FILES_DOCUMENT_ROOT`` the folder that holds
-            ``out_dir``. Use e.g. ``https://host/chips-export/`` for a web server.
+        backend: How to reach the stores (default: the dataset's CloudConfig).
+        mosaic_order: Which scene wins where scenes overlap, as for the dataset.
         progress: Show a bar of the chips written (``False`` or
             ``RASTERET_PROGRESS=0`` hides it; see :mod:`rasteret.progress`).
 
     Raises:
-        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
+        FileExistsError: ``out_dir`` is not empty and ``export.overwrite`` is False.
         ConfigurationError: The sampler produced no chip, the collection's CRS
             has no EPSG code, or ``label_classes`` repeats a name.
     """
+    export = export or ChipExport()
+    chip_size = export.chip_size
     out = Path(out_dir)
-    staging = _staging_folder(out, overwrite)
+    staging = _staging_folder(out, export.overwrite)
     classes = class_names(label_classes)
     dataset = RasteretDataset(collection, bands, chip_size=chip_size, mask_bands=mask_bands,
-                              **(dataset_options or {}))
+                              options=options, backend=backend, mosaic_order=mosaic_order)
     if sampler is None:
-        sampler = TileAlignedSampler(dataset, size=chip_size, mode=mode, length=length, seed=seed)
+        sampler = TileAlignedSampler(dataset, size=chip_size, mode=export.mode,
+                                     length=export.length, seed=export.seed)
+    image_url = export.image_url
     writer = _ChipWriter(
         dataset, staging, classes,
         url_prefix=image_url if image_url is not None else f"/data/local-files/?d={out.name}/",
-        png=png or label_studio, quicklook=quicklook, label_studio=label_studio)
+        png=export.png or export.label_studio, quicklook=export.quicklook,
+        label_studio=export.label_studio)
     total = len(sampler) if isinstance(sampler, Sized) else None
     for chip in track(sampler, total=total, desc=f"Exporting chips of {collection.name}",
                       unit="chip", progress=progress):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,9 @@ from rasteret.options import check_option
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share
 
-MODES = ("random", "grid")
+#: How a :class:`TileAlignedSampler` draws chips: at random, or every chip once.
+ChipMode = Literal["random", "grid"]
+MODES: tuple[ChipMode, ...] = get_args(ChipMode)
 
 
 def _chip_offsets(extent: int, tile: int, chip: int) -> np.ndarray:
@@ -176,7 +178,7 @@ class TileAlignedSampler(GeoSampler):
         dataset: RasteretDataset,
         *,
         size: int | None = None,
-        mode: str = "random",
+        mode: ChipMode = "random",
         length: int | None = None,
         roi: shapely.Geometry | None = None,
         time_range: tuple[Any, Any] | None = None,

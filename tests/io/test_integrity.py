@@ -180,7 +180,7 @@ def test_export_chips_detects_the_replacement(changed, tmp_path):
     collection, store, _ = changed
     with pytest.raises(ObjectChangedError, match=CHANGED):
         collection.export_chips(["B04"], tmp_path / "chips", chip_size=128,
-                                dataset_options={"backend": store.backend})
+                                backend=store.backend)
     assert not (tmp_path / "chips" / "manifest.parquet").exists()
 
 
