@@ -132,6 +132,9 @@ class Collection:
     that unpickles it opens the files again. A collection built from a table in
     memory (:meth:`from_arrow`, ``Collection(table)``) has no files to re-open: it
     pickles its whole table (save it and :func:`load` it to get the small pickle).
+    Either way the scenes sit in one store (:attr:`store`, see :mod:`rasteret.scenes`)
+    and rows are numbered ``0 .. len - 1``: :meth:`rows_where` selects row numbers,
+    which :meth:`band_views`, :meth:`band_view` and :meth:`take_rows` take.
 
     Attributes:
         table: The Arrow table (one row per scene; GeoParquet columns, properties,
@@ -526,9 +529,10 @@ class Collection:
             )
         return list(bands)
 
-    def band_views(self, band: str, rows: Sequence[int] | None = None
+    def band_views(self, band: str, rows: Sequence[int] | np.ndarray | None = None
                    ) -> list[BandView | None]:
-        """Typed views of one band of ``rows`` (default: every scene), in that order.
+        """Typed views of one band of ``rows`` (row numbers, e.g. from
+        :meth:`rows_where`; default: every scene), in that order.
 
         Only the light fields are read from the Arrow columns (href, version, CRS,
         transform, level-0 grid, nodata/scale/offset); tile tables stay in Arrow until
@@ -540,6 +544,7 @@ class Collection:
 
         Raises:
             ConfigurationError: Unknown band.
+            IndexError: A row is out of range.
         """
         self.check_bands([band])
         return self._store.band_views(band, rows)
