@@ -465,7 +465,7 @@ class Collection:
             try:
                 conditions.append(_expression_mask(frame, expression))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
-                if not self._store.lazy:
+                if self._store.decoded:  # the frame held every column already
                     raise
                 # It names a heavy field (a tile table): evaluated on every column.
                 conditions.append(_expression_mask(self.table, expression))

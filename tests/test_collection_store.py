@@ -150,6 +150,8 @@ def test_both_stores_give_the_same_answers(collection, loaded):
         collection.rows_where(orbit=3)
     with pytest.raises(ConfigurationError, match="bbox"):
         collection.rows_where(bbox=(1, 1, 0, 0))
+    with pytest.raises((pa.ArrowInvalid, KeyError)):
+        collection.filter(pc.field("orbit") == 3)
 
 
 def test_a_lazy_subset_pickles_to_kilobytes(base, tmp_path):
