@@ -222,9 +222,7 @@ def covering_rows(collection: Collection, geometry: shapely.Geometry, crs: CRS,
     """
     _check_degrees(geometry, crs, collection)
     degrees = reproject_geometry(geometry, crs, CRS.from_epsg(4326), densify=False)
-    subset = collection.subset(bbox=degrees.bounds, date_range=date_range)
-    ids = set(subset.column("id").to_pylist())
-    rows = [i for i, scene in enumerate(collection.column("id").to_pylist()) if scene in ids]
+    rows = collection.rows_where(bbox=degrees.bounds, date_range=date_range).tolist()
     if not rows:
         raise NoCoverageError(
             f"no scene of collection {collection.name!r} covers {geometry.bounds} "

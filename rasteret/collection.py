@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
-from rasteret.band import BandView, band_grids, band_views
+from rasteret.band import BandView, band_grids
 from rasteret.dates import DateRange, parse_date_range
 from rasteret.errors import (
     ConfigurationError,
@@ -38,7 +37,8 @@ from rasteret.options import (
     read_options,
 )
 from rasteret.read.cog import CogFile
-from rasteret.reopen import Origin, open_source
+from rasteret.reopen import Origin
+from rasteret.scenes import PartsStore, SceneStore, TableStore
 from rasteret.schema import (
     SCHEMA_VERSION,
     is_band_struct,
@@ -95,6 +95,9 @@ class Collection:
     that unpickles it opens the files again. A collection built from a table in
     memory (:meth:`from_arrow`, ``Collection(table)``) has no files to re-open: it
     pickles its whole table (save it and :func:`load` it to get the small pickle).
+    Either way the scenes sit in one store (:attr:`store`, see :mod:`rasteret.scenes`)
+    and rows are numbered ``0 .. len - 1``: :meth:`rows_where` selects row numbers,
+    which :meth:`band_views`, :meth:`band_view` and :meth:`take_rows` take.
 
     Attributes:
         table: The Arrow table (one row per scene; GeoParquet columns, properties,
@@ -113,22 +116,26 @@ class Collection:
         failures: pa.Table | None = None,
         path: Path | None = None,
     ) -> None:
-        self._table: pa.Table | None = upgrade_band_columns(table)  # older: new fields null
         self.name = name
         self.manifest = dict(manifest or {})
         self.path = path
         self._failures = failures
-        # A collection loaded from files reads them lazily: ``_light`` holds the small
-        # columns of its rows (see PartsSource.light_columns), ``_rows`` their global
-        # row numbers in ``_source``, ``_origin`` how another process re-opens the
-        # files. ``_table`` (every column) is decoded only when asked for.
-        self._source: PartsSource | None = None
-        self._rows: np.ndarray | None = None
-        self._light: pa.Table | None = None
-        self._origin: Origin | None = None
-        # The build the files held when loaded (manifest "created", rows): a process
-        # that opens them again refuses another build (CollectionChangedError).
-        self._built: tuple[str | None, int] | None = None
+        # Where the scenes are held (a table in memory, or the files of a loaded
+        # collection read lazily): every method below asks the store, whichever it is.
+        # Band columns of older versions get today's type (new fields null).
+        self._store: SceneStore = TableStore(upgrade_band_columns(table))
+
+    @classmethod
+    def _of(cls, store: SceneStore, *, name: str | None, manifest: dict[str, Any],
+            failures: pa.Table | None, path: Path | None) -> Collection:
+        """A collection of the scenes in ``store``."""
+        collection = cls.__new__(cls)
+        collection.name = name
+        collection.manifest = dict(manifest)
+        collection.path = path
+        collection._failures = failures
+        collection._store = store
+        return collection
 
     @classmethod
     def from_source(cls, source: PartsSource, *, origin: Origin | None,
@@ -148,19 +155,11 @@ class Collection:
             rows: The rows of ``source`` it holds (default: all of them).
             light: Those rows' light columns, if already read.
         """
-        collection = cls.__new__(cls)
-        collection._table = None
-        collection.name = name
-        collection.manifest = dict(manifest)
-        collection.path = path
-        collection._failures = failures
-        collection._source = source
-        collection._rows = (np.arange(source.num_rows, dtype=np.int64) if rows is None
-                            else rows)
-        collection._light = light
-        collection._origin = origin
-        collection._built = (manifest.get("created"), source.num_rows)
-        return collection
+        # The build the files hold now: a process that opens them again after
+        # unpickling refuses another build (CollectionChangedError).
+        store = PartsStore(source, rows, origin=origin, light=light,
+                           built=(manifest.get("created"), source.num_rows))
+        return cls._of(store, name=name, manifest=manifest, failures=failures, path=path)
 
     @property
     def table(self) -> pa.Table:
@@ -168,15 +167,11 @@ class Collection:
         struct column per band (tile tables included). A collection loaded from files
         decodes it from them on first access (only the row groups holding its rows);
         filters, indexing and reads do not need it."""
-        if self._table is None:
-            assert self._rows is not None
-            self._table = self.source.take(self._rows)
-        return self._table
+        return self._store.table()
 
     @table.setter
     def table(self, table: pa.Table) -> None:
-        self._table = upgrade_band_columns(table)
-        self._source = self._rows = self._light = self._origin = None
+        self._store = TableStore(upgrade_band_columns(table))
 
     @property
     def source(self) -> PartsSource:
@@ -185,19 +180,24 @@ class Collection:
         Raises:
             ConfigurationError: The collection was not loaded from files.
         """
-        if self._source is None:
-            if self._origin is None:
-                raise ConfigurationError(
-                    f"collection {self.name!r} was not loaded from files; save it and "
-                    "load it to read it lazily")
-            self._source = open_source(self._origin, self._built)
-        return self._source
+        parts = self._store.parts
+        if parts is None:
+            raise ConfigurationError(
+                f"collection {self.name!r} was not loaded from files; save it and "
+                "load it to read it lazily")
+        return parts
 
     @property
     def lazy(self) -> bool:
         """Whether the collection reads its files lazily (loaded from a folder, a
         GeoParquet file or an object-store workspace) rather than holding a table."""
-        return self._rows is not None
+        return self._store.lazy
+
+    @property
+    def store(self) -> SceneStore:
+        """Where the scenes are held: a :class:`~rasteret.scenes.TableStore` in memory,
+        or a :class:`~rasteret.scenes.PartsStore` reading the collection's files."""
+        return self._store
 
     def column(self, name: str) -> pa.ChunkedArray:
         """The column ``name`` (``id``, ``datetime``, a property, ``bbox``...) of every
@@ -217,56 +217,20 @@ class Collection:
     @property
     def column_names(self) -> list[str]:
         """The names of the collection's columns (band columns included)."""
-        return list(self._schema().names)
+        return list(self._store.schema.names)
 
     def _frame(self) -> pa.Table:
-        """The columns filters and indexing use, in memory: the light columns of a
-        lazily read collection (every column but the bands' tile tables and masks),
-        else the table."""
-        if self._table is not None or self._rows is None:
-            return self.table
-        if self._light is None:
-            light = self.source.read_light()
-            if len(self._rows) != light.num_rows or not np.array_equal(
-                    self._rows, np.arange(light.num_rows)):
-                light = light.take(pa.array(self._rows))
-            self._light = light
-        return self._light
-
-    # -- pickling: a lazily read collection travels as where its files are -------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        if self._rows is not None and self._origin is not None:
-            # The rows as zlib-packed steps: a few bytes per run of consecutive rows,
-            # so a subset of millions of scenes pickles to kilobytes.
-            steps = np.diff(self._rows, prepend=np.int64(0)).astype("<i8")
-            state.update(_table=None, _light=None, _source=None,
-                         _rows=zlib.compress(steps.tobytes(), 6))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        packed = state.get("_rows")
-        if isinstance(packed, bytes):
-            state["_rows"] = np.cumsum(np.frombuffer(zlib.decompress(packed), "<i8"))
-        self.__dict__.update(state)
+        """The columns filters and indexing use, in memory (see SceneStore.frame)."""
+        return self._store.frame()
 
     # -- description -----------------------------------------------------------------
     def __len__(self) -> int:
-        if self._table is None and self._rows is not None:
-            return len(self._rows)
-        return int(self.table.num_rows)
-
-    def _schema(self) -> pa.Schema:
-        if self._table is None and self._rows is not None:
-            schema = self.source.schema
-            assert schema is not None
-            return schema
-        return self.table.schema
+        return self._store.num_rows
 
     @property
     def bands(self) -> list[str]:
         """The band names this collection can read."""
-        return [f.name for f in self._schema() if is_band_struct(f.type)]
+        return [f.name for f in self._store.schema if is_band_struct(f.type)]
 
     @property
     def dataset_id(self) -> str | None:
@@ -420,40 +384,84 @@ class Collection:
                    manifest=manifest)
 
     # -- filters ---------------------------------------------------------------------
-    def _with(self, table: pa.Table) -> Collection:
-        return Collection(
-            table, name=self.name, manifest=self.manifest, failures=self._failures, path=self.path
-        )
+    def rows_where(
+        self,
+        expression: pc.Expression | None = None,
+        *,
+        bbox: Sequence[float] | None = None,
+        date_range: DateRange | None = None,
+        cloud_cover_lt: float | None = None,
+        ids: Sequence[str] | None = None,
+        **equals: Any,
+    ) -> np.ndarray:
+        """The row numbers (ascending) of the scenes meeting every condition given:
+        the filters of :meth:`subset` and an Arrow compute ``expression`` (as in
+        :meth:`filter`). Readers take these rows directly (``band_views``,
+        ``band_view``, ``column(...)[row]``), so a selection never goes from ids back
+        to rows; :meth:`subset` and :meth:`filter` keep them as a collection.
 
-    def _select(self, mask: Any) -> Collection:
-        """The rows where the boolean array ``mask`` (over :meth:`_frame`) is true."""
-        if self._rows is None:
-            return self._with(self.table.filter(mask))
+        On a collection loaded from files the conditions are evaluated on the columns
+        kept in memory (every column but the bands' tile tables and masks); the files
+        are read only where ``expression`` names a field that is not among them.
+
+        Args:
+            expression: An Arrow expression, e.g. ``pc.field("platform") == "s2a"``
+                (null counts as false).
+            bbox: ``(minx, miny, maxx, maxy)`` in degrees the footprint's bbox meets.
+            date_range: ``(start, end)``, inclusive (a bare end date: the whole day).
+            cloud_cover_lt: ``eo:cloud_cover`` below this.
+            ids: Scene ids to keep.
+            equals: Columns equal to values (``platform="sentinel-2a"``).
+
+        Returns:
+            An int64 array of row numbers into this collection (all rows when no
+            condition is given).
+
+        Raises:
+            ConfigurationError: A bad bbox or date range, or a column it names is
+                missing.
+        """
+        frame = self._frame()
+        conditions = _subset_conditions(frame, bbox=bbox, date_range=date_range,
+                                       cloud_cover_lt=cloud_cover_lt, ids=ids, equals=equals)
+        if expression is not None:
+            try:
+                conditions.append(_expression_mask(frame, expression))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
+                if self._store.decoded:  # the frame held every column already
+                    raise
+                # It names a heavy field (a tile table): evaluated on every column.
+                conditions.append(_expression_mask(self.table, expression))
+        if not conditions:
+            return np.arange(len(self), dtype=np.int64)
+        mask = conditions[0]
+        for condition in conditions[1:]:
+            mask = pc.and_(mask, condition)
         keep = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
-        light = self._frame().filter(mask) if self._table is None else None
-        subset = Collection.from_source(
-            self.source, origin=self._origin, name=self.name,
-            manifest=self.manifest, failures=self._failures, path=self.path,
-            rows=self._rows[keep], light=light)
-        if self._table is not None:
-            subset._table = self._table.filter(mask)
-        return subset
+        return np.flatnonzero(keep).astype(np.int64)
+
+    def take_rows(self, rows: Sequence[int] | np.ndarray) -> Collection:
+        """The scenes at ``rows`` (row numbers, e.g. from :meth:`rows_where`), in that
+        order, as a collection of the same kind: one loaded from files stays lazy
+        (nothing is decoded, it pickles small).
+
+        Raises:
+            IndexError: A row is out of range.
+        """
+        picked = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(picked) and (int(np.min(picked)) < 0 or int(np.max(picked)) >= len(self)):
+            raise IndexError(f"rows out of range for a collection of {len(self)} rows")
+        return Collection._of(self._store.select(picked), name=self.name,
+                              manifest=self.manifest, failures=self._failures, path=self.path)
 
     def filter(self, expression: pc.Expression) -> Collection:
         """Keep the rows matching an Arrow compute expression, e.g.
-        ``pc.field("platform") == "sentinel-2a"``.
+        ``pc.field("platform") == "sentinel-2a"`` (see :meth:`rows_where`).
 
         On a collection loaded from files the expression is evaluated on the columns
         kept in memory (every column but the bands' tile tables and masks); the
         files are read only where it names a field that is not among them."""
-        if self._rows is None:
-            return self._with(self.table.filter(expression))
-        frame = self._frame()
-        try:
-            mask = _expression_mask(frame, expression)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
-            mask = _expression_mask(self.table, expression)  # names a heavy field
-        return self._select(mask)
+        return self.take_rows(self.rows_where(expression))
 
     def subset(
         self,
@@ -467,44 +475,10 @@ class Collection:
         """Keep scenes intersecting ``bbox`` (degrees), within ``date_range``
         (inclusive), with cloud cover below a limit, with given ids, and whose
         properties equal ``equals`` (use ``platform="sentinel-2a"``; a property with a
-        colon is matched through :meth:`filter`)."""
-        table = self._frame()
-        conditions: list[Any] = []
-        if bbox is not None:
-            minx, miny, maxx, maxy = check_bbox(bbox)
-            box = table["bbox"]
-            conditions.append(pc.less_equal(pc.struct_field(box, "xmin"), maxx))
-            conditions.append(pc.greater_equal(pc.struct_field(box, "xmax"), minx))
-            conditions.append(pc.less_equal(pc.struct_field(box, "ymin"), maxy))
-            conditions.append(pc.greater_equal(pc.struct_field(box, "ymax"), miny))
-        window = parse_date_range(date_range)
-        if window is not None:
-            start = pa.scalar(window[0], pa.timestamp("us", tz="UTC"))
-            end = pa.scalar(window[1], pa.timestamp("us", tz="UTC"))
-            times = table["datetime"]
-            conditions.append(pc.and_(pc.greater_equal(times, start), pc.less_equal(times, end)))
-        if cloud_cover_lt is not None:
-            if "eo:cloud_cover" not in table.column_names:
-                raise ConfigurationError(
-                    "cloud_cover_lt needs an eo:cloud_cover column, which this collection "
-                    "lacks"
-                )
-            conditions.append(pc.less(table["eo:cloud_cover"], cloud_cover_lt))
-        if ids is not None:
-            conditions.append(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string())))
-        for column, value in equals.items():
-            if column not in table.column_names:
-                raise ConfigurationError(
-                    f"no column {column!r}; columns are {table.column_names}"
-                )
-            conditions.append(pc.equal(table[column], value))
-        if not conditions:
-            return self._with(table) if self._rows is None else self._select(
-                pa.chunked_array([np.ones(len(self), bool)]))
-        mask = conditions[0]
-        for condition in conditions[1:]:
-            mask = pc.and_(mask, condition)
-        return self._select(mask)
+        colon is matched through :meth:`filter`). See :meth:`rows_where`."""
+        return self.take_rows(self.rows_where(
+            bbox=bbox, date_range=date_range, cloud_cover_lt=cloud_cover_lt, ids=ids,
+            **equals))
 
     # -- scenes and headers ----------------------------------------------------------
     def check_bands(self, bands: Sequence[str]) -> list[str]:
@@ -518,9 +492,10 @@ class Collection:
             )
         return list(bands)
 
-    def band_views(self, band: str, rows: Sequence[int] | None = None
+    def band_views(self, band: str, rows: Sequence[int] | np.ndarray | None = None
                    ) -> list[BandView | None]:
-        """Typed views of one band of ``rows`` (default: every scene), in that order.
+        """Typed views of one band of ``rows`` (row numbers, e.g. from
+        :meth:`rows_where`; default: every scene), in that order.
 
         Only the light fields are read from the Arrow columns (href, version, CRS,
         transform, level-0 grid, nodata/scale/offset); tile tables stay in Arrow until
@@ -532,49 +507,10 @@ class Collection:
 
         Raises:
             ConfigurationError: Unknown band.
+            IndexError: A row is out of range.
         """
         self.check_bands([band])
-        if self._table is None and self._rows is not None:
-            return self._lazy_band_views(band, rows)
-        ids_column = self.table["id"]
-        ids = (ids_column.to_pylist() if rows is None
-               else ids_column.take(pa.array(list(rows), pa.int64())).to_pylist())
-        return band_views(self.table[band], band=band, ids=ids, rows=rows)
-
-    def _lazy_band_views(self, band: str, rows: Sequence[int] | None
-                         ) -> list[BandView | None]:
-        """:meth:`band_views` of a collection read lazily: each row group holding a
-        requested row is decoded once (and kept in the source's cache), the views
-        read it as they read a table's column."""
-        assert self._rows is not None
-        wanted = (np.arange(len(self._rows), dtype=np.int64) if rows is None
-                  else np.asarray(rows, dtype=np.int64).reshape(-1))
-        if len(wanted) and (int(np.min(wanted)) < 0 or int(np.max(wanted)) >= len(self._rows)):
-            raise IndexError(f"rows out of range for a collection of {len(self._rows)} rows")
-        return self.source_band_views(band, self._rows[wanted], numbers=wanted)
-
-    def source_band_views(self, band: str, global_rows: np.ndarray,
-                          numbers: np.ndarray) -> list[BandView | None]:
-        """Views of ``band`` of the source's ``global_rows``, reported as the rows
-        ``numbers`` (ids read with the band from the same row groups)."""
-        source = self.source
-        views: list[BandView | None] = [None] * len(global_rows)
-        if not len(global_rows):
-            return views
-        groups = source.group_of(global_rows)
-        order = np.argsort(groups, kind="stable")
-        splits = np.flatnonzero(np.diff(groups[order])) + 1
-        for positions in np.split(order, splits):
-            table, first = source.group_columns(int(global_rows[positions[0]]), ("id", band))
-            local = global_rows[positions] - (int(global_rows[positions[0]]) - first)
-            # A copy of the requested rows: views must not keep the whole row group
-            # alive after the source's cache dropped it.
-            rows_of = table.take(pa.array(local))
-            built = band_views(rows_of[band], band=band, ids=rows_of["id"].to_pylist(),
-                               numbers=numbers[positions])
-            for position, view in zip(positions, built):
-                views[int(position)] = view
-        return views
+        return self._store.band_views(band, rows)
 
     def band_grids(self, band: str) -> dict[str, np.ndarray]:
         """The georeferencing of ``band`` for every scene as NumPy arrays (see
@@ -831,6 +767,44 @@ class Collection:
         target = local_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
+
+
+def _subset_conditions(
+    frame: pa.Table, *, bbox: Sequence[float] | None, date_range: DateRange | None,
+    cloud_cover_lt: float | None, ids: Sequence[str] | None, equals: Mapping[str, Any],
+) -> list[Any]:
+    """Boolean arrays over ``frame``'s rows, one per filter of
+    :meth:`Collection.subset` given (an empty list when none is).
+
+    Raises:
+        ConfigurationError: A bad bbox or date range, or a column it names is missing.
+    """
+    conditions: list[Any] = []
+    if bbox is not None:
+        minx, miny, maxx, maxy = check_bbox(bbox)
+        box = frame["bbox"]
+        conditions.append(pc.less_equal(pc.struct_field(box, "xmin"), maxx))
+        conditions.append(pc.greater_equal(pc.struct_field(box, "xmax"), minx))
+        conditions.append(pc.less_equal(pc.struct_field(box, "ymin"), maxy))
+        conditions.append(pc.greater_equal(pc.struct_field(box, "ymax"), miny))
+    window = parse_date_range(date_range)
+    if window is not None:
+        start = pa.scalar(window[0], pa.timestamp("us", tz="UTC"))
+        end = pa.scalar(window[1], pa.timestamp("us", tz="UTC"))
+        times = frame["datetime"]
+        conditions.append(pc.and_(pc.greater_equal(times, start), pc.less_equal(times, end)))
+    if cloud_cover_lt is not None:
+        if "eo:cloud_cover" not in frame.column_names:
+            raise ConfigurationError(
+                "cloud_cover_lt needs an eo:cloud_cover column, which this collection lacks")
+        conditions.append(pc.less(frame["eo:cloud_cover"], cloud_cover_lt))
+    if ids is not None:
+        conditions.append(pc.is_in(frame["id"], value_set=pa.array(list(ids), pa.string())))
+    for column, value in equals.items():
+        if column not in frame.column_names:
+            raise ConfigurationError(f"no column {column!r}; columns are {frame.column_names}")
+        conditions.append(pc.equal(frame[column], value))
+    return conditions
 
 
 def _expression_mask(table: pa.Table, expression: pc.Expression) -> pa.ChunkedArray:

@@ -237,11 +237,8 @@ def _read_points(points: Any, geometry_crs: Any, xy_columns: tuple[str, str] | N
 # -- matching points to scenes --------------------------------------------------------------
 def _candidate_rows(collection: Collection, date_range: DateRange | None) -> list[int]:
     """Rows within ``date_range``, oldest first (undated scenes last)."""
-    ids = set(collection.subset(date_range=date_range).column("id").to_pylist()) \
-        if date_range is not None else None
-    scene_ids = collection.column("id").to_pylist()
+    rows = collection.rows_where(date_range=date_range).tolist()
     times = collection.column("datetime").to_pylist()
-    rows = [r for r in range(len(scene_ids)) if ids is None or scene_ids[r] in ids]
     return sorted(rows, key=lambda r: (times[r] is None, times[r], r))
 
 

@@ -65,7 +65,7 @@ def test_loaded_collection_keeps_only_light_columns_in_memory(base, tmp_path):
     folder = replicated(base, 12_000, tmp_path / "light")
     loaded = rasteret.load(folder)
     assert loaded.lazy and len(loaded) == 12_000
-    light = loaded._frame()
+    light = loaded.store.frame()
     levels = light.schema.field("B02").type.field("levels").type.value_type
     assert {f.name for f in levels} == {"width", "height", "chunk_width", "chunk_height"}
     assert "masks" not in {f.name for f in light.schema.field("B02").type}
@@ -200,5 +200,5 @@ def test_reads_of_a_lazily_loaded_collection_never_decode_its_whole_table(base, 
     import pandas.testing
 
     pandas.testing.assert_frame_equal(sampled.to_pandas(), expected_points.to_pandas())
-    assert subset._table is None and loaded._table is None  # only row groups decoded
+    assert not subset.store.decoded and not loaded.store.decoded  # only row groups decoded
     assert loaded.source.groups_read <= {(0, 0)}
