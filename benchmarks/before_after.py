@@ -77,8 +77,10 @@ def run(tree: Path, benchmark: list[str]) -> str:
     """The benchmark's output with ``tree``'s package imported; checks which one was."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    where = subprocess.run([sys.executable, "-c", "import rasteret; print(rasteret.__file__)"],
-                           env=env, check=True, capture_output=True, text=True).stdout
+    # -P: no current folder first on sys.path, as when a script runs.
+    probe = "import rasteret; print(rasteret.__file__)"
+    where = subprocess.run([sys.executable, "-P", "-c", probe], env=env, check=True,
+                           capture_output=True, text=True).stdout
     if not Path(where.strip()).is_relative_to(tree):
         raise SystemExit(f"{tree} did not win the import: rasteret came from {where}")
     script = ROOT / "benchmarks" / benchmark[0]

@@ -262,7 +262,8 @@ async def _read_area(
         warnings.warn(f"skipped {len(outcome.empty)} scene(s) that failed to read: "
                       f"{[scene.scene_id for scene, _ in skipped]} ({skipped[0][1]})",
                       stacklevel=3)
-        keep = [t for t in range(len(rows)) if t not in set(outcome.empty)]
+        empty = set(outcome.empty)
+        keep = [t for t in range(len(rows)) if t not in empty]
         if not keep:
             raise NoCoverageError(f"every scene covering {geometry.bounds} failed to read")
         data = keep_slots(data, keep)

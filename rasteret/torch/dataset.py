@@ -638,7 +638,8 @@ class RasteretDataset(GeoDataset):
         outcome = await fill_block(plan, data, self._open, stats=self.stats)
         for scene, error in outcome.skipped:
             self._skip(scene.row, error)
-        kept = [t for t in range(len(plan.slots)) if t not in set(outcome.empty)]
+        empty = set(outcome.empty)
+        kept = [t for t in range(len(plan.slots)) if t not in empty]
         if not kept:
             raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
         sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
