@@ -4,8 +4,9 @@ of an older commit and on this one, turn about, its tables merged row by row.
     .venv/bin/python benchmarks/before_after.py --ref ce7456e -- aoi.py --aois 2,20
     .venv/bin/python benchmarks/before_after.py --ref ce7456e --rounds 2 -- points.py --quick
 
-The older commit is checked out once as a git worktree under ``.cache/before-<ref>``;
-each run puts one tree first on ``PYTHONPATH`` (its ``rasteret`` package wins over the
+Both commits are checked out once as git worktrees under ``.cache/tree-<commit>``, so
+this tree may change while a benchmark runs; each run puts one of them first on
+``PYTHONPATH`` (its ``rasteret`` package wins over the
 editable install; the benchmark script, its helpers and the test bed stay this tree's,
 so both sides run the same measurement). The sides take turns (before, after, then
 after, before...) so that a machine whose load drifts weighs on both alike. Each table
@@ -29,6 +30,9 @@ ROW = re.compile(r"^\|(.*)\|\s*$")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", required=True, help="the commit to compare against")
+    parser.add_argument("--after", default="HEAD",
+                        help="the commit measured as after (checked out too, so this tree "
+                             "may change while the benchmark runs)")
     parser.add_argument("--rounds", type=int, default=1, help="before/after pairs")
     parser.add_argument("benchmark", nargs=argparse.REMAINDER,
                         help="-- SCRIPT [ARGS...]: a script of benchmarks/ and its arguments")
@@ -48,7 +52,7 @@ def git(*args: str) -> str:
 def checkout(ref: str) -> Path:
     """A worktree of ``ref`` (made once, then reused)."""
     commit = git("rev-parse", "--short", ref)
-    tree = ROOT / ".cache" / f"before-{commit}"
+    tree = ROOT / ".cache" / f"tree-{commit}"
     if not tree.exists():
         git("worktree", "add", "--detach", str(tree), commit)
     return tree
@@ -94,9 +98,8 @@ def run(tree: Path, benchmark: list[str]) -> str:
 
 def main() -> None:
     args = parse_args()
-    before_tree = checkout(args.ref)
-    sides = {f"before {git('rev-parse', '--short', args.ref)}": before_tree,
-             f"after {git('rev-parse', '--short', 'HEAD')}": ROOT}
+    sides = {f"{label} {git('rev-parse', '--short', ref)}": checkout(ref)
+             for label, ref in (("before", args.ref), ("after", args.after))}
     merged: dict[str, tuple[list[str], list[list[str]]]] = {}
     for round_number in range(1, args.rounds + 1):
         order = list(sides.items())
