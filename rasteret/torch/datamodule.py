@@ -6,26 +6,32 @@ sampler, splits) so LightningCLI YAML files can drive it.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sized
+from typing import Any, cast
 
 import lightning as L
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 from torch.utils.data import DataLoader, Sampler
 
-from rasteret.collection import Collection
+from rasteret.collection import Collection, parse_date_range
 from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.loading import load
 from rasteret.options import check_option
 from rasteret.read.warp import transformer
+from rasteret.splits import DEFAULT_SPLITS, BlockSplit, block_split, nearest_other
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
-from rasteret.torch.samplers import TileAlignedSampler
+from rasteret.torch.samplers import RegionSampler, TileAlignedSampler
 
 SAMPLERS = ("tile_aligned", "random", "grid")
-SPLIT_KINDS = ("date", "area", "column")
+SPLIT_KINDS = ("date", "area", "column", "blocks")
 
 
 class RasteretDataModule(L.LightningDataModule):
@@ -45,11 +51,16 @@ class RasteretDataModule(L.LightningDataModule):
             through :class:`~rasteret.torch.distributed.DistributedGeoSampler`):
             give Lightning's Trainer ``use_distributed_sampler=False``.
         length: Training chips per epoch and rank (random samplers).
-        split_by: ``"date"``, ``"area"`` or ``"column"``; None uses the whole
-            collection for every stage.
+        split_by: ``"date"``, ``"area"``, ``"column"`` or ``"blocks"``; None uses the
+            whole collection for every stage. ``"blocks"`` cuts the scenes' area into
+            square blocks of ``block_size`` (dataset CRS units, metres for UTM), gives
+            them to stages at random by ratio (``seed``) and keeps every chip of one
+            stage at least ``buffer`` away from every chip of another (see
+            :mod:`rasteret.splits` and :meth:`split_report`).
         splits: Per stage: a ``(start, end)`` date range (``split_by="date"``), a
-            ``(minx, miny, maxx, maxy)`` box in degrees (``"area"``), or the value of
-            ``split_column`` (``"column"``).
+            ``(minx, miny, maxx, maxy)`` box in degrees (``"area"``), the value of
+            ``split_column`` (``"column"``), or a ratio of the area (``"blocks"``;
+            default ``{"train": 0.7, "val": 0.15, "test": 0.15}``).
         split_column: The column holding split names (``split_by="column"``).
         num_workers: DataLoader workers per stage.
         multiprocessing_context: Worker start method (``"forkserver"`` by default).
@@ -60,6 +71,14 @@ class RasteretDataModule(L.LightningDataModule):
             (``dtype``, ``mosaic_order``, ``time_series``, ``target_crs``, ``res``...).
         image_scale: Multiply images by this after each batch reaches the device (e.g.
             ``1e-4`` for Sentinel-2 reflectance); images become float32.
+        block_size: Side of a block in dataset CRS units (``split_by="blocks"``).
+        buffer: Minimum distance between chips of different stages, in dataset CRS
+            units (``split_by="blocks"``).
+        holdout_dates: ``(start, end)``: with ``split_by="blocks"``, scenes in this date
+            range go to the ``test`` stage only and the other stages use the rest. With
+            a ``test`` ratio in ``splits`` the test stage holds its blocks in these
+            dates (new places and new times); without one, the whole area in these
+            dates.
     """
 
     def __init__(
@@ -82,10 +101,18 @@ class RasteretDataModule(L.LightningDataModule):
         workspace_dir: str | None = None,
         dataset_options: dict[str, Any] | None = None,
         image_scale: float | None = None,
+        block_size: float | None = None,
+        buffer: float = 0.0,
+        holdout_dates: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__()
         check_option("sampler", sampler, SAMPLERS)
         check_option("split_by", split_by, (*SPLIT_KINDS, None))
+        if split_by == "blocks":
+            splits = dict(splits or DEFAULT_SPLITS)
+            check_blocks(block_size, buffer, holdout_dates)
+        elif block_size is not None or holdout_dates is not None:
+            raise ConfigurationError('block_size= and holdout_dates= go with split_by="blocks"')
         if split_by is not None and not splits:
             raise ConfigurationError(f"split_by={split_by!r} needs splits={{stage: ...}}")
         self.collection = collection
@@ -105,8 +132,12 @@ class RasteretDataModule(L.LightningDataModule):
         self.workspace_dir = workspace_dir
         self.dataset_options = dict(dataset_options or {})
         self.image_scale = image_scale
+        self.block_size = block_size
+        self.buffer = buffer
+        self.holdout_dates = holdout_dates
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
+        self._blocks: tuple[BlockSplit, Any] | None = None  # the split and its CRS
 
     def _collection(self) -> Collection:
         if isinstance(self.collection, Collection):
@@ -114,6 +145,8 @@ class RasteretDataModule(L.LightningDataModule):
         return load(self.collection, workspace_dir=self.workspace_dir)
 
     def _stage_collection(self, base: Collection, stage: str) -> Collection:
+        if self.split_by == "blocks":
+            return self._block_collection(base, stage)
         if self.split_by is None or self.split_by == "area":
             return base
         if stage not in self.splits:
@@ -125,6 +158,8 @@ class RasteretDataModule(L.LightningDataModule):
         return base.filter(pc.field(self.split_column) == self.splits[stage])
 
     def _stage_roi(self, dataset: RasteretDataset, stage: str) -> shapely.Geometry | None:
+        if self.split_by == "blocks":
+            return self._block_roi(stage)
         if self.split_by != "area":
             return None
         if stage not in self.splits:
@@ -150,7 +185,7 @@ class RasteretDataModule(L.LightningDataModule):
         for name in wanted:
             if name in self.datasets:
                 continue
-            if self.split_by is not None and name not in self.splits:
+            if self.split_by is not None and name not in self._stage_names():
                 continue
             subset = self._stage_collection(base, name)
             dataset = RasteretDataset(
@@ -160,6 +195,7 @@ class RasteretDataModule(L.LightningDataModule):
                 chip_size=self.chip_size,
                 backend=self.backend,
                 **self.dataset_options,
+                **self._block_options(base),
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
@@ -184,10 +220,12 @@ class RasteretDataModule(L.LightningDataModule):
                     'sampler="random" under DDP needs seed= (the same on every rank) so the '
                     "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
             length = self.length * world_size if self.length else None
-            return shared(RandomPatchSampler(
-                dataset, size=self.chip_size, length=length, roi=roi, generator=self.seed
-            ))
-        return shared(GriddedPatchSampler(dataset, size=self.chip_size, roi=roi))
+            return shared(self._within(name, RandomPatchSampler(
+                dataset, size=self.chip_size, length=length,
+                roi=self._random_roi(dataset, roi), generator=self.seed,
+            )))
+        return shared(self._within(name, GriddedPatchSampler(
+            dataset, size=self.chip_size, roi=roi)))
 
     def _loader(self, name: str) -> DataLoader[Any]:
         if name not in self.datasets:
@@ -208,6 +246,128 @@ class RasteretDataModule(L.LightningDataModule):
             batch["image"] = batch["image"].float() * self.image_scale
         return batch
 
+    # -- split_by="blocks": spatial blocks, a buffer, a date holdout (issue 21, item 4) -----
+    def _stage_names(self) -> list[str]:
+        names = list(self.splits)
+        if self.split_by == "blocks" and self.holdout_dates is not None and "test" not in names:
+            names.append("test")
+        return names
+
+    def split_blocks(self) -> BlockSplit:
+        """The block split of ``split_by="blocks"`` (computed on first call): the
+        blocks over the footprints of every scene of the collection, their stages and
+        each stage's region, in the dataset CRS. No pixel is read.
+
+        Raises:
+            ConfigurationError: Not a block split, a dataset CRS that is not
+                projected, or a split that leaves a stage nothing (see
+                :func:`rasteret.splits.block_split`).
+        """
+        return self._split(self._collection())[0]
+
+    def _split(self, base: Collection) -> tuple[BlockSplit, Any]:
+        if self.split_by != "blocks":
+            raise ConfigurationError('the datamodule has no block split: give split_by="blocks"')
+        if self._blocks is None:
+            whole = RasteretDataset(base, self.bands, chip_size=self.chip_size,
+                                    backend=self.backend, **self.dataset_options)
+            if not whole.crs.is_projected:
+                raise ConfigurationError(
+                    f"split_by='blocks' measures block_size and buffer in the dataset CRS, "
+                    f"which is {whole.crs.name} (not projected): give a projected "
+                    "target_crs (e.g. a UTM zone)")
+            assert self.block_size is not None  # checked in __init__
+            ratios = {name: float(ratio) for name, ratio in self.splits.items()}
+            split = block_split(whole.index.geometry.union_all(), block_size=self.block_size,
+                                splits=ratios, seed=0 if self.seed is None else self.seed,
+                                buffer=self.buffer)
+            self._blocks = (split, whole.crs)
+        return self._blocks
+
+    def _block_options(self, base: Collection) -> dict[str, Any]:
+        """Every stage's dataset on the split's CRS (its regions are drawn there)."""
+        if self.split_by != "blocks" or "target_crs" in self.dataset_options:
+            return {}
+        return {"target_crs": self._split(base)[1]}
+
+    def _block_collection(self, base: Collection, stage: str) -> Collection:
+        self._split(base)  # the regions, before any stage's dataset
+        if self.holdout_dates is None:
+            return base
+        window = parse_date_range(self.holdout_dates)
+        assert window is not None
+        if stage == "test":
+            return base.subset(date_range=window)
+        start, end = (pa.scalar(t, pa.timestamp("us", tz="UTC")) for t in window)
+        times = pc.field("datetime")
+        rest = base.filter((times < start) | (times > end))
+        if not len(rest):
+            raise ConfigurationError(
+                f"holdout_dates={self.holdout_dates} holds every scene: no scene is left "
+                f"for stage {stage!r}")
+        return rest
+
+    def _block_roi(self, stage: str) -> shapely.Geometry | None:
+        assert self._blocks is not None  # set by _block_collection before any dataset
+        split = self._blocks[0]
+        return split.region(stage) if stage in split.regions else None
+
+    def _random_roi(self, dataset: RasteretDataset, roi: shapely.Geometry | None
+                    ) -> shapely.Geometry | None:
+        # RandomPatchSampler snaps its chips to the pixel grid after drawing them
+        # inside its roi (half a pixel at most): one pixel less keeps them inside.
+        if roi is None or self.split_by != "blocks":
+            return roi
+        return shapely.buffer(roi, -max(dataset.res))
+
+    def _within(self, name: str, sampler: Sampler[Any]) -> Sampler[Any]:
+        roi = self._rois.get(name)
+        if roi is None or self.split_by != "blocks":
+            return sampler
+        return RegionSampler(sampler, roi)
+
+    def split_report(self) -> pd.DataFrame:
+        """One row per stage: what each stage samples and how far apart stages are.
+
+        Builds the stages' datasets and samplers (``setup()`` for train, val and test)
+        but reads no pixel. Columns:
+
+        - ``blocks``: blocks given to the stage (``split_by="blocks"``; else 0);
+        - ``area_km2``: area its chips may come from (its region, or its scenes'
+          footprints), in km² for a metric CRS;
+        - ``chips``: chips per epoch of its sampler;
+        - ``scenes``: scenes whose footprint meets that area;
+        - ``min_distance_m``: distance from its chips to the nearest chip of another
+          stage, in CRS units (``inf``: no other stage). A tile-aligned sampler's
+          chips are all those it can draw; TorchGeo's random sampler's, one epoch's.
+
+        Raises:
+            ConfigurationError: No split (``split_by`` is None).
+        """
+        if self.split_by is None:
+            raise ConfigurationError("split_report() needs split_by= (the stages to compare)")
+        self.setup()
+        boxes: dict[str, np.ndarray] = {}
+        rows: dict[str, dict[str, float]] = {}
+        for name in [n for n in self._stage_names() if n in self.datasets]:
+            dataset, roi = self.datasets[name], self._rois.get(name)
+            sampler = self._sampler(name)
+            boxes[name] = chip_boxes(sampler)
+            area = roi if roi is not None else dataset.index.geometry.union_all()
+            footprints = np.asarray(dataset.index.geometry.array)
+            blocks = self._blocks[0].block_count(name) if self._blocks else 0
+            rows[name] = {
+                "blocks": blocks,
+                "area_km2": float(shapely.area(area)) / 1e6,
+                "chips": len(cast(Sized, sampler)),
+                "scenes": int(np.count_nonzero(shapely.intersects(footprints, area))),
+            }
+        distances = nearest_other(boxes)
+        report = pd.DataFrame.from_dict(rows, orient="index")
+        report["min_distance_m"] = [distances[name] for name in report.index]
+        report.index.name = "stage"
+        return report.astype({"blocks": "int64", "chips": "int64", "scenes": "int64"})
+
     def train_dataloader(self) -> DataLoader[Any]:
         """Random (or tile-aligned random) chips of the training split."""
         return self._loader("train")
@@ -223,3 +383,31 @@ class RasteretDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader[Any]:
         """A grid of chips over the prediction split."""
         return self._loader("predict")
+
+
+def check_blocks(block_size: float | None, buffer: float,
+                 holdout_dates: tuple[Any, Any] | None) -> None:
+    """Refuse the options of ``split_by="blocks"`` that cannot work.
+
+    Raises:
+        ConfigurationError: No positive ``block_size``, a negative ``buffer``, or
+            ``holdout_dates`` that are not a date range.
+    """
+    if block_size is None or not block_size > 0 or not math.isfinite(block_size):
+        raise ConfigurationError(
+            f'split_by="blocks" needs block_size= (a positive length in the dataset CRS\'s '
+            f"units, metres for UTM), not {block_size!r}")
+    if not buffer >= 0 or not math.isfinite(buffer):
+        raise ConfigurationError(f"buffer must be a length >= 0, not {buffer!r}")
+    parse_date_range(holdout_dates)
+
+
+def chip_boxes(sampler: Sampler[Any]) -> np.ndarray:
+    """``(n, 4)`` ``minx, miny, maxx, maxy`` of a sampler's chips: every chip a
+    :class:`TileAlignedSampler` can draw, else one epoch of the sampler's chips (no
+    pixel is read)."""
+    if isinstance(sampler, TileAlignedSampler):
+        return sampler.chip_bounds()
+    bounds = [(index[0].start, index[1].start, index[0].stop, index[1].stop)
+              for index in sampler]
+    return np.asarray(bounds, float).reshape(-1, 4)
