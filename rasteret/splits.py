@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -213,18 +214,29 @@ def block_split(area: shapely.Geometry, *, block_size: float,
                       block_size=float(block_size), buffer=float(buffer), seed=int(seed))
 
 
-def nearest_other(boxes: Mapping[str, np.ndarray]) -> dict[str, float]:
+def nearest_other(boxes: Mapping[str, np.ndarray],
+                  spans: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, float]:
     """Per stage, the distance from its nearest chip to a chip of another stage
     (``inf`` when no other stage has chips).
 
     Args:
         boxes: Stage -> ``(n, 4)`` array of chip ``minx, miny, maxx, maxy``.
+        spans: Stage -> ``(first, last)`` time of its scenes (any comparable values):
+            stages whose spans do not overlap are apart in time and not compared
+            (a date holdout). None compares every pair.
     """
     shapes = {stage: shapely.box(*np.asarray(b, float).reshape(-1, 4).T)
               for stage, b in boxes.items()}
+
+    def share_time(first: str, second: str) -> bool:
+        if spans is None or first not in spans or second not in spans:
+            return True
+        return not (spans[first][1] < spans[second][0] or spans[second][1] < spans[first][0])
+
     result: dict[str, float] = {}
     for stage, own in shapes.items():
-        others = [shapes[s] for s in shapes if s != stage and len(shapes[s])]
+        others = [shapes[s] for s in shapes
+                  if s != stage and len(shapes[s]) and share_time(stage, s)]
         if not len(own) or not others:
             result[stage] = math.inf
             continue

@@ -338,8 +338,9 @@ class RasteretDataModule(L.LightningDataModule):
         - ``chips``: chips per epoch of its sampler;
         - ``scenes``: scenes whose footprint meets that area;
         - ``min_distance_m``: distance from its chips to the nearest chip of another
-          stage, in CRS units (``inf``: no other stage). A tile-aligned sampler's
-          chips are all those it can draw; TorchGeo's random sampler's, one epoch's.
+          stage whose scenes share its dates, in CRS units (``inf``: none; a date
+          holdout's test stage is apart in time). A tile-aligned sampler's chips are
+          all those it can draw; TorchGeo's random sampler's, one epoch's.
 
         Raises:
             ConfigurationError: No split (``split_by`` is None).
@@ -348,11 +349,14 @@ class RasteretDataModule(L.LightningDataModule):
             raise ConfigurationError("split_report() needs split_by= (the stages to compare)")
         self.setup()
         boxes: dict[str, np.ndarray] = {}
+        spans: dict[str, tuple[Any, Any]] = {}
         rows: dict[str, dict[str, float]] = {}
         for name in [n for n in self._stage_names() if n in self.datasets]:
             dataset, roi = self.datasets[name], self._rois.get(name)
             sampler = self._sampler(name)
             boxes[name] = chip_boxes(sampler)
+            times = dataset.index.index
+            spans[name] = (times.left.min(), times.right.max())
             area = roi if roi is not None else dataset.index.geometry.union_all()
             footprints = np.asarray(dataset.index.geometry.array)
             blocks = self._blocks[0].block_count(name) if self._blocks else 0
@@ -362,7 +366,7 @@ class RasteretDataModule(L.LightningDataModule):
                 "chips": len(cast(Sized, sampler)),
                 "scenes": int(np.count_nonzero(shapely.intersects(footprints, area))),
             }
-        distances = nearest_other(boxes)
+        distances = nearest_other(boxes, spans)
         report = pd.DataFrame.from_dict(rows, orient="index")
         report["min_distance_m"] = [distances[name] for name in report.index]
         report.index.name = "stage"
