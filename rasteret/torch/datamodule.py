@@ -11,6 +11,7 @@ from collections.abc import Sized
 from typing import Any, cast
 
 import lightning as L
+import torch
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -25,6 +26,7 @@ from rasteret.loading import load
 from rasteret.options import check_option
 from rasteret.read.warp import transformer
 from rasteret.splits import DEFAULT_SPLITS, BlockSplit, block_split, nearest_other
+from rasteret.stats import mean_std, scenes_key, stored_records
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
@@ -32,6 +34,7 @@ from rasteret.torch.samplers import RegionSampler, TileAlignedSampler
 
 SAMPLERS = ("tile_aligned", "random", "grid")
 SPLIT_KINDS = ("date", "area", "column", "blocks")
+NORMALIZE = ("stats", None)
 
 
 class RasteretDataModule(L.LightningDataModule):
@@ -79,6 +82,11 @@ class RasteretDataModule(L.LightningDataModule):
             a ``test`` ratio in ``splits`` the test stage holds its blocks in these
             dates (new places and new times); without one, the whole area in these
             dates.
+        normalize: ``"stats"``: after each batch reaches the device, images become
+            ``(x - mean) / std`` per band (float32), from the collection's band
+            statistics (:meth:`~rasteret.collection.Collection.band_stats`, stored ones
+            when the collection has them, else computed on the training stage's
+            scenes in ``setup``). :meth:`mean_std` gives the same numbers as lists.
     """
 
     def __init__(
@@ -104,8 +112,14 @@ class RasteretDataModule(L.LightningDataModule):
         block_size: float | None = None,
         buffer: float = 0.0,
         holdout_dates: tuple[Any, Any] | None = None,
+        normalize: str | None = None,
     ) -> None:
         super().__init__()
+        check_option("normalize", normalize, NORMALIZE)
+        if normalize is not None and image_scale is not None:
+            raise ConfigurationError(
+                'give image_scale= or normalize="stats", not both (the statistics are '
+                "of the stored values; normalising makes a scale irrelevant)")
         check_option("sampler", sampler, SAMPLERS)
         check_option("split_by", split_by, (*SPLIT_KINDS, None))
         if split_by == "blocks":
@@ -135,6 +149,8 @@ class RasteretDataModule(L.LightningDataModule):
         self.block_size = block_size
         self.buffer = buffer
         self.holdout_dates = holdout_dates
+        self.normalize = normalize
+        self._mean_std: tuple[list[float], list[float]] | None = None
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
         self._blocks: tuple[BlockSplit, Any] | None = None  # the split and its CRS
@@ -199,6 +215,8 @@ class RasteretDataModule(L.LightningDataModule):
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
+        if self.normalize == "stats":
+            self.mean_std()
 
     def _sampler(self, name: str) -> Sampler[Any]:
         from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
@@ -244,6 +262,8 @@ class RasteretDataModule(L.LightningDataModule):
         """Scale images on the device (cheaper than in every worker)."""
         if self.image_scale is not None and "image" in batch:
             batch["image"] = batch["image"].float() * self.image_scale
+        if self.normalize == "stats" and "image" in batch:
+            batch["image"] = self._normalized(batch["image"])
         return batch
 
     # -- split_by="blocks": spatial blocks, a buffer, a date holdout (issue 21, item 4) -----
@@ -371,6 +391,42 @@ class RasteretDataModule(L.LightningDataModule):
         report["min_distance_m"] = [distances[name] for name in report.index]
         report.index.name = "stage"
         return report.astype({"blocks": "int64", "chips": "int64", "scenes": "int64"})
+
+    # -- normalize="stats": band statistics from the index (issue 21, item 5) ------------
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per image band, in channel order, the mean and standard deviation
+        ``normalize="stats"`` applies: the lists ``kornia.augmentation.Normalize(mean,
+        std)`` or a TorchGeo transform take. The collection's stored statistics of the
+        same scenes when it has them, else those of the training stage's scenes
+        (read from each file's smallest overview; see
+        :meth:`~rasteret.collection.Collection.band_stats`). Values are of what the
+        datasets return: physical values when ``dataset_options`` sets
+        ``apply_scale=True``, else stored ones.
+
+        Raises:
+            ConfigurationError: A band that cannot be normalised (constant, no valid
+                pixel, or scales that differ between files with ``apply_scale``).
+        """
+        if self._mean_std is None:
+            base = self._collection()
+            records = stored_records(base.manifest, self.bands, None,
+                                     scenes_key(base.column("id").to_pylist()))
+            if records is None:
+                train = (self._stage_collection(base, "train")
+                         if self.split_by is not None and "train" in self._stage_names()
+                         else base)
+                train.band_stats(self.bands)
+                records = stored_records(train.manifest, self.bands)
+            assert records is not None
+            self._mean_std = mean_std(records, self.bands,
+                                      apply_scale=bool(self.dataset_options.get("apply_scale")))
+        return self._mean_std
+
+    def _normalized(self, image: torch.Tensor) -> torch.Tensor:
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=image.device).view(-1, 1, 1)
+                     for v in self.mean_std())
+        # Channels are the third dimension from the end: [B, C, H, W] and [B, T, C, H, W].
+        return (image.float() - mean) / std
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Random (or tile-aligned random) chips of the training split."""
