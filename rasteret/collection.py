@@ -624,7 +624,8 @@ class Collection:
         return band_grids(self._frame()[band])
 
     def band_stats(self, bands: Sequence[str], by: str | None = None, *,
-                   backend: Backend | None = None, refresh: bool = False) -> pd.DataFrame:
+                   backend: Backend | None = None, refresh: bool = False,
+                   exact: bool = False) -> pd.DataFrame:
         """Per-band mean, std, min, max and 1st/2nd/98th/99th percentiles of the
         stored values, nodata excluded, from each COG's smallest overview.
 
@@ -641,6 +642,8 @@ class Collection:
                 ``"s2:processing_baseline"``); None: one group.
             backend: How to reach the files (default: the collection's CloudConfig).
             refresh: Read the files even when statistics are stored.
+            exact: Read every file at full resolution (exact statistics, at the cost
+                of every tile; memory stays small for integers of up to 16 bits).
 
         Returns:
             One row per band (per group and band with ``by``, the group in a column
@@ -648,7 +651,7 @@ class Collection:
             (population), ``min``, ``max``, ``p1``, ``p2``, ``p98``, ``p99``,
             ``files``, ``full_resolution`` (files without an overview), and the
             ``scale`` and ``offset`` that turn them into physical values (NaN when the
-            group's files differ).
+            group's files differ), and ``exact``.
 
         Raises:
             ConfigurationError: Unknown band or column.
@@ -665,12 +668,13 @@ class Collection:
 
         bands = self.check_bands(list(bands))
         scenes = scenes_key(self.column("id").to_pylist())
-        stored = None if refresh else stored_records(self.manifest, bands, by, scenes)
+        stored = None if refresh else stored_records(self.manifest, bands, by, scenes,
+                                                     exact=exact)
         if stored is not None:
             return stats_frame(stored, by)
         groups = self.column(by).to_pylist() if by is not None else [None] * len(self)
         records = band_statistics({band: self.band_views(band) for band in bands}, groups,
-                                  backend=backend_for_collection(self, backend))
+                                  backend=backend_for_collection(self, backend), exact=exact)
         store_records(self.manifest, records, by, scenes)
         return stats_frame(records, by)
 

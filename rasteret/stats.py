@@ -160,12 +160,14 @@ def valid_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 async def read_summary_level(view: BandView, backend: Backend,
-                             stats: FetchStats | None = None) -> tuple[np.ndarray, bool]:
+                             stats: FetchStats | None = None, *, exact: bool = False
+                             ) -> tuple[np.ndarray, bool]:
     """The valid pixels of ``view``'s smallest overview (its full resolution when
-    the file has none), and whether that was the full resolution. One merged request
-    for a COG's overview; no header request (the header is the stored one)."""
+    the file has none, or with ``exact``), and whether that was the full resolution.
+    One merged request for a COG's overview; no header request (the header is the
+    stored one)."""
     cog = view.cog(backend)
-    overview = len(cog.overviews) - 1 if cog.overviews else None
+    overview = len(cog.overviews) - 1 if cog.overviews and not exact else None
     data = await cog.read_async(overview=overview, bands=view.band_index, stats=stats)
     valid = await asyncio.to_thread(valid_pixels, data[0], view.nodata)
     return valid, overview is None
@@ -173,7 +175,8 @@ async def read_summary_level(view: BandView, backend: Backend,
 
 def band_statistics(views: Mapping[str, Sequence[BandView | None]],
                     groups: Sequence[Any], *, backend: Backend,
-                    stats: FetchStats | None = None) -> list[dict[str, Any]]:
+                    stats: FetchStats | None = None, exact: bool = False
+                    ) -> list[dict[str, Any]]:
     """Statistics of each band (and group) from each file's smallest overview.
 
     Args:
@@ -181,6 +184,8 @@ def band_statistics(views: Mapping[str, Sequence[BandView | None]],
         groups: One group value per scene (the same value everywhere for one group).
         backend: How to reach the files.
         stats: Optional counter of requests and bytes.
+        exact: Read every file at full resolution instead (exact statistics, at the
+            cost of every tile of every file).
 
     Returns:
         One record per band and group (bands in ``views``' order, groups in order of
@@ -196,19 +201,19 @@ def band_statistics(views: Mapping[str, Sequence[BandView | None]],
         if len(band_views) != len(groups):
             raise ConfigurationError(
                 f"{len(groups)} group values for {len(band_views)} scenes of band {band!r}")
-    summaries = run_sync(_summarise(views, groups, backend, stats))
+    summaries = run_sync(_summarise(views, groups, backend, stats, exact))
     records = []
     for (band, group), summary in summaries.items():
         scale, offset = (next(iter(summary.scales)) if len(summary.scales) == 1
                          else (math.nan, math.nan))
         records.append({"band": band, "group": group, **summary.statistics(),
                         "files": summary.files, "full_resolution": summary.full_resolution,
-                        "scale": scale, "offset": offset})
+                        "scale": scale, "offset": offset, "exact": exact})
     return records
 
 
 async def _summarise(views: Mapping[str, Sequence[BandView | None]], groups: Sequence[Any],
-                     backend: Backend, stats: FetchStats | None
+                     backend: Backend, stats: FetchStats | None, exact: bool
                      ) -> dict[tuple[str, Any], Summary]:
     summaries: dict[tuple[str, Any], Summary] = {}
     for band, band_views in views.items():
@@ -219,7 +224,7 @@ async def _summarise(views: Mapping[str, Sequence[BandView | None]], groups: Seq
 
     async def one(band: str, group: Any, view: BandView) -> None:
         async with limit:
-            valid, full = await read_summary_level(view, backend, stats)
+            valid, full = await read_summary_level(view, backend, stats, exact=exact)
         summaries[(band, group)].add(valid, full_resolution=full, scale=view.scale,
                                      offset=view.offset)
 
@@ -247,16 +252,17 @@ def scenes_key(ids: Sequence[str]) -> str:
 
 
 def stored_records(manifest: Mapping[str, Any], bands: Sequence[str],
-                   by: str | None = None, scenes: str | None = None
-                   ) -> list[dict[str, Any]] | None:
+                   by: str | None = None, scenes: str | None = None, *,
+                   exact: bool = False) -> list[dict[str, Any]] | None:
     """The stored records of ``bands`` (grouped ``by``) in a collection's manifest,
     in band order; None unless every band has them for the scenes ``scenes`` (a
-    :func:`scenes_key`; None: any scenes)."""
+    :func:`scenes_key`; None: any scenes), and exact ones when ``exact``."""
     stored = (manifest.get(MANIFEST_KEY) or {}).get(by or "")
     if not isinstance(stored, dict) or (scenes is not None and stored.get("scenes") != scenes):
         return None
     records = [r for band in bands for r in stored.get("records", []) if r.get("band") == band]
-    if {r["band"] for r in records} != set(bands):
+    if {r["band"] for r in records} != set(bands) or (
+            exact and not all(r.get("exact") for r in records)):
         return None
     return records
 

@@ -125,6 +125,18 @@ def test_stats_equal_numpy_on_the_same_pixels_with_one_request_per_file(
     # The smallest overview of a 1024-pixel file in 256-pixel tiles is one tile.
     overview_bytes = [r.body_bytes for r in records if "sentinel-2a" in r.path]
     assert max(overview_bytes) < 256 * 256 * 2
+    # exact=True reads every file at full resolution: NumPy's statistics of every pixel.
+    exact = collection.band_stats(BANDS, by="platform", exact=True)
+    for band in BANDS:
+        expected = truth([s.files[band] for s in with_overviews], smallest_overview=False)
+        row = exact.loc[("sentinel-2a", band)]
+        assert row["full_resolution"] == 3 and row["exact"]
+        for name in STATISTICS:
+            assert row[name] == pytest.approx(expected[name], rel=1e-12), (band, name)
+    # Exact statistics are stored: the next call of either kind reads nothing.
+    nginx_server.clear_log()
+    collection.band_stats(BANDS, by="platform")
+    assert nginx_server.count("/stats/") == 0
 
 
 def test_stats_are_stored_and_reloaded_without_a_request(scenes, nginx_server, tmp_path):

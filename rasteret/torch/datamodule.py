@@ -11,12 +11,12 @@ from collections.abc import Sized
 from typing import Any, cast
 
 import lightning as L
-import torch
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from rasteret.collection import Collection, parse_date_range
@@ -238,11 +238,11 @@ class RasteretDataModule(L.LightningDataModule):
                     'sampler="random" under DDP needs seed= (the same on every rank) so the '
                     "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
             length = self.length * world_size if self.length else None
-            return shared(self._within(name, RandomPatchSampler(
+            return shared(self._within(name, dataset, RandomPatchSampler(
                 dataset, size=self.chip_size, length=length,
                 roi=self._random_roi(dataset, roi), generator=self.seed,
             )))
-        return shared(self._within(name, GriddedPatchSampler(
+        return shared(self._within(name, dataset, GriddedPatchSampler(
             dataset, size=self.chip_size, roi=roi)))
 
     def _loader(self, name: str) -> DataLoader[Any]:
@@ -340,11 +340,24 @@ class RasteretDataModule(L.LightningDataModule):
             return roi
         return shapely.buffer(roi, -max(dataset.res))
 
-    def _within(self, name: str, sampler: Sampler[Any]) -> Sampler[Any]:
+    def _within(self, name: str, dataset: RasteretDataset, sampler: Sampler[Any]
+                ) -> Sampler[Any]:
         roi = self._rois.get(name)
         if roi is None or self.split_by != "blocks":
             return sampler
-        return RegionSampler(sampler, roi)
+        within = RegionSampler(sampler, roi)
+        if getattr(sampler, "strategy", None) == "random":
+            # Where RandomPatchSampler draws chip centres: its roi less half a diagonal.
+            reach = math.hypot(*dataset.res) * self.chip_size / 2 + max(dataset.res)
+            empty = bool(shapely.is_empty(shapely.buffer(roi, -reach)))
+        else:
+            empty = not len(within)
+        if empty:
+            raise ConfigurationError(
+                f"no {self.chip_size}-pixel chip fits the region of stage {name!r} (its "
+                "blocks less the buffer): choose larger blocks, a smaller buffer or "
+                "smaller chips")
+        return within
 
     def split_report(self) -> pd.DataFrame:
         """One row per stage: what each stage samples and how far apart stages are.

@@ -90,6 +90,7 @@ def test_no_chip_comes_within_buffer_of_another_stage(mosaic, cells, block_size,
     except ConfigurationError:
         assume(False)  # too few blocks for three stages, or no chip fits a stage
     split = module.split_blocks()
+    assert all(len(boxes) for boxes in chips.values())  # a stage without chips raises
     for stage, boxes in chips.items():
         sampler_of = loaders[stage].sampler
         assert isinstance(sampler_of, TileAlignedSampler if sampler == "tile_aligned"
@@ -129,6 +130,23 @@ def test_split_report_and_the_date_holdout(mosaic):
     assert report.loc["val", "min_distance_m"] >= 320
     assert report.loc["test", "min_distance_m"] == math.inf
     assert (report["chips"] > 0).all()
+
+
+def test_holdout_with_a_test_ratio_holds_out_places_and_times(mosaic):
+    module = datamodule(mosaic, block_size=640, buffer=200, seed=1, sampler="grid",
+                        holdout_dates=("2024-05-09", "2024-05-16"))
+    report = module.split_report()
+    split = module.split_blocks()
+    test = module.datasets["test"]
+    assert (test.index.index.left >= "2024-05-09").all()
+    assert (module.datasets["val"].index.index.left < "2024-05-09").all()
+    test_chips = shapely.box(*np.asarray(
+        [(x.start, y.start, x.stop, y.stop) for x, y, *_ in module.test_dataloader().sampler]).T)
+    assert shapely.covered_by(test_chips, shapely.buffer(split.region("test"), 1e-6)).all()
+    # Train and val share dates: apart in space; test is apart in time from both.
+    assert report.loc["train", "min_distance_m"] >= 200
+    assert report.loc["test", "min_distance_m"] == math.inf
+    assert report.loc["test", "blocks"] == split.block_count("test") > 0
 
 
 def test_blocks_options_are_checked(mosaic):
