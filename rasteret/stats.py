@@ -154,9 +154,20 @@ def valid_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray:
     keep = np.ones(flat.shape, bool)
     if flat.dtype.kind == "f":
         keep &= ~np.isnan(flat)
-    if nodata is not None and not math.isnan(nodata):
-        keep &= flat != np.asarray(nodata).astype(flat.dtype)
+    if nodata is not None and not math.isnan(nodata) and representable(nodata, flat.dtype):
+        keep &= flat != flat.dtype.type(nodata)
     return flat[keep]
+
+
+def representable(value: float, dtype: np.dtype) -> bool:
+    """Whether pixels of ``dtype`` can equal ``value`` (a nodata of -9999 never
+    matches uint16 pixels, and must not be wrapped around into a valid value)."""
+    if dtype.kind == "f":
+        return True
+    if dtype.kind == "b":
+        return value in (0, 1)
+    info = np.iinfo(dtype)
+    return math.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max
 
 
 async def read_summary_level(view: BandView, backend: Backend,

@@ -23,6 +23,7 @@ from rasteret.stats import (
     histogram_shift,
     histogram_statistics,
     mean_std,
+    valid_pixels,
 )
 from testbed.scenes import write_scenes
 
@@ -192,3 +193,13 @@ def test_mean_std_refuses_what_cannot_normalise():
     scaled = {**record, "std": 2.0, "scale": 1e-4, "offset": -0.1}
     assert mean_std([scaled], ["B02"], apply_scale=True) == (
         [pytest.approx(10 * 1e-4 - 0.1)], [pytest.approx(2e-4)])
+
+
+def test_nodata_is_excluded_only_where_the_type_can_hold_it():
+    data = np.array([0, 1, 2, 65535, 9999], np.uint16)
+    assert valid_pixels(data, 0).tolist() == [1, 2, 65535, 9999]
+    assert valid_pixels(data, -9999).tolist() == data.tolist()  # never wraps to 55537
+    assert valid_pixels(data, None).tolist() == data.tolist()
+    floats = np.array([np.nan, -9999.0, 1.5], np.float32)
+    assert valid_pixels(floats, -9999).tolist() == [1.5]
+    assert valid_pixels(floats, None).tolist() == [-9999.0, 1.5]  # NaN only
