@@ -25,7 +25,13 @@ from rasteret.io.backend import Backend
 from rasteret.loading import load
 from rasteret.options import check_option
 from rasteret.read.warp import transformer
-from rasteret.splits import DEFAULT_SPLITS, BlockSplit, block_split, nearest_other
+from rasteret.splits import (
+    DEFAULT_SPLITS,
+    BlockSplit,
+    block_split,
+    check_ratios,
+    nearest_other,
+)
 from rasteret.stats import mean_std, scenes_key, stored_records
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
@@ -124,6 +130,7 @@ class RasteretDataModule(L.LightningDataModule):
         check_option("split_by", split_by, (*SPLIT_KINDS, None))
         if split_by == "blocks":
             splits = dict(splits or DEFAULT_SPLITS)
+            check_ratios(splits)
             check_blocks(block_size, buffer, holdout_dates)
         elif block_size is not None or holdout_dates is not None:
             raise ConfigurationError('block_size= and holdout_dates= go with split_by="blocks"')

@@ -154,6 +154,8 @@ def test_blocks_options_are_checked(mosaic):
         datamodule(mosaic)
     with pytest.raises(ConfigurationError, match="buffer"):
         datamodule(mosaic, block_size=500, buffer=-1)
+    with pytest.raises(ConfigurationError, match="positive number"):
+        datamodule(mosaic, block_size=500, splits={"train": 0.8, "val": "0.2"})
     with pytest.raises(ConfigurationError, match="split_by"):
         RasteretDataModule(mosaic, ["B02"], block_size=500)
     with pytest.raises(ConfigurationError, match="smaller block_size"):
