@@ -625,7 +625,7 @@ class Collection:
 
     def band_stats(self, bands: Sequence[str], by: str | None = None, *,
                    backend: Backend | None = None, refresh: bool = False,
-                   exact: bool = False) -> pd.DataFrame:
+                   exact: bool = False, progress: bool = True) -> pd.DataFrame:
         """Per-band mean, std, min, max and 1st/2nd/98th/99th percentiles of the
         stored values, nodata excluded, from each COG's smallest overview.
 
@@ -644,6 +644,7 @@ class Collection:
             refresh: Read the files even when statistics are stored.
             exact: Read every file at full resolution (exact statistics, at the cost
                 of every tile; memory stays small for integers of up to 16 bits).
+            progress: Show a bar counting files read (after a moment).
 
         Returns:
             One row per band (per group and band with ``by``, the group in a column
@@ -674,7 +675,8 @@ class Collection:
             return stats_frame(stored, by)
         groups = self.column(by).to_pylist() if by is not None else [None] * len(self)
         records = band_statistics({band: self.band_views(band) for band in bands}, groups,
-                                  backend=backend_for_collection(self, backend), exact=exact)
+                                  backend=backend_for_collection(self, backend), exact=exact,
+                                  progress=progress)
         store_records(self.manifest, records, by, scenes)
         return stats_frame(records, by)
 

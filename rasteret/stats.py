@@ -34,6 +34,7 @@ from rasteret.errors import ConfigurationError
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
+from rasteret.progress import ProgressBar, progress_bar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,8 +187,8 @@ async def read_summary_level(view: BandView, backend: Backend,
 
 def band_statistics(views: Mapping[str, Sequence[BandView | None]],
                     groups: Sequence[Any], *, backend: Backend,
-                    stats: FetchStats | None = None, exact: bool = False
-                    ) -> list[dict[str, Any]]:
+                    stats: FetchStats | None = None, exact: bool = False,
+                    progress: bool = True) -> list[dict[str, Any]]:
     """Statistics of each band (and group) from each file's smallest overview.
 
     Args:
@@ -197,6 +198,8 @@ def band_statistics(views: Mapping[str, Sequence[BandView | None]],
         stats: Optional counter of requests and bytes.
         exact: Read every file at full resolution instead (exact statistics, at the
             cost of every tile of every file).
+        progress: Show a bar counting files (after a moment; see
+            :mod:`rasteret.progress`).
 
     Returns:
         One record per band and group (bands in ``views``' order, groups in order of
@@ -212,7 +215,13 @@ def band_statistics(views: Mapping[str, Sequence[BandView | None]],
         if len(band_views) != len(groups):
             raise ConfigurationError(
                 f"{len(groups)} group values for {len(band_views)} scenes of band {band!r}")
-    summaries = run_sync(_summarise(views, groups, backend, stats, exact))
+    files = sum(view is not None for band_views in views.values() for view in band_views)
+    bar = progress_bar(total=files, desc="Band statistics", unit="file", progress=progress,
+                       delayed=True)
+    try:
+        summaries = run_sync(_summarise(views, groups, backend, stats, exact, bar))
+    finally:
+        bar.close()
     records = []
     for (band, group), summary in summaries.items():
         scale, offset = (next(iter(summary.scales)) if len(summary.scales) == 1
@@ -224,8 +233,8 @@ def band_statistics(views: Mapping[str, Sequence[BandView | None]],
 
 
 async def _summarise(views: Mapping[str, Sequence[BandView | None]], groups: Sequence[Any],
-                     backend: Backend, stats: FetchStats | None, exact: bool
-                     ) -> dict[tuple[str, Any], Summary]:
+                     backend: Backend, stats: FetchStats | None, exact: bool,
+                     bar: ProgressBar) -> dict[tuple[str, Any], Summary]:
     summaries: dict[tuple[str, Any], Summary] = {}
     for band, band_views in views.items():
         for group, view in zip(groups, band_views):
@@ -238,6 +247,7 @@ async def _summarise(views: Mapping[str, Sequence[BandView | None]], groups: Seq
             valid, full = await read_summary_level(view, backend, stats, exact=exact)
         summaries[(band, group)].add(valid, full_resolution=full, scale=view.scale,
                                      offset=view.offset)
+        bar.update(1)
 
     await asyncio.gather(*(one(band, group, view) for band, band_views in views.items()
                            for group, view in zip(groups, band_views) if view is not None))
