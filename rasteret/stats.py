@@ -9,8 +9,10 @@ one merged range), and the full resolution only of files without overviews.
 
 Integers of up to 16 bits are summarised in exact histograms as they arrive (memory
 stays at one histogram per band and group, whatever the number of files), so the
-mean, standard deviation, extremes and percentiles equal NumPy's on the same pixels;
-other types keep their valid pixels and give NumPy's own numbers. Statistics are of
+mean, standard deviation, extremes and percentiles equal NumPy's on the same pixels.
+Other types get exact moments and extremes, and percentiles of their values, exact up
+to :data:`MAX_KEPT_VALUES` values per band and group, else of a regular sample of
+them (memory stays bounded). Statistics are of
 the stored values; each record carries the group's scale and offset (when its files
 share one) to turn them into physical values.
 
@@ -47,12 +49,64 @@ STATISTICS = ("count", "mean", "std", "min", "max", *(f"p{q}" for q in PERCENTIL
 FILES_IN_FLIGHT = 16
 #: The manifest key the records are stored under.
 MANIFEST_KEY = "band_stats"
+#: Values (not in a histogram) kept per band and group for the percentiles; beyond,
+#: every other kept value is dropped (a regular sample, about 128 MB at most).
+MAX_KEPT_VALUES = 1 << 24
+
+
+class ValueSample:
+    """Values summarised as they arrive: exact count, mean, variance (Chan's
+    pairwise update), minimum and maximum, and the values themselves for the
+    percentiles, thinned to a regular sample (every ``stride``-th value of each
+    batch) once more than :data:`MAX_KEPT_VALUES` are kept.
+
+    Attributes:
+        count: Values added.
+        stride: Every how many values one is kept (1: all; percentiles are exact).
+    """
+
+    def __init__(self, cap: int = MAX_KEPT_VALUES) -> None:
+        self.cap = cap
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.kept: list[np.ndarray] = []
+        self.stride = 1
+
+    def add(self, values: np.ndarray) -> None:
+        """Add a 1-D array of values."""
+        if not len(values):
+            return
+        values = values.astype(np.float64, copy=False)
+        n, mean = len(values), float(np.mean(values))
+        m2 = float(np.sum((values - mean) ** 2))
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.low = min(self.low, float(np.min(values)))
+        self.high = max(self.high, float(np.max(values)))
+        self.kept.append(values[::self.stride])
+        while sum(len(k) for k in self.kept) > self.cap:
+            self.stride *= 2
+            self.kept = [k[::2] for k in self.kept]
+
+    def statistics(self) -> dict[str, float]:
+        """The statistics of the values added (see :data:`STATISTICS`)."""
+        if not self.count:
+            return {name: (0 if name == "count" else math.nan) for name in STATISTICS}
+        qs = np.percentile(np.concatenate(self.kept), PERCENTILES)
+        return {"count": self.count, "mean": self.mean,
+                "std": math.sqrt(self.m2 / self.count), "min": self.low, "max": self.high,
+                **{f"p{q}": float(v) for q, v in zip(PERCENTILES, qs)}}
 
 
 class Summary:
     """The valid pixels of one band of one group, summarised as files arrive: an
-    exact histogram while every file holds integers of up to 16 bits, else the
-    values themselves.
+    exact histogram while every file holds integers of up to 16 bits, else a
+    :class:`ValueSample`.
 
     Attributes:
         files: Files summarised.
@@ -63,7 +117,7 @@ class Summary:
     def __init__(self) -> None:
         self.histogram: np.ndarray | None = None
         self.shift = 0  # histogram index = value + shift
-        self.values: list[np.ndarray] = []
+        self.values: ValueSample | None = None
         self.files = 0
         self.full_resolution = 0
         self.scales: set[tuple[float, float]] = set()
@@ -75,30 +129,25 @@ class Summary:
         self.full_resolution += int(full_resolution)
         self.scales.add((float(scale), float(offset)))
         shift = histogram_shift(valid.dtype)
-        if shift is not None and not self.values and (
+        if shift is not None and self.values is None and (
                 self.histogram is None or shift == self.shift):
             counts = histogram_of(valid, shift)
             self.histogram = counts if self.histogram is None else self.histogram + counts
             self.shift = shift
             return
-        if self.histogram is not None:  # a file of another type: keep values instead
-            self.values.append(values_of(self.histogram, self.shift))
-            self.histogram = None
-        self.values.append(valid.astype(np.float64, copy=False))
+        if self.values is None:  # a file of another type: values from now on
+            self.values = ValueSample()
+            if self.histogram is not None:
+                self.values.add(values_of(self.histogram, self.shift))
+                self.histogram = None
+        self.values.add(valid)
 
     def statistics(self) -> dict[str, float]:
         """``count``, ``mean``, ``std`` (population), ``min``, ``max`` and the
         percentiles; NaN (count 0) without a valid pixel."""
         if self.histogram is not None:
             return histogram_statistics(self.histogram, self.shift)
-        values = np.concatenate(self.values) if self.values else np.zeros(0)
-        if not len(values):
-            return {name: (0 if name == "count" else math.nan) for name in STATISTICS}
-        qs = np.percentile(values, PERCENTILES)
-        return {"count": int(len(values)), "mean": float(np.mean(values)),
-                "std": float(np.std(values)), "min": float(np.min(values)),
-                "max": float(np.max(values)),
-                **{f"p{q}": float(v) for q, v in zip(PERCENTILES, qs)}}
+        return (self.values or ValueSample()).statistics()
 
 
 def histogram_shift(dtype: np.dtype) -> int | None:

@@ -19,6 +19,8 @@ from rasteret.errors import ConfigurationError
 from rasteret.stats import (
     PERCENTILES,
     STATISTICS,
+    Summary,
+    ValueSample,
     histogram_of,
     histogram_shift,
     histogram_statistics,
@@ -203,3 +205,38 @@ def test_nodata_is_excluded_only_where_the_type_can_hold_it():
     floats = np.array([np.nan, -9999.0, 1.5], np.float32)
     assert valid_pixels(floats, -9999).tolist() == [1.5]
     assert valid_pixels(floats, None).tolist() == [-9999.0, 1.5]  # NaN only
+
+
+def test_value_samples_give_numpys_statistics_and_stay_bounded():
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(300, 50, size).astype(np.float32) for size in (1, 1000, 4321)]
+    sample = ValueSample()
+    for batch in batches:
+        sample.add(valid_pixels(batch, None))
+    expected = numpy_statistics(np.concatenate(batches))
+    got = sample.statistics()
+    for name in STATISTICS:
+        assert got[name] == pytest.approx(expected[name], rel=1e-12), name
+    # Past the cap, the moments and extremes stay exact; percentiles come from a sample.
+    small = ValueSample(cap=500)
+    for batch in batches:
+        small.add(batch)
+    thinned = small.statistics()
+    assert small.stride == 16 and sum(len(k) for k in small.kept) <= 500
+    for name in ("count", "mean", "std", "min", "max"):
+        assert thinned[name] == pytest.approx(expected[name], rel=1e-12), name
+    for q in PERCENTILES:
+        assert thinned[f"p{q}"] == pytest.approx(expected[f"p{q}"], rel=0.05)
+
+
+def test_a_band_mixing_integer_and_float_files_gives_the_statistics_of_all():
+    ints = np.array([1, 2, 3, 3], np.uint16)
+    floats = np.array([2.5, 10.0], np.float32)
+    summary = Summary()
+    summary.add(ints, full_resolution=False, scale=1.0, offset=0.0)
+    summary.add(floats, full_resolution=True, scale=2.0, offset=0.0)
+    got = summary.statistics()
+    expected = numpy_statistics(np.concatenate([ints, floats]))
+    for name in STATISTICS:
+        assert got[name] == pytest.approx(expected[name], rel=1e-12), name
+    assert summary.files == 2 and summary.full_resolution == 1 and len(summary.scales) == 2
