@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
 from rasteret.progress import ProgressBar, progress_bar
+from rasteret.read.cog import CogFile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +49,10 @@ PERCENTILES = (1, 2, 98, 99)
 STATISTICS = ("count", "mean", "std", "min", "max", *(f"p{q}" for q in PERCENTILES))
 #: Files read at once (each holds its decoded level in memory until summarised).
 FILES_IN_FLIGHT = 16
+#: A level larger than this once decoded (a full resolution, mostly) is read with at
+#: most :data:`LARGE_IN_FLIGHT` others, so memory stays near a few levels.
+LARGE_LEVEL_BYTES = 64 * 1024 * 1024
+LARGE_IN_FLIGHT = 2
 #: The manifest key the records are stored under.
 MANIFEST_KEY = "band_stats"
 #: Values (not in a histogram) kept per band and group for the percentiles; beyond,
@@ -121,26 +127,28 @@ class Summary:
         self.files = 0
         self.full_resolution = 0
         self.scales: set[tuple[float, float]] = set()
+        self.lock = threading.Lock()  # files of one summary are added from threads
 
     def add(self, valid: np.ndarray, *, full_resolution: bool, scale: float,
             offset: float) -> None:
-        """Add one file's valid pixels (a 1-D array)."""
-        self.files += 1
-        self.full_resolution += int(full_resolution)
-        self.scales.add((float(scale), float(offset)))
-        shift = histogram_shift(valid.dtype)
-        if shift is not None and self.values is None and (
-                self.histogram is None or shift == self.shift):
-            counts = histogram_of(valid, shift)
-            self.histogram = counts if self.histogram is None else self.histogram + counts
-            self.shift = shift
-            return
-        if self.values is None:  # a file of another type: values from now on
-            self.values = ValueSample()
-            if self.histogram is not None:
-                self.values.add(values_of(self.histogram, self.shift))
-                self.histogram = None
-        self.values.add(valid)
+        """Add one file's valid pixels (a 1-D array); thread-safe."""
+        with self.lock:
+            self.files += 1
+            self.full_resolution += int(full_resolution)
+            self.scales.add((float(scale), float(offset)))
+            shift = histogram_shift(valid.dtype)
+            if shift is not None and self.values is None and (
+                    self.histogram is None or shift == self.shift):
+                counts = histogram_of(valid, shift)
+                self.histogram = counts if self.histogram is None else self.histogram + counts
+                self.shift = shift
+                return
+            if self.values is None:  # a file of another type: values from now on
+                self.values = ValueSample()
+                if self.histogram is not None:
+                    self.values.add(values_of(self.histogram, self.shift))
+                    self.histogram = None
+            self.values.add(valid)
 
     def statistics(self) -> dict[str, float]:
         """``count``, ``mean``, ``std`` (population), ``min``, ``max`` and the
@@ -220,18 +228,32 @@ def representable(value: float, dtype: np.dtype) -> bool:
     return math.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max
 
 
-async def read_summary_level(view: BandView, backend: Backend,
-                             stats: FetchStats | None = None, *, exact: bool = False
-                             ) -> tuple[np.ndarray, bool]:
-    """The valid pixels of ``view``'s smallest overview (its full resolution when
-    the file has none, or with ``exact``), and whether that was the full resolution.
-    One merged request for a COG's overview; no header request (the header is the
-    stored one)."""
+def summary_level(cog: CogFile, *, exact: bool = False) -> int | None:
+    """The level statistics read from ``cog``: its smallest overview (an index into
+    :attr:`~rasteret.read.cog.CogFile.overviews`), or None (full resolution) when it
+    has none or with ``exact``."""
+    return len(cog.overviews) - 1 if cog.overviews and not exact else None
+
+
+async def add_file(summary: Summary, view: BandView, backend: Backend, *,
+                   limits: tuple[asyncio.Semaphore, asyncio.Semaphore],
+                   stats: FetchStats | None = None, exact: bool = False) -> None:
+    """Read ``view``'s :func:`summary_level` and add its valid pixels to ``summary``:
+    one merged request for a COG's overview, no header request (the header is the
+    stored one). ``limits`` bound the reads in flight: the first for small levels, the
+    second for levels over :data:`LARGE_LEVEL_BYTES` (decoded, each stays in memory
+    until summarised)."""
     cog = view.cog(backend)
-    overview = len(cog.overviews) - 1 if cog.overviews and not exact else None
-    data = await cog.read_async(overview=overview, bands=view.band_index, stats=stats)
-    valid = await asyncio.to_thread(valid_pixels, data[0], view.nodata)
-    return valid, overview is None
+    overview = summary_level(cog, exact=exact)
+    level = cog.level(overview)
+    size = level.width * level.height * level.dtype.itemsize
+    async with limits[1] if size > LARGE_LEVEL_BYTES else limits[0]:
+        data = await cog.read_async(overview=overview, bands=view.band_index, stats=stats)
+        # Off the event loop: a full-resolution level takes a while to summarise.
+        await asyncio.to_thread(
+            lambda: summary.add(valid_pixels(data[0], view.nodata),
+                                full_resolution=overview is None, scale=view.scale,
+                                offset=view.offset))
 
 
 def band_statistics(views: Mapping[str, Sequence[BandView | None]],
@@ -289,13 +311,11 @@ async def _summarise(views: Mapping[str, Sequence[BandView | None]], groups: Seq
         for group, view in zip(groups, band_views):
             if view is not None:
                 summaries.setdefault((band, group), Summary())
-    limit = asyncio.Semaphore(FILES_IN_FLIGHT)
+    limits = (asyncio.Semaphore(FILES_IN_FLIGHT), asyncio.Semaphore(LARGE_IN_FLIGHT))
 
     async def one(band: str, group: Any, view: BandView) -> None:
-        async with limit:
-            valid, full = await read_summary_level(view, backend, stats, exact=exact)
-        summaries[(band, group)].add(valid, full_resolution=full, scale=view.scale,
-                                     offset=view.offset)
+        await add_file(summaries[(band, group)], view, backend, limits=limits, stats=stats,
+                       exact=exact)
         bar.update(1)
 
     await asyncio.gather(*(one(band, group, view) for band, band_views in views.items()
