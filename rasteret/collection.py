@@ -522,6 +522,63 @@ class Collection:
         self.check_bands([band])
         return band_grids(self._frame()[band])
 
+    def band_stats(self, bands: Sequence[str], by: str | None = None, *,
+                   backend: Backend | None = None, refresh: bool = False,
+                   exact: bool = False, progress: bool = True) -> pd.DataFrame:
+        """Per-band mean, std, min, max and 1st/2nd/98th/99th percentiles of the
+        stored values, nodata excluded, from each COG's smallest overview.
+
+        Reads one level per file and band: the smallest overview (one request per
+        asset and band), or the full resolution where a file has no overview. The
+        result is stored in :attr:`manifest` (it travels with :meth:`export`,
+        :func:`~rasteret.load` and the Arrow stream) and given back without a request
+        by the next call for the same bands, grouping and scenes (a subset computes
+        its own). See :mod:`rasteret.stats`.
+
+        Args:
+            bands: The bands.
+            by: A column to group scenes by (e.g. ``"platform"`` or Sentinel-2's
+                ``"s2:processing_baseline"``); None: one group.
+            backend: How to reach the files (default: the collection's CloudConfig).
+            refresh: Read the files even when statistics are stored.
+            exact: Read every file at full resolution (exact statistics, at the cost
+                of every tile; memory stays small for integers of up to 16 bits).
+            progress: Show a bar counting files read (after a moment).
+
+        Returns:
+            One row per band (per group and band with ``by``, the group in a column
+            named ``by``): ``count`` (valid pixels read), ``mean``, ``std``
+            (population), ``min``, ``max``, ``p1``, ``p2``, ``p98``, ``p99``,
+            ``files``, ``full_resolution`` (files without an overview), and the
+            ``scale`` and ``offset`` that turn them into physical values (NaN when the
+            group's files differ), and ``exact``.
+
+        Raises:
+            ConfigurationError: Unknown band or column.
+            BackendError: A file could not be read.
+        """
+        from rasteret.io.cloud_config import backend_for_collection
+        from rasteret.stats import (
+            band_statistics,
+            scenes_key,
+            stats_frame,
+            store_records,
+            stored_records,
+        )
+
+        bands = self.check_bands(list(bands))
+        scenes = scenes_key(self.column("id").to_pylist())
+        stored = None if refresh else stored_records(self.manifest, bands, by, scenes,
+                                                     exact=exact)
+        if stored is not None:
+            return stats_frame(stored, by)
+        groups = self.column(by).to_pylist() if by is not None else [None] * len(self)
+        records = band_statistics({band: self.band_views(band) for band in bands}, groups,
+                                  backend=backend_for_collection(self, backend), exact=exact,
+                                  progress=progress)
+        store_records(self.manifest, records, by, scenes)
+        return stats_frame(records, by)
+
     def band_view(self, row: int, band: str) -> BandView:
         """The typed view of one band of one scene.
 

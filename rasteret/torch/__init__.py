@@ -20,12 +20,13 @@ _forkserver.start_early()
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
-from rasteret.torch.samplers import TileAlignedSampler  # noqa: E402
+from rasteret.torch.samplers import RegionSampler, TileAlignedSampler  # noqa: E402
 
 __all__ = [
     "DistributedGeoSampler",
     "RasteretDataModule",
     "RasteretDataset",
+    "RegionSampler",
     "TileAlignedSampler",
     "dataloader",
 ]

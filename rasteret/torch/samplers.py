@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterator
-from typing import Any, Literal, get_args
+from collections.abc import Iterator, Sized
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pandas as pd
 import shapely
+from torch.utils.data import Sampler
 from torchgeo.samplers import GeoSampler
 
 from rasteret.band import crs_of
@@ -269,6 +270,15 @@ class TileAlignedSampler(GeoSampler):
         """Draw the chips of epoch ``epoch`` on the next pass (random mode)."""
         self.epoch = epoch
 
+    def chip_bounds(self) -> np.ndarray:
+        """Every chip this sampler can yield, on all ranks: an ``(n, 4)`` array of
+        ``minx, miny, maxx, maxy`` in the dataset's CRS (a random epoch draws from
+        these; a grid epoch yields this rank's share of them). Nothing is read."""
+        chips = self._chips if self._chips.explicit is not None else self._chips.materialized()
+        xres, yres = self.res
+        xmin, ymax = chips.xmin, chips.ymax
+        return np.column_stack([xmin, ymax - self.size * yres, xmin + self.size * xres, ymax])
+
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
         """Yield ``[xmin:xmax:xres, ymin:ymax:yres, t0:t1]`` slices of this rank's
         aligned chips, then advance the epoch."""
@@ -285,3 +295,49 @@ class TileAlignedSampler(GeoSampler):
     def __len__(self) -> int:
         """Chips per epoch."""
         return self._length
+
+
+class RegionSampler(GeoSampler):
+    """The chips of another sampler that lie wholly inside a region.
+
+    TorchGeo's samplers take a region of interest but do not keep their chips inside
+    it: ``GriddedPatchSampler`` yields every grid chip that meets the region, and
+    ``RandomPatchSampler`` snaps chips to the pixel grid after drawing them inside.
+    Wrapped, only chips inside ``region`` (boundary included) are yielded, which is
+    what a split needs to keep stages apart (see :mod:`rasteret.splits`). Give the
+    wrapped sampler the region as its ``roi`` too, so that it draws few chips the
+    wrapper drops (a random sampler drops none when its ``roi`` is the region shrunk
+    by one pixel).
+
+    Args:
+        sampler: The sampler whose chips are filtered (yielding ``x`` and ``y``
+            slices first).
+        region: Where chips may lie (dataset CRS).
+    """
+
+    def __init__(self, sampler: Sampler[Any], region: shapely.Geometry) -> None:
+        self.sampler = sampler
+        self.region = region
+        shapely.prepare(self.region)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch on to the wrapped sampler, if it takes one."""
+        inner = getattr(self.sampler, "set_epoch", None)
+        if callable(inner):
+            inner(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield the wrapped sampler's chips that lie inside the region."""
+        for index in self.sampler:
+            x, y = index[0], index[1]
+            if shapely.contains(self.region, shapely.box(x.start, y.start, x.stop, y.stop)):
+                yield index
+
+    def __len__(self) -> int:
+        """Chips per epoch: counted exactly for a sequential (grid) sampler, else the
+        wrapped sampler's length (an upper bound)."""
+        if getattr(self.sampler, "strategy", None) == "sequential":
+            if not hasattr(self, "_length"):
+                self._length = sum(1 for _ in self)
+            return self._length
+        return len(cast(Sized, self.sampler))
