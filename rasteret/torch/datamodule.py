@@ -60,6 +60,28 @@ Normalize = Literal["stats"]
 NORMALIZE: tuple[Normalize | None, ...] = (*get_args(Normalize), None)
 
 
+def checked_splits(split_by: SplitKind | None, splits: dict[str, Any] | None,
+                   block_size: float | None, buffer: float,
+                   holdout_dates: DateRange | None) -> dict[str, Any]:
+    """The stages' splits of a datamodule, checked (block splits default to
+    :data:`rasteret.splits.DEFAULT_SPLITS`).
+
+    Raises:
+        ConfigurationError: An unknown ``split_by``, no splits for it, ratios that do
+            not add up, or block options without ``split_by="blocks"``.
+    """
+    check_option("split_by", split_by, (*SPLIT_KINDS, None))
+    if split_by == "blocks":
+        splits = dict(splits or DEFAULT_SPLITS)
+        check_ratios(splits)
+        check_blocks(block_size, buffer, holdout_dates)
+    elif block_size is not None or holdout_dates is not None:
+        raise ConfigurationError('block_size= and holdout_dates= go with split_by="blocks"')
+    if split_by is not None and not splits:
+        raise ConfigurationError(f"split_by={split_by!r} needs splits={{stage: ...}}")
+    return dict(splits or {})
+
+
 class RasteretDataModule(L.LightningDataModule):
     """Train, validate and test on chips of a rasteret collection.
 
@@ -156,7 +178,7 @@ class RasteretDataModule(L.LightningDataModule):
         image_scale: float | None = None,
         block_size: float | None = None,
         buffer: float = 0.0,
-        holdout_dates: tuple[Any, Any] | None = None,
+        holdout_dates: DateRange | None = None,
         normalize: Normalize | None = None,
     ) -> None:
         super().__init__()
@@ -166,15 +188,7 @@ class RasteretDataModule(L.LightningDataModule):
                 'give image_scale= or normalize="stats", not both (the statistics are '
                 "of the stored values; normalising makes a scale irrelevant)")
         check_option("sampler", sampler, SAMPLERS)
-        check_option("split_by", split_by, (*SPLIT_KINDS, None))
-        if split_by == "blocks":
-            splits = dict(splits or DEFAULT_SPLITS)
-            check_ratios(splits)
-            check_blocks(block_size, buffer, holdout_dates)
-        elif block_size is not None or holdout_dates is not None:
-            raise ConfigurationError('block_size= and holdout_dates= go with split_by="blocks"')
-        if split_by is not None and not splits:
-            raise ConfigurationError(f"split_by={split_by!r} needs splits={{stage: ...}}")
+        splits = checked_splits(split_by, splits, block_size, buffer, holdout_dates)
         self.collection = collection
         self.bands = list(bands)
         self.mask_bands = list(mask_bands or [])
@@ -183,7 +197,7 @@ class RasteretDataModule(L.LightningDataModule):
         self.sampler = sampler
         self.length = length
         self.split_by = split_by
-        self.splits = dict(splits or {})
+        self.splits = splits
         self.split_column = split_column
         self.num_workers = num_workers
         self.multiprocessing_context = multiprocessing_context

@@ -29,7 +29,10 @@ def test_plain_pytorch_loop():
 
 
 def test_lightning_segmentation_task():
-    out = run("training_examples/lightning_segmentation.py", "--steps", "3", "--batch-size", "4")
+    # In-process loading: worker processes are run end to end by the plain loop above
+    # (and tests/rasteret_torch/test_torch.py); here they would only add their start-up.
+    out = run("training_examples/lightning_segmentation.py", "--steps", "3", "--batch-size", "4",
+              "--workers", "0")
     assert "train_loss" in out.stdout
 
 
@@ -51,5 +54,6 @@ def test_lightning_cli_config(tmp_path):
     run("training_examples/cli.py", "fit", "--config", "configs/segmentation.yaml",
         "--data.workspace_dir", str(tmp_path / "ws"), "--trainer.max_steps", "2",
         "--data.length", "8", "--data.batch_size", "4", "--trainer.limit_val_batches", "1",
+        "--data.num_workers", "0",
         "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.default_root_dir", str(tmp_path / "runs"))
