@@ -33,6 +33,13 @@ from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import TileAlignedSampler
+from rasteret.torch.timeseries import (
+    GroupBy,
+    Layout,
+    SeriesSampler,
+    TimeSelect,
+    time_series_of,
+)
 
 #: How training chips are drawn: tile-aligned, TorchGeo's random or gridded patches.
 SamplerName = Literal["tile_aligned", "random", "grid"]
@@ -84,6 +91,18 @@ class RasteretDataModule(L.LightningDataModule):
             the collection before any split.
         image_scale: Multiply images by this after each batch reaches the device (e.g.
             ``1e-4`` for Sentinel-2 reflectance); images become float32.
+        time_steps: Time steps per sample (with ``time_series=True``): batches are
+            ``[B, T, C, H, W]`` (see :class:`RasteretDataset`).
+        time_select: Which steps ``time_steps`` keeps: ``"even"``, ``"latest"``,
+            ``"earliest"`` or ``"least_cloudy"``.
+        time_bins: A pandas frequency (e.g. ``"1MS"``): one mosaicked step per bin.
+        group_by: ``"scene"`` or ``"day"`` (scenes of one solar day are one step).
+        layout: ``"TCHW"`` or ``"CTHW"`` (batches ``[B, C, T, H, W]``).
+
+    With ``time_steps`` or ``time_bins`` every chip takes the stage's whole time
+    range: the tile-aligned sampler yields each location once, and TorchGeo's
+    samplers are wrapped in :class:`~rasteret.torch.timeseries.SeriesSampler` (a grid
+    keeps each location once).
     """
 
     def __init__(
@@ -118,6 +137,11 @@ class RasteretDataModule(L.LightningDataModule):
         on_error: OnError = "raise",
         validate: bool = True,
         image_scale: float | None = None,
+        time_steps: int | None = None,
+        time_select: TimeSelect = "even",
+        time_bins: str | None = None,
+        group_by: GroupBy = "scene",
+        layout: Layout = "TCHW",
     ) -> None:
         super().__init__()
         check_option("sampler", sampler, SAMPLERS)
@@ -148,6 +172,14 @@ class RasteretDataModule(L.LightningDataModule):
             apply_scale=apply_scale, masked=masked, date_range=date_range,
             on_error=on_error, validate=validate)
         self.image_scale = image_scale
+        # Checked here (bad values raise before setup), kept for every stage's dataset.
+        time_series_of(time_series, steps=time_steps, select=time_select, bins=time_bins,
+                       group_by=group_by, layout=layout)
+        self.time_steps = time_steps
+        self.time_select = time_select
+        self.time_bins = time_bins
+        self.group_by = group_by
+        self.layout = layout
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
 
@@ -207,6 +239,11 @@ class RasteretDataModule(L.LightningDataModule):
                 cache_bytes=self.cache_bytes,
                 cache_dir=self.cache_dir,
                 options=self.options,
+                time_steps=self.time_steps,
+                time_select=self.time_select,
+                time_bins=self.time_bins,
+                group_by=self.group_by,
+                layout=self.layout,
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
@@ -231,10 +268,21 @@ class RasteretDataModule(L.LightningDataModule):
                     'sampler="random" under DDP needs seed= (the same on every rank) so the '
                     "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
             length = self.length * world_size if self.length else None
-            return shared(RandomPatchSampler(
+            return shared(self._over_time(dataset, RandomPatchSampler(
                 dataset, size=self.chip_size, length=length, roi=roi, generator=self.seed
-            ))
-        return shared(GriddedPatchSampler(dataset, size=self.chip_size, roi=roi))
+            ), unique=False))
+        return shared(self._over_time(dataset, GriddedPatchSampler(
+            dataset, size=self.chip_size, roi=roi)))
+
+    # -- time series (issue 21, item 1) ------------------------------------------------
+    def _over_time(self, dataset: RasteretDataset, sampler: Sampler[Any], *,
+                   unique: bool = True) -> Sampler[Any]:
+        """TorchGeo's ``sampler``, its chips given the stage's whole time range when
+        the samples are time series that batch (``time_steps`` or ``time_bins``)."""
+        if dataset.series is None or not dataset.series.fixed:
+            return sampler
+        window = dataset.bounds[2]
+        return SeriesSampler(sampler, (window.start, window.stop), unique=unique)
 
     def _loader(self, name: str) -> DataLoader[Any]:
         if name not in self.datasets:
