@@ -63,7 +63,6 @@ from rasteret.torch.timeseries import (
     Layout,
     Steps,
     TimeSelect,
-    TimeSeries,
     arrange_steps,
     plan_steps,
     shown_step,
@@ -117,8 +116,8 @@ _ENTRY = np.dtype([("minx", "<f8"), ("miny", "<f8"), ("maxx", "<f8"), ("maxy", "
 _KEY = np.dtype([("stamp", "<i8"), ("cloud", "<f8"), ("lon", "<f8")])
 
 
-def overlapping(bounds: np.ndarray | Mapping[str, np.ndarray], x: slice, y: slice, *, strict: bool = False
-                ) -> np.ndarray:
+def overlapping(bounds: np.ndarray | Mapping[str, np.ndarray], x: slice, y: slice, *,
+                strict: bool = False) -> np.ndarray:
     """Which of ``bounds`` (fields ``minx``, ``miny``, ``maxx``, ``maxy``) intersect
     the box ``x``, ``y``; ``strict``: share an area with it (not only an edge)."""
     if strict:
@@ -648,12 +647,13 @@ class RasteretDataset(GeoDataset):
             # A worker: the same selection on the memory-mapped index arrays.
             assert self._index_file is not None
             found = self._index_file.select(x, y, t, strict=strict)
+        # Unless strict, scenes that only touch the slice are kept, as TorchGeo does:
+        # reading them costs no request (no tile is covered) and yields nodata.
         return self._ordered(found, chronological=self.time_series)
 
     def _ordered(self, found: np.ndarray, *, chronological: bool = False) -> list[int]:
-        """``found`` rows in reading order: oldest first, else by ``mosaic_order``."""
-        # Scenes that only touch the slice are kept, as TorchGeo does: reading them
-        # costs no request (no tile is covered) and yields nodata. Sorts are stable.
+        """``found`` rows in reading order: oldest first, else by ``mosaic_order``
+        (stable sorts)."""
         if chronological or self.mosaic_order == "earliest":
             order = np.argsort(self._stamps[found], kind="stable")
         elif self.mosaic_order == "latest":

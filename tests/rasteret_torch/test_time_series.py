@@ -283,3 +283,21 @@ def test_the_datamodule_batches_time_series(collection, sampler):
     assert batch["image"].shape == (4, 2, 3, CHIP, CHIP)
     assert batch["dates"].shape == batch["time_mask"].shape == (4, 3)
     assert len(module.val_dataloader()) == 2  # 8 chips, each location once
+
+
+def test_a_pickled_dataset_reads_the_same_steps_as_a_worker_would(collection):
+    import pickle
+
+    dataset = collection.to_torchgeo_dataset(BANDS, time_series=True, group_by="day",
+                                             time_steps=3, time_select="earliest")
+    across = _box(SIZE - CHIP // 2, 16)
+    here = dataset[_query(across)]
+    # A worker selects scenes from the memory-mapped index, longitudes included.
+    worker = pickle.loads(pickle.dumps(dataset))
+    there = worker[_query(across)]
+    assert there["dates"].tolist() == here["dates"].tolist() == [
+        STAMP["a1"], STAMP["b1"], STAMP["a3"]]
+    np.testing.assert_array_equal(there["image"].numpy(), here["image"].numpy())
+    # On an edge, a step is not spent on a scene that only touches the chip.
+    edge = worker[_query(_box(SIZE, 0))]
+    assert edge["dates"].tolist() == [STAMP["b1"], STAMP["b2"], NAT]
