@@ -133,8 +133,14 @@ def _series_chips(chips: _Chips, dataset: RasteretDataset,
                   time_range: tuple[Any, Any] | None) -> _Chips:
     """The chips of a time series dataset whose samples batch (``time_steps`` or
     ``time_bins``): each location once, with one time window (``time_range``, else the
-    dataset's), so every chip's time steps come from the same slice."""
-    chips = chips.materialized()
+    dataset's), so every chip's time steps come from the same slice. Scenes on one
+    grid (a tile's revisits) have the same chips: one scene per grid is listed."""
+    grid = np.column_stack([chips.layout_of, *(chips.terms[k] for k in ("a", "c", "e", "f"))])
+    _, first = np.unique(grid, axis=0, return_index=True)
+    first = np.sort(first)
+    chips = _Chips(chips.layouts, chips.layout_of[first], chips.counts[first],
+                   {k: v[first] for k, v in chips.terms.items()}, chips.t0[first],
+                   chips.t1[first]).materialized()
     if time_range is None:
         window = dataset.bounds[2]
         time_range = (window.start, window.stop)

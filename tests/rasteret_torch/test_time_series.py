@@ -301,3 +301,49 @@ def test_a_pickled_dataset_reads_the_same_steps_as_a_worker_would(collection):
     # On an edge, a step is not spent on a scene that only touches the chip.
     edge = worker[_query(_box(SIZE, 0))]
     assert edge["dates"].tolist() == [STAMP["b1"], STAMP["b2"], NAT]
+
+
+@pytest.fixture(scope="module")
+def two_zones(tmp_path_factory):
+    """One day's pass over the border of two UTM zones: footprint A in 33N, and a
+    scene in 34N covering footprint B (reprojected by the read core)."""
+    from pyproj import Transformer
+
+    root = tmp_path_factory.mktemp("zones")
+    rng = np.random.default_rng(22)
+    to_34 = Transformer.from_crs(EPSG, 32634, always_xy=True)
+    xs, ys = to_34.transform([LEFT + SIZE * RES, LEFT + 2 * SIZE * RES] * 2,
+                             [TOP, TOP, TOP - SIZE * RES, TOP - SIZE * RES])
+    rows = []
+    for name, epsg, left, top, size, minute in (
+            ("z33", EPSG, LEFT, TOP, SIZE, 0),
+            ("z34", 32634, min(xs) - 8 * RES, max(ys) + 8 * RES, SIZE + 16, 1)):
+        row = {"id": name, "datetime": dt.datetime(2024, 5, 20, 10, minute, tzinfo=UTC)}
+        for band in BANDS:
+            path = root / f"{name}_{band}.tif"
+            profile = {"driver": "GTiff", "width": size, "height": size, "count": 1,
+                       "dtype": "uint16", "crs": f"EPSG:{epsg}", "nodata": 0,
+                       "transform": from_origin(left, top, RES, RES), "tiled": True,
+                       "blockxsize": TILE, "blockysize": TILE, "compress": "deflate"}
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(rng.integers(1, 5000, (size, size), dtype=np.uint16), 1)
+            row[band] = str(path)
+        rows.append(row)
+    return rasteret.build_from_table(
+        pa.Table.from_pylist(rows), name="zones", href_columns=BANDS,
+        workspace_dir=tmp_path_factory.mktemp("ws-zones"), progress=False)
+
+
+def test_group_by_day_mosaics_two_utm_zones_into_one_step(two_zones):
+    across = _box(SIZE - CHIP // 2, 16)
+    grid = {"target_crs": EPSG, "resolution": RES}
+    dataset = two_zones.to_torchgeo_dataset(BANDS, time_series=True, group_by="day",
+                                            time_steps=2, **grid)
+    sample = dataset[_query(across)]
+    assert sample["time_mask"].tolist() == [True, False]
+    z33, z34 = two_zones.get_numpy(across, BANDS, geometry_crs=EPSG, progress=False, **grid)
+    # The latest scene first (mosaic_order), the other where it has no pixel.
+    expected = _first_valid(z34, z33)
+    np.testing.assert_array_equal(sample["image"][0].numpy(), expected)
+    assert (z33[..., :16] != 0).all() and (z34[..., 16:] != 0).all()
+    assert (expected != 0).all()
