@@ -790,7 +790,9 @@ class RasteretDataset(GeoDataset):
 
     async def _sample_async(self, index: GeoSlice) -> Sample:
         grid, x, y, t = self._grid(index)
-        rows = self._scenes(x, y, t)
+        # Time steps that batch are not spent on scenes that only touch the chip's edge.
+        fixed = self.series is not None and self.series.fixed
+        rows = (self._scenes(x, y, t, strict=True) if fixed else []) or self._scenes(x, y, t)
         if not rows:
             raise IndexError(
                 f"index: {index} not found in dataset with bounds: {self.bounds}"
@@ -802,8 +804,6 @@ class RasteretDataset(GeoDataset):
         if self.series is None:
             data = await self._read(rows, grid)
         else:
-            # Steps of scenes that share an area with the chip (not only an edge).
-            rows = (self._scenes(x, y, t, strict=True) if self.series.fixed else []) or rows
             data, dates, read = await self._read_series(rows, t, grid)
             sample["dates"] = torch.from_numpy(dates)
             sample["time_mask"] = torch.from_numpy(read)
