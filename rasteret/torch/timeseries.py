@@ -175,7 +175,9 @@ def _bins(freq: str, start: int, stop: int, times: np.ndarray) -> tuple[np.ndarr
     """The labels (ns) of the ``freq`` bins from ``start``'s to ``stop``'s, and the bin
     of each of ``times``. The bins are anchored as pandas ``resample`` anchors them on a
     series starting at ``start``, so every query of one slice has the same bins."""
-    index = pd.DatetimeIndex(np.concatenate([[start, stop], times]).astype("datetime64[ns]"))
+    # A scene whose interval only overlaps the slice counts in the bin of its edge.
+    inside = np.clip(times, start, stop)
+    index = pd.DatetimeIndex(np.concatenate([[start, stop], inside]).astype("datetime64[ns]"))
     series = pd.Series(np.arange(len(index)), index=index).sort_index(kind="stable")
     labels = series.resample(freq).size().index.as_unit("ns").asi8
     numbers = series.groupby(pd.Grouper(freq=freq)).ngroup()

@@ -347,3 +347,28 @@ def test_group_by_day_mosaics_two_utm_zones_into_one_step(two_zones):
     np.testing.assert_array_equal(sample["image"][0].numpy(), expected)
     assert (z33[..., :16] != 0).all() and (z34[..., 16:] != 0).all()
     assert (expected != 0).all()
+
+
+def test_plan_steps_on_its_own():
+    from rasteret.torch.timeseries import plan_steps
+
+    day = 86_400 * 10**9
+    stamps = np.array([0, 1, 2, 10, 30, 31], dtype=np.int64) * day
+    clouds = np.array([90.0, 10.0, 50.0, 100.0, 0.0, 20.0])
+    lon = np.full(6, np.nan)
+    common = {"stamps": stamps, "clouds": clouds, "longitudes": lon, "start": 0,
+              "stop": 40 * day, "mosaic": lambda rows: [int(r) for r in rows[::-1]]}
+    rows = [5, 3, 0, 1, 2, 4]  # any order: steps are in time order
+    even = plan_steps(TimeSeries(steps=4, select="even"), rows, **common)
+    # Targets at days 5, 15, 25 and 35: nearest 2 (or 10), 10, 30, 31 -- each once.
+    assert even.slots == [[2], [3], [4], [5]]
+    cloudy = plan_steps(TimeSeries(steps=3, select="least_cloudy"), rows, **common)
+    assert cloudy.slots == [[1], [4], [5]]
+    padded = plan_steps(TimeSeries(steps=8, select="latest"), rows, **common)
+    assert padded.slots[6:] == [[], []] and padded.mask.tolist() == [True] * 6 + [False] * 2
+    assert padded.dates.tolist()[6:] == [NAT, NAT]
+    # Ten-day bins from day 0: [0, 10), [10, 20), [20, 30), [30, 40), [40, 50).
+    binned = plan_steps(TimeSeries(bins="10D"), rows, **common)
+    assert binned.slots == [[2, 1, 0], [3], [], [5, 4], []]
+    assert binned.dates.tolist() == [0, 10 * day, NAT, 30 * day, NAT]
+    assert binned.mask.tolist() == [True, True, False, True, False]
