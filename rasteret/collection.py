@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from rasteret.points import PointValues
     from rasteret.torch.dataset import RasteretDataset
     from rasteret.torch.samplers import ChipMode
+    from rasteret.torch.timeseries import GroupBy, Layout, TimeSelect
 
 BBox = tuple[float, float, float, float]
 
@@ -747,11 +748,15 @@ class Collection:
         apply_scale: bool = False, masked: bool = False, clip: bool = True,
         date_range: DateRange | None = None, on_error: OnError = "raise",
         validate: bool = True,
+        time_steps: int | None = None, time_select: TimeSelect = "even",
+        time_bins: str | None = None, group_by: GroupBy = "scene", layout: Layout = "TCHW",
     ) -> RasteretDataset:
         """A TorchGeo ``GeoDataset`` reading ``bands`` of this collection (needs the
         ``torch`` extra). The read options are :class:`~rasteret.options.ReadOptions`
         (``resolution`` is TorchGeo's ``res``, which the dataset keeps as its
-        attribute); see :class:`rasteret.torch.RasteretDataset` for the rest."""
+        attribute); time series that batch take ``time_steps`` and ``time_select``, or
+        ``time_bins``, with ``group_by`` and ``layout``; see
+        :class:`rasteret.torch.RasteretDataset` for the rest."""
         from rasteret.torch.dataset import RasteretDataset  # upward; needs the torch extra
 
         read = read_options(
@@ -762,7 +767,8 @@ class Collection:
             self, bands, options=read, chip_size=chip_size, time_series=time_series,
             backend=backend, is_image=is_image, dtype=dtype, mosaic_order=mosaic_order,
             transforms=transforms, mask_bands=mask_bands, cache_bytes=cache_bytes,
-            cache_dir=cache_dir)
+            cache_dir=cache_dir, time_steps=time_steps, time_select=time_select,
+            time_bins=time_bins, group_by=group_by, layout=layout)
         return dataset
 
     def export_chips(

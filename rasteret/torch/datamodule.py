@@ -48,6 +48,14 @@ from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler
+from rasteret.torch.timeseries import (
+    GroupBy,
+    Layout,
+    SeriesSampler,
+    TimeSelect,
+    TimeSeries,
+    time_series_of,
+)
 
 #: How training chips are drawn: tile-aligned, TorchGeo's random or gridded patches.
 SamplerName = Literal["tile_aligned", "random", "grid"]
@@ -58,6 +66,19 @@ SPLIT_KINDS: tuple[SplitKind, ...] = get_args(SplitKind)
 #: How images are normalised on the device: from the band statistics, or not.
 Normalize = Literal["stats"]
 NORMALIZE: tuple[Normalize | None, ...] = (*get_args(Normalize), None)
+
+
+def check_normalize(normalize: Normalize | None, image_scale: float | None) -> None:
+    """Refuse an unknown ``normalize``, or one given with ``image_scale``.
+
+    Raises:
+        ConfigurationError: Naming the choices, or the two options.
+    """
+    check_option("normalize", normalize, NORMALIZE)
+    if normalize is not None and image_scale is not None:
+        raise ConfigurationError(
+            'give image_scale= or normalize="stats", not both (the statistics are '
+            "of the stored values; normalising makes a scale irrelevant)")
 
 
 def checked_splits(split_by: SplitKind | None, splits: dict[str, Any] | None,
@@ -142,6 +163,18 @@ class RasteretDataModule(L.LightningDataModule):
             statistics (:meth:`~rasteret.collection.Collection.band_stats`, stored ones
             when the collection has them, else computed on the training stage's
             scenes in ``setup``). :meth:`mean_std` gives the same numbers as lists.
+        time_steps: Time steps per sample (with ``time_series=True``): batches are
+            ``[B, T, C, H, W]`` (see :class:`RasteretDataset`).
+        time_select: Which steps ``time_steps`` keeps: ``"even"``, ``"latest"``,
+            ``"earliest"`` or ``"least_cloudy"``.
+        time_bins: A pandas frequency (e.g. ``"1MS"``): one mosaicked step per bin.
+        group_by: ``"scene"`` or ``"day"`` (scenes of one solar day are one step).
+        layout: ``"TCHW"`` or ``"CTHW"`` (batches ``[B, C, T, H, W]``).
+
+    With ``time_steps`` or ``time_bins`` every chip takes the stage's whole time
+    range: the tile-aligned sampler yields each location once, and TorchGeo's
+    samplers are wrapped in :class:`~rasteret.torch.timeseries.SeriesSampler` (a grid
+    keeps each location once).
     """
 
     def __init__(
@@ -180,13 +213,14 @@ class RasteretDataModule(L.LightningDataModule):
         buffer: float = 0.0,
         holdout_dates: DateRange | None = None,
         normalize: Normalize | None = None,
+        time_steps: int | None = None,
+        time_select: TimeSelect = "even",
+        time_bins: str | None = None,
+        group_by: GroupBy = "scene",
+        layout: Layout = "TCHW",
     ) -> None:
         super().__init__()
-        check_option("normalize", normalize, NORMALIZE)
-        if normalize is not None and image_scale is not None:
-            raise ConfigurationError(
-                'give image_scale= or normalize="stats", not both (the statistics are '
-                "of the stored values; normalising makes a scale irrelevant)")
+        check_normalize(normalize, image_scale)
         check_option("sampler", sampler, SAMPLERS)
         splits = checked_splits(split_by, splits, block_size, buffer, holdout_dates)
         self.collection = collection
@@ -213,11 +247,12 @@ class RasteretDataModule(L.LightningDataModule):
             apply_scale=apply_scale, masked=masked, date_range=date_range,
             on_error=on_error, validate=validate)
         self.image_scale = image_scale
-        self.block_size = block_size
-        self.buffer = buffer
-        self.holdout_dates = holdout_dates
+        self.block_size, self.buffer, self.holdout_dates = block_size, buffer, holdout_dates
         self.normalize = normalize
         self._mean_std: tuple[list[float], list[float]] | None = None
+        # Checked here (bad values raise before setup), kept for every stage's dataset.
+        self.series = time_series_of(time_series, steps=time_steps, select=time_select,
+                                     bins=time_bins, group_by=group_by, layout=layout)
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
         self._blocks: tuple[BlockSplit, Any] | None = None  # the split and its CRS
@@ -271,6 +306,7 @@ class RasteretDataModule(L.LightningDataModule):
             if self.split_by is not None and name not in self._stage_names():
                 continue
             subset = self._stage_collection(base, name)
+            series = self.series or TimeSeries()  # defaults: mosaics
             dataset = RasteretDataset(
                 subset,
                 self.bands,
@@ -282,6 +318,11 @@ class RasteretDataModule(L.LightningDataModule):
                 cache_bytes=self.cache_bytes,
                 cache_dir=self.cache_dir,
                 options=self._stage_options(base),
+                time_steps=series.steps,
+                time_select=series.select,
+                time_bins=series.bins,
+                group_by=series.group_by,
+                layout=series.layout,
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
@@ -308,12 +349,22 @@ class RasteretDataModule(L.LightningDataModule):
                     'sampler="random" under DDP needs seed= (the same on every rank) so the '
                     "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
             length = self.length * world_size if self.length else None
-            return shared(self._within(name, dataset, RandomPatchSampler(
+            return shared(self._over_time(dataset, self._within(name, dataset, RandomPatchSampler(
                 dataset, size=self.chip_size, length=length,
                 roi=self._random_roi(dataset, roi), generator=self.seed,
-            )))
-        return shared(self._within(name, dataset, GriddedPatchSampler(
-            dataset, size=self.chip_size, roi=roi)))
+            )), unique=False))
+        return shared(self._over_time(dataset, self._within(name, dataset, GriddedPatchSampler(
+            dataset, size=self.chip_size, roi=roi))))
+
+    # -- time series (issue 21, item 1) ------------------------------------------------
+    def _over_time(self, dataset: RasteretDataset, sampler: Sampler[Any], *,
+                   unique: bool = True) -> Sampler[Any]:
+        """TorchGeo's ``sampler``, its chips given the stage's whole time range when
+        the samples are time series that batch (``time_steps`` or ``time_bins``)."""
+        if dataset.series is None or not dataset.series.fixed:
+            return sampler
+        window = dataset.bounds[2]
+        return SeriesSampler(sampler, (window.start, window.stop), unique=unique)
 
     def _loader(self, name: str) -> DataLoader[Any]:
         if name not in self.datasets:
@@ -506,9 +557,12 @@ class RasteretDataModule(L.LightningDataModule):
         return self._mean_std
 
     def _normalized(self, image: torch.Tensor) -> torch.Tensor:
-        mean, std = (torch.tensor(v, dtype=torch.float32, device=image.device).view(-1, 1, 1)
+        # Channels are the third dimension from the end ([B, C, H, W], [B, T, C, H, W]),
+        # or the fourth with time series in "CTHW" layout ([B, C, T, H, W]).
+        cthw = self.series is not None and self.series.layout == "CTHW"
+        shape = (-1, 1, 1, 1) if cthw else (-1, 1, 1)
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=image.device).view(shape)
                      for v in self.mean_std())
-        # Channels are the third dimension from the end: [B, C, H, W] and [B, T, C, H, W].
         return (image.float() - mean) / std
 
     def train_dataloader(self) -> DataLoader[Any]:

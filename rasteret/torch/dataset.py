@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import geopandas as gpd
@@ -57,6 +57,17 @@ from rasteret.pixels import (
 from rasteret.read.cache import ChunkCaches
 from rasteret.read.cog import CogFile
 from rasteret.read.warp import GridSpec, transformer
+from rasteret.torch.timeseries import (
+    NAT,
+    GroupBy,
+    Layout,
+    Steps,
+    TimeSelect,
+    arrange_steps,
+    plan_steps,
+    shown_step,
+    time_series_of,
+)
 
 # Views (and their files) a process keeps of a lazily read collection: its memory does
 # not grow with the number of scenes an epoch visits.
@@ -102,7 +113,20 @@ def _squeeze_channel(tensor: torch.Tensor) -> torch.Tensor:
 # its collection row) and one sort key per collection row, as the files store them.
 _ENTRY = np.dtype([("minx", "<f8"), ("miny", "<f8"), ("maxx", "<f8"), ("maxy", "<f8"),
                    ("t0", "<i8"), ("t1", "<i8"), ("row", "<i8")])
-_KEY = np.dtype([("stamp", "<i8"), ("cloud", "<f8")])
+_KEY = np.dtype([("stamp", "<i8"), ("cloud", "<f8"), ("lon", "<f8")])
+
+
+def overlapping(bounds: np.ndarray | Mapping[str, np.ndarray], x: slice, y: slice, *,
+                strict: bool = False) -> np.ndarray:
+    """Which of ``bounds`` (fields ``minx``, ``miny``, ``maxx``, ``maxy``) intersect
+    the box ``x``, ``y``; ``strict``: share an area with it (not only an edge)."""
+    if strict:
+        shared: np.ndarray = ((bounds["minx"] < x.stop) & (bounds["maxx"] > x.start)
+                              & (bounds["miny"] < y.stop) & (bounds["maxy"] > y.start))
+        return shared
+    inside: np.ndarray = ((bounds["minx"] <= x.stop) & (bounds["maxx"] >= x.start)
+                          & (bounds["miny"] <= y.stop) & (bounds["maxy"] >= y.start))
+    return inside
 
 
 def _signature(frame: gpd.GeoDataFrame) -> tuple[Any, ...]:
@@ -136,8 +160,9 @@ class IndexFile:
 
     @classmethod
     def write(cls, frame: gpd.GeoDataFrame, stamps: np.ndarray,
-              cloud: np.ndarray) -> IndexFile:
-        """Write ``frame`` (the index) and the per-row sort keys to a new folder."""
+              cloud: np.ndarray, longitudes: np.ndarray) -> IndexFile:
+        """Write ``frame`` (the index) and the per-row sort keys (time, cloud cover,
+        footprint longitude) to a new folder."""
         import shutil
         import tempfile
         import weakref
@@ -152,7 +177,7 @@ class IndexFile:
         entries["row"] = frame["row"].to_numpy(np.int64)
         entries.tofile(os.path.join(folder, "index.bin"))
         keys = np.empty(len(stamps), _KEY)
-        keys["stamp"], keys["cloud"] = stamps, cloud
+        keys["stamp"], keys["cloud"], keys["lon"] = stamps, cloud, longitudes
         keys.tofile(os.path.join(folder, "keys.bin"))
         index = cls(folder, len(frame), len(stamps), _signature(frame))
         weakref.finalize(index, shutil.rmtree, folder, True)
@@ -177,23 +202,23 @@ class IndexFile:
             self._entries = self._map("index.bin", _ENTRY, self.length)
         return self._entries
 
-    def keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """The per-row sort keys: time stamps (ns) and cloud cover (memory-mapped)."""
+    def keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-row sort keys: time stamps (ns), cloud cover and footprint longitude
+        (memory-mapped)."""
         keys = self._map("keys.bin", _KEY, self.rows)
-        return keys["stamp"], keys["cloud"]
+        return keys["stamp"], keys["cloud"], keys["lon"]
 
-    def select(self, x: slice, y: slice, t: slice) -> np.ndarray:
+    def select(self, x: slice, y: slice, t: slice, *, strict: bool = False) -> np.ndarray:
         """The rows whose entries overlap the time slice (every ``t.step``-th) and
-        intersect the box, in index order (as the GeoDataFrame selection)."""
+        intersect the box (``strict``: share an area with it), in index order (as the
+        GeoDataFrame selection)."""
         entries = self.entries()
         start, stop = pd.Timestamp(t.start).value, pd.Timestamp(t.stop).value
         found = np.flatnonzero((entries["t0"] <= stop) & (entries["t1"] >= start))
         if t.step and t.step != 1:
             found = found[:: t.step]
         picked = entries[found]
-        inside = ((picked["minx"] <= x.stop) & (picked["maxx"] >= x.start)
-                  & (picked["miny"] <= y.stop) & (picked["maxy"] >= y.start))
-        rows: np.ndarray = picked["row"][inside]
+        rows: np.ndarray = picked["row"][overlapping(picked, x, y, strict=strict)]
         return rows
 
     def frame(self, crs: CRS | None) -> gpd.GeoDataFrame:
@@ -224,7 +249,17 @@ class RasteretDataset(GeoDataset):
 
     Overlapping scenes are merged first-valid-pixel in ``mosaic_order`` (latest scene
     first by default). With ``time_series=True`` samples are ``[T, C, H, W]``, one
-    slice per scene in the query's time slice, oldest first.
+    slice per scene in the query's time slice, oldest first: ``T`` varies with the
+    chip, so such samples do not batch across chips with different scene counts.
+    Give ``time_steps`` (with ``time_select``) or ``time_bins`` for samples that
+    batch: every sample over one time slice has the same ``T`` (missing steps padded
+    with nodata, NaN for float images) and carries ``dates`` (``[T]`` int64
+    nanoseconds, ``-2**63`` as NaT for padded steps) and ``time_mask`` (``[T]`` bool);
+    ``torchgeo.datasets.stack_samples`` makes ``[B, T, C, H, W]`` batches (``[B, C,
+    T, H, W]`` with ``layout="CTHW"``). Steps come from the chip's time slice: use
+    :class:`TileAlignedSampler` (it gives a time series dataset's chips its whole time
+    range) or wrap TorchGeo's samplers in
+    :class:`~rasteret.torch.timeseries.SeriesSampler`.
 
     Args:
         collection: The collection to read.
@@ -279,6 +314,28 @@ class RasteretDataset(GeoDataset):
               :class:`~rasteret.errors.ObjectChangedError` (or is skipped with
               ``on_error="skip"``) instead of giving wrong pixels.
             - ``clip`` has no polygon to apply to in a dataset.
+        time_steps: Time steps per sample (time series): the ``time_select`` steps
+            of the chip's time slice, in time order, then padding.
+        time_select: Which steps ``time_steps`` keeps when the slice has more:
+            ``"even"`` (default: those nearest to ``time_steps`` evenly spaced times
+            over the slice), ``"latest"``, ``"earliest"`` or ``"least_cloudy"``
+            (``eo:cloud_cover``).
+        time_bins: A pandas frequency (e.g. ``"1MS"``, monthly): one step per bin over
+            the chip's time slice (pandas ``resample`` bins, anchored at the slice's
+            start), mosaicking the bin's scenes first valid pixel first in
+            ``mosaic_order``; a step's date is the bin's pandas label. Not with
+            ``time_steps``.
+        group_by: ``"scene"`` (default: each scene is a step) or ``"day"``: scenes of
+            one solar day (UTC time shifted by the footprint centre's longitude, 15
+            degrees an hour, as odc-stac's ``groupby="solar_day"``) are one step,
+            mosaicked in ``mosaic_order`` (adjacent tiles, two UTM zones); its date is
+            the day's first scene's.
+        layout: ``"TCHW"`` (default, TorchGeo's) or ``"CTHW"`` (TerraTorch's and
+            Prithvi's) for time series ``image`` (and multi-band ``mask``) tensors.
+
+    Raises:
+        ConfigurationError: A bad option (naming it and its choices), a time series
+            keyword without ``time_series=True``, or no scene in ``date_range``.
     """
 
     def __init__(
@@ -306,7 +363,14 @@ class RasteretDataset(GeoDataset):
         date_range: DateRange | None = None,
         on_error: OnError = "raise",
         validate: bool = True,
+        time_steps: int | None = None,
+        time_select: TimeSelect = "even",
+        time_bins: str | None = None,
+        group_by: GroupBy = "scene",
+        layout: Layout = "TCHW",
     ) -> None:
+        self.series = time_series_of(time_series, steps=time_steps, select=time_select,
+                                     bins=time_bins, group_by=group_by, layout=layout)
         self.options = read_options(
             options, target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, masked=masked, clip=clip, date_range=date_range,
@@ -348,6 +412,7 @@ class RasteretDataset(GeoDataset):
         self._lazy_bounds: tuple[slice, slice, slice] | None = None
         self._grids: dict[str, np.ndarray] | None = None
         self._build_index(self.options.target_crs, self.options.resolution)
+        self._longitudes = self._footprint_longitudes()
 
     # -- the index: built from Arrow columns as arrays, no object per scene -----------
     def _build_index(self, target_crs: CRSLike | None, res: Resolution | None) -> None:
@@ -408,6 +473,20 @@ class RasteretDataset(GeoDataset):
                  if "eo:cloud_cover" in collection.column_names
                  else np.full(len(times), np.nan))
         self._cloud: np.ndarray = np.where(np.isnan(cloud), 100.0, cloud)
+
+    def _footprint_longitudes(self) -> np.ndarray:
+        """Each row's footprint centre longitude, for solar days (``group_by="day"``);
+        NaN otherwise (no day is asked for)."""
+        frame = self.index
+        longitudes = np.full(len(self._stamps), np.nan)
+        if self.series is None or self.series.group_by != "day" or not len(frame):
+            return longitudes
+        bounds = shapely.bounds(np.asarray(frame.geometry.values))
+        to_degrees = transformer(frame.crs, CRS.from_epsg(4326))
+        lon, _ = to_degrees.transform((bounds[:, 0] + bounds[:, 2]) / 2,
+                                      (bounds[:, 1] + bounds[:, 3]) / 2)
+        longitudes[frame["row"].to_numpy(np.int64)] = lon
+        return longitudes
 
     def grids(self) -> dict[str, np.ndarray]:
         """The georeferencing of the first band for every scene, as arrays (see
@@ -472,17 +551,18 @@ class RasteretDataset(GeoDataset):
             # (written once, again only if the index changed): the pickle stays small.
             if self._index_file is None or not self._index_file.matches(self._index_frame):
                 self._index_file = IndexFile.write(self._index_frame, self._stamps,
-                                                   self._cloud)
+                                                   self._cloud, self._longitudes)
             state["_index_file"] = self._index_file
             state["_lazy_crs"] = self._index_frame.crs
             state["_lazy_bounds"] = self.bounds
-        state.update(_index_frame=None, _grids=None, _stamps=None, _cloud=None)
+        state.update(_index_frame=None, _grids=None, _stamps=None, _cloud=None,
+                     _longitudes=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if state.get("_stamps") is None and self._index_file is not None:
-            self._stamps, self._cloud = self._index_file.keys()
+            self._stamps, self._cloud, self._longitudes = self._index_file.keys()
 
     @property
     def caches(self) -> ChunkCaches:
@@ -552,20 +632,29 @@ class RasteretDataset(GeoDataset):
         transform = Affine(x.step, 0.0, x.start, 0.0, -y.step, y.stop)
         return GridSpec(self.crs, transform, width, height), x, y, t
 
-    def _scenes(self, x: slice, y: slice, t: slice) -> list[int]:
+    def _scenes(self, x: slice, y: slice, t: slice, *, strict: bool = False) -> list[int]:
         if self._index_frame is not None:
             interval = pd.Interval(pd.Timestamp(t.start), pd.Timestamp(t.stop), closed="both")
             frame = self.index.iloc[self.index.index.overlaps(interval)]
             frame = frame.iloc[:: t.step or 1] if t.step and t.step != 1 else frame
             frame = frame.cx[x.start : x.stop, y.start : y.stop]
             found = frame["row"].to_numpy(np.int64)
+            if strict:
+                bounds = shapely.bounds(np.asarray(frame.geometry.values))
+                found = found[overlapping(dict(zip(("minx", "miny", "maxx", "maxy"),
+                                                   bounds.T)), x, y, strict=True)]
         else:
             # A worker: the same selection on the memory-mapped index arrays.
             assert self._index_file is not None
-            found = self._index_file.select(x, y, t)
-        # Scenes that only touch the slice are kept, as TorchGeo does: reading them
-        # costs no request (no tile is covered) and yields nodata. Sorts are stable.
-        if self.time_series or self.mosaic_order == "earliest":
+            found = self._index_file.select(x, y, t, strict=strict)
+        # Unless strict, scenes that only touch the slice are kept, as TorchGeo does:
+        # reading them costs no request (no tile is covered) and yields nodata.
+        return self._ordered(found, chronological=self.time_series)
+
+    def _ordered(self, found: np.ndarray, *, chronological: bool = False) -> list[int]:
+        """``found`` rows in reading order: oldest first, else by ``mosaic_order``
+        (stable sorts)."""
+        if chronological or self.mosaic_order == "earliest":
             order = np.argsort(self._stamps[found], kind="stable")
         elif self.mosaic_order == "latest":
             order = np.argsort(-self._stamps[found], kind="stable")
@@ -608,66 +697,128 @@ class RasteretDataset(GeoDataset):
         Raises:
             IndexError: Under ``on_error="skip"``, no scene has every band.
         """
+        if self.time_series:
+            return self.plan_slots([[row] for row in rows], grid)
+        return self.plan_slots([rows], grid)
+
+    def plan_slots(self, slots: Sequence[Sequence[int]], grid: GridSpec) -> PixelPlan:
+        """The read of time steps onto ``grid``: each step mosaics the rows of its slot
+        (first valid pixel in their order), whose scenes are described only as the
+        mosaic reaches them; an empty slot is a padded step the read leaves undefined.
+        The first described scene of each step sets the dtype (later scenes of a step
+        are cast into it). ``mask_bands`` keep their stored values.
+
+        Raises:
+            IndexError: Under ``on_error="skip"``, no step has a scene with every band.
+        """
         image: Values = self.options.values
         values = [image] * len(self.bands) + ["stored"] * len(self.mask_bands)
-        nothing = IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
-        if self.time_series:
-            scenes = [self.scene(row) for row in rows]
-            if not any(scene.bands for scene in scenes):
-                raise nothing
-            return plan_pixels(grid, self.bands + self.mask_bands,
-                               [[scene] for scene in scenes], values=values,
-                               resampling=self.resampling, on_error=self.on_error)
-        mosaic = LazyScenes(rows, self.scene)
-        # The first scene's dtype is the mosaic's: later scenes are cast into it.
-        first = next((scene for scene in mosaic if scene.bands), None)
-        if first is None:
-            raise nothing
-        return plan_pixels(grid, self.bands + self.mask_bands, [mosaic],
-                           dtype=scenes_dtype([first]), values=values,
+        mosaics = [LazyScenes(rows, self.scene) for rows in slots]
+        firsts = [next((scene for scene in mosaic if scene.bands), None) for mosaic in mosaics]
+        described = [scene for scene in firsts if scene is not None]
+        if not described:
+            raise IndexError(
+                f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        return plan_pixels(grid, self.bands + self.mask_bands, mosaics,
+                           dtype=scenes_dtype(described), values=values,
                            resampling=self.resampling, on_error=self.on_error)
+
+    @property
+    def _layout(self) -> Layout:
+        return self.series.layout if self.series is not None else "TCHW"
 
     def _skip(self, row: int, error: RasteretError) -> None:
         self.errors += 1
         warnings.warn(f"skipped scene {self._scene_id(row)}: {error}", stacklevel=3)
 
     async def _read(self, rows: list[int], grid: GridSpec) -> np.ndarray:
-        """The pixels of a sample: ``(T, C, H, W)`` for time series, else ``(C, H, W)``."""
-        plan = self.plan(rows, grid)
+        """The pixels of a mosaic sample: ``(C, H, W)``."""
+        data, read = await self._read_slots([rows], grid)
+        if not read[0]:
+            raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
+        sample: np.ndarray = data[0]
+        return sample
+
+    async def _read_slots(self, slots: Sequence[Sequence[int]], grid: GridSpec
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels ``(T, C, H, W)`` of time steps, and which steps were read: a
+        step of no scene (or whose scenes were all skipped) is filled with nodata
+        (NaN for float image bands)."""
+        plan = self.plan_slots(slots, grid)
         data = np.empty(plan.shape, plan.out_dtype)
         outcome = await fill_block(plan, data, self._open, stats=self.stats)
         for scene, error in outcome.skipped:
             self._skip(scene.row, error)
-        empty = set(outcome.empty)
-        kept = [t for t in range(len(plan.slots)) if t not in empty]
-        if not kept:
+        read = np.ones(len(slots), bool)
+        read[outcome.empty] = False
+        if not read.all() and read.any():
+            first = int(np.flatnonzero(read)[0])
+            for band in range(len(plan.bands)):
+                image_band = band < len(self.bands) and plan.out_dtype.kind == "f"
+                data[~read, band] = np.nan if image_band else plan.fill_value(first, band)
+        return data, read
+
+    async def _read_series(self, rows: list[int], t: slice, grid: GridSpec
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A time series sample's pixels ``(T, C, H, W)``, dates (ns) and time mask."""
+        assert self.series is not None
+        steps = self.steps(rows, t)
+        data, read = await self._read_slots(steps.slots, grid)
+        if not read.any():
             raise IndexError(f"no readable scene covers {grid.bounds} in {self.collection.name}")
-        sample: np.ndarray = keep_slots(data, kept) if self.time_series else data[0]
-        return sample
+        dates = np.where(read, steps.dates, NAT).astype(np.int64)
+        if self.series.fixed:
+            return data, dates, read
+        kept = [int(k) for k in np.flatnonzero(read)]  # stack the steps read, as before
+        return keep_slots(data, kept), dates[kept], read[kept]
+
+    def steps(self, rows: Sequence[int], t: slice) -> Steps:
+        """The time steps of a time series sample from the ``rows`` its query found in
+        the time slice ``t`` (see :func:`rasteret.torch.timeseries.plan_steps`).
+
+        Raises:
+            ConfigurationError: The dataset is not a time series.
+        """
+        if self.series is None:
+            raise ConfigurationError("steps: the dataset is not a time series "
+                                     "(give time_series=True)")
+        return plan_steps(
+            self.series, rows, stamps=self._stamps, clouds=self._cloud,
+            longitudes=self._longitudes, start=pd.Timestamp(t.start).as_unit("ns").value,
+            stop=pd.Timestamp(t.stop).as_unit("ns").value,
+            mosaic=lambda found: self._ordered(found))
 
     async def _sample_async(self, index: GeoSlice) -> Sample:
         grid, x, y, t = self._grid(index)
-        rows = self._scenes(x, y, t)
+        # Time steps that batch are not spent on scenes that only touch the chip's edge.
+        fixed = self.series is not None and self.series.fixed
+        rows = (self._scenes(x, y, t, strict=True) if fixed else []) or self._scenes(x, y, t)
         if not rows:
             raise IndexError(
                 f"index: {index} not found in dataset with bounds: {self.bounds}"
             )
-        data = await self._read(rows, grid)
         sample: Sample = {
             "bounds": self._slice_to_tensor(index),
             "transform": torch.tensor(list(grid.transform)),
         }
+        if self.series is None:
+            data = await self._read(rows, grid)
+        else:
+            data, dates, read = await self._read_series(rows, t, grid)
+            sample["dates"] = torch.from_numpy(dates)
+            sample["time_mask"] = torch.from_numpy(read)
         channels = len(self.bands)
+        layout = self._layout
         image = torch.from_numpy(widen_for_torch(data[..., :channels, :, :]))
         if self.dtype is not None:
             image = image.to(self.dtype)
         if self.is_image:
-            sample["image"] = image
+            sample["image"] = arrange_steps(image, layout)
         else:
-            sample["mask"] = _squeeze_channel(image)
+            sample["mask"] = arrange_steps(_squeeze_channel(image), layout)
         if self.mask_bands:
             labels = torch.from_numpy(widen_for_torch(data[..., channels:, :, :])).long()
-            sample["mask"] = _squeeze_channel(labels)
+            sample["mask"] = arrange_steps(_squeeze_channel(labels), layout)
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -736,7 +887,7 @@ class RasteretDataset(GeoDataset):
         if "image" in sample:
             image = np.asarray(sample["image"].detach().cpu().float().numpy())
             if image.ndim == 4:
-                image = image[-1]
+                image = shown_step(image, self._layout, sample.get("time_mask"))
             channels = self._plot_channels(bands, image.shape[0])
             shown = image[channels]
             low, high = (np.nanpercentile(shown, stretch) if np.isfinite(shown).any()
@@ -752,7 +903,8 @@ class RasteretDataset(GeoDataset):
             mask = sample["mask"].detach().cpu().numpy()
             mask_names = self.mask_bands if self.mask_bands else self.bands
             if mask.ndim == 4 or (mask.ndim == 3 and self.time_series):
-                mask = mask[-1]
+                layout = self._layout if mask.ndim == 4 else "TCHW"
+                mask = shown_step(mask, layout, sample.get("time_mask"))
             layers = mask.reshape(-1, *mask.shape[-2:])
             for number, layer in enumerate(layers):
                 name = mask_names[number] if number < len(mask_names) else str(number)

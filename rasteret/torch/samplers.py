@@ -130,13 +130,41 @@ class _Chips:
                       first=rank, step=world_size, explicit=self.explicit)
 
 
+def _series_chips(chips: _Chips, dataset: RasteretDataset,
+                  time_range: tuple[Any, Any] | None) -> _Chips:
+    """The chips of a time series dataset whose samples batch (``time_steps`` or
+    ``time_bins``): each location once, with one time window (``time_range``, else the
+    dataset's), so every chip's time steps come from the same slice. Scenes on one
+    grid (a tile's revisits) have the same chips: one scene per grid is listed."""
+    grid = np.column_stack([chips.layout_of, *(chips.terms[k] for k in ("a", "c", "e", "f"))])
+    _, first = np.unique(grid, axis=0, return_index=True)
+    first = np.sort(first)
+    chips = _Chips(chips.layouts, chips.layout_of[first], chips.counts[first],
+                   {k: v[first] for k, v in chips.terms.items()}, chips.t0[first],
+                   chips.t1[first]).materialized()
+    if time_range is None:
+        window = dataset.bounds[2]
+        time_range = (window.start, window.stop)
+    start, stop = (pd.Timestamp(v).as_unit("ns").value for v in time_range)
+    places = np.column_stack([chips.xmin, chips.ymax]).round(6)
+    _, first = np.unique(places, axis=0, return_index=True)
+    keep = np.zeros(len(places), bool)
+    keep[first] = True
+    return chips.only(keep, {"xmin": chips.xmin, "ymax": chips.ymax,
+                             "t0": np.full(len(places), start, np.int64),
+                             "t1": np.full(len(places), stop, np.int64)})
+
+
 class TileAlignedSampler(GeoSampler):
     """Sample chips aligned to the internal tiles of each scene's COGs.
 
     Chips of ``size`` pixels start on tile boundaries (or on sub-multiples of the
     tile when ``size`` divides the tile size), so every chip reads exactly the tiles
     it covers. Each chip carries its scene's time stamp: the dataset reads that
-    scene only.
+    scene only. For a time series dataset whose samples batch (``time_steps`` or
+    ``time_bins``), each chip location is yielded once (not once per scene) with the
+    time window ``time_range`` (default: the dataset's whole time range), so every
+    sample has the same number of time steps.
 
     Under distributed training (DDP) every rank builds the same sampler and keeps
     its own share: every ``world_size``-th chip of the dataset's chips, starting at
@@ -161,7 +189,8 @@ class TileAlignedSampler(GeoSampler):
         length: Chips per epoch and rank in random mode (default: the size of the
             largest rank's share, i.e. ``ceil(chips / world_size)``).
         roi: Keep chips inside this polygon (dataset CRS).
-        time_range: Keep scenes within ``(start, end)``.
+        time_range: Keep scenes within ``(start, end)``; for a time series dataset
+            that batches, also every chip's time window.
         seed: Seed of the random draws (random mode; default: a fresh one).
         rank: This process's rank; default from ``torch.distributed`` when it is
             initialised, else 0.
@@ -248,6 +277,8 @@ class TileAlignedSampler(GeoSampler):
             {k: grids[k][kept] for k in ("a", "c", "e", "f")},
             lefts[kept], rights[kept],
         )
+        if dataset.series is not None and dataset.series.fixed:
+            chips = _series_chips(chips, dataset, time_range)
         if roi is not None:
             chips = chips.materialized()
             width = self.size * dataset.res[0]

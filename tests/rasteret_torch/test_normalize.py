@@ -71,3 +71,15 @@ def test_normalize_options_are_checked(collection):
         RasteretDataModule(collection, BANDS, normalize="minmax")
     with pytest.raises(ConfigurationError, match="not both"):
         RasteretDataModule(collection, BANDS, normalize="stats", image_scale=1e-4)
+
+
+def test_cthw_time_series_batches_normalise_their_channel_axis(collection):
+    module = RasteretDataModule(collection, BANDS, chip_size=128, batch_size=2,
+                                num_workers=0, sampler="grid", normalize="stats",
+                                time_series=True, time_steps=2, layout="CTHW")
+    batch = first_batch(module)
+    assert batch["image"].shape[1:3] == (len(BANDS), 2)  # [B, C, T, H, W]
+    means, stds = module.mean_std()
+    image = torch.ones(2, len(BANDS), 3, 4, 4) * torch.tensor(means).view(1, -1, 1, 1, 1)
+    out = module.on_after_batch_transfer({"image": image}, 0)["image"]
+    assert torch.allclose(out, torch.zeros_like(out), atol=1e-4)
