@@ -291,8 +291,8 @@ class CogWriter:
         band, row, col = (int(v) for v in missing[0])
         spool.put(0, band, row, col, self.encode(np.full((self.tile_size,) * 2, self.fill,
                                                          self.dtype)))
-        for other in missing[1:]:
-            spool.alias(0, *(int(v) for v in other), source=(0, band, row, col))
+        for other_band, other_row, other_col in missing[1:].tolist():
+            spool.alias(0, other_band, other_row, other_col, source=(0, band, row, col))
 
     def _publish(self, spool: TileSpool, head: CogHead) -> None:
         if not is_remote(self.out):
