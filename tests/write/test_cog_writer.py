@@ -233,3 +233,42 @@ def test_memory_does_not_grow_with_the_area(tmp_path):
     assert large_peak < small_peak + 40 * tile_bytes
     assert large_peak < 64 * tile_bytes
     assert validate_cog(tmp_path / "map8192.tif") == []
+
+
+COG_BUCKET = "cog-bucket"
+
+
+@pytest.fixture(scope="module")
+def s3(moto_server):
+    """The session's moto with a bucket, and a backend reaching it."""
+    import datetime as dt
+
+    from rasteret.io.backend import RetryPolicy
+
+    moto_server.create_bucket(COG_BUCKET)
+    backend = rasteret.create_backend(
+        default_s3_config={"endpoint": moto_server.endpoint, "region": "us-east-1",
+                           "aws_access_key_id": moto_server.access_key_id,
+                           "aws_secret_access_key": moto_server.secret_access_key},
+        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)},
+        retries=RetryPolicy(attempts=2, budget=5))
+    return moto_server, backend
+
+
+@pytest.mark.parametrize("size", [300, 3000], ids=["one-put", "multipart"])
+def test_publishes_to_an_object_store_once(s3, tmp_path, size, monkeypatch):
+    moto, backend = s3
+    monkeypatch.setattr("rasteret.io.objects.MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    image = np.random.default_rng(2).integers(0, 60_000, (1, size, size)).astype(np.uint16)
+    url = f"s3://{COG_BUCKET}/maps/{size}.tif"
+    write_all(url, image, tile_size=256, backend=backend, spool_dir=tmp_path)
+    local = tmp_path / "copy.tif"
+    local.write_bytes(moto.boto3_client().get_object(Bucket=COG_BUCKET, Key=f"maps/{size}.tif")
+                      ["Body"].read())
+    assert (local.stat().st_size > 5 * 1024 * 1024) == (size == 3000)
+    with rasterio.open(local) as src:
+        np.testing.assert_array_equal(src.read(), image)
+    assert validate_cog(local) == []
+    with pytest.raises(WriteConflictError):
+        write_all(url, image[:, :10, :10], tile_size=256, backend=backend, spool_dir=tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["copy.tif"]  # no spool or staged file left
