@@ -20,6 +20,7 @@ _forkserver.start_early()
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
+from rasteret.torch.predict import predict  # noqa: E402
 from rasteret.torch.samplers import TileAlignedSampler  # noqa: E402
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RasteretDataset",
     "TileAlignedSampler",
     "dataloader",
+    "predict",
 ]
 
 

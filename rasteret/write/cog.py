@@ -129,10 +129,7 @@ class CogWriter:
         self.images = _images(width, height, tile_size, bands, self.dtype, code, self.predictor,
                               count, palette=bool(colors))
         self.extra_tags = self._tags(colors, class_names, descriptions, metadata)
-        if not overwrite and not is_remote(self.out) and local_path(self.out).exists():
-            raise WriteConflictError(
-                f"{self.out} already exists (another run wrote it); remove it or pass "
-                "overwrite=True")
+        check_output(self.out, overwrite=overwrite)
         self.count = TileCount()
         self.spool: TileSpool | None = TileSpool(
             [(bands, image.tiles_down, image.tiles_across) for image in self.images],
@@ -326,6 +323,19 @@ class CogWriter:
             self.close()
         else:
             self.abort()
+
+
+def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Fail early when a local ``out`` exists and may not be replaced (an object store's
+    output is checked when it is published).
+
+    Raises:
+        WriteConflictError: ``out`` exists and ``overwrite`` is False.
+    """
+    if not overwrite and not is_remote(out) and local_path(out).exists():
+        raise WriteConflictError(
+            f"{os.fspath(out)} already exists (another run wrote it); remove it or pass "
+            "overwrite=True")
 
 
 def _copy_tiles(spool: TileSpool, index: int, head: CogHead, file: BinaryIO) -> None:
