@@ -39,14 +39,18 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _dataset(source: Collection | RasteretDataset, bands: Sequence[str] | None,
-             backend: Backend | None) -> RasteretDataset:
+             backend: Backend | None, options: Mapping[str, Any]) -> RasteretDataset:
     """The dataset chips are read from (the one place predict builds one)."""
     if isinstance(source, RasteretDataset):
+        if options or bands is not None:
+            raise ConfigurationError(
+                f"bands and dataset options ({', '.join(options)}) belong to a collection; "
+                "a dataset has its own")
         dataset = source
     elif isinstance(source, Collection):
         if not bands:
             raise ConfigurationError("give bands= (the model's input bands, in order)")
-        dataset = source.to_torchgeo_dataset(list(bands), backend=backend)
+        dataset = source.to_torchgeo_dataset(list(bands), backend=backend, **options)
     else:
         raise ConfigurationError(
             f"predict reads a Collection or a RasteretDataset, not {type(source).__name__}")
@@ -83,35 +87,58 @@ def _valid(image: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
     return valid
 
 
-@dataclass
-class _MapSpec:
-    """What the map stores, once the model's channel count is known."""
+@dataclass(frozen=True)
+class MapSpec:
+    """What a prediction map stores, from the model's outputs.
+
+    Attributes:
+        output: ``"values"``, ``"scores"`` or ``"classes"``.
+        class_names: The classes' names (scores: band descriptions; classes: metadata).
+        colors: The class map's colour table (classes only).
+    """
 
     output: Output
-    channels: int
-    class_names: Sequence[str] | None
+    class_names: Sequence[str] | None = None
+    colors: Mapping[int, Sequence[int]] | None = None
 
-    @property
-    def dtype(self) -> np.dtype:
+    def dtype(self, channels: int) -> np.dtype:
+        """The map's dtype for a model giving ``channels`` channels."""
         if self.output != "classes":
             return np.dtype("float32")
-        return np.dtype("uint8") if self.channels < 255 else np.dtype("uint16")
+        return np.dtype("uint8") if channels < 255 else np.dtype("uint16")
 
-    @property
-    def bands(self) -> int:
-        return 1 if self.output == "classes" else self.channels
+    def nodata(self, channels: int) -> float:
+        """The map's nodata: NaN, or the class dtype's largest value."""
+        if self.output != "classes":
+            return float("nan")
+        return float(np.iinfo(self.dtype(channels)).max)
 
-    @property
-    def nodata(self) -> float:
-        return float(np.iinfo(self.dtype).max) if self.output == "classes" else float("nan")
+    def writer_options(self, channels: int) -> dict[str, Any]:
+        """The :class:`CogWriter` options of the map's pixels.
+
+        Raises:
+            ConfigurationError: ``class_names`` does not name one class per channel.
+        """
+        names = list(self.class_names) if self.class_names is not None else None
+        if names is not None and len(names) != channels and self.output != "values":
+            raise ConfigurationError(
+                f"{len(names)} class_names for a model giving {channels} channels")
+        classes = self.output == "classes"
+        return {"dtype": self.dtype(channels), "bands": 1 if classes else channels,
+                "nodata": self.nodata(channels),
+                "resampling": "nearest" if classes else "mean",
+                "colors": self.colors if classes else None,
+                "class_names": names if classes else None,
+                "descriptions": names if self.output == "scores" else None}
 
     def tile(self, row: TileRow, cols: slice) -> np.ndarray:
-        """One output tile's pixels from a row's sums."""
+        """One output tile's pixels, ``(bands, tile, width)``, from a row's sums."""
         total, weight = row.total[:, :, cols], row.weight[:, cols]
         valid = row.valid[:, cols] & (weight > 0)
         if self.output == "classes":
-            classes = np.argmax(total, axis=0).astype(self.dtype)
-            return np.where(valid, classes, self.dtype.type(self.nodata))[np.newaxis]
+            dtype = self.dtype(total.shape[0])
+            classes = np.argmax(total, axis=0).astype(dtype)
+            return np.where(valid, classes, dtype.type(self.nodata(total.shape[0])))[None]
         with np.errstate(invalid="ignore", divide="ignore"):
             values = (total / weight).astype(np.float32)
         return np.where(valid, values, np.float32(np.nan))
@@ -121,33 +148,22 @@ class _Run:
     """One prediction: the sweep, the blender and the writer (opened on the first
     batch, when the model's channel count is known)."""
 
-    def __init__(self, sweep: Sweep, out: str | os.PathLike[str], output: Output,
-                 writer_options: dict[str, Any], window: np.ndarray) -> None:
-        self.sweep, self.out, self.output = sweep, out, output
-        self.writer_options, self.window = writer_options, window
+    def __init__(self, sweep: Sweep, out: str | os.PathLike[str], spec: MapSpec,
+                 window: np.ndarray, writer_options: dict[str, Any]) -> None:
+        self.sweep, self.out, self.spec = sweep, out, spec
+        self.window, self.writer_options = window, writer_options
         self.writer: CogWriter | None = None
         self.blender: TileRowBlender | None = None
-        self.spec: _MapSpec | None = None
         self.done = 0
 
     def open(self, channels: int) -> tuple[CogWriter, TileRowBlender]:
         """The writer and blender for a model giving ``channels`` channels."""
-        if self.writer is None or self.blender is None or self.spec is None:
-            names = self.writer_options.pop("class_names", None)
-            colors = self.writer_options.pop("colors", None)
-            if names is not None and len(names) != channels and self.output != "values":
-                raise ConfigurationError(
-                    f"{len(names)} class_names for a model giving {channels} channels")
-            spec = self.spec = _MapSpec(self.output, channels, names)
-            classes = self.output == "classes"
+        if self.writer is None or self.blender is None:
             grid = self.sweep.grid
             self.writer = CogWriter(
                 self.out, width=grid.width, height=grid.height, crs=grid.crs,
-                transform=grid.transform, dtype=spec.dtype, bands=spec.bands,
-                nodata=spec.nodata, tile_size=self.sweep.tile,
-                colors=colors if classes else None, class_names=names if classes else None,
-                descriptions=list(names) if names is not None and self.output == "scores"
-                else None, **self.writer_options)
+                transform=grid.transform, tile_size=self.sweep.tile,
+                **self.spec.writer_options(channels), **self.writer_options)
             self.blender = TileRowBlender(grid.width, grid.height, self.sweep.tile, channels)
         elif self.blender.channels != channels:
             raise ConfigurationError(f"the model gave {channels} channels for a batch after "
@@ -167,13 +183,19 @@ class _Run:
 
     def write(self, writer: CogWriter, rows: list[TileRow]) -> None:
         """Hand the tiles of finished rows to the writer."""
-        assert self.spec is not None
         tile = self.sweep.tile
         for row in rows:
             for col in range(writer.tiles_across):
                 _, _, height, width = writer.tile_window(row.index, col)
                 data = self.spec.tile(row, slice(col * tile, col * tile + width))
                 writer.write_tile(row.index, col, data[:, :height])
+
+    def finish(self) -> str:
+        """Write the last rows and publish the map."""
+        if self.writer is None or self.blender is None:
+            raise ConfigurationError("no chip of the sweep was read")
+        self.write(self.writer, self.blender.finished(None))
+        return self.writer.close()
 
     def abort(self) -> None:
         """Publish nothing."""
@@ -204,7 +226,7 @@ def predict(
     backend: Backend | None = None, blend: Blend = "cosine", output: Output = "values",
     class_names: Sequence[str] | None = None,
     colors: Mapping[int, Sequence[int]] | None = None, tile_size: int | None = None,
-    compression: str = "deflate", overwrite: bool = False,
+    compression: str = "deflate", overwrite: bool = False, **dataset_options: Any,
 ) -> str:
     """Run ``model`` over an area and write its predictions as a Cloud-Optimized GeoTIFF.
 
@@ -242,6 +264,9 @@ def predict(
         tile_size: The output's tile size (default: the input COGs' tile width).
         compression: ``"deflate"`` or ``"zstd"``.
         overwrite: Replace an existing ``out``; by default an existing one raises.
+        **dataset_options: More options of the dataset read from a collection (see
+            :class:`RasteretDataset`: ``mosaic_order``, ``apply_scale``,
+            ``target_crs``, ...).
 
     Returns:
         ``out``.
@@ -255,13 +280,12 @@ def predict(
     check_option("output", output, OUTPUTS)
     window = blend_window(chip_size, overlap, blend)
     check_output(out, overwrite=overwrite)
-    dataset = _dataset(source, bands, backend)
+    dataset = _dataset(source, bands, backend, dataset_options)
     sweep = plan_sweep(dataset, _area(dataset, roi, geometry_crs), chip=chip_size,
                        overlap=overlap, time=time_slice(dataset, date_range), tile=tile_size)
     nodata = _input_nodata(dataset)
-    run = _Run(sweep, out, output, {"class_names": class_names, "colors": colors,
-                                    "compression": compression, "overwrite": overwrite,
-                                    "backend": backend}, window)
+    run = _Run(sweep, out, MapSpec(output, class_names, colors), window,
+               {"compression": compression, "overwrite": overwrite, "backend": backend})
     target = torch.device(device)
     if isinstance(model, torch.nn.Module):
         model.eval().to(target)
@@ -273,9 +297,7 @@ def predict(
                 image = batch["image"]
                 outputs = _forward(model, image, target, chip_size, output)
                 run.add(outputs, _valid(image.numpy(), nodata))
-        writer, blender = run.open(run.blender.channels if run.blender else 1)
-        run.write(writer, blender.finished(None))
-        return writer.close()
+        return run.finish()
     except BaseException:
         run.abort()
         raise

@@ -95,7 +95,8 @@ def _reference_grid(dataset: RasteretDataset, rows: np.ndarray, corner: tuple[fl
 
 def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, overlap: int,
                time: slice, tile: int | None = None) -> Sweep:
-    """The output grid and chips covering ``area`` (in the dataset's CRS).
+    """The output grid and chips covering ``area`` (in the dataset's CRS) with the
+    scenes of the ``time`` slice.
 
     The grid takes the pixel grid of the first scene under the area and starts on a
     corner of its COG tiles, so output tiles fall on input tiles; chips start at the
@@ -109,11 +110,13 @@ def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, o
         raise ConfigurationError(f"chip_size={chip}, overlap={overlap}: give 0 <= overlap < "
                                  "chip_size")
     frame = dataset.index
-    under = frame.iloc[frame.sindex.query(area, predicate="intersects")]
+    frame = frame.iloc[frame.index.overlaps(pd.Interval(time.start, time.stop, closed="both"))]
+    under = frame.iloc[frame.sindex.query(area, predicate="intersects")] if len(frame) else frame
     if not len(under) or area.is_empty:
         raise NoCoverageError(
-            f"no scene of {dataset.collection.name!r} covers the roi {area.bounds} "
-            f"(EPSG:{dataset.crs.to_epsg()}); the scenes cover {tuple(frame.total_bounds)}")
+            f"no scene of {dataset.collection.name!r} from {time.start} to {time.stop} covers "
+            f"the roi {area.bounds} (EPSG:{dataset.crs.to_epsg()}); the scenes cover "
+            f"{tuple(dataset.index.total_bounds)}")
     xres, yres = dataset.res
     minx, miny, maxx, maxy = shapely.intersection(area, shapely.box(*frame.total_bounds)).bounds
     c, f, native_tile = _reference_grid(dataset, under["row"].to_numpy(np.int64), (minx, maxy))

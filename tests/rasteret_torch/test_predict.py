@@ -196,3 +196,21 @@ def test_windows_never_vanish_and_cosine_tapers_sum_to_one():
     # Two neighbours overlapping by 40 px: their cosine weights add up to 1 there.
     line = blend_window(128, 40, "cosine")[64]
     np.testing.assert_allclose(line[-40:] + line[:40], 1.0)
+
+
+def test_dataset_options_workers_and_a_dataset_source(collection, scenes, tmp_path):
+    out = tmp_path / "earliest.tif"
+    predict(first_band, collection, bands=BANDS, out=out, roi=ROI, geometry_crs=32633,
+            chip_size=128, overlap=32, num_workers=1, mosaic_order="earliest")
+    data, transform, _ = read_map(out)
+    expected = expected_band(scenes[::-1], "B02", transform, data.shape[1:])
+    np.testing.assert_array_equal(data[0], expected)
+    dataset = collection.to_torchgeo_dataset(["B04"])
+    again = tmp_path / "dataset.tif"
+    predict(first_band, dataset, out=again, roi=ROI, geometry_crs=32633, chip_size=128,
+            overlap=32, date_range=("2024-05-01", "2024-05-01"))  # the first scene only
+    data, transform, _ = read_map(again)
+    expected = expected_band(scenes[:1], "B04", transform, data.shape[1:])
+    np.testing.assert_array_equal(data[0], expected)
+    with pytest.raises(ConfigurationError, match="belong to a collection"):
+        predict(first_band, dataset, out=tmp_path / "x.tif", mosaic_order="earliest")
