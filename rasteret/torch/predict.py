@@ -26,8 +26,8 @@ from rasteret.options import check_option
 from rasteret.torch.blend import Blend, TileRow, TileRowBlender, blend_window
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.loader import dataloader
-from rasteret.torch.sweep import Sweep, SweepSampler, plan_sweep, time_slice
-from rasteret.write import CogWriter, check_output
+from rasteret.torch.sweep import Sweep, SweepSampler, plan_sweep, resumed, time_slice
+from rasteret.write import CogWriter, check_output, finished_rows
 
 #: What a prediction map holds: the model's outputs as they are, class scores
 #: (softmax over channels), or the most likely class.
@@ -187,6 +187,8 @@ class _Run:
         for row in rows:
             for col in range(writer.tiles_across):
                 _, _, height, width = writer.tile_window(row.index, col)
+                if writer.written(row.index, col):
+                    continue  # finished by the run this one resumes
                 data = self.spec.tile(row, slice(col * tile, col * tile + width))
                 writer.write_tile(row.index, col, data[:, :height])
 
@@ -226,7 +228,8 @@ def predict(
     backend: Backend | None = None, blend: Blend = "cosine", output: Output = "values",
     class_names: Sequence[str] | None = None,
     colors: Mapping[int, Sequence[int]] | None = None, tile_size: int | None = None,
-    compression: str = "deflate", overwrite: bool = False, **dataset_options: Any,
+    compression: str = "deflate", overwrite: bool = False,
+    journal: str | os.PathLike[str] | None = None, **dataset_options: Any,
 ) -> str:
     """Run ``model`` over an area and write its predictions as a Cloud-Optimized GeoTIFF.
 
@@ -264,6 +267,10 @@ def predict(
         tile_size: The output's tile size (default: the input COGs' tile width).
         compression: ``"deflate"`` or ``"zstd"``.
         overwrite: Replace an existing ``out``; by default an existing one raises.
+        journal: A local folder keeping the finished output tiles: a run that is
+            killed or fails resumes, given the same folder and arguments, from the
+            rows of tiles it finished, and writes the same file as a run that was never
+            interrupted (a deterministic model). Removed once the map is published.
         **dataset_options: More options of the dataset read from a collection (see
             :class:`RasteretDataset`: ``mosaic_order``, ``apply_scale``,
             ``target_crs``, ...).
@@ -284,8 +291,10 @@ def predict(
     sweep = plan_sweep(dataset, _area(dataset, roi, geometry_crs), chip=chip_size,
                        overlap=overlap, time=time_slice(dataset, date_range), tile=tile_size)
     nodata = _input_nodata(dataset)
+    sweep = resumed(sweep, finished_rows(journal))
     run = _Run(sweep, out, MapSpec(output, class_names, colors), window,
-               {"compression": compression, "overwrite": overwrite, "backend": backend})
+               {"compression": compression, "overwrite": overwrite, "backend": backend,
+                "journal": journal})
     target = torch.device(device)
     if isinstance(model, torch.nn.Module):
         model.eval().to(target)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,15 @@ class SweepSampler(Sampler[tuple[slice, slice, slice]]):
     def __len__(self) -> int:
         """The number of chips."""
         return len(self.sweep.chips)
+
+
+def resumed(sweep: Sweep, rows: int) -> Sweep:
+    """``sweep`` without the chips that reach only the first ``rows`` rows of output
+    tiles (finished by a run this one resumes)."""
+    if rows <= 0:
+        return sweep
+    keep = [chip for chip in sweep.chips if chip[0] + sweep.chip > rows * sweep.tile]
+    return replace(sweep, chips=keep)
 
 
 def _offsets(start: int, extent: int, chip: int, stride: int) -> list[int]:

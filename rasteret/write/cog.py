@@ -40,6 +40,7 @@ from rasteret.tiff.layout import (
     gdal_metadata_tag,
     georeferencing_tags,
     nodata_tag,
+    nodata_text,
 )
 from rasteret.write.overviews import (
     OverviewResampling,
@@ -47,7 +48,7 @@ from rasteret.write.overviews import (
     build_overview,
     overview_count,
 )
-from rasteret.write.spool import TileSpool
+from rasteret.write.spool import MISSING, TileSpool, replay, run_description
 
 #: GDAL metadata item holding the class names of a class map (a JSON list).
 CLASS_NAMES_ITEM = "CLASS_NAMES"
@@ -92,10 +93,15 @@ class CogWriter:
             :class:`~rasteret.errors.WriteConflictError` (now or when publishing).
         backend: How to reach the store of a URL ``out`` (default: the environment's).
         spool_dir: Where the spool file lives (default: the system's temp folder).
+        journal: A local folder keeping the finished tiles so that a run that is
+            killed (or fails) can resume: a writer given the same folder and options
+            starts with those tiles written (see :meth:`written`) and gives the same
+            file. It is removed once the file is published.
 
     Raises:
         ConfigurationError: An invalid option.
-        WriteConflictError: ``out`` exists and ``overwrite`` is False.
+        WriteConflictError: ``out`` exists and ``overwrite`` is False, or ``journal``
+            holds the tiles of another run.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class CogWriter:
         class_names: Sequence[str] | None = None, descriptions: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None, ghost: bool = True, overwrite: bool = False,
         backend: Backend | None = None, spool_dir: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         self.out = os.fspath(out)
         self.dtype = np.dtype(dtype)
@@ -133,7 +140,20 @@ class CogWriter:
         self.count = TileCount()
         self.spool: TileSpool | None = TileSpool(
             [(bands, image.tiles_down, image.tiles_across) for image in self.images],
-            spool_dir)
+            spool_dir, journal=journal, run=self.description())
+
+    def description(self) -> dict[str, Any]:
+        """What this writer writes (a journal is resumed only by the same description)."""
+        main = self.images[0]
+        return {"out": self.out, "width": main.width, "height": main.height,
+                "bands": main.bands, "dtype": self.dtype.str, "tile": main.tile,
+                "compression": self.compression, "level": self.level,
+                "predictor": self.predictor, "overviews": len(self.images) - 1,
+                "resampling": self.resampling, "crs": self.crs.to_wkt(),
+                "transform": list(self.transform)[:6], "ghost": self.ghost,
+                "nodata": None if self.nodata is None else nodata_text(self.nodata),
+                "tags": [[t.code, t.kind, repr(t.values)] for tags in self.extra_tags
+                         for t in tags]}
 
     def _tags(self, colors: Mapping[int, Sequence[int]] | None,
               class_names: Sequence[str] | None, descriptions: Sequence[str] | None,
@@ -191,6 +211,13 @@ class CogWriter:
         """Every ``(row, col)`` of the full resolution's tiles, row by row."""
         return [(r, c) for r in range(self.tiles_down) for c in range(self.tiles_across)]
 
+    def written(self, row: int, col: int) -> bool:
+        """True when tile ``(row, col)`` was written (by this run or, with a journal,
+        by the run it resumes)."""
+        spool = self._open_spool()
+        self._check_index(row, col)
+        return all(spool.has(0, band, row, col) for band in range(self.images[0].bands))
+
     def tile_window(self, row: int, col: int) -> tuple[int, int, int, int]:
         """``(row_off, col_off, height, width)`` in pixels of one tile inside the image
         (edge tiles are cut at the image's edge)."""
@@ -232,8 +259,7 @@ class CogWriter:
                 the writer is closed.
         """
         spool = self._open_spool()
-        self._check_index(row, col)
-        if spool.has(0, 0, row, col):
+        if self.written(row, col):
             raise ConfigurationError(f"tile ({row}, {col}) of {self.out} was already written")
         array = np.asarray(data)
         bands, size = self.images[0].bands, self.tile_size
@@ -252,6 +278,8 @@ class CogWriter:
                 f"{self.dtype}")
         with self.count.hold(1):
             for band in range(bands):
+                if spool.has(0, band, row, col):
+                    continue  # journaled before the previous run stopped
                 tile = np.full((size, size), self.fill, self.dtype)
                 tile[: array.shape[1], : array.shape[2]] = array[band, :rows, :cols]
                 spool.put(0, band, row, col, self.encode(tile))
@@ -277,8 +305,11 @@ class CogWriter:
             head = cog_head(self.images, [spool.byte_counts(i) for i in range(len(self.images))],
                             self.extra_tags, ghost=self.ghost)
             self._publish(spool, head)
-        finally:
+        except BaseException:
             self.abort()
+            raise
+        spool.close(keep=False)
+        self.spool = None
         return self.out
 
     def _fill_missing(self, spool: TileSpool) -> None:
@@ -309,7 +340,8 @@ class CogWriter:
                 _copy_tiles(spool, index, head, file)
 
     def abort(self) -> None:
-        """Drop everything written so far; nothing is published."""
+        """Stop; nothing is published. Without a journal the tiles written so far are
+        dropped; a journal keeps them for a run that resumes."""
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -323,6 +355,21 @@ class CogWriter:
             self.close()
         else:
             self.abort()
+
+
+def finished_rows(journal: str | os.PathLike[str] | None) -> int:
+    """How many rows of full-resolution tiles, from the top, a journal holds whole (0
+    without a journal): a resumed run need not compute them again."""
+    run = None if journal is None else run_description(journal)
+    if journal is None or run is None:
+        return 0
+    tile, bands = int(run["tile"]), int(run["bands"])
+    shapes = [(bands, -(-math.ceil(run["height"] / 2**i) // tile),
+               -(-math.ceil(run["width"] / 2**i) // tile))
+              for i in range(int(run["overviews"]) + 1)]
+    offsets, *_ = replay(journal, shapes)
+    whole = (offsets[0] != MISSING).all(axis=(0, 2))
+    return int(np.argmin(whole)) if not whole.all() else len(whole)
 
 
 def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:

@@ -108,6 +108,8 @@ def build_overview(spool: TileSpool, images: list[CogImage], index: int, *,
     for band in range(child.bands):
         for row in range(child.tiles_down):
             for col in range(child.tiles_across):
+                if spool.has(index, band, row, col):
+                    continue  # journaled by the run this one resumes
                 with count.hold(5):  # the 2x2 block (4 tiles) and the reduced tile
                     block = np.full((2 * tile, 2 * tile), fill, parent.dtype)
                     inside = np.zeros(block.shape, bool)

@@ -21,7 +21,7 @@ import rasteret  # noqa: E402
 from rasteret.errors import ConfigurationError, NoCoverageError, WriteConflictError  # noqa: E402
 from rasteret.torch import predict  # noqa: E402
 from rasteret.torch.blend import TileRowBlender, blend_window  # noqa: E402
-from rasteret.write import CLASS_NAMES_ITEM  # noqa: E402
+from rasteret.write import CLASS_NAMES_ITEM, finished_rows  # noqa: E402
 from testbed.cogcheck import validate_cog  # noqa: E402
 from testbed.scenes import write_scenes  # noqa: E402
 
@@ -214,3 +214,33 @@ def test_dataset_options_workers_and_a_dataset_source(collection, scenes, tmp_pa
     np.testing.assert_array_equal(data[0], expected)
     with pytest.raises(ConfigurationError, match="belong to a collection"):
         predict(first_band, dataset, out=tmp_path / "x.tif", mosaic_order="earliest")
+
+
+class Counting:
+    """The first band, counting the chips it sees; fails on call ``fail_at``."""
+
+    def __init__(self, fail_at=None):
+        self.chips, self.calls, self.fail_at = 0, 0, fail_at
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("out of memory")
+        self.chips += len(image)
+        return first_band(image)
+
+
+def test_a_failed_run_resumes_from_its_journal_to_the_same_file(collection, tmp_path):
+    options = dict(bands=BANDS, roi=ROI, geometry_crs=32633, chip_size=64, overlap=16,
+                   batch_size=4, tile_size=64)
+    whole, uninterrupted = tmp_path / "whole.tif", Counting()
+    predict(uninterrupted, collection, out=whole, **options)
+    out, journal = tmp_path / "resumed.tif", tmp_path / "journal"
+    with pytest.raises(RuntimeError):
+        predict(Counting(fail_at=12), collection, out=out, journal=journal, **options)
+    assert not out.exists() and finished_rows(journal) >= 2
+    second = Counting()
+    predict(second, collection, out=out, journal=journal, **options)
+    assert out.read_bytes() == whole.read_bytes()
+    assert not journal.exists()
+    assert 0 < second.chips < uninterrupted.chips  # the finished rows' chips are skipped

@@ -18,7 +18,7 @@ import rasteret
 from rasteret.errors import ConfigurationError, WriteConflictError
 from rasteret.read.cog import HEADER_BYTES
 from rasteret.tiff import ByteSource, parse_header
-from rasteret.write import CLASS_NAMES_ITEM, CogWriter
+from rasteret.write import CLASS_NAMES_ITEM, CogWriter, finished_rows
 from testbed.cogcheck import validate_cog
 
 TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_100_000.0)
@@ -272,3 +272,37 @@ def test_publishes_to_an_object_store_once(s3, tmp_path, size, monkeypatch):
     with pytest.raises(WriteConflictError):
         write_all(url, image[:, :10, :10], tile_size=256, backend=backend, spool_dir=tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["copy.tif"]  # no spool or staged file left
+
+
+def test_a_killed_run_resumes_from_its_journal_to_the_same_bytes(tmp_path):
+    image = smooth((2, 900, 700), np.uint16)
+    options = dict(width=700, height=900, crs=32633, transform=TRANSFORM, dtype="uint16",
+                   bands=2, nodata=0, tile_size=256)
+    whole = tmp_path / "whole.tif"
+    write_all(whole, image, nodata=0, tile_size=256)
+    out, journal = tmp_path / "resumed.tif", tmp_path / "journal"
+
+    def write(writer, tiles):
+        for row, col in tiles:
+            r, c, h, w = writer.tile_window(row, col)
+            writer.write_tile(row, col, image[:, r:r + h, c:c + w])
+
+    first = CogWriter(out, journal=journal, **options)
+    write(first, first.tiles()[:7])
+    first.spool.file.close()  # killed: no close, no abort
+    first.spool.records.close()
+    # The kill tore the last record in half.
+    with open(journal / "journal.bin", "r+b") as records:
+        records.truncate(records.seek(0, 2) - 20)
+    assert finished_rows(journal) == 2
+    second = CogWriter(out, journal=journal, **options)
+    done = [tile for tile in second.tiles() if second.written(*tile)]
+    assert done == second.tiles()[:6]  # the torn seventh is written again
+    write(second, [tile for tile in second.tiles() if not second.written(*tile)])
+    second.close()
+    assert out.read_bytes() == whole.read_bytes()
+    assert not journal.exists()
+    with pytest.raises(WriteConflictError, match="another run"):
+        CogWriter(tmp_path / "other.tif", journal=tmp_path / "j2", **options).abort()
+        CogWriter(tmp_path / "other.tif", journal=tmp_path / "j2",
+                  **{**options, "nodata": 1})
