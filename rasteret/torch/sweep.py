@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import shapely
 from affine import Affine
 from torch.utils.data import Sampler
 
+from rasteret.analysis import reproject_geometry, to_geometries
 from rasteret.collection import DateRange, parse_date_range
 from rasteret.errors import ConfigurationError, NoCoverageError
 from rasteret.read.warp import GridSpec
@@ -31,6 +33,17 @@ def _ceil(value: float) -> int:
     return math.ceil(value - SNAP)
 
 
+def sweep_area(dataset: RasteretDataset, roi: Any, geometry_crs: Any = 4326
+               ) -> shapely.Geometry:
+    """The roi (a bbox tuple, shapely geometries, GeoJSON, ...) as one geometry in the
+    dataset's CRS; the dataset's extent without one."""
+    if roi is None:
+        x, y, _ = dataset.bounds
+        return shapely.box(x.start, y.start, x.stop, y.stop)
+    geometries, crs = to_geometries(roi, geometry_crs)
+    return reproject_geometry(shapely.union_all(geometries), crs, dataset.crs)
+
+
 @dataclass(frozen=True)
 class Sweep:
     """Where a prediction writes and which chips it reads.
@@ -40,6 +53,7 @@ class Sweep:
             grid, its far edges on the area's (pixel-snapped) edges.
         tile: The output's tile size (the reference COG's tile width).
         chip: Chip size in pixels.
+        overlap: Pixels neighbouring chips share.
         chips: ``(top, left)`` of each chip in output pixels, rows of chips top down.
         time: The time slice every chip reads.
     """
@@ -47,6 +61,7 @@ class Sweep:
     grid: GridSpec
     tile: int
     chip: int
+    overlap: int
     chips: list[tuple[int, int]]
     time: slice
 
@@ -142,7 +157,7 @@ def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, o
                          transform.c + (q + chip) * xres, transform.f - r * yres)
              for r, q in chips]
     hits = np.unique(frame.sindex.query(np.asarray(boxes), predicate="intersects")[0])
-    return Sweep(grid, tile, chip, [chips[i] for i in hits], time)
+    return Sweep(grid, tile, chip, overlap, [chips[i] for i in hits], time)
 
 
 def time_slice(dataset: RasteretDataset, date_range: DateRange | None) -> slice:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -160,8 +159,7 @@ def test_rows_of_tiles_in_flight_are_bounded(collection, tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
             blenders.append(self)
 
-    # rasteret.torch.predict names the function; the module is in sys.modules.
-    monkeypatch.setattr(sys.modules["rasteret.torch.predict"], "TileRowBlender", Recording)
+    monkeypatch.setattr("rasteret.torch.mapping.TileRowBlender", Recording)
     predict(first_band, collection, bands=BANDS, out=tmp_path / "rows.tif", chip_size=64,
             overlap=16, batch_size=3, tile_size=32)  # 24 rows of 32-px tiles
     (blender,) = blenders
