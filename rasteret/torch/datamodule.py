@@ -23,6 +23,7 @@ from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import TileAlignedSampler
+from rasteret.torch.sweep import Sweep, SweepSampler, plan_sweep, sweep_area, time_slice
 
 SAMPLERS = ("tile_aligned", "random", "grid")
 SPLIT_KINDS = ("date", "area", "column")
@@ -60,6 +61,13 @@ class RasteretDataModule(L.LightningDataModule):
             (``dtype``, ``mosaic_order``, ``time_series``, ``target_crs``, ``res``...).
         image_scale: Multiply images by this after each batch reaches the device (e.g.
             ``1e-4`` for Sentinel-2 reflectance); images become float32.
+        roi: The area ``predict_dataloader`` sweeps (a bbox tuple, shapely geometry or
+            GeoJSON in ``geometry_crs``; default: the predict split's area, else the
+            scenes' extent): chips on the COGs' tile grid, in rows, overlapping by
+            ``overlap`` pixels, for a
+            :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` to blend.
+        geometry_crs: The roi's CRS (default EPSG:4326).
+        overlap: Pixels neighbouring prediction chips share.
     """
 
     def __init__(
@@ -82,6 +90,9 @@ class RasteretDataModule(L.LightningDataModule):
         workspace_dir: str | None = None,
         dataset_options: dict[str, Any] | None = None,
         image_scale: float | None = None,
+        roi: Any = None,
+        geometry_crs: Any = 4326,
+        overlap: int = 0,
     ) -> None:
         super().__init__()
         check_option("sampler", sampler, SAMPLERS)
@@ -105,6 +116,11 @@ class RasteretDataModule(L.LightningDataModule):
         self.workspace_dir = workspace_dir
         self.dataset_options = dict(dataset_options or {})
         self.image_scale = image_scale
+        self.roi = roi
+        self.geometry_crs = geometry_crs
+        self.overlap = overlap
+        #: The chips ``predict_dataloader`` reads and the map's grid (after setup).
+        self.predict_sweep: Sweep | None = None
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
 
@@ -163,6 +179,14 @@ class RasteretDataModule(L.LightningDataModule):
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
+            if name == "predict":
+                self.predict_sweep = self._sweep(dataset, self._rois[name])
+
+    def _sweep(self, dataset: RasteretDataset, stage_roi: shapely.Geometry | None) -> Sweep:
+        area = (sweep_area(dataset, self.roi, self.geometry_crs) if self.roi is not None
+                else stage_roi if stage_roi is not None else sweep_area(dataset, None))
+        return plan_sweep(dataset, area, chip=self.chip_size, overlap=self.overlap,
+                          time=time_slice(dataset, None))
 
     def _sampler(self, name: str) -> Sampler[Any]:
         from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
@@ -170,6 +194,12 @@ class RasteretDataModule(L.LightningDataModule):
         dataset = self.datasets[name]
         roi = self._rois.get(name)
         train = name == "train"
+        if name == "predict" and self.predict_sweep is not None:
+            if distributed_share()[1] > 1:
+                raise ConfigurationError(
+                    "predicting a map runs on one process (its chips are blended in order); "
+                    "run trainer.predict with devices=1")
+            return SweepSampler(self.predict_sweep)
         if self.sampler == "tile_aligned":
             return TileAlignedSampler(
                 dataset, size=self.chip_size, mode="random" if train else "grid",
@@ -221,5 +251,7 @@ class RasteretDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader[Any]:
-        """A grid of chips over the prediction split."""
+        """Overlapping chips sweeping the roi in rows, on the COGs' tile grid (see
+        ``roi`` and ``overlap``): what a
+        :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` blends into a map."""
         return self._loader("predict")

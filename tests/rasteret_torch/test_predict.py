@@ -242,3 +242,38 @@ def test_a_failed_run_resumes_from_its_journal_to_the_same_file(collection, tmp_
     assert out.read_bytes() == whole.read_bytes()
     assert not journal.exists()
     assert 0 < second.chips < uninterrupted.chips  # the finished rows' chips are skipped
+
+
+def test_lightning_writes_the_same_map_through_the_callback(collection, tmp_path):
+    import lightning as L
+
+    from rasteret.torch import RasteretDataModule, RasteretPredictionWriter
+
+    class FirstBand(L.LightningModule):
+        def predict_step(self, batch, batch_idx):
+            return first_band(batch["image"].float())
+
+    direct = tmp_path / "direct.tif"
+    predict(first_band, collection, bands=BANDS, out=direct, roi=ROI, geometry_crs=32633,
+            chip_size=128, overlap=32, blend="center")
+    datamodule = RasteretDataModule(collection, BANDS, chip_size=128, batch_size=3,
+                                    num_workers=0, roi=ROI, geometry_crs=32633, overlap=32)
+    writer = RasteretPredictionWriter(tmp_path / "lightning.tif", blend="center")
+    trainer = L.Trainer(callbacks=[writer], devices=1, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    trainer.predict(FirstBand(), datamodule=datamodule, return_predictions=False)
+    assert writer.path == str(tmp_path / "lightning.tif")
+    assert (tmp_path / "lightning.tif").read_bytes() == direct.read_bytes()
+
+    class WrongShape(L.LightningModule):
+        def predict_step(self, batch, batch_idx):
+            return batch["image"][:, :1, :10].float()
+
+    broken = RasteretPredictionWriter(tmp_path / "broken.tif")
+    trainer = L.Trainer(callbacks=[broken], devices=1, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    with pytest.raises(ConfigurationError, match="needs a tensor"):
+        trainer.predict(WrongShape(), datamodule=datamodule, return_predictions=False)
+    assert not (tmp_path / "broken.tif").exists()
