@@ -49,6 +49,7 @@ class RasteretPredictionWriter(BasePredictionWriter):
         class_names: The classes' names.
         colors: Class value -> 8-bit RGB(A): the class map's colour table.
         compression: ``"deflate"`` or ``"zstd"``.
+        dtype: The dtype of values and scores maps: ``"float32"`` or ``"float16"``.
         overwrite: Replace an existing ``out``.
         backend: How to reach an object-store ``out``.
 
@@ -60,12 +61,12 @@ class RasteretPredictionWriter(BasePredictionWriter):
     def __init__(self, out: str | os.PathLike[str], *, blend: Blend = "cosine",
                  output: Output = "values", class_names: Sequence[str] | None = None,
                  colors: Mapping[int, Sequence[int]] | None = None,
-                 compression: str = "deflate", overwrite: bool = False,
-                 backend: Backend | None = None) -> None:
+                 compression: str = "deflate", dtype: str = "float32",
+                 overwrite: bool = False, backend: Backend | None = None) -> None:
         super().__init__(write_interval="batch")
         blend_window(2, 0, blend)  # checks blend now
         check_output(out, overwrite=overwrite)
-        self.out, self.blend, self.spec = out, blend, MapSpec(output, class_names, colors)
+        self.out, self.blend, self.spec = out, blend, MapSpec(output, class_names, colors, dtype)
         self.options: dict[str, Any] = {"compression": compression, "overwrite": overwrite,
                                         "backend": backend}
         self.map: PredictionMap | None = None

@@ -33,6 +33,8 @@ OUTPUTS = ("values", "scores", "classes")
 def input_nodata(dataset: RasteretDataset, scale: float | None = None) -> list[float | None]:
     """Each input band's nodata value (the first scene's), times ``scale`` when the
     images are scaled before they reach the model."""
+    if dataset.apply_scale:
+        return [None] * len(dataset.bands)  # scaled images hold NaN where nodata
     row = int(dataset.index["row"].iloc[0])
     values = [dataset.view(row, band).nodata for band in dataset.bands]
     return [v * scale if v is not None and scale is not None else v for v in values]
@@ -59,19 +61,24 @@ class MapSpec:
         output: ``"values"``, ``"scores"`` or ``"classes"``.
         class_names: The classes' names (scores: band descriptions; classes: metadata).
         colors: The class map's colour table (classes only).
+        float_dtype: The dtype of values and scores: ``"float32"`` or ``"float16"``.
     """
 
     output: Output
     class_names: Sequence[str] | None = None
     colors: Mapping[int, Sequence[int]] | None = None
+    float_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_option("output", self.output, OUTPUTS)
+        if np.dtype(self.float_dtype) not in (np.dtype("float32"), np.dtype("float16")):
+            raise ConfigurationError(
+                f"dtype={self.float_dtype!r}: values and scores are float32 or float16")
 
     def dtype(self, channels: int) -> np.dtype:
         """The map's dtype for a model giving ``channels`` channels."""
         if self.output != "classes":
-            return np.dtype("float32")
+            return np.dtype(self.float_dtype)
         return np.dtype("uint8") if channels < 255 else np.dtype("uint16")
 
     def nodata(self, channels: int) -> float:
@@ -113,9 +120,11 @@ class MapSpec:
             dtype = self.dtype(total.shape[0])
             classes = np.argmax(total, axis=0).astype(dtype)
             return np.where(valid, classes, dtype.type(self.nodata(total.shape[0])))[None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = (total / weight).astype(np.float32)
-        return np.where(valid, values, np.float32(np.nan))
+        dtype = self.dtype(total.shape[0])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            values = (total / weight).astype(dtype)
+        tile: np.ndarray = np.where(valid, values, dtype.type(np.nan))
+        return tile
 
 
 class PredictionMap:

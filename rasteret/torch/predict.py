@@ -64,7 +64,7 @@ def predict(
     backend: Backend | None = None, blend: Blend = "cosine", output: Output = "values",
     class_names: Sequence[str] | None = None,
     colors: Mapping[int, Sequence[int]] | None = None, tile_size: int | None = None,
-    compression: str = "deflate", overwrite: bool = False,
+    compression: str = "deflate", dtype: str = "float32", overwrite: bool = False,
     journal: str | os.PathLike[str] | None = None, **dataset_options: Any,
 ) -> str:
     """Run ``model`` over an area and write its predictions as a Cloud-Optimized GeoTIFF.
@@ -93,15 +93,17 @@ def predict(
         device: Where the model runs.
         backend: How to reach the stores (reads and an object-store ``out``).
         blend: ``"cosine"`` (default), ``"mean"`` or ``"center"``.
-        output: ``"values"`` (the model's outputs as they are, one float32 band per
-            channel, NaN nodata), ``"scores"`` (softmax over channels, one float32 band
-            per class) or ``"classes"`` (the most likely class as uint8, or uint16 for
-            255 classes or more; nodata the dtype's largest value).
+        output: ``"values"`` (the model's outputs as they are, one band per channel,
+            NaN nodata), ``"scores"`` (softmax over channels, one band per class) or
+            ``"classes"`` (the most likely class as uint8, or uint16 for 255 classes or
+            more; nodata the dtype's largest value).
         class_names: The classes' names (band descriptions of scores, GDAL metadata of
             classes).
         colors: Class value -> 8-bit RGB(A): the class map's colour table.
         tile_size: The output's tile size (default: the input COGs' tile width).
         compression: ``"deflate"`` or ``"zstd"``.
+        dtype: The dtype of ``"values"`` and ``"scores"`` maps: ``"float32"`` or
+            ``"float16"`` (half the size).
         overwrite: Replace an existing ``out``; by default an existing one raises.
         journal: A local folder keeping the finished output tiles: a run that is
             killed or fails resumes, given the same folder and arguments, from the
@@ -120,7 +122,7 @@ def predict(
         NoCoverageError: No scene covers the roi.
         WriteConflictError: ``out`` exists (or another run published it first).
     """
-    spec = MapSpec(output, class_names, colors)
+    spec = MapSpec(output, class_names, colors, dtype)
     blend_window(chip_size, overlap, blend)  # checks blend before anything is read
     check_output(out, overwrite=overwrite)
     dataset = _dataset(source, bands, backend, dataset_options)

@@ -135,6 +135,12 @@ def test_classes_with_colours_and_scores(collection, scenes, tmp_path):
     valid = ~np.isnan(reference)
     np.testing.assert_allclose(probabilities.sum(axis=0)[valid], 1.0, rtol=1e-6)
     np.testing.assert_array_equal(np.argmax(probabilities, axis=0)[valid], expected[valid])
+    half = tmp_path / "scores16.tif"
+    predict(two_classes, collection, bands=BANDS, out=half, roi=ROI, geometry_crs=32633,
+            chip_size=128, overlap=32, output="scores", dtype="float16")
+    with rasterio.open(half) as src:
+        assert src.dtypes == ("float16", "float16")
+        np.testing.assert_allclose(src.read(), probabilities, atol=1e-3)
 
 
 def test_the_map_reads_back_through_rasteret(collection, scenes, tmp_path):
