@@ -124,7 +124,8 @@ def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, o
 
     The grid takes the pixel grid of the first scene under the area and starts on a
     corner of its COG tiles, so output tiles fall on input tiles; chips start at the
-    area's top-left pixel, ``chip - overlap`` apart; chips over no scene are left out.
+    area's top-left pixel, ``chip - overlap`` apart; chips outside the area (an roi
+    that is not a box) or over no scene are left out.
 
     Raises:
         ConfigurationError: ``chip`` or ``overlap`` do not fit together.
@@ -135,7 +136,9 @@ def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, o
                                  "chip_size")
     frame = dataset.index
     frame = frame.iloc[frame.index.overlaps(pd.Interval(time.start, time.stop, closed="both"))]
-    under = frame.iloc[frame.sindex.query(area, predicate="intersects")] if len(frame) else frame
+    # Sorted: the first scene under the area is the same on every run (a resume).
+    under = (frame.iloc[np.sort(frame.sindex.query(area, predicate="intersects"))]
+             if len(frame) else frame)
     if not len(under) or area.is_empty:
         raise NoCoverageError(
             f"no scene of {dataset.collection.name!r} from {time.start} to {time.stop} covers "
@@ -156,8 +159,11 @@ def plan_sweep(dataset: RasteretDataset, area: shapely.Geometry, *, chip: int, o
     boxes = [shapely.box(transform.c + q * xres, transform.f - (r + chip) * yres,
                          transform.c + (q + chip) * xres, transform.f - r * yres)
              for r, q in chips]
-    hits = np.unique(frame.sindex.query(np.asarray(boxes), predicate="intersects")[0])
-    return Sweep(grid, tile, chip, overlap, [chips[i] for i in hits], time)
+    boxes_array = np.asarray(boxes)
+    over_scenes = np.zeros(len(chips), bool)
+    over_scenes[frame.sindex.query(boxes_array, predicate="intersects")[0]] = True
+    keep = over_scenes & shapely.intersects(area, boxes_array)
+    return Sweep(grid, tile, chip, overlap, [place for place, k in zip(chips, keep) if k], time)
 
 
 def time_slice(dataset: RasteretDataset, date_range: DateRange | None) -> slice:

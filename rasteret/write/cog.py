@@ -11,6 +11,7 @@ parts through the same backend as reads. Nothing is published when a step fails.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -130,6 +131,10 @@ class CogWriter:
         self.resampling: OverviewResampling = resampling or (
             "nearest" if colors or class_names else "mean")
         _check_options(width, height, bands, tile_size, self.dtype, nodata, self.resampling)
+        if self.predictor not in (1, predictor_for(self.dtype)) or (overviews or 0) < 0:
+            raise ConfigurationError(
+                f"predictor={self.predictor}, overviews={overviews}: {self.dtype} takes "
+                f"predictor 1 or {predictor_for(self.dtype)}, and overviews >= 0")
         code = check_compression(compression)
         self.fill = _fill_value(nodata, self.dtype)
         count = overview_count(width, height, tile_size) if overviews is None else overviews
@@ -152,8 +157,8 @@ class CogWriter:
                 "resampling": self.resampling, "crs": self.crs.to_wkt(),
                 "transform": list(self.transform)[:6], "ghost": self.ghost,
                 "nodata": None if self.nodata is None else nodata_text(self.nodata),
-                "tags": [[t.code, t.kind, repr(t.values)] for tags in self.extra_tags
-                         for t in tags]}
+                "tags": hashlib.sha256(b"".join(
+                    t.payload()[1] for tags in self.extra_tags for t in tags)).hexdigest()}
 
     def _tags(self, colors: Mapping[int, Sequence[int]] | None,
               class_names: Sequence[str] | None, descriptions: Sequence[str] | None,

@@ -283,3 +283,24 @@ def test_lightning_writes_the_same_map_through_the_callback(collection, tmp_path
     with pytest.raises(ConfigurationError, match="needs a tensor"):
         trainer.predict(WrongShape(), datamodule=datamodule, return_predictions=False)
     assert not (tmp_path / "broken.tif").exists()
+
+
+def test_a_polygon_roi_reads_only_the_chips_it_touches(collection, scenes, tmp_path):
+    import shapely
+
+    minx, miny, maxx, maxy = ROI
+    triangle = shapely.Polygon([(minx, maxy), (maxx, maxy), (minx, miny)])
+    box, tri = Counting(), Counting()
+    options = dict(bands=BANDS, geometry_crs=32633, chip_size=64, overlap=16)
+    predict(box, collection, out=tmp_path / "box.tif", roi=ROI, **options)
+    predict(tri, collection, out=tmp_path / "tri.tif", roi=triangle, **options)
+    assert tri.chips < 0.7 * box.chips
+    data, transform, _ = read_map(tmp_path / "tri.tif")
+    reference = expected_band(scenes, "B02", transform, data.shape[1:])
+    rows, cols = np.mgrid[0:data.shape[1], 0:data.shape[2]]
+    x = transform.c + (cols + 0.5) * RES
+    y = transform.f - (rows + 0.5) * RES
+    inside = shapely.contains_xy(triangle, x, y)
+    np.testing.assert_array_equal(data[0][inside], reference[inside])
+    far = (x - minx) / (maxx - minx) + (maxy - y) / (maxy - miny) > 1.5  # the far corner
+    assert np.isnan(data[0][far]).all()
