@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, overload
 
+import pandas as pd
+import pyarrow as pa
 import torch
 
 from rasteret.collection import Collection, DateRange
@@ -56,6 +59,38 @@ def _forward(model: Model, image: torch.Tensor, device: torch.device) -> Any:
     return model(image.to(device=device, dtype=torch.float32))
 
 
+def _register(out: str, name: str, dataset: RasteretDataset, model: Model, output: Output,
+              time: slice, workspace_dir: str | os.PathLike[str] | None,
+              backend: Backend | None, force: bool) -> Collection:
+    """The published map as a one-scene collection: band ``prediction``, the source
+    collection's name and the model's in its columns, the newest input scene's time."""
+    # Sideways to ingest (a declared edge, see [tool.importlinter]): only a named run
+    # builds a collection.
+    from rasteret.ingest.api import build_from_table
+
+    frame = dataset.index
+    used = frame.index.overlaps(pd.Interval(time.start, time.stop, closed="both"))
+    newest = frame.index.right[used].max()
+    row = {"id": Path(out.rstrip("/")).stem or name,
+           "datetime": newest.tz_localize("UTC").to_pydatetime(), "prediction": out,
+           "rasteret:source_collection": dataset.collection.name,
+           "rasteret:model": getattr(model, "__name__", None) or type(model).__name__,
+           "rasteret:output": output}
+    return build_from_table(pa.Table.from_pylist([row]), name=name,
+                            href_columns=["prediction"], backend=backend,
+                            workspace_dir=workspace_dir, force=force, progress=False)
+
+
+@overload
+def predict(model: Model, source: Collection | RasteretDataset, *,
+            out: str | os.PathLike[str], name: None = None, **options: Any) -> str: ...
+
+
+@overload
+def predict(model: Model, source: Collection | RasteretDataset, *,
+            out: str | os.PathLike[str], name: str, **options: Any) -> Collection: ...
+
+
 def predict(
     model: Model, source: Collection | RasteretDataset, *, out: str | os.PathLike[str],
     bands: Sequence[str] | None = None, roi: Any = None, geometry_crs: Any = 4326,
@@ -65,8 +100,9 @@ def predict(
     class_names: Sequence[str] | None = None,
     colors: Mapping[int, Sequence[int]] | None = None, tile_size: int | None = None,
     compression: str = "deflate", dtype: str = "float32", overwrite: bool = False,
-    journal: str | os.PathLike[str] | None = None, **dataset_options: Any,
-) -> str:
+    journal: str | os.PathLike[str] | None = None, name: str | None = None,
+    workspace_dir: str | os.PathLike[str] | None = None, **dataset_options: Any,
+) -> str | Collection:
     """Run ``model`` over an area and write its predictions as a Cloud-Optimized GeoTIFF.
 
     Chips of ``chip_size`` pixels sweep the roi in rows, ``chip_size - overlap`` apart,
@@ -109,12 +145,18 @@ def predict(
             killed or fails resumes, given the same folder and arguments, from the
             rows of tiles it finished, and writes the same file as a run that was never
             interrupted (a deterministic model). Removed once the map is published.
+        name: Register the map as a collection of this name (one scene, band
+            ``prediction``, columns ``rasteret:source_collection``, ``rasteret:model``
+            and ``rasteret:output``, the newest input scene's time) and return it: it
+            loads, reads and trains again (e.g. as labels through ``&``).
+        workspace_dir: Where that collection is saved (default: the default
+            workspace).
         **dataset_options: More options of the dataset read from a collection (see
             :class:`RasteretDataset`: ``mosaic_order``, ``apply_scale``,
             ``target_crs``, ...).
 
     Returns:
-        ``out``.
+        ``out``; with ``name``, the collection of the map.
 
     Raises:
         ConfigurationError: An invalid option, or the model returned another shape
@@ -141,7 +183,11 @@ def predict(
         with torch.no_grad():
             for batch in loader:
                 prediction.add(_forward(model, batch["image"], target), batch["image"])
-        return prediction.finish()
+        written = prediction.finish()
     except BaseException:
         prediction.abort()
         raise
+    if name is None:
+        return written
+    return _register(written, name, dataset, model, output, sweep.time, workspace_dir,
+                     backend, overwrite)

@@ -304,3 +304,32 @@ def test_a_polygon_roi_reads_only_the_chips_it_touches(collection, scenes, tmp_p
     np.testing.assert_array_equal(data[0][inside], reference[inside])
     far = (x - minx) / (maxx - minx) + (maxy - y) / (maxy - miny) > 1.5  # the far corner
     assert np.isnan(data[0][far]).all()
+
+
+def test_a_named_run_returns_its_map_as_a_collection_that_trains_again(collection, scenes,
+                                                                       tmp_path):
+    from torchgeo.datasets import IntersectionDataset
+
+    def two_classes(image):
+        high = (image[:, :1] > 2000).float()
+        return torch.cat([1 - high, high], dim=1)
+
+    maps = predict(two_classes, collection, bands=BANDS, out=tmp_path / "classes.tif",
+                   roi=ROI, geometry_crs=32633, chip_size=128, overlap=32, output="classes",
+                   name="landcover", workspace_dir=tmp_path / "ws")
+    assert isinstance(maps, rasteret.Collection) and len(maps) == 1
+    assert maps.column("rasteret:source_collection").to_pylist() == ["predict"]
+    assert maps.column("rasteret:model").to_pylist() == ["two_classes"]
+    assert rasteret.load("landcover", workspace_dir=tmp_path / "ws").name == "landcover"
+    with rasterio.open(tmp_path / "classes.tif") as src:
+        classes = src.read(1)
+    read = maps.get_xarray(ROI, ["prediction"], geometry_crs=32633, progress=False)
+    np.testing.assert_array_equal(read["prediction"].values[0], classes[37:470, 53:690])
+    # The map as labels of the imagery it was predicted from.
+    images = collection.to_torchgeo_dataset(BANDS)
+    labels = maps.to_torchgeo_dataset(["prediction"], is_image=False)
+    both = IntersectionDataset(images, labels)
+    x0, y0 = X0 + 100 * RES, Y0 - 300 * RES
+    sample = both[x0:x0 + 640:RES, y0:y0 + 640:RES]
+    assert sample["image"].shape == (2, 64, 64) and sample["mask"].shape == (64, 64)
+    np.testing.assert_array_equal(sample["mask"].numpy(), classes[236:300, 100:164])
