@@ -28,6 +28,9 @@ from rasteret.torch.mapping import MapSpec, Output, PredictionMap, input_nodata
 from rasteret.torch.sweep import SweepSampler, plan_sweep, resumed, sweep_area, time_slice
 from rasteret.write import check_output, finished_rows
 
+# The module's name is its function's: rasteret.torch.predict is the function.
+__all__ = ["predict"]
+
 #: A model, or any callable from a batch of images ``[B, C, H, W]`` to ``[B, K, H, W]``.
 Model = Callable[[torch.Tensor], torch.Tensor]
 
