@@ -93,6 +93,9 @@ class SweepSampler(Sampler[tuple[slice, slice, slice]]):
 def resumed(sweep: Sweep, rows: int) -> Sweep:
     """``sweep`` without the chips that reach only the first ``rows`` rows of output
     tiles (finished by a run this one resumes)."""
+    # The last row's chips always run: a run killed while publishing resumes with a
+    # writer to publish through.
+    rows = min(rows, -(-sweep.grid.height // sweep.tile) - 1)
     if rows <= 0:
         return sweep
     keep = [chip for chip in sweep.chips if chip[0] + sweep.chip > rows * sweep.tile]

@@ -250,6 +250,27 @@ def test_a_failed_run_resumes_from_its_journal_to_the_same_file(collection, tmp_
     assert 0 < second.chips < uninterrupted.chips  # the finished rows' chips are skipped
 
 
+def test_a_run_killed_while_publishing_resumes(collection, tmp_path, monkeypatch):
+    options = dict(bands=BANDS, roi=ROI, geometry_crs=32633, chip_size=128, overlap=32)
+    whole, uninterrupted = tmp_path / "whole.tif", Counting()
+    predict(uninterrupted, collection, out=whole, **options)
+    out, journal = tmp_path / "resumed.tif", tmp_path / "journal"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # every tile journaled, then killed
+        patch.setattr("rasteret.write.cog.cog_head", killed)
+        with pytest.raises(KeyboardInterrupt):
+            predict(first_band, collection, out=out, journal=journal, **options)
+    assert not out.exists() and finished_rows(journal) == 2  # every row of tiles
+    last_row = Counting()
+    predict(last_row, collection, out=out, journal=journal, **options)
+    assert out.read_bytes() == whole.read_bytes()
+    # Only the chips of the last row of tiles run again, to publish through.
+    assert 0 < last_row.chips < uninterrupted.chips
+
+
 def test_lightning_writes_the_same_map_through_the_callback(collection, tmp_path):
     import lightning as L
 
