@@ -106,10 +106,11 @@ class MapSpec:
                 "descriptions": names if self.output == "scores" else None}
 
     def prepare(self, outputs: torch.Tensor) -> np.ndarray:
-        """A batch of model outputs as the float64 values blended: softmax over the
-        channels for scores and classes."""
+        """A batch of model outputs as the values blended: float64 values, or the
+        softmax over the channels as float32 for scores and classes."""
         if self.output != "values":
-            outputs = torch.softmax(outputs.float(), dim=1)
+            probabilities = torch.softmax(outputs.float(), dim=1)
+            return np.asarray(probabilities.detach().to("cpu", torch.float32).numpy())
         return np.asarray(outputs.detach().to("cpu", torch.float64).numpy())
 
     def tile(self, row: TileRow, cols: slice) -> np.ndarray:
@@ -170,7 +171,10 @@ class PredictionMap:
                 self.out, width=grid.width, height=grid.height, crs=grid.crs,
                 transform=grid.transform, tile_size=self.sweep.tile,
                 **self.spec.writer_options(channels), **self.writer_options)
-            self.blender = TileRowBlender(grid.width, grid.height, self.sweep.tile, channels)
+            # Values must come back exactly (float64 sums); probabilities need not.
+            sums = "float64" if self.spec.output == "values" else "float32"
+            self.blender = TileRowBlender(grid.width, grid.height, self.sweep.tile, channels,
+                                          sums)
         elif self.blender.channels != channels:
             raise ConfigurationError(f"the model gave {channels} channels for a batch after "
                                      f"giving {self.blender.channels}")
