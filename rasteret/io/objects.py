@@ -200,6 +200,19 @@ async def get_object_meta_async(backend: Backend, url: str) -> dict[str, Any]:
     return await with_retries(backend, url, "read", once, None)
 
 
+def object_exists(backend: Backend, url: str) -> bool:
+    """Whether an object exists at ``url`` (one HEAD request)."""
+
+    async def look() -> bool:
+        try:
+            await get_object_meta_async(backend, url)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    return run_sync(look())
+
+
 async def put_objects_async(backend: Backend, objects: dict[str, bytes]) -> None:
     """Write several objects concurrently (unconditionally)."""
     await asyncio.gather(*(put_object_async(backend, url, data) for url, data in objects.items()))

@@ -65,7 +65,7 @@ class RasteretPredictionWriter(BasePredictionWriter):
                  overwrite: bool = False, backend: Backend | None = None) -> None:
         super().__init__(write_interval="batch")
         blend_window(2, 0, blend)  # checks blend now
-        check_output(out, overwrite=overwrite)
+        check_output(out, overwrite=overwrite, backend=backend)
         self.out, self.blend, self.spec = out, blend, MapSpec(output, class_names, colors, dtype)
         self.options: dict[str, Any] = {"compression": compression, "overwrite": overwrite,
                                         "backend": backend}

@@ -169,7 +169,7 @@ def predict(
     """
     spec = MapSpec(output, class_names, colors, dtype)
     blend_window(chip_size, overlap, blend)  # checks blend before anything is read
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, backend=backend)
     dataset = _dataset(source, bands, backend, dataset_options)
     sweep = plan_sweep(dataset, sweep_area(dataset, roi, geometry_crs), chip=chip_size,
                        overlap=overlap, time=time_slice(dataset, date_range), tile=tile_size)

@@ -29,7 +29,7 @@ from pyproj import CRS
 from rasteret.atomic import write_atomic
 from rasteret.errors import ConfigurationError, WriteConflictError
 from rasteret.io.backend import Backend, default_backend
-from rasteret.io.objects import put_file
+from rasteret.io.objects import object_exists, put_file
 from rasteret.storage import is_remote, local_path
 from rasteret.tiff.encode import check_compression, encode_tile, predictor_for
 from rasteret.tiff.layout import (
@@ -141,7 +141,7 @@ class CogWriter:
         self.images = _images(width, height, tile_size, bands, self.dtype, code, self.predictor,
                               count, palette=bool(colors))
         self.extra_tags = self._tags(colors, class_names, descriptions, metadata)
-        check_output(self.out, overwrite=overwrite)
+        check_output(self.out, overwrite=overwrite, backend=backend)
         self.count = TileCount()
         self.spool: TileSpool | None = TileSpool(
             [(bands, image.tiles_down, image.tiles_across) for image in self.images],
@@ -377,14 +377,21 @@ def finished_rows(journal: str | os.PathLike[str] | None) -> int:
     return int(np.argmin(whole)) if not whole.all() else len(whole)
 
 
-def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:
-    """Fail early when a local ``out`` exists and may not be replaced (an object store's
-    output is checked when it is published).
+def check_output(out: str | os.PathLike[str], *, overwrite: bool,
+                 backend: Backend | None = None) -> None:
+    """Fail early when ``out`` exists and may not be replaced (a local file, or an
+    object, one HEAD request); publishing checks again, atomically.
 
     Raises:
         WriteConflictError: ``out`` exists and ``overwrite`` is False.
     """
-    if not overwrite and not is_remote(out) and local_path(out).exists():
+    if overwrite:
+        return
+    if is_remote(out):
+        exists = object_exists(backend or default_backend(), os.fspath(out))
+    else:
+        exists = local_path(out).exists()
+    if exists:
         raise WriteConflictError(
             f"{os.fspath(out)} already exists (another run wrote it); remove it or pass "
             "overwrite=True")

@@ -354,3 +354,32 @@ def test_a_named_run_returns_its_map_as_a_collection_that_trains_again(collectio
     sample = both[x0:x0 + 640:RES, y0:y0 + 640:RES]
     assert sample["image"].shape == (2, 64, 64) and sample["mask"].shape == (64, 64)
     np.testing.assert_array_equal(sample["mask"].numpy(), classes[236:300, 100:164])
+
+
+def test_writes_the_map_to_an_object_store(collection, scenes, moto_server, tmp_path):
+    import datetime as dt
+
+    from rasteret.io.backend import RetryPolicy
+
+    moto_server.create_bucket("maps")
+    backend = rasteret.create_backend(
+        default_s3_config={"endpoint": moto_server.endpoint, "region": "us-east-1",
+                           "aws_access_key_id": moto_server.access_key_id,
+                           "aws_secret_access_key": moto_server.secret_access_key},
+        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)},
+        retries=RetryPolicy(attempts=2, budget=5))
+    url = "s3://maps/run/identity.tif"
+    options = dict(bands=BANDS, roi=ROI, geometry_crs=32633, chip_size=128, overlap=32,
+                   backend=backend)
+    assert predict(first_band, collection, out=url, **options) == url
+    local = tmp_path / "copy.tif"
+    local.write_bytes(moto_server.boto3_client().get_object(
+        Bucket="maps", Key="run/identity.tif")["Body"].read())
+    data, transform, _ = read_map(local)
+    np.testing.assert_array_equal(data[0], expected_band(scenes, "B02", transform,
+                                                         data.shape[1:]))
+    assert validate_cog(local) == []
+    second = Counting()
+    with pytest.raises(WriteConflictError):  # another run's map: found before any chip
+        predict(second, collection, out=url, **options)
+    assert second.calls == 0

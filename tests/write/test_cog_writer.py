@@ -269,8 +269,18 @@ def test_publishes_to_an_object_store_once(s3, tmp_path, size, monkeypatch):
     with rasterio.open(local) as src:
         np.testing.assert_array_equal(src.read(), image)
     assert validate_cog(local) == []
-    with pytest.raises(WriteConflictError):
+    with pytest.raises(WriteConflictError):  # found at once (a HEAD request)
         write_all(url, image[:, :10, :10], tile_size=256, backend=backend, spool_dir=tmp_path)
+    # A run that publishes after another one created the object meanwhile loses.
+    late = f"s3://{COG_BUCKET}/maps/late-{size}.tif"
+    writer = CogWriter(late, width=size, height=size, crs=32633, transform=TRANSFORM,
+                       dtype="uint16", tile_size=256, backend=backend, spool_dir=tmp_path)
+    moto.boto3_client().put_object(Bucket=COG_BUCKET, Key=f"maps/late-{size}.tif",
+                                   Body=b"the other run")
+    with pytest.raises(WriteConflictError):
+        writer.close()
+    assert moto.boto3_client().get_object(Bucket=COG_BUCKET, Key=f"maps/late-{size}.tif")[
+        "Body"].read() == b"the other run"
     assert sorted(os.listdir(tmp_path)) == ["copy.tif"]  # no spool or staged file left
 
 
