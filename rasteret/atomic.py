@@ -7,8 +7,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from rasteret.errors import WriteConflictError
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], *,
+                 replace: bool = True) -> Path:
     """Write ``path`` whole or not at all.
 
     ``write`` writes a temporary file beside ``path`` (same folder, so the rename
@@ -19,15 +22,31 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     Args:
         path: The file to write.
         write: Called with the temporary path; writes the whole content there.
+        replace: Replace an existing file. False publishes only if no file is there
+            (a hard link, which fails when the name exists: of two writers exactly one
+            wins).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        WriteConflictError: ``replace=False`` and ``path`` exists (the temporary is
+            removed).
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise WriteConflictError(
+                    f"{target} already exists (another run wrote it); remove it or allow "
+                    "replacing it") from None
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

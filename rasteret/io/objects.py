@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import obstore
@@ -127,6 +129,88 @@ def put_object(backend: Backend, url: str, data: bytes, *, create: bool = False,
                if_version: dict[str, Any] | None = None) -> str | None:
     """Synchronous :func:`put_object_async`."""
     return run_sync(put_object_async(backend, url, data, create=create, if_version=if_version))
+
+
+#: Files larger than this are uploaded in parts (multipart upload), in parts of this size.
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+async def put_file_async(backend: Backend, url: str, path: str | os.PathLike[str], *,
+                         create: bool = False) -> None:
+    """Upload the local file ``path`` to ``url``, in parts when it is large.
+
+    Args:
+        create: Only if no object exists there. A small file is one conditional put
+            (``If-None-Match: *``); a multipart upload cannot be conditional, so the
+            object is looked for first (a writer racing in between would be replaced).
+
+    Raises:
+        WriteConflictError: ``create`` and an object exists at ``url``.
+        AccessDeniedError: The credentials may not write it.
+    """
+    size = os.path.getsize(path)
+    if size <= MULTIPART_THRESHOLD:
+        with open(path, "rb") as file:
+            await put_object_async(backend, url, file.read(), create=create)
+        return
+    ensure_io_allowed()
+    store, key = backend.store_for(url)
+    if create:
+        try:
+            await get_object_meta_async(backend, url)
+        except ObjectNotFoundError:
+            pass
+        else:
+            raise WriteConflictError(f"{strip_query(url)} already exists (another writer "
+                                     "created it)")
+
+    async def once() -> None:
+        try:
+            async with request_slots(backend):
+                await obstore.put_async(store, key, Path(path), use_multipart=True,
+                                        chunk_size=MULTIPART_THRESHOLD)
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, "write") from None
+
+    await with_retries(backend, url, "write", once, None)
+
+
+def put_file(backend: Backend, url: str, path: str | os.PathLike[str], *,
+             create: bool = False) -> None:
+    """Synchronous :func:`put_file_async`."""
+    run_sync(put_file_async(backend, url, path, create=create))
+
+
+async def get_object_meta_async(backend: Backend, url: str) -> dict[str, Any]:
+    """The store's metadata of the object at ``url`` (size, ETag, ...), one HEAD request.
+
+    Raises:
+        ObjectNotFoundError: There is no such object.
+    """
+    ensure_io_allowed()
+    store, key = backend.store_for(url)
+
+    async def once() -> dict[str, Any]:
+        try:
+            async with request_slots(backend):
+                return dict(await obstore.head_async(store, key))
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, "read") from None
+
+    return await with_retries(backend, url, "read", once, None)
+
+
+def object_exists(backend: Backend, url: str) -> bool:
+    """Whether an object exists at ``url`` (one HEAD request)."""
+
+    async def look() -> bool:
+        try:
+            await get_object_meta_async(backend, url)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    return run_sync(look())
 
 
 async def put_objects_async(backend: Backend, objects: dict[str, bytes]) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rasteret.torch import forkserver as _forkserver
 
 if TYPE_CHECKING:  # imported on first use by __getattr__ below
+    from rasteret.torch.callbacks import RasteretPredictionWriter
     from rasteret.torch.datamodule import RasteretDataModule
 
 # Before torchgeo is imported below: the worker server's own imports run beside it.
@@ -20,22 +21,29 @@ _forkserver.start_early()
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
+from rasteret.torch.predict import predict  # noqa: E402
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler  # noqa: E402
 
 __all__ = [
     "DistributedGeoSampler",
     "RasteretDataModule",
     "RasteretDataset",
+    "RasteretPredictionWriter",
     "RegionSampler",
     "TileAlignedSampler",
     "dataloader",
+    "predict",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # Lightning is imported only when the datamodule is asked for.
+    # Lightning is imported only when the datamodule or the callback is asked for.
     if name == "RasteretDataModule":
         from rasteret.torch.datamodule import RasteretDataModule
 
         return RasteretDataModule
+    if name == "RasteretPredictionWriter":
+        from rasteret.torch.callbacks import RasteretPredictionWriter
+
+        return RasteretPredictionWriter
     raise AttributeError(name)

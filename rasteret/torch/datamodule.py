@@ -48,6 +48,7 @@ from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler
+from rasteret.torch.sweep import Sweep, SweepSampler, plan_sweep, sweep_area, time_slice
 from rasteret.torch.timeseries import (
     GroupBy,
     Layout,
@@ -170,6 +171,13 @@ class RasteretDataModule(L.LightningDataModule):
         time_bins: A pandas frequency (e.g. ``"1MS"``): one mosaicked step per bin.
         group_by: ``"scene"`` or ``"day"`` (scenes of one solar day are one step).
         layout: ``"TCHW"`` or ``"CTHW"`` (batches ``[B, C, T, H, W]``).
+        roi: The area ``predict_dataloader`` sweeps (a bbox tuple, shapely geometry or
+            GeoJSON in ``geometry_crs``; default: the predict split's area, else the
+            scenes' extent): chips on the COGs' tile grid, in rows, overlapping by
+            ``overlap`` pixels, for a
+            :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` to blend.
+        geometry_crs: The roi's CRS (default EPSG:4326).
+        overlap: Pixels neighbouring prediction chips share.
 
     With ``time_steps`` or ``time_bins`` every chip takes the stage's whole time
     range: the tile-aligned sampler yields each location once, and TorchGeo's
@@ -218,6 +226,9 @@ class RasteretDataModule(L.LightningDataModule):
         time_bins: str | None = None,
         group_by: GroupBy = "scene",
         layout: Layout = "TCHW",
+        roi: Any = None,
+        geometry_crs: Any = 4326,
+        overlap: int = 0,
     ) -> None:
         super().__init__()
         check_normalize(normalize, image_scale)
@@ -253,6 +264,11 @@ class RasteretDataModule(L.LightningDataModule):
         # Checked here (bad values raise before setup), kept for every stage's dataset.
         self.series = time_series_of(time_series, steps=time_steps, select=time_select,
                                      bins=time_bins, group_by=group_by, layout=layout)
+        self.roi = roi
+        self.geometry_crs = geometry_crs
+        self.overlap = overlap
+        #: The chips ``predict_dataloader`` reads and the map's grid (after setup).
+        self.predict_sweep: Sweep | None = None
         self.datasets: dict[str, RasteretDataset] = {}
         self._rois: dict[str, shapely.Geometry | None] = {}
         self._blocks: tuple[BlockSplit, Any] | None = None  # the split and its CRS
@@ -326,8 +342,16 @@ class RasteretDataModule(L.LightningDataModule):
             )
             self.datasets[name] = dataset
             self._rois[name] = self._stage_roi(dataset, name)
+            if name == "predict":
+                self.predict_sweep = self._sweep(dataset, self._rois[name])
         if self.normalize == "stats":
             self.mean_std()
+
+    def _sweep(self, dataset: RasteretDataset, stage_roi: shapely.Geometry | None) -> Sweep:
+        area = (sweep_area(dataset, self.roi, self.geometry_crs) if self.roi is not None
+                else stage_roi if stage_roi is not None else sweep_area(dataset, None))
+        return plan_sweep(dataset, area, chip=self.chip_size, overlap=self.overlap,
+                          time=time_slice(dataset, None))
 
     def _sampler(self, name: str) -> Sampler[Any]:
         from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
@@ -335,6 +359,12 @@ class RasteretDataModule(L.LightningDataModule):
         dataset = self.datasets[name]
         roi = self._rois.get(name)
         train = name == "train"
+        if name == "predict" and self.predict_sweep is not None:
+            if distributed_share()[1] > 1:
+                raise ConfigurationError(
+                    "predicting a map runs on one process (its chips are blended in order); "
+                    "run trainer.predict with devices=1")
+            return SweepSampler(self.predict_sweep)
         if self.sampler == "tile_aligned":
             return TileAlignedSampler(
                 dataset, size=self.chip_size, mode="random" if train else "grid",
@@ -578,7 +608,9 @@ class RasteretDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader[Any]:
-        """A grid of chips over the prediction split."""
+        """Overlapping chips sweeping the roi in rows, on the COGs' tile grid (see
+        ``roi`` and ``overlap``): what a
+        :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` blends into a map."""
         return self._loader("predict")
 
 
