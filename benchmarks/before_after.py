@@ -88,7 +88,13 @@ def run(tree: Path, benchmark: list[str]) -> str:
     if not Path(where.strip()).is_relative_to(tree):
         raise SystemExit(f"{tree} did not win the import: rasteret came from {where}")
     script = ROOT / "benchmarks" / benchmark[0]
-    done = subprocess.run([sys.executable, str(script), *benchmark[1:]], env=env, cwd=ROOT,
+    # Run from the tree: processes started with -c (forkserver, spawn) put their
+    # working folder first on sys.path. The benchmark data stays shared.
+    shared = tree / ".cache" / "bench"
+    if tree != ROOT and not shared.exists():
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shared.symlink_to(ROOT / ".cache" / "bench")
+    done = subprocess.run([sys.executable, str(script), *benchmark[1:]], env=env, cwd=tree,
                           capture_output=True, text=True)
     sys.stderr.write(done.stderr[-2000:])
     if done.returncode:

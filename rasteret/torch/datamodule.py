@@ -237,22 +237,16 @@ class RasteretDataModule(L.LightningDataModule):
         self.collection = collection
         self.bands = list(bands)
         self.mask_bands = list(mask_bands or [])
-        self.chip_size = chip_size
-        self.batch_size = batch_size
-        self.sampler = sampler
-        self.length = length
+        self.chip_size, self.batch_size = chip_size, batch_size
+        self.sampler, self.length = sampler, length
         self.split_by = split_by
         self.splits = splits
         self.split_column = split_column
-        self.num_workers = num_workers
-        self.multiprocessing_context = multiprocessing_context
+        self.num_workers, self.multiprocessing_context = num_workers, multiprocessing_context
         self.seed = seed
-        self.backend = backend
-        self.workspace_dir = workspace_dir
-        self.time_series = time_series
-        self.mosaic_order = mosaic_order
-        self.cache_bytes = cache_bytes
-        self.cache_dir = cache_dir
+        self.backend, self.workspace_dir = backend, workspace_dir
+        self.time_series, self.mosaic_order = time_series, mosaic_order
+        self.cache_bytes, self.cache_dir = cache_bytes, cache_dir
         self.options = read_options(
             options, target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, masked=masked, date_range=date_range,
@@ -264,9 +258,7 @@ class RasteretDataModule(L.LightningDataModule):
         # Checked here (bad values raise before setup), kept for every stage's dataset.
         self.series = time_series_of(time_series, steps=time_steps, select=time_select,
                                      bins=time_bins, group_by=group_by, layout=layout)
-        self.roi = roi
-        self.geometry_crs = geometry_crs
-        self.overlap = overlap
+        self.roi, self.geometry_crs, self.overlap = roi, geometry_crs, overlap
         #: The chips ``predict_dataloader`` reads and the map's grid (after setup).
         self.predict_sweep: Sweep | None = None
         self.datasets: dict[str, RasteretDataset] = {}
