@@ -354,6 +354,20 @@ class MotoServer(_Server):
         extra = {"ACL": "public-read"} if public_read else {}
         self.boto3_client().put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
+    def backend(self) -> Any:
+        """A rasteret backend on this server with its fake keys, no obstore retries
+        and a short retry policy, so a failing test fails in seconds."""
+        import datetime as dt
+
+        from rasteret.io.backend import RetryPolicy, create_backend
+
+        return create_backend(
+            default_s3_config={"endpoint": self.endpoint, "region": "us-east-1",
+                               "aws_access_key_id": self.access_key_id,
+                               "aws_secret_access_key": self.secret_access_key},
+            retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)},
+            retries=RetryPolicy(attempts=2, budget=5))
+
     def reset(self) -> None:
         """Delete every bucket and object."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")

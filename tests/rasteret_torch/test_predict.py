@@ -362,17 +362,8 @@ def test_a_named_run_returns_its_map_as_a_collection_that_trains_again(collectio
 
 
 def test_writes_the_map_to_an_object_store(collection, scenes, moto_server, tmp_path):
-    import datetime as dt
-
-    from rasteret.io.backend import RetryPolicy
-
     moto_server.create_bucket("maps")
-    backend = rasteret.create_backend(
-        default_s3_config={"endpoint": moto_server.endpoint, "region": "us-east-1",
-                           "aws_access_key_id": moto_server.access_key_id,
-                           "aws_secret_access_key": moto_server.secret_access_key},
-        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)},
-        retries=RetryPolicy(attempts=2, budget=5))
+    backend = moto_server.backend()
     url = "s3://maps/run/identity.tif"
     options = dict(bands=BANDS, roi=ROI, geometry_crs=32633, chip_size=128, overlap=32,
                    backend=backend)

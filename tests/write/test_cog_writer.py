@@ -241,17 +241,8 @@ COG_BUCKET = "cog-bucket"
 @pytest.fixture(scope="module")
 def s3(moto_server):
     """The session's moto with a bucket, and a backend reaching it."""
-    import datetime as dt
-
-    from rasteret.io.backend import RetryPolicy
-
     moto_server.create_bucket(COG_BUCKET)
-    backend = rasteret.create_backend(
-        default_s3_config={"endpoint": moto_server.endpoint, "region": "us-east-1",
-                           "aws_access_key_id": moto_server.access_key_id,
-                           "aws_secret_access_key": moto_server.secret_access_key},
-        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=2)},
-        retries=RetryPolicy(attempts=2, budget=5))
+    backend = moto_server.backend()
     return moto_server, backend
 
 
