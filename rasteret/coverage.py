@@ -180,9 +180,12 @@ def combine(grid: CoverageGrid, fraction: np.ndarray, source: str) -> CoverageGr
 
 
 def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
-                      geometry_epsg: int = 4326, margin: float = 0.0) -> np.ndarray:
+                      geometry_epsg: int = 4326, margin: float = 0.0,
+                      raster: tuple[float, float, float, float] | None = None
+                      ) -> np.ndarray:
     """The fraction of each cell inside ``geometry`` (given in ``geometry_epsg``,
-    degrees by default), shrunk by ``margin`` CRS units first."""
+    degrees by default), shrunk by ``margin`` CRS units first, except along the edges
+    of the ``raster`` bounds (where the geometry only repeats the raster's edge)."""
     if geometry_epsg != grid.epsg:
         to_grid = transformer(crs_of(geometry_epsg), crs_of(grid.epsg))
         # Straight edges in degrees bend in a projected CRS: densify before projecting.
@@ -191,7 +194,12 @@ def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
         geometry = shapely.transform(
             dense, lambda xy: np.column_stack(to_grid.transform(xy[:, 0], xy[:, 1])))
     if margin:
-        geometry = geometry.buffer(-margin)
+        shrunk = geometry.buffer(-margin)
+        if raster is not None:
+            rim = shapely.difference(shapely.box(*raster).buffer(margin),
+                                     shapely.box(*raster).buffer(-margin))
+            shrunk = shapely.union(shrunk, shapely.intersection(geometry, rim))
+        geometry = shrunk
     rows, columns = grid.shape
     xs = grid.x0 + grid.cell_x * np.arange(columns)
     ys = grid.y0 - grid.cell_y * np.arange(rows)
@@ -237,7 +245,7 @@ def sparse_tiles(view: BandView) -> tuple[Affine, np.ndarray] | None:
     empty = per_plane[plane] == 0
     if not empty.any():
         return None
-    transform = view.grid.transform * Affine.scale(level.chunk_width, level.chunk_height)
+    transform = view.grid.transform @ Affine.scale(level.chunk_width, level.chunk_height)
     return transform, (~empty).astype(np.float32)
 
 
@@ -289,8 +297,9 @@ def scene_coverage(views: Sequence[BandView | None], *, geometry: bytes | None =
         polygon = shapely.from_wkb(geometry)
         if not polygon.is_empty:
             pixel = max(abs(base.grid.transform.a), abs(base.grid.transform.e))
-            grid = combine(grid, geometry_fraction(grid, polygon, margin=1.5 * pixel),
-                           "geometry")
+            fraction = geometry_fraction(grid, polygon, margin=1.5 * pixel,
+                                         raster=base.bounds)
+            grid = combine(grid, fraction, "geometry")
     for view in views:
         if view is None or not view.georeferenced or view.epsg != base.epsg:
             continue
