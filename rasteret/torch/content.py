@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import shapely
-from torchgeo.samplers import GeoSampler, GridGeoSampler, PreChippedGeoSampler
+from torchgeo.samplers import (
+    GeoSampler,
+    GriddedPatchSampler,
+    GridGeoSampler,
+    PreChippedGeoSampler,
+)
 
 from rasteret.band import BandView, crs_of
 from rasteret.coverage import CoverageGrid, chip_fractions, scene_coverage
@@ -205,11 +210,22 @@ class ChipContent:
         return weights / weights.sum()
 
 
-def chip_boxes(index: tuple[slice, slice, slice]) -> tuple[Boxes, pd.Interval]:
-    """The box and time interval of one sampler slice."""
-    x, y, t = index
+#: TorchGeo's samplers that list every chip once (filtered, not drawn from again).
+_GRID_SAMPLERS = (GridGeoSampler, GriddedPatchSampler, PreChippedGeoSampler)
+
+#: A sampler's index: ``(x, y)`` slices (TorchGeo's spatial samplers, every time
+#: mosaicked) or ``(x, y, t)``.
+ChipIndex = tuple[slice, ...]
+
+
+def chip_boxes(index: ChipIndex) -> tuple[Boxes, pd.Interval | None]:
+    """The box and time interval (None: any time) of one sampler slice."""
+    x, y = index[0], index[1]
     box = (np.array([x.start], float), np.array([y.start], float),
            np.array([x.stop], float), np.array([y.stop], float))
+    if len(index) < 3 or index[2].start is None:
+        return box, None
+    t = index[2]
     return box, pd.Interval(pd.Timestamp(t.start), pd.Timestamp(t.stop), closed="both")
 
 
@@ -266,18 +282,19 @@ class ContentSampler(GeoSampler):
         self.seed = secrets.randbits(63) if seed is None else int(seed)
         self.max_tries = max_tries
         self.epoch = 0
-        self.refill = not isinstance(sampler, (GridGeoSampler, PreChippedGeoSampler))
+        self.refill = not isinstance(sampler, _GRID_SAMPLERS)
         if not self.refill and (positive_fraction is not None or class_balance is not None):
             raise ConfigurationError(
                 "positive_fraction= and class_balance= draw chips: wrap a random sampler")
 
-    def _rows(self, box: Boxes, when: pd.Interval) -> np.ndarray:
+    def _rows(self, box: Boxes, when: pd.Interval | None) -> np.ndarray:
         """Rows of the scenes the chip may read."""
         geometry = shapely.box(box[0][0], box[1][0], box[2][0], box[3][0])
         hits = self.index.sindex.query(geometry, predicate="intersects")
         frame = self.index.iloc[hits]
-        overlaps = frame.index.overlaps(when)
-        rows: np.ndarray = frame["row"].to_numpy(np.int64)[np.asarray(overlaps, bool)]
+        rows: np.ndarray = frame["row"].to_numpy(np.int64)
+        if when is not None:
+            rows = rows[np.asarray(frame.index.overlaps(when), bool)]
         return rows
 
     def _best(self, rows: np.ndarray, box: Boxes, measure: str, value: float | None
@@ -290,7 +307,7 @@ class ContentSampler(GeoSampler):
         return float(self.content.class_bound(rows, boxes, value,  # type: ignore[arg-type]
                                               bound=measure).max())
 
-    def accepts(self, index: tuple[slice, slice, slice], want: str | None = None,
+    def accepts(self, index: ChipIndex, want: str | None = None,
                 value: float | None = None) -> bool:
         """Whether the chip at ``index`` passes ``min_valid`` and holds what is wanted
         (``"positive"``, ``"negative"`` or ``"class"`` ``value``; None: anything)."""
@@ -316,7 +333,7 @@ class ContentSampler(GeoSampler):
             return "class", values[int(generator.choice(len(values), p=weights / weights.sum()))]
         return None, None
 
-    def _draws(self) -> Iterator[tuple[slice, slice, slice]]:
+    def _draws(self) -> Iterator[ChipIndex]:
         """The inner sampler's chips, epoch after epoch."""
         while True:
             empty = True
@@ -326,7 +343,7 @@ class ContentSampler(GeoSampler):
             if empty:
                 return
 
-    def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
+    def __iter__(self) -> Iterator[ChipIndex]:
         """Yield the slices of the chips that pass."""
         if not self.refill:
             for index in self.sampler:
