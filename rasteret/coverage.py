@@ -159,16 +159,18 @@ def _overlaps(start: float, step: float, count: int, lo: np.ndarray, hi: np.ndar
     """``(len(lo), count)`` lengths of ``[lo, hi]`` inside each of ``count`` cells of
     ``step`` from ``start`` (an axis growing with the index)."""
     edges = start + step * np.arange(count + 1)
-    return np.clip(np.minimum(hi[:, None], edges[None, 1:])
-                   - np.maximum(lo[:, None], edges[None, :-1]), 0, None)
+    lengths: np.ndarray = np.clip(np.minimum(hi[:, None], edges[None, 1:])
+                                  - np.maximum(lo[:, None], edges[None, :-1]), 0, None)
+    return lengths
 
 
 def _overlaps_down(start: float, step: float, count: int, hi: np.ndarray, lo: np.ndarray
                    ) -> np.ndarray:
     """As :func:`_overlaps` on an axis going down from ``start`` (rows)."""
     edges = start - step * np.arange(count + 1)
-    return np.clip(np.minimum(hi[:, None], edges[None, :-1])
-                   - np.maximum(lo[:, None], edges[None, 1:]), 0, None)
+    lengths: np.ndarray = np.clip(np.minimum(hi[:, None], edges[None, :-1])
+                                  - np.maximum(lo[:, None], edges[None, 1:]), 0, None)
+    return lengths
 
 
 def combine(grid: CoverageGrid, fraction: np.ndarray, source: str) -> CoverageGrid:
@@ -212,7 +214,8 @@ def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
     if edge.any():
         fraction[edge] = shapely.area(shapely.intersection(cells[edge], geometry)) / (
             grid.cell_x * grid.cell_y)
-    return np.clip(fraction, 0, 1)
+    clipped: np.ndarray = np.clip(fraction, 0, 1)
+    return clipped
 
 
 def raster_fraction(grid: CoverageGrid, transform: Affine, valid: np.ndarray) -> np.ndarray:
@@ -228,7 +231,8 @@ def raster_fraction(grid: CoverageGrid, transform: Affine, valid: np.ndarray) ->
     wx = _overlaps(grid.x0, grid.cell_x, columns, x_lo, x_lo + transform.a)  # (w, cols)
     wy = _overlaps_down(grid.y0, grid.cell_y, rows, y_hi, y_hi + transform.e)  # (h, rows)
     area = wy.T @ valid.astype(np.float64) @ wx
-    return np.clip(area / (grid.cell_x * grid.cell_y), 0, 1)
+    fraction: np.ndarray = np.clip(area / (grid.cell_x * grid.cell_y), 0, 1)
+    return fraction
 
 
 def sparse_tiles(view: BandView) -> tuple[Affine, np.ndarray] | None:

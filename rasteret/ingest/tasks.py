@@ -40,13 +40,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rasteret.coverage import ValidCoverage
 from rasteret.errors import (
     CollectionConflictError,
     ConfigurationError,
     ForkAfterIOError,
     RasteretError,
 )
-from rasteret.coverage import ValidCoverage
 from rasteret.ingest.coverage import with_coverage
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT, IndexFailure, band_record, index_hrefs
 from rasteret.ingest.records import (

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import shapely
+from torchgeo.datasets.utils import GeoSlice
 from torchgeo.samplers import (
     GeoSampler,
     GriddedPatchSampler,
@@ -24,7 +25,7 @@ from torchgeo.samplers import (
     PreChippedGeoSampler,
 )
 
-from rasteret.band import BandView, crs_of
+from rasteret.band import crs_of
 from rasteret.coverage import CoverageGrid, chip_fractions, scene_coverage
 from rasteret.errors import ConfigurationError
 from rasteret.labelstats import LabelHistogram, label_histograms
@@ -70,6 +71,12 @@ def scene_grids(dataset: RasteretDataset) -> list[CoverageGrid | None]:
     return grids
 
 
+def take_boxes(boxes: Boxes, keep: np.ndarray) -> Boxes:
+    """The boxes where ``keep`` is true (or at positions ``keep``)."""
+    xmin, ymin, xmax, ymax = boxes
+    return xmin[keep], ymin[keep], xmax[keep], ymax[keep]
+
+
 def _in_crs(boxes: Boxes, crs: Any, epsg: int) -> Boxes:
     """``boxes`` (in ``crs``) as boxes in ``epsg`` (the bounds of their corners)."""
     target = crs_of(epsg)
@@ -94,7 +101,7 @@ def _bound_by_row(grids: list[CoverageGrid | None], rows: np.ndarray, boxes: Box
         if grid is None:
             continue
         here = rows == row
-        part = _in_crs(tuple(b[here] for b in boxes), crs, grid.epsg)  # type: ignore[arg-type]
+        part = _in_crs(take_boxes(boxes, here), crs, grid.epsg)
         out[here] = chip_fractions(grid, *part, bound="upper" if bound == "upper" else "lower")
     return out
 
@@ -172,8 +179,7 @@ class ChipContent:
                              else h.class_grid(value))
         out = np.zeros(len(rows))
         known = label_rows >= 0
-        out[known] = _bound_by_row(grids, label_rows[known],
-                                   tuple(b[known] for b in boxes),  # type: ignore[arg-type]
+        out[known] = _bound_by_row(grids, label_rows[known], take_boxes(boxes, known),
                                    self.crs, bound)
         return out
 
@@ -207,19 +213,18 @@ class ChipContent:
                     f"no chip holds {name} labels (band {self.label_band!r}): drop it from "
                     "the balance or change the chip size")
             weights[members] += share / members.sum()
-        return weights / weights.sum()
+        normalized: np.ndarray = weights / weights.sum()
+        return normalized
 
 
 #: TorchGeo's samplers that list every chip once (filtered, not drawn from again).
 _GRID_SAMPLERS = (GridGeoSampler, GriddedPatchSampler, PreChippedGeoSampler)
 
-#: A sampler's index: ``(x, y)`` slices (TorchGeo's spatial samplers, every time
-#: mosaicked) or ``(x, y, t)``.
-ChipIndex = tuple[slice, ...]
-
-
-def chip_boxes(index: ChipIndex) -> tuple[Boxes, pd.Interval | None]:
-    """The box and time interval (None: any time) of one sampler slice."""
+def chip_boxes(index: GeoSlice) -> tuple[Boxes, pd.Interval | None]:
+    """The box and time interval (None: any time) of one sampler slice: ``(x, y)``
+    (TorchGeo's spatial samplers: every time, mosaicked) or ``(x, y, t)``."""
+    if isinstance(index, slice) or len(index) < 2:
+        raise ConfigurationError(f"a chip needs x and y slices, not {index!r}")
     x, y = index[0], index[1]
     box = (np.array([x.start], float), np.array([y.start], float),
            np.array([x.stop], float), np.array([y.stop], float))
@@ -301,13 +306,12 @@ class ContentSampler(GeoSampler):
               ) -> float:
         if not len(rows):
             return 0.0
-        boxes = tuple(np.repeat(b, len(rows)) for b in box)
+        boxes = take_boxes(box, np.zeros(len(rows), np.int64))  # the box once per scene
         if measure == "valid":
-            return float(self.content.valid(rows, boxes).max())  # type: ignore[arg-type]
-        return float(self.content.class_bound(rows, boxes, value,  # type: ignore[arg-type]
-                                              bound=measure).max())
+            return float(self.content.valid(rows, boxes).max())
+        return float(self.content.class_bound(rows, boxes, value, bound=measure).max())
 
-    def accepts(self, index: ChipIndex, want: str | None = None,
+    def accepts(self, index: GeoSlice, want: str | None = None,
                 value: float | None = None) -> bool:
         """Whether the chip at ``index`` passes ``min_valid`` and holds what is wanted
         (``"positive"``, ``"negative"`` or ``"class"`` ``value``; None: anything)."""
@@ -333,7 +337,7 @@ class ContentSampler(GeoSampler):
             return "class", values[int(generator.choice(len(values), p=weights / weights.sum()))]
         return None, None
 
-    def _draws(self) -> Iterator[ChipIndex]:
+    def _draws(self) -> Iterator[GeoSlice]:
         """The inner sampler's chips, epoch after epoch."""
         while True:
             empty = True
@@ -343,7 +347,7 @@ class ContentSampler(GeoSampler):
             if empty:
                 return
 
-    def __iter__(self) -> Iterator[ChipIndex]:
+    def __iter__(self) -> Iterator[GeoSlice]:
         """Yield the slices of the chips that pass."""
         if not self.refill:
             for index in self.sampler:
@@ -356,9 +360,10 @@ class ContentSampler(GeoSampler):
         for _ in range(len(self)):
             want, value = self._wants(generator)
             for _attempt in range(self.max_tries):
-                index = next(draws, None)
-                if index is None:
+                drawn = next(draws, None)
+                if drawn is None:
                     return
+                index = drawn
                 if self.accepts(index, want, value):
                     yield index
                     break

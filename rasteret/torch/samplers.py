@@ -22,7 +22,7 @@ from torchgeo.samplers import GeoSampler
 from rasteret.band import crs_of
 from rasteret.errors import ConfigurationError
 from rasteret.options import check_option
-from rasteret.torch.content import ChipContent, check_content_options
+from rasteret.torch.content import ChipContent, check_content_options, take_boxes
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share
 
@@ -315,10 +315,9 @@ class TileAlignedSampler(GeoSampler):
         if self.min_valid is not None:
             keep = self.content.valid(scene_rows, boxes) >= self.min_valid - 1e-9
         if self.positive_fraction is not None or self.class_balance is not None:
-            kept_boxes = tuple(b[keep] for b in boxes)
             weights = np.zeros(len(scene_rows))
             weights[keep] = self.content.weights(
-                scene_rows[keep], kept_boxes,  # type: ignore[arg-type]
+                scene_rows[keep], take_boxes(boxes, keep),
                 positive_fraction=self.positive_fraction, class_balance=self.class_balance)
             explicit["weight"] = weights
             keep &= weights > 0

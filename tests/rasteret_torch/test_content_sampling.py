@@ -101,7 +101,6 @@ def test_tile_aligned_min_valid_never_yields_a_chip_below_it(wedges, served, ngi
 
 
 def test_torchgeo_samplers_wrapped_keep_min_valid(wedges, served, nginx_server):
-    dataset = served.to_torchgeo_dataset(["B04"])
     nginx_server.clear_log()
     # TorchGeo's spatial samplers mosaic every scene under a chip: the best scene
     # bounds it, so only the chips no scene fills are dropped (here: one scene).
