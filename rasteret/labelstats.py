@@ -88,16 +88,34 @@ def histogram_of(pixels: np.ndarray, view: BandView) -> LabelHistogram:
         labelled &= pixels != view.nodata
     if pixels.dtype.kind == "f":
         labelled &= ~np.isnan(pixels)
-    classes, codes = np.unique(pixels[labelled], return_inverse=True)
-    cell = ((np.arange(height) // size)[:, None] * columns
-            + (np.arange(width) // size)[None, :])[labelled]
-    counts = np.bincount(cell * len(classes) + codes.reshape(-1),
-                         minlength=rows * columns * len(classes))
-    cell_area = float(size * size)
-    fractions = (counts.reshape(rows, columns, len(classes)) / cell_area).astype(np.float32)
+    if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
+        # Small integers: codes through a lookup table, then one count per (cell,
+        # class) pair, without sorting.
+        values = pixels.astype(np.int32) - (int(pixels.min()) if pixels.size else 0)
+        present = np.bincount(values[labelled])
+        found = np.flatnonzero(present)
+        classes = found.astype(np.float64) + (int(pixels.min()) if pixels.size else 0)
+        lookup = np.zeros(len(present), np.int32)
+        lookup[found] = np.arange(len(found), dtype=np.int32)
+        cell = ((np.arange(height, dtype=np.int32) // size)[:, None] * columns
+                + (np.arange(width, dtype=np.int32) // size)[None, :])
+        keys = (cell * len(found) + lookup[values])[labelled]
+        counts = np.bincount(keys, minlength=rows * columns * len(found))
+        fractions = (counts.reshape(rows, columns, len(found)) / float(size * size)
+                     ).astype(np.float32)
+    else:
+        classes = np.unique(pixels[labelled]).astype(np.float64)
+        # Pixels padded to whole cells (padding and nodata hold no class), then one
+        # pass per class summing the cells of a (rows, size, columns, size) view.
+        padded = np.zeros((rows * size, columns * size), np.float32)
+        fractions = np.empty((rows, columns, len(classes)), np.float32)
+        for k, value in enumerate(classes):
+            padded[:height, :width] = (pixels == value) & labelled
+            counts = padded.reshape(rows, size, columns, size).sum(axis=(1, 3))
+            fractions[..., k] = counts / float(size * size)
     grid = CoverageGrid(view.epsg or 0, transform.c, transform.f, abs(transform.a) * size,
                         abs(transform.e) * size, fractions.sum(axis=-1), ("labels",))
-    return LabelHistogram(grid, classes.astype(np.float64), fractions)
+    return LabelHistogram(grid, classes, fractions)
 
 
 def asset_key(view: BandView) -> str:
@@ -147,7 +165,8 @@ async def _scan(views: Sequence[BandView], backend: Backend, max_concurrent: int
         async with semaphore:
             cog = view.cog(backend)
             pixels = await cog.read_async(bands=view.band_index, stats=stats)
-        found[asset_key(view)] = histogram_of(pixels[0], view)
+        # Off the event loop: the counting releases the GIL, other reads go on.
+        found[asset_key(view)] = await asyncio.to_thread(histogram_of, pixels[0], view)
 
     await asyncio.gather(*(one(view) for view in views))
     return found
