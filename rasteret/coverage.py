@@ -97,18 +97,18 @@ class CoverageGrid:
         """The grid as a dict matching :data:`rasteret.schema.COVERAGE_TYPE`."""
         rows, columns = self.shape
         quantized = np.floor(np.clip(self.valid, 0, 1) * _FULL + 1e-6).astype(np.uint8)
-        return {"epsg": self.epsg, "x0": self.x0, "y0": self.y0, "cell_x": self.cell_x,
+        return {"crs_epsg": self.epsg, "x0": self.x0, "y0": self.y0, "cell_x": self.cell_x,
                 "cell_y": self.cell_y, "rows": rows, "columns": columns,
                 "valid": quantized.tobytes(), "sources": list(self.sources)}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> CoverageGrid:
+    def from_record(cls, stored: dict[str, Any]) -> CoverageGrid:
         """The grid stored by :meth:`to_record`."""
-        rows, columns = int(record["rows"]), int(record["columns"])
-        valid = np.frombuffer(record["valid"], np.uint8).reshape(rows, columns)
-        return cls(int(record["epsg"]), float(record["x0"]), float(record["y0"]),
-                   float(record["cell_x"]), float(record["cell_y"]),
-                   valid.astype(np.float32) / _FULL, tuple(record["sources"] or ()))
+        rows, columns = int(stored["rows"]), int(stored["columns"])
+        valid = np.frombuffer(stored["valid"], np.uint8).reshape(rows, columns)
+        return cls(int(stored["crs_epsg"]), float(stored["x0"]), float(stored["y0"]),
+                   float(stored["cell_x"]), float(stored["cell_y"]),
+                   valid.astype(np.float32) / _FULL, tuple(stored["sources"] or ()))
 
 
 def cell_pixels(tile: int) -> int:

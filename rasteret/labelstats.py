@@ -35,7 +35,7 @@ from rasteret.io.runtime import run_sync
 
 #: The file a histogram folder holds.
 CACHE_FILE = "label-histograms.parquet"
-_CACHE_SCHEMA = pa.schema([("key", pa.string()), ("epsg", pa.int32()), ("x0", pa.float64()),
+_CACHE_SCHEMA = pa.schema([("key", pa.string()), ("crs_epsg", pa.int32()), ("x0", pa.float64()),
                            ("y0", pa.float64()), ("cell_x", pa.float64()),
                            ("cell_y", pa.float64()), ("rows", pa.int32()),
                            ("columns", pa.int32()), ("classes", pa.list_(pa.float64())),
@@ -138,14 +138,14 @@ def _read_cache(folder: Path) -> dict[str, LabelHistogram]:
         rows, columns, classes = row["rows"], row["columns"], np.asarray(row["classes"])
         fractions = np.frombuffer(row["fractions"], np.float32).reshape(
             rows, columns, len(classes))
-        grid = CoverageGrid(row["epsg"], row["x0"], row["y0"], row["cell_x"], row["cell_y"],
+        grid = CoverageGrid(row["crs_epsg"], row["x0"], row["y0"], row["cell_x"], row["cell_y"],
                             fractions.sum(axis=-1), ("labels",))
         found[row["key"]] = LabelHistogram(grid, classes, fractions)
     return found
 
 
 def _write_cache(folder: Path, histograms: dict[str, LabelHistogram]) -> None:
-    rows = [{"key": key, "epsg": h.grid.epsg, "x0": h.grid.x0, "y0": h.grid.y0,
+    rows = [{"key": key, "crs_epsg": h.grid.epsg, "x0": h.grid.x0, "y0": h.grid.y0,
              "cell_x": h.grid.cell_x, "cell_y": h.grid.cell_y, "rows": h.grid.shape[0],
              "columns": h.grid.shape[1], "classes": h.classes.tolist(),
              "fractions": np.ascontiguousarray(h.fractions, np.float32).tobytes()}

@@ -104,7 +104,7 @@ BBOX_TYPE = pa.struct(
 COVERAGE_COLUMN = "valid_coverage"
 COVERAGE_TYPE = pa.struct(
     [
-        ("epsg", pa.int32()),
+        ("crs_epsg", pa.int32()),
         ("x0", pa.float64()),
         ("y0", pa.float64()),
         ("cell_x", pa.float64()),
