@@ -126,8 +126,8 @@ def empty_grid(view: BandView) -> CoverageGrid:
     Raises:
         ConfigurationError: The image is not georeferenced.
     """
-    epsg = view.crs.to_epsg() or 0
-    transform = view.grid.transform
+    transform = view.grid.transform  # raises when not georeferenced
+    epsg = view.epsg or 0
     size = cell_pixels(min(view.tile_width, view.tile_height))
     rows, columns = math.ceil(view.height / size), math.ceil(view.width / size)
     left, top = transform.c, transform.f

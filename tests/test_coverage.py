@@ -157,3 +157,40 @@ def test_label_histograms_are_scanned_once(wedges, tmp_path, nginx_server):
     assert nginx_server.count("/coverage-labels/") == 0
     assert all(a is b for a, b in zip(again, histograms))
     assert (cache / "label-histograms.parquet").exists()
+
+
+def earth_search_item(scene):
+    """The recorded Earth Search Sentinel-2 item, re-pointed at ``scene``: its own
+    geometry outlines the data (the wedge), as real items at orbit edges do."""
+    import copy
+    import json
+
+    fixture = Path(__file__).parent / "data" / "stac" / "earth-search__sentinel-2-l2a.json"
+    item = copy.deepcopy(json.loads(fixture.read_text()))
+    red = item["assets"]["red"]
+    red.update({"href": str(scene.files["B04"]), "proj:transform": list(scene.transform)})
+    item.update({"id": scene.id, "geometry": scene.geometry, "assets": {"red": red},
+                 "links": [],
+                 "bbox": list(shapely.bounds(shape(scene.geometry)))})
+    item["properties"].update({"datetime": scene.datetime.isoformat(),
+                               "proj:epsg": scene.epsg})
+    return item
+
+
+def test_stac_items_geometry_gives_the_coverage(wedges, tmp_path):
+    from testbed.stac import write_static_catalog
+
+    items = [earth_search_item(s) for s in wedges]
+    catalog = write_static_catalog(tmp_path / "catalog", {"sentinel-2-l2a": items})
+    bbox = shapely.bounds(shapely.union_all([shape(i["geometry"]) for i in items]))
+    collection = rasteret.build_from_stac(
+        name="stac", stac_api=str(catalog), collection=None, bbox=tuple(bbox),
+        date_range=("2024-05-01", "2024-07-01"), band_map={"B04": "red"},
+        workspace_dir=tmp_path / "ws", progress=False, valid_coverage="overview")
+    by_id = {s.id: s for s in wedges}
+    for scene_id, grid in zip(collection.column("id").to_pylist(), grids(collection)):
+        scene = by_id[scene_id]
+        truth = true_cells(scene.valid, grid)
+        assert grid.sources[:1] == ("geometry",) and "overview" in grid.sources
+        assert np.all(grid.valid <= truth + 1e-6), scene.kind
+        assert abs(grid.fraction - scene.valid.mean()) < 0.03, scene.kind

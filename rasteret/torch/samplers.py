@@ -241,7 +241,7 @@ class TileAlignedSampler(GeoSampler):
         if not len(self._chips):
             raise ConfigurationError(
                 f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
-                "(inside the roi and time range)"
+                "(inside the roi and time range, with min_valid valid data)"
             )
         self._length = length if (length and mode == "random") else len(self._chips)
 
