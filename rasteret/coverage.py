@@ -41,9 +41,11 @@ from rasteret.read.warp import transformer
 ValidCoverage = Literal["geometry", "overview"]
 VALID_COVERAGE: tuple[ValidCoverage, ...] = get_args(ValidCoverage)
 
-#: Cells per tile side at most, and their smallest size in pixels.
+#: Cells per tile side at most, their smallest size in pixels, and cells across an
+#: image beyond which they grow (see :func:`cell_pixels`).
 MAX_CELLS_PER_TILE = 8
 MIN_CELL_PIXELS = 64
+MAX_CELLS_PER_SIDE = 48
 #: The stored value of a fully valid cell.
 _FULL = 255
 
@@ -111,12 +113,19 @@ class CoverageGrid:
                    valid.astype(np.float32) / _FULL, tuple(stored["sources"] or ()))
 
 
-def cell_pixels(tile: int) -> int:
-    """The side of a coverage cell in pixels for tiles of ``tile`` pixels: a tile
-    holds up to :data:`MAX_CELLS_PER_TILE` cells per side, each at least
-    :data:`MIN_CELL_PIXELS` wide (a tile smaller than that is one cell)."""
+def cell_pixels(tile: int, extent: int = 0) -> int:
+    """The side of a coverage cell in pixels for tiles of ``tile`` pixels and an image
+    of ``extent`` pixels (its longer side): a tile holds up to
+    :data:`MAX_CELLS_PER_TILE` cells per side, each at least :data:`MIN_CELL_PIXELS`
+    wide (a tile smaller than that is one cell), and cells double (up to a tile) until
+    the image is at most :data:`MAX_CELLS_PER_SIDE` cells across, so a scene's grid
+    stays within a few kilobytes (a 10,980-pixel Sentinel-2 band of 1024-pixel tiles:
+    43 x 43 cells of 256 pixels)."""
     per_tile = max(1, min(MAX_CELLS_PER_TILE, tile // MIN_CELL_PIXELS))
-    return max(1, tile // per_tile)
+    size = max(1, tile // per_tile)
+    while size < tile and math.ceil(extent / size) > MAX_CELLS_PER_SIDE:
+        size *= 2
+    return min(size, max(1, tile))
 
 
 def empty_grid(view: BandView) -> CoverageGrid:
@@ -128,7 +137,7 @@ def empty_grid(view: BandView) -> CoverageGrid:
     """
     transform = view.grid.transform  # raises when not georeferenced
     epsg = view.epsg or 0
-    size = cell_pixels(min(view.tile_width, view.tile_height))
+    size = cell_pixels(min(view.tile_width, view.tile_height), max(view.width, view.height))
     rows, columns = math.ceil(view.height / size), math.ceil(view.width / size)
     left, top = transform.c, transform.f
     # North-up images only (as every COG a collection samples): the grid's cells are

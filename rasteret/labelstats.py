@@ -80,7 +80,7 @@ def histogram_of(pixels: np.ndarray, view: BandView) -> LabelHistogram:
     """The per-cell class fractions of a label image read whole (``pixels``, the
     full-resolution band of ``view``); nodata pixels belong to no class."""
     transform = view.grid.transform
-    size = cell_pixels(min(view.tile_width, view.tile_height))
+    size = cell_pixels(min(view.tile_width, view.tile_height), max(view.width, view.height))
     height, width = pixels.shape
     rows, columns = math.ceil(height / size), math.ceil(width / size)
     labelled = np.ones(pixels.shape, bool)

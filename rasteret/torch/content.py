@@ -11,7 +11,7 @@ first time (cached for the process, and in the dataset's ``cache_dir``).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,24 +51,41 @@ def check_content_options(min_valid: float | None, positive_fraction: float | No
             "weights >= 0 and at least one > 0")
 
 
-def scene_grids(dataset: RasteretDataset) -> list[CoverageGrid | None]:
-    """Each collection row's coverage: the stored ``valid_coverage`` column, else
+class SceneGrids:
+    """Each collection row's coverage, decoded when asked for (a few kilobytes per
+    scene stay in Arrow until then): the stored ``valid_coverage`` column, else
     (collections built without it) computed from the geometry and the tile tables of
-    the dataset's bands, without a request."""
-    collection = dataset.collection
-    records: list[Any] = ([None] * len(collection)
-                          if COVERAGE_COLUMN not in collection.column_names
-                          else collection.column(COVERAGE_COLUMN).to_pylist())
-    grids = [None if r is None else CoverageGrid.from_record(r) for r in records]
-    missing = [row for row, grid in enumerate(grids) if grid is None]
-    if missing:
-        geometries = collection.column("geometry").take(missing).to_pylist()
-        per_band = [collection.band_views(band, missing)
-                    for band in dict.fromkeys(dataset.bands + dataset.mask_bands)]
-        for position, row in enumerate(missing):
-            grids[row] = scene_coverage([views[position] for views in per_band],
-                                        geometry=geometries[position])
-    return grids
+    the dataset's bands, without a request.
+
+    Args:
+        dataset: The dataset whose collection's rows are asked for.
+        keep: Grids kept decoded at most (the most recent).
+    """
+
+    def __init__(self, dataset: RasteretDataset, *, keep: int = 1024) -> None:
+        collection = dataset.collection
+        self.collection = collection
+        self.bands = list(dict.fromkeys(dataset.bands + dataset.mask_bands))
+        self.column = (collection.column(COVERAGE_COLUMN)
+                       if COVERAGE_COLUMN in collection.column_names else None)
+        self.keep = keep
+        self._decoded: dict[int, CoverageGrid | None] = {}
+
+    def __getitem__(self, row: int) -> CoverageGrid | None:
+        """The coverage of collection row ``row`` (None: no georeferenced band)."""
+        if row in self._decoded:
+            return self._decoded[row]
+        stored = None if self.column is None else self.column[row].as_py()
+        if stored is not None:
+            grid: CoverageGrid | None = CoverageGrid.from_record(stored)
+        else:
+            geometry = self.collection.column("geometry")[row].as_py()
+            views = [self.collection.band_views(band, [row])[0] for band in self.bands]
+            grid = scene_coverage(views, geometry=geometry)
+        if len(self._decoded) >= self.keep:
+            self._decoded.pop(next(iter(self._decoded)))
+        self._decoded[row] = grid
+        return grid
 
 
 def take_boxes(boxes: Boxes, keep: np.ndarray) -> Boxes:
@@ -92,12 +109,12 @@ def _in_crs(boxes: Boxes, crs: Any, epsg: int) -> Boxes:
     return (np.min(xs, axis=0), np.min(ys, axis=0), np.max(xs, axis=0), np.max(ys, axis=0))
 
 
-def _bound_by_row(grids: list[CoverageGrid | None], rows: np.ndarray, boxes: Boxes,
-                  crs: Any, bound: str) -> np.ndarray:
+def _bound_by_row(grids: Callable[[int], CoverageGrid | None], rows: np.ndarray,
+                  boxes: Boxes, crs: Any, bound: str) -> np.ndarray:
     """Per box, a bound of the fraction ``grids[rows]`` give it (0 without a grid)."""
     out = np.zeros(len(rows))
     for row in np.unique(rows):
-        grid = grids[int(row)]
+        grid = grids(int(row))
         if grid is None:
             continue
         here = rows == row
@@ -121,7 +138,7 @@ class ChipContent:
         self.dataset = dataset
         self.crs = dataset.crs
         self.background = background
-        self._grids: list[CoverageGrid | None] | None = None
+        self._grids: SceneGrids | None = None
         self.labels = labels if labels is not None else dataset
         names = self.labels.mask_bands or (self.labels.bands if labels is not None else [])
         self.label_band: str | None = names[0] if names else None
@@ -130,8 +147,8 @@ class ChipContent:
     def valid(self, rows: np.ndarray, boxes: Boxes) -> np.ndarray:
         """Lower bounds of the valid share of each box (dataset CRS) in scene ``rows``."""
         if self._grids is None:
-            self._grids = scene_grids(self.dataset)
-        return _bound_by_row(self._grids, rows, boxes, self.crs, "lower")
+            self._grids = SceneGrids(self.dataset)
+        return _bound_by_row(self._grids.__getitem__, rows, boxes, self.crs, "lower")
 
     def histograms(self) -> list[LabelHistogram | None]:
         """The label histogram of every row of the label dataset's collection (the
@@ -170,16 +187,17 @@ class ChipContent:
         but the background)."""
         histograms = self.histograms()
         label_rows = self.label_rows(rows, boxes)
-        grids: list[CoverageGrid | None] = []
-        for h in histograms:
-            if h is None:
-                grids.append(None)
-            else:
-                grids.append(h.not_grid([self.background]) if value is None
-                             else h.class_grid(value))
+
+        def grid_of(row: int) -> CoverageGrid | None:
+            histogram = histograms[row]
+            if histogram is None:
+                return None
+            return (histogram.not_grid([self.background]) if value is None
+                    else histogram.class_grid(value))
+
         out = np.zeros(len(rows))
         known = label_rows >= 0
-        out[known] = _bound_by_row(grids, label_rows[known], take_boxes(boxes, known),
+        out[known] = _bound_by_row(grid_of, label_rows[known], take_boxes(boxes, known),
                                    self.crs, bound)
         return out
 
