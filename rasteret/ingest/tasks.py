@@ -59,7 +59,7 @@ from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed, run_sync
 from rasteret.options import OnError
-from rasteret.schema import BASE_FIELDS
+from rasteret.schema import BASE_FIELDS, COVERAGE_COLUMN
 from rasteret.storage import parquet_bytes
 from rasteret.workspace import TaskArea
 
@@ -319,7 +319,8 @@ def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnE
     if valid_coverage is not None:
         table = with_coverage(table, [r.geometry for r in kept], valid_coverage=valid_coverage,
                               backend=backend, max_concurrent=max_concurrent, stats=stats)
-    table = _nulls_untyped(table, bands)
+    # The coverage keeps its type even where no scene of the batch has one.
+    table = _nulls_untyped(table, bands | {COVERAGE_COLUMN})
     recorded = {"key": task.key, "scenes": table.num_rows,
                 "failures": [dataclasses.asdict(f) for f in failures]}
     schema = table.schema

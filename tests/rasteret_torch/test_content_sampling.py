@@ -186,3 +186,13 @@ def test_label_options_are_checked(served):
         TileAlignedSampler(labelled, size=128, min_valid=1.5)
     with pytest.raises(ConfigurationError, match="class 7"):
         TileAlignedSampler(labelled, size=128, class_balance={7: 1.0})
+
+
+def test_a_mask_dataset_gives_the_labels(wedges, served, tmp_path):
+    """Labels in a dataset of their own (one label map under three image scenes)."""
+    labels = build(wedges[:1], tmp_path, "labels-only").to_torchgeo_dataset(["label"])
+    images = served.to_torchgeo_dataset(["B04"])
+    sampler = TileAlignedSampler(images, size=128, length=1000, positive_fraction=0.5,
+                                 labels=labels, seed=3)
+    positive = np.array([(window(wedges[0].labels, *index) > 0).any() for index in sampler])
+    assert abs(positive.mean() - 0.5) < 0.05
