@@ -38,6 +38,7 @@ async def _overview_mask(view: BandView, backend: Backend, stats: FetchStats | N
                          ) -> tuple[Affine, np.ndarray] | None:
     """``(transform, valid)`` of the smallest overview of ``view``'s asset, or None
     when it has no overview or no nodata value to find."""
+    # The header was read moments ago in this build: no version to check against yet.
     cog = view.cog(backend, validate=False)
     overviews = len(cog.overviews)
     if not overviews or view.nodata is None:
