@@ -33,6 +33,7 @@ from rasteret.read.warp import transformer
 from rasteret.schema import COVERAGE_COLUMN
 from rasteret.torch.dataset import RasteretDataset
 
+#: Boxes as four arrays: ``xmin, ymin, xmax, ymax``.
 Boxes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
