@@ -196,3 +196,15 @@ def test_a_mask_dataset_gives_the_labels(wedges, served, tmp_path):
                                  labels=labels, seed=3)
     positive = np.array([(window(wedges[0].labels, *index) > 0).any() for index in sampler])
     assert abs(positive.mean() - 0.5) < 0.05
+
+
+def test_min_valid_with_an_roi_and_ranks(wedges, served):
+    dataset = served.to_torchgeo_dataset(["B04"])
+    roi = shapely.box(X0, Y0 - 1024 * RES, X0 + 512 * RES, Y0)  # the west half
+    shares = [list(TileAlignedSampler(dataset, size=128, mode="grid", roi=roi, min_valid=0.9,
+                                      rank=rank, world_size=2)) for rank in (0, 1)]
+    chips = shares[0] + shares[1]
+    assert chips and len(shares[0]) == len(shares[1])
+    for x, y, t in chips:
+        assert x.stop <= X0 + 512 * RES
+        assert true_valid(wedges, (x, y, t)) >= 0.9
