@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -34,12 +34,6 @@ from affine import Affine
 
 from rasteret.band import BandView, crs_of
 from rasteret.read.warp import transformer
-
-#: What a build records of each scene's valid data: ``"geometry"`` (the item's
-#: geometry and sparse tiles, no request), ``"overview"`` (also one read of the
-#: smallest overview per asset), or None (nothing).
-ValidCoverage = Literal["geometry", "overview"]
-VALID_COVERAGE: tuple[ValidCoverage, ...] = get_args(ValidCoverage)
 
 #: Cells per tile side at most, their smallest size in pixels, and cells across an
 #: image beyond which they grow (see :func:`cell_pixels`).

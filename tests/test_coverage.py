@@ -194,3 +194,28 @@ def test_stac_items_geometry_gives_the_coverage(wedges, tmp_path):
         assert grid.sources[:1] == ("geometry",) and "overview" in grid.sources
         assert np.all(grid.valid <= truth + 1e-6), scene.kind
         assert abs(grid.fraction - scene.valid.mean()) < 0.03, scene.kind
+
+
+def test_cli_build_takes_valid_coverage(wedges, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from testbed import HANG_GUARD
+    from testbed.stac import write_static_catalog
+
+    items = [earth_search_item(s) for s in wedges]
+    catalog = write_static_catalog(tmp_path / "catalog", {"sentinel-2-l2a": items})
+    bbox = shapely.bounds(shapely.union_all([shape(i["geometry"]) for i in items]))
+    for choice, expected in (("overview", True), ("none", False)):
+        out = subprocess.run(
+            [sys.executable, "-m", "rasteret.cli", "build", "--stac-api", str(catalog),
+             "--name", choice, "--bbox", ",".join(map(str, bbox)),
+             "--dates", "2024-05-01/2024-07-01", "--valid-coverage", choice, "--json"],
+            capture_output=True, text=True, timeout=HANG_GUARD,
+            env={**os.environ, "RASTERET_WORKSPACE": str(tmp_path / "ws")})
+        assert out.returncode == 0, out.stderr
+        built = rasteret.load(choice, workspace_dir=tmp_path / "ws")
+        assert (COVERAGE_COLUMN in built.column_names) is expected
+        if expected:
+            assert all("overview" in grid.sources for grid in grids(built))

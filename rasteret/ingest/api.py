@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rasteret.collection import Collection
-from rasteret.coverage import ValidCoverage
 from rasteret.dates import parse_date_range, parse_datetime
 from rasteret.errors import ConfigurationError
 from rasteret.ingest.build_options import DEFAULT_BATCH_SIZE, BuildOptions
@@ -23,7 +22,7 @@ from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import item_to_record, iter_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.options import OnError
+from rasteret.options import OnError, ValidCoverage
 from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
 
 

@@ -7,11 +7,10 @@ import os
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from rasteret.coverage import ValidCoverage
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.options import OnError
+from rasteret.options import OnError, ValidCoverage
 
 #: Assets per task: a few hundred headers keep a worker's connections busy (a task
 #: parses up to ``max_concurrent`` at once) while a lost task costs little.

@@ -19,17 +19,17 @@ from affine import Affine
 from shapely.geometry import shape
 
 from rasteret.band import BandView, band_views
-from rasteret.coverage import VALID_COVERAGE, ValidCoverage, nodata_mask, scene_coverage
+from rasteret.coverage import nodata_mask, scene_coverage
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import run_sync
-from rasteret.options import check_option
+from rasteret.options import VALID_COVERAGE, ValidCoverage, check_option
 from rasteret.schema import COVERAGE_COLUMN, COVERAGE_TYPE, is_band_struct
 
 
 def check_valid_coverage(value: ValidCoverage | None) -> None:
     """Raise :class:`~rasteret.errors.ConfigurationError` unless ``value`` is one of
-    :data:`~rasteret.coverage.VALID_COVERAGE` or None."""
+    :data:`~rasteret.options.VALID_COVERAGE` or None."""
     if value is not None:
         check_option("valid_coverage", value, VALID_COVERAGE)
 

@@ -40,7 +40,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rasteret.coverage import ValidCoverage
 from rasteret.errors import (
     CollectionConflictError,
     ConfigurationError,
@@ -58,7 +57,7 @@ from rasteret.ingest.records import (
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed, run_sync
-from rasteret.options import OnError
+from rasteret.options import OnError, ValidCoverage
 from rasteret.schema import BASE_FIELDS, COVERAGE_COLUMN
 from rasteret.storage import parquet_bytes
 from rasteret.workspace import TaskArea
