@@ -212,10 +212,14 @@ def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
     ys = grid.y0 - grid.cell_y * np.arange(rows)
     left, top = np.meshgrid(xs, ys)
     cells = shapely.box(left, top - grid.cell_y, left + grid.cell_x, top)
+    # Cells the outline crosses are measured; the others are wholly in or out, as
+    # their centre is (a point test, cheaper than a cell-polygon predicate).
+    boundary = geometry.boundary
+    shapely.prepare(boundary)
+    edge = shapely.intersects(boundary, cells)
     shapely.prepare(geometry)
-    inside = shapely.contains(geometry, cells)
-    fraction = inside.astype(np.float64)
-    edge = shapely.intersects(geometry, cells) & ~inside
+    fraction = shapely.contains_xy(geometry, left + grid.cell_x / 2,
+                                   top - grid.cell_y / 2).astype(np.float64)
     if edge.any():
         fraction[edge] = shapely.area(shapely.intersection(cells[edge], geometry)) / (
             grid.cell_x * grid.cell_y)
