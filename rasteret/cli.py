@@ -216,10 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild an existing collection")
     build.add_argument("--on-error", choices=ON_ERROR, default="raise")
     build.add_argument("--valid-coverage", choices=[*VALID_COVERAGE, "none"],
-                       default="geometry",
-                       help="record where scenes have data: from the item geometry and "
-                            "sparse tiles, also from the smallest overviews (one request "
-                            "per asset), or not")
+                       default="geometry", help="record where scenes have data (see docs)")
     build.set_defaults(run=_build)
 
     collections = commands.add_parser("collections", help="saved collections")
