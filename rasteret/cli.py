@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild an existing collection")
     build.add_argument("--on-error", choices=ON_ERROR, default="raise")
     build.add_argument("--valid-coverage", choices=[*VALID_COVERAGE, "none"],
-                       default="geometry", help="record where scenes have data (see docs)")
+                       default="geometry", help="where scenes have data: item geometry "
+                       "and sparse tiles, or also overviews (+1 request per asset), or none")
     build.set_defaults(run=_build)
 
     collections = commands.add_parser("collections", help="saved collections")
