@@ -208,6 +208,15 @@ class BandView:
         nodata is the effective :attr:`nodata`."""
         return record_to_header(self.record())
 
+    def tile_byte_counts(self) -> np.ndarray:
+        """The byte count of every tile (or strip) of the full-resolution image, in
+        the tile table's order (0: a sparse tile GDAL left unwritten), read from the
+        stored table alone (no other field is decoded)."""
+        levels = self._source.field("levels")
+        first = int(levels.offsets[self._index].as_py())
+        counts = levels.values.field("byte_counts")[first].values
+        return np.asarray(counts.to_numpy(zero_copy_only=False), dtype=np.uint64)
+
     def cog(self, backend: Backend, caches: ChunkCaches | None = None, *,
             validate: bool = True) -> CogFile:
         """A :class:`~rasteret.read.cog.CogFile` reading this band's object from its

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rasteret.errors import ConfigurationError, RasteretError
-from rasteret.options import ON_ERROR
+from rasteret.options import ON_ERROR, VALID_COVERAGE
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -116,6 +116,7 @@ def _build(args: argparse.Namespace) -> None:
         force=args.force,
         on_error=args.on_error,
         progress=_progress(args),
+        valid_coverage=None if args.valid_coverage == "none" else args.valid_coverage,
     )
     if args.stac_api and not args.dataset_id:
         collection = rasteret.build_from_stac(
@@ -214,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--query", help='JSON, e.g. \'{"eo:cloud_cover": {"lt": 20}}\'')
     build.add_argument("--force", action="store_true", help="rebuild an existing collection")
     build.add_argument("--on-error", choices=ON_ERROR, default="raise")
+    build.add_argument("--valid-coverage", choices=[*VALID_COVERAGE, "none"],
+                       default="geometry", help="where scenes have data: item geometry "
+                       "and sparse tiles, or also overviews (+1 request per asset), or none")
     build.set_defaults(run=_build)
 
     collections = commands.add_parser("collections", help="saved collections")

@@ -167,3 +167,10 @@ def check_resolution(resolution: Any) -> None:
                                        or not v > 0 for v in pair)):
         raise ConfigurationError(
             f"resolution={resolution!r}: give one positive pixel size or (x, y) sizes")
+
+
+#: What a build records of each scene's valid data (see :mod:`rasteret.coverage`):
+#: ``"geometry"`` (the item's geometry and sparse tiles, no request) or
+#: ``"overview"`` (also one read of each asset's smallest overview); None: nothing.
+ValidCoverage = Literal["geometry", "overview"]
+VALID_COVERAGE: tuple[ValidCoverage, ...] = get_args(ValidCoverage)

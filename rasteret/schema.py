@@ -97,6 +97,25 @@ BBOX_TYPE = pa.struct(
     ]
 )
 
+#: The column holding each scene's valid-data coverage (see :mod:`rasteret.coverage`):
+#: a grid of cells in the scene's CRS, each cell's valid fraction as one byte (0 to
+#: 255, row-major). Collections built before it existed have no such column; samplers
+#: then compute it from the geometry and tile tables they hold (no request).
+COVERAGE_COLUMN = "valid_coverage"
+COVERAGE_TYPE = pa.struct(
+    [
+        ("crs_epsg", pa.int32()),
+        ("x0", pa.float64()),
+        ("y0", pa.float64()),
+        ("cell_x", pa.float64()),
+        ("cell_y", pa.float64()),
+        ("rows", pa.int32()),
+        ("columns", pa.int32()),
+        ("valid", pa.binary()),
+        ("sources", pa.list_(pa.string())),
+    ]
+)
+
 #: Columns every collection has, before its property and band columns.
 BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),

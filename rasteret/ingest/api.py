@@ -22,7 +22,7 @@ from rasteret.ingest.records import BandSource, SceneRecord, unsigned
 from rasteret.ingest.stac import item_to_record, iter_items
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.options import OnError
+from rasteret.options import OnError, ValidCoverage
 from rasteret.registry import BandMap, BandTarget, find_dataset, list_datasets
 
 
@@ -48,6 +48,7 @@ def build_from_stac(
     page_size: int = 100,
     executor: Executor | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    valid_coverage: ValidCoverage | None = "geometry",
 ) -> Collection:
     """Build a collection from a STAC API search or a static catalog.
 
@@ -84,6 +85,10 @@ def build_from_stac(
             :class:`rasteret.ingest.BuildOptions`); the search runs here page by
             page. Default: index in this process.
         batch_size: Assets per task with an ``executor``.
+        valid_coverage: Record each scene's valid-data coverage: ``"geometry"``
+            (default; the item's geometry and sparse tiles, no request),
+            ``"overview"`` (also one read of each asset's smallest overview: one
+            request per asset) or None. See :class:`~rasteret.ingest.BuildOptions`.
 
     Returns:
         The saved :class:`~rasteret.collection.Collection`.
@@ -109,7 +114,7 @@ def build_from_stac(
     return build_collection(records, manifest=manifest, options=BuildOptions(
         name=name, backend=backend, workspace_dir=workspace_dir, force=force,
         on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
-        executor=executor, batch_size=batch_size))
+        executor=executor, batch_size=batch_size, valid_coverage=valid_coverage))
 
 
 def _stac_manifest(dataset_id: str | None, stac_api: str, collection: str | None, *,
@@ -151,6 +156,7 @@ def build(
     collection: str | None = None,
     executor: Executor | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    valid_coverage: ValidCoverage | None = "geometry",
 ) -> Collection:
     """Build a collection of a dataset by id.
 
@@ -184,6 +190,7 @@ def build(
         progress: See :class:`~rasteret.ingest.BuildOptions`.
         executor: See :class:`~rasteret.ingest.BuildOptions`.
         batch_size: See :class:`~rasteret.ingest.BuildOptions`.
+        valid_coverage: See :func:`build_from_stac`.
 
     Raises:
         ConfigurationError: The id is not registered and no ``stac_api`` is given, or
@@ -197,7 +204,7 @@ def build(
         date_range=date_range, backend=backend, band_map=band_map, query=merged_query,
         workspace_dir=workspace_dir, force=force, on_error=on_error,
         max_concurrent=max_concurrent, progress=progress, dataset_id=dataset_id,
-        executor=executor, batch_size=batch_size,
+        executor=executor, batch_size=batch_size, valid_coverage=valid_coverage,
     )
 
 
@@ -294,6 +301,7 @@ def build_from_table(
     stats: FetchStats | None = None,
     executor: Executor | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    valid_coverage: ValidCoverage | None = "geometry",
 ) -> Collection:
     """Build a collection from a table of hrefs.
 
@@ -311,8 +319,8 @@ def build_from_table(
         geometry_column: Footprints in degrees as WKB, WKT, GeoJSON or shapely
             (optional: without it, footprints come from the headers).
         backend, workspace_dir, force, on_error, max_concurrent, progress, stats,
-        executor, batch_size: See :func:`build_from_stac` (the rows are turned into
-            tasks a record batch at a time).
+        executor, batch_size, valid_coverage: See :func:`build_from_stac` (the rows
+            are turned into tasks a record batch at a time).
     """
     arrow = _as_arrow(table)
     columns = set(arrow.column_names)
@@ -347,7 +355,7 @@ def build_from_table(
     return build_collection(records, manifest=manifest, options=BuildOptions(
         name=name, backend=backend, workspace_dir=workspace_dir, force=force,
         on_error=on_error, max_concurrent=max_concurrent, progress=progress, stats=stats,
-        executor=executor, batch_size=batch_size))
+        executor=executor, batch_size=batch_size, valid_coverage=valid_coverage))
 
 
 def _table_record(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
-from rasteret.options import OnError
+from rasteret.options import OnError, ValidCoverage
 
 #: Assets per task: a few hundred headers keep a worker's connections busy (a task
 #: parses up to ``max_concurrent`` at once) while a lost task costs little.
@@ -54,6 +54,13 @@ class BuildOptions:
         batch_size: Assets per task (whole scenes: a task may hold a few more). A
             killed build resumes from its finished tasks when run again with the same
             ``batch_size``, on any executor.
+        valid_coverage: What the build records of each scene's valid data (the
+            ``valid_coverage`` column samplers filter chips by, see
+            :mod:`rasteret.coverage`): ``"geometry"`` (default) from the item's
+            geometry and the sparse tiles of the tile tables, at no request;
+            ``"overview"`` also reads each asset's smallest overview once (one ranged
+            request per asset, usually a few kB; the only source that sees nodata
+            margins inside the raster); None records nothing.
     """
 
     name: str
@@ -66,3 +73,4 @@ class BuildOptions:
     stats: FetchStats | None = None
     executor: Executor | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    valid_coverage: ValidCoverage | None = "geometry"

@@ -48,6 +48,7 @@ from rasteret.errors import (
     warn_user,
 )
 from rasteret.ingest.build_options import BuildOptions
+from rasteret.ingest.coverage import check_valid_coverage
 from rasteret.ingest.executor import IN_PROCESS_TASKS, InProcessExecutor
 from rasteret.ingest.indexer import IndexFailure
 from rasteret.ingest.parts import BatchSlice, final_schema, merge_schemas, plan_parts, write_part
@@ -78,10 +79,11 @@ def open_build(options: BuildOptions) -> tuple[Backend, Workspace, Collection | 
         (it exists and ``force`` is off), else None.
 
     Raises:
-        ConfigurationError: ``on_error`` is not an option, or ``batch_size`` is not a
-            positive number.
+        ConfigurationError: ``on_error`` or ``valid_coverage`` is not an option, or
+            ``batch_size`` is not a positive number.
     """
     check_option("on_error", options.on_error, ON_ERROR)
+    check_valid_coverage(options.valid_coverage)
     batch_size = options.batch_size
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive number of assets, "
@@ -268,7 +270,8 @@ def _build_on(executor: Executor, records: Iterable[SceneRecord], manifest: dict
     try:
         count = run_tasks(executor, partial(index_task, area=area, backend=backend,
                                             on_error=options.on_error,
-                                            max_concurrent=max_concurrent),
+                                            max_concurrent=max_concurrent,
+                                            valid_coverage=options.valid_coverage),
                           staged(area, ledger.tasks(records, options.batch_size)),
                           ledger.collect)
     finally:

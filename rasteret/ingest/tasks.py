@@ -46,6 +46,7 @@ from rasteret.errors import (
     ForkAfterIOError,
     RasteretError,
 )
+from rasteret.ingest.coverage import with_coverage
 from rasteret.ingest.indexer import DEFAULT_MAX_CONCURRENT, IndexFailure, band_record, index_hrefs
 from rasteret.ingest.records import (
     SceneRecord,
@@ -56,8 +57,8 @@ from rasteret.ingest.records import (
 from rasteret.io.backend import Backend
 from rasteret.io.fetch import FetchStats
 from rasteret.io.runtime import ensure_io_allowed, run_sync
-from rasteret.options import OnError
-from rasteret.schema import BASE_FIELDS
+from rasteret.options import OnError, ValidCoverage
+from rasteret.schema import BASE_FIELDS, COVERAGE_COLUMN
 from rasteret.storage import parquet_bytes
 from rasteret.workspace import TaskArea
 
@@ -274,12 +275,16 @@ def index_batch(
 
 
 def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnError,
-               max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> TaskOutcome:
+               max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+               valid_coverage: ValidCoverage | None = "geometry") -> TaskOutcome:
     """Index one task's scenes, read from ``area``, and store them as a batch there
     (runs on a worker).
 
     A batch already in ``area`` for this task is reused. With ``on_error="raise"`` a
     task with failures writes no batch, so a re-run tries its scenes again.
+
+    ``valid_coverage`` adds each scene's valid-data coverage (see
+    :mod:`rasteret.ingest.coverage`; None: none).
 
     Returns:
         Counts, the batch's schema and the failures (never the rows).
@@ -309,7 +314,12 @@ def index_task(task: TaskRef, *, area: TaskArea, backend: Backend, on_error: OnE
     if failures and on_error == "raise":
         return TaskOutcome(task.key, 0, task.assets, None, failures, stats)
     bands = {band for record in records for band in record.bands}
-    table = _nulls_untyped(records_to_table(kept, kept_bands), bands)
+    table = records_to_table(kept, kept_bands)
+    if valid_coverage is not None:
+        table = with_coverage(table, [r.geometry for r in kept], valid_coverage=valid_coverage,
+                              backend=backend, max_concurrent=max_concurrent, stats=stats)
+    # The coverage keeps its type even where no scene of the batch has one.
+    table = _nulls_untyped(table, bands | {COVERAGE_COLUMN})
     recorded = {"key": task.key, "scenes": table.num_rows,
                 "failures": [dataclasses.asdict(f) for f in failures]}
     schema = table.schema

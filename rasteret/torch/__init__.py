@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported on first use by __getattr__ below
 # Before torchgeo is imported below: the worker server's own imports run beside it.
 _forkserver.start_early()
 
+from rasteret.torch.content import ContentSampler  # noqa: E402
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
@@ -25,6 +26,7 @@ from rasteret.torch.predict import predict  # noqa: E402
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler  # noqa: E402
 
 __all__ = [
+    "ContentSampler",
     "DistributedGeoSampler",
     "RasteretDataModule",
     "RasteretDataset",

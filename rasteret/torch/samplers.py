@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
@@ -23,6 +23,7 @@ from torchgeo.samplers import GeoSampler
 from rasteret.band import crs_of
 from rasteret.errors import ConfigurationError
 from rasteret.options import check_option
+from rasteret.torch.content import ChipContent, check_content_options, take_boxes
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share
 
@@ -101,8 +102,19 @@ class _Chips:
         """The same chips listed one by one."""
         every = np.arange(self._total(), dtype=np.int64)
         xmin, ymax, t0, t1 = self._global(every)
+        # The index entry of each chip (its scene), for filters by content.
+        entry = (np.searchsorted(self.starts, every, side="right") - 1
+                 if self.explicit is None else self.explicit["entry"])
         return self.only(np.ones(len(every), bool), {"xmin": xmin, "ymax": ymax,
-                                                     "t0": t0, "t1": t1})
+                                                     "t0": t0, "t1": t1, "entry": entry})
+
+    def own_weights(self) -> np.ndarray | None:
+        """Draw probabilities of this share's own chips (None: uniform)."""
+        if self.explicit is None or "weight" not in self.explicit:
+            return None
+        weights = self.explicit["weight"][self.first::self.step]
+        total = float(weights.sum())
+        return weights / total if total > 0 else None
 
     @property
     def xmin(self) -> np.ndarray:
@@ -196,6 +208,22 @@ class TileAlignedSampler(GeoSampler):
             initialised, else 0.
         world_size: The number of ranks; default from ``torch.distributed`` when it
             is initialised, else 1.
+        min_valid: Keep only chips whose share of valid pixels is at least this, by
+            the collection's ``valid_coverage`` (item geometry, sparse tiles and,
+            when built with ``valid_coverage="overview"``, the smallest overview; see
+            :mod:`rasteret.coverage`). No request is made.
+        positive_fraction: In random mode, draw this share of chips among those
+            holding a label other than ``background`` and the rest among those holding
+            none (labels: the dataset's first mask band, or ``labels``).
+        class_balance: In random mode, ``{class value: weight}``: draw chips holding
+            each class in proportion to its weight.
+        labels: A dataset whose first mask band (else first band) holds the labels,
+            when they are not the dataset's own ``mask_bands``.
+        background: The class value that is not positive (default 0).
+
+        The label filters scan the label tiles once (per process and asset version,
+        kept in the label dataset's ``cache_dir`` when it has one; see
+        :mod:`rasteret.labelstats`); the chips are then listed one by one.
 
     Raises:
         ConfigurationError: No aligned chip fits (a chip larger than the scenes, or
@@ -215,8 +243,21 @@ class TileAlignedSampler(GeoSampler):
         seed: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        min_valid: float | None = None,
+        positive_fraction: float | None = None,
+        class_balance: Mapping[float, float] | None = None,
+        labels: RasteretDataset | None = None,
+        background: float = 0,
     ) -> None:
         check_option("mode", mode, MODES)
+        # Chips by content (rasteret.torch.content): valid data and labels.
+        check_content_options(min_valid, positive_fraction, class_balance)
+        if mode == "grid" and (positive_fraction is not None or class_balance is not None):
+            raise ConfigurationError(
+                "positive_fraction= and class_balance= weight random draws: use mode='random'")
+        self.min_valid, self.positive_fraction = min_valid, positive_fraction
+        self.class_balance = dict(class_balance) if class_balance is not None else None
+        self.content = ChipContent(dataset, labels=labels, background=background)
         size = size or dataset.chip_size
         if not size or size <= 0:
             raise ConfigurationError("give size= (chip size in pixels) or the dataset's chip_size")
@@ -230,7 +271,7 @@ class TileAlignedSampler(GeoSampler):
         if not len(self._chips):
             raise ConfigurationError(
                 f"no {self.size}-pixel chip aligned to the tile grid fits the dataset's scenes "
-                "(inside the roi and time range)"
+                "(inside the roi and time range, with min_valid valid data)"
             )
         self._length = length if (length and mode == "random") else len(self._chips)
 
@@ -285,8 +326,34 @@ class TileAlignedSampler(GeoSampler):
             height = self.size * dataset.res[1]
             boxes = shapely.box(chips.xmin, chips.ymax - height, chips.xmin + width, chips.ymax)
             chips = chips.only(shapely.contains(roi, boxes))
+        chips = self._by_content(chips, rows[kept], dataset)
         # Disjoint shares per rank: every world_size-th chip in a fixed order.
         return chips.share(self.rank, self.world_size)
+
+    def _by_content(self, chips: _Chips, rows: np.ndarray, dataset: RasteretDataset
+                    ) -> _Chips:
+        """The chips with ``min_valid``, weighted by label content (``rows``: the scene
+        row of each index entry)."""
+        if (self.min_valid is None and self.positive_fraction is None
+                and self.class_balance is None) or not len(chips):
+            return chips
+        listed = chips.materialized()
+        explicit = dict(listed.explicit or {})
+        scene_rows = rows[explicit["entry"]]
+        width, height = self.size * dataset.res[0], self.size * dataset.res[1]
+        boxes = (explicit["xmin"], explicit["ymax"] - height, explicit["xmin"] + width,
+                 explicit["ymax"])
+        keep = np.ones(len(scene_rows), bool)
+        if self.min_valid is not None:
+            keep = self.content.valid(scene_rows, boxes) >= self.min_valid - 1e-9
+        if self.positive_fraction is not None or self.class_balance is not None:
+            weights = np.zeros(len(scene_rows))
+            weights[keep] = self.content.weights(
+                scene_rows[keep], take_boxes(boxes, keep),
+                positive_fraction=self.positive_fraction, class_balance=self.class_balance)
+            explicit["weight"] = weights
+            keep &= weights > 0
+        return listed.only(keep, explicit)
 
     def _slice(self, i: int) -> tuple[slice, slice, slice]:
         xres, yres = self.res
@@ -318,7 +385,12 @@ class TileAlignedSampler(GeoSampler):
         else:
             # The share's own chips only (the padding repeats other shares').
             generator = np.random.default_rng((self.seed, self.rank, self.epoch))
-            order = generator.integers(0, self._chips.own or len(self._chips), size=len(self))
+            weights = self._chips.own_weights()
+            if weights is not None:  # by label content (positive_fraction, class_balance)
+                order = generator.choice(len(weights), size=len(self), p=weights)
+            else:
+                order = generator.integers(0, self._chips.own or len(self._chips),
+                                           size=len(self))
         self.epoch += 1
         for i in order:
             yield self._slice(int(i))
