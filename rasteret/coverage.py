@@ -221,8 +221,12 @@ def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
     fraction = shapely.contains_xy(geometry, left + grid.cell_x / 2,
                                    top - grid.cell_y / 2).astype(np.float64)
     if edge.any():
-        fraction[edge] = shapely.area(shapely.intersection(cells[edge], geometry)) / (
-            grid.cell_x * grid.cell_y)
+        # Clipping to each cell's rectangle gives the intersection's area at about a
+        # third of a general intersection's cost (the bulk of a build's coverage CPU).
+        area = [shapely.area(shapely.clip_by_rect(geometry, x, y - grid.cell_y,
+                                                  x + grid.cell_x, y))
+                for x, y in zip(left[edge].tolist(), top[edge].tolist())]
+        fraction[edge] = np.asarray(area) / (grid.cell_x * grid.cell_y)
     clipped: np.ndarray = np.clip(fraction, 0, 1)
     return clipped
 
