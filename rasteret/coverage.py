@@ -223,12 +223,21 @@ def geometry_fraction(grid: CoverageGrid, geometry: shapely.Geometry, *,
     if edge.any():
         # Clipping to each cell's rectangle gives the intersection's area at about a
         # third of a general intersection's cost (the bulk of a build's coverage CPU).
-        area = [shapely.area(shapely.clip_by_rect(geometry, x, y - grid.cell_y,
-                                                  x + grid.cell_x, y))
+        area = [clipped_area(geometry, (x, y - grid.cell_y, x + grid.cell_x, y))
                 for x, y in zip(left[edge].tolist(), top[edge].tolist())]
         fraction[edge] = np.asarray(area) / (grid.cell_x * grid.cell_y)
     clipped: np.ndarray = np.clip(fraction, 0, 1)
     return clipped
+
+
+def clipped_area(geometry: shapely.Geometry, box: tuple[float, float, float, float]
+                 ) -> float:
+    """The area of ``geometry`` inside ``box`` (minx, miny, maxx, maxy): clipped to
+    the rectangle, or intersected where GEOS's clipping refuses a degenerate ring."""
+    try:
+        return float(shapely.area(shapely.clip_by_rect(geometry, *box)))
+    except shapely.errors.GEOSException:
+        return float(shapely.area(shapely.intersection(geometry, shapely.box(*box))))
 
 
 def raster_fraction(grid: CoverageGrid, transform: Affine, valid: np.ndarray) -> np.ndarray:
