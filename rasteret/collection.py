@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
     import xarray as xr
+    from matplotlib.figure import Figure
     from pyproj import CRS
 
     from rasteret.points import PointValues
@@ -830,6 +831,37 @@ class Collection:
         target = local_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
+
+    # -- pictures (issue 21, item 6) ----------------------------------------------------
+    def plot(self, *, geometries: Any = None, geometry_crs: CRSLike = 4326,
+             target_crs: CRSLike | None = None, coverage: bool = True,
+             title: str | None = None) -> Figure:
+        """A map of the scenes: footprints coloured by date (with a date colorbar), the
+        valid data shaded where the collection records it, and an area of interest.
+        Nothing is read: footprints and dates come from the table.
+
+        Args:
+            geometries: An area of interest, outlined (any input
+                :meth:`get_numpy` takes: a bbox tuple, shapely geometries, GeoJSON...).
+            geometry_crs: The CRS of ``geometries`` (default EPSG:4326).
+            target_crs: The CRS the map is drawn in (default: the scenes' CRS when
+                they share one, else EPSG:4326).
+            coverage: Shade each scene's valid data when the collection records it
+                (see :func:`rasteret.plots.valid_coverage`).
+            title: The axes' title (default: the name, the scene count and the CRS).
+
+        Returns:
+            A matplotlib ``Figure``, built without pyplot (headless;
+            ``fig.savefig("map.png")`` writes it). Needs matplotlib
+            (``pip install 'rasteret[plot]'``).
+
+        Raises:
+            ConfigurationError: An empty collection, a bad CRS or unreadable geometries.
+        """
+        from rasteret.plots import plot_collection  # upward: see [tool.importlinter]
+
+        return plot_collection(self, geometries=geometries, geometry_crs=geometry_crs,
+                               target_crs=target_crs, coverage=coverage, title=title)
 
 
 def _subset_conditions(
