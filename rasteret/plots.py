@@ -170,11 +170,11 @@ def draw_footprints(figure: Figure, axes: Axes, footprints: Sequence[Any] | np.n
     return collection
 
 
-def finish_map(axes: Axes, crs: CRS, handles: list[Patch], title: str | None) -> None:
+def finish_map(axes: Axes, crs: CRS | None, handles: list[Patch], title: str | None) -> None:
     """Axis labels in the CRS's units, the limits, a legend of ``handles``, a title."""
     axes.autoscale_view()
-    unit = crs.axis_info[0].unit_name if crs.axis_info else ""
-    if crs.is_geographic:
+    unit = crs.axis_info[0].unit_name if crs is not None and crs.axis_info else ""
+    if crs is not None and crs.is_geographic:
         axes.set_xlabel("longitude (°)")
         axes.set_ylabel("latitude (°)")
     else:

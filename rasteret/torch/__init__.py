@@ -20,6 +20,7 @@ _forkserver.start_early()
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
+from rasteret.torch.plots import plot_chips  # noqa: E402
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler  # noqa: E402
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "RegionSampler",
     "TileAlignedSampler",
     "dataloader",
+    "plot_chips",
 ]
 
 
