@@ -255,7 +255,8 @@ def plot_collection(collection: Collection, *, geometries: Any = None,
     footprints, stamps = scene_footprints(collection, crs)
     figure, axes = new_figure()
     draw_footprints(figure, axes, footprints, stamps)
-    handles = [Patch(facecolor="none", edgecolor="0.3", label=f"scene footprints ({len(collection)})")]
+    handles = [Patch(facecolor="none", edgecolor="0.3",
+                     label=f"scene footprints ({len(collection)})")]
     valid = valid_coverage(collection) if coverage else None
     if valid is not None:
         draw_polygons(axes, in_crs(valid, crs), label="valid data", facecolors=COVERAGE_COLOR,

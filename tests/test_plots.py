@@ -118,7 +118,8 @@ def test_polygons_keep_their_holes():
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     pixels = np.asarray(canvas.buffer_rgba())
-    assert pixels[50, 50, :3].tolist() == [255, 255, 255] and pixels[10, 10, :3].tolist() == [0, 0, 0]
+    assert pixels[50, 50, :3].tolist() == [255, 255, 255]
+    assert pixels[10, 10, :3].tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("bad", [
