@@ -166,7 +166,9 @@ def draw_footprints(figure: Figure, axes: Axes, footprints: Sequence[Any] | np.n
     ticks = np.linspace(low, high, 5)
     labels = (np.round(ticks * NS_PER_DAY).astype("datetime64[ns]")
               .astype("datetime64[D]").astype(str))
-    bar.set_ticks(list(ticks), labels=list(labels))
+    _, first = np.unique(labels, return_index=True)  # a short span: each day once
+    first = np.sort(first)
+    bar.set_ticks(list(ticks[first]), labels=list(labels[first]))
     return collection
 
 

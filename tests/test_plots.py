@@ -151,3 +151,10 @@ def test_headless_and_no_pyplot_state(tmp_path):
     env = {"MPLBACKEND": "Agg", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
     subprocess.run([sys.executable, "-c", code, str(png)], check=True, env=env, timeout=120)
     assert png.stat().st_size > 0
+
+
+def test_one_date_labels_each_day_once(collection):
+    figure = collection.take_rows([0]).plot()
+    ticks = [t.get_text() for t in figure.axes[1].get_yticklabels()]
+    assert "2024-05-01" in ticks and len(ticks) == len(set(ticks))
+    assert len(named(figure, "footprints")[0].get_paths()) == 1

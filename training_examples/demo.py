@@ -126,11 +126,12 @@ def main() -> None:
         print(f"[demo] pixel accuracy on 6 validation chips: {accuracy:.2f}")
         print(f"[demo] wrote {png} (RasteretDataset.plot per chip: RGB | mask | prediction)")
 
-        # Pictures of where chips come from (no pixel is read): the validation
-        # sampler's chips over the footprints, and a block split of the whole area.
+        # Pictures of where chips come from (no pixel is read): every chip the training
+        # sampler can draw over the footprints, and a block split of the whole area.
         chip_map = out / "chip_map.png"
-        plot_chips(sampler, dataset, title="validation chips (TileAlignedSampler)").savefig(
-            chip_map, dpi=80)
+        train = datamodule.datasets["train"]
+        plot_chips(TileAlignedSampler(train, size=args.chip_size, seed=0), train,
+                   title="training chips (TileAlignedSampler)").savefig(chip_map, dpi=80)
         blocks = RasteretDataModule(
             collection, BANDS, mask_bands=[LABEL], chip_size=args.chip_size,
             batch_size=args.batch_size, sampler="tile_aligned", num_workers=0,

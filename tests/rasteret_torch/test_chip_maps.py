@@ -139,3 +139,20 @@ def test_plot_split_on_its_own():
     assert [t.split(" (")[0] for t in legend_texts(figure)] == ["train", "val", "test",
                                                                 "buffer"]
     assert figure.axes[0].get_xlabel() == "x"
+
+
+def test_chip_map_shades_valid_coverage_when_recorded(mosaic, monkeypatch):
+    import shapely
+
+    from rasteret.collection import Collection
+    from rasteret.plots import COVERAGE_ACCESSOR
+
+    dataset = mosaic.to_torchgeo_dataset(["B02"], chip_size=32)
+    sampler = TileAlignedSampler(dataset, size=32, mode="grid")
+    assert named(plot_chips(sampler, dataset), "valid data") == []
+    degrees = shapely.from_wkb(mosaic.column("geometry").to_numpy(zero_copy_only=False))
+    monkeypatch.setattr(Collection, COVERAGE_ACCESSOR,
+                        lambda self: [g.centroid.buffer(0.001) for g in degrees], raising=False)
+    figure = plot_chips(sampler, dataset)
+    assert len(named(figure, "valid data")[0].get_paths()) == 4
+    assert "valid data" in legend_texts(figure)
