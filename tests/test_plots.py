@@ -158,3 +158,19 @@ def test_one_date_labels_each_day_once(collection):
     ticks = [t.get_text() for t in figure.axes[1].get_yticklabels()]
     assert "2024-05-01" in ticks and len(ticks) == len(set(ticks))
     assert len(named(figure, "footprints")[0].get_paths()) == 1
+
+
+def test_without_matplotlib_the_error_names_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None  # as if not installed\n"
+        "import rasteret\n"
+        "try:\n"
+        "    import rasteret.plots\n"
+        "except ImportError as error:\n"
+        "    assert \"rasteret[plot]\" in str(error), error\n"
+        "else:\n"
+        "    raise SystemExit('imported without matplotlib')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={"PYTHONPATH": ":".join(sys.path), "PATH": ""})
