@@ -72,7 +72,7 @@ echo "none"
 endef
 
 .PHONY: venv venv311 servers test test311 test-latest test-random lock lint docs docs-serve \
-	demo clean bench-deps
+	docs-figures demo clean bench-deps
 
 # Install a venv from a lock: $(1) the venv, $(2) the lock. uv (itself installed from
 # locks/uv.txt) syncs the venv to the lock, removing whatever else it holds, checking
@@ -220,6 +220,11 @@ docs: venv
 
 docs-serve: venv
 	$(MKDOCS_ENV) $(VENV)/bin/mkdocs serve
+
+# The figures of docs/training-data.md (collection, chip and split maps), drawn from a
+# small synthetic world on the local disk and committed under docs/figures/ (small PNGs).
+docs-figures: venv
+	$(PY) docs/figures/make_figures.py --out docs/figures
 
 # The peers of benchmarks/aoi.py: odc-stac (the bench extra) and stackstac, whose
 # pandas<3 pin is skipped (--no-deps) so the project's pandas stays as it is.

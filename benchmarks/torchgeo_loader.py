@@ -19,6 +19,15 @@ preloading server, decode threads sized per worker), each with the default
 (``num_workers=0``), and one measures the first batch of a 1,000-scene collection
 (the scenes' rows replicated, as in ``benchmarks/scale.py``).
 
+Time series (issue 21): the first scene's files hard-linked once per month (distinct
+URLs, so no cache sees a repeat), T=12 and T=24 monthly steps at one place, 4 bands,
+256-px chips, batch 8: rasteret's ``time_series=True, time_bins="1MS"`` with
+TileAlignedSampler, beside TorchGeo 0.10's own path, ``RasterDataset(time_series=True)``
+(it stacks every file of the chip's time slice into ``[T, C, H, W]``; it has no fixed
+``T``, padding or per-step dates) with RandomPatchSampler.
+
+    .venv/bin/python benchmarks/torchgeo_loader.py --quick --rows time-series
+
 Worker memory is read from ``/proc/<pid>`` of each worker once the last batch
 arrived: RSS (what ``top`` shows; it counts the pages shared with the forkserver
 that preloaded torch), PSS (shared pages divided among their sharers) and USS (the
@@ -54,6 +63,12 @@ def parse_args() -> argparse.Namespace:
                         help="scenes of the first-batch row (0: skip it)")
     parser.add_argument("--latency-by", choices=LATENCY_MODES, default="nginx")
     parser.add_argument("--data", default=".cache/bench/scenes", help="scene cache folder")
+    parser.add_argument("--rows", choices=("all", "loader", "time-series"), default="all",
+                        help="which tables to measure")
+    parser.add_argument("--steps", type=int, nargs="+", default=[12, 24],
+                        help="monthly time steps of the time series rows")
+    parser.add_argument("--series-chips", type=int, default=48,
+                        help="chips per time series row")
     return parser.parse_args()
 
 
@@ -71,6 +86,23 @@ def _make_dataset_class():
 
     SyntheticS2.__qualname__ = "SyntheticS2"
     return SyntheticS2
+
+
+def _make_series_class():
+    """TorchGeo's RasterDataset for the time series files (``m<YYYYMMDD>_<band>.tif``),
+    stacking the files of a chip's time slice (``time_series=True``)."""
+    from torchgeo.datasets import RasterDataset
+
+    class SyntheticSeries(RasterDataset):
+        filename_glob = "m*_B02.tif"
+        filename_regex = r"^m(?P<date>\d{8})_(?P<band>B\d\d)\.tif$"
+        date_format = "%Y%m%d"
+        separate_files = True
+        all_bands = tuple(BANDS)
+        rgb_bands = ("B04", "B03", "B02")
+
+    SyntheticSeries.__qualname__ = "SyntheticSeries"
+    return SyntheticSeries
 
 
 def peak_rss_mb() -> float:
@@ -91,28 +123,32 @@ def process_memory_mb(pid: int) -> dict[str, float]:
             "uss": rollup["Private_Clean"] + rollup["Private_Dirty"]}
 
 
-def run_loader(dataset, sampler, workers: int, chips: int, *, gdal: bool = False
-               ) -> dict[str, float]:
+def run_loader(dataset, sampler, workers: int, chips: int, *, gdal: bool = False,
+               batch_size: int = 16) -> dict[str, float]:
     """Iterate a DataLoader over ``chips`` samples; time the first batch from the
     loader's creation (rasteret's ``dataloader`` starts the forkserver then)."""
     from rasteret.torch import dataloader
 
     start = time.perf_counter()
+    shape: tuple[int, ...] = ()
     if gdal:  # TorchGeo's own set-up: a plain DataLoader with spawn workers
         from torch.utils.data import DataLoader
         from torchgeo.datasets import stack_samples
 
-        loader = DataLoader(dataset, sampler=sampler, batch_size=16, num_workers=workers,
+        loader = DataLoader(dataset, sampler=sampler, batch_size=batch_size,
+                            num_workers=workers,
                             multiprocessing_context="spawn" if workers else None,
                             collate_fn=stack_samples)
     else:
-        loader = dataloader(dataset, sampler=sampler, batch_size=16, num_workers=workers)
+        loader = dataloader(dataset, sampler=sampler, batch_size=batch_size,
+                            num_workers=workers)
     batches = iter(loader)
     first = None
     count = 0
     for batch in batches:
         if first is None:
             first = time.perf_counter() - start
+            shape = tuple(batch["image"].shape)
             steady_start = time.perf_counter()
         count += batch["image"].shape[0]
         if count >= chips:
@@ -125,10 +161,12 @@ def run_loader(dataset, sampler, workers: int, chips: int, *, gdal: bool = False
     del batches, loader
     worst = max(memory, key=lambda m: m["peak"])
     return {
-        "samples_per_s": (count - 16) / steady if count > 16 else count / total,
+        "samples_per_s": ((count - batch_size) / steady if count > batch_size
+                          else count / total),
         "startup_s": first or 0.0,
         **{f"worker_{k}": v for k, v in worst.items()},
         "samples": count,
+        "shape": shape,
     }
 
 
@@ -147,10 +185,104 @@ def first_batch_large(base, scenes: int, workers: int) -> dict[str, float]:
     return run_loader(dataset, sampler, workers, 64)
 
 
+# -- time series (issue 21, item 1) ---------------------------------------------------------
+def series_links(data: Path, months: int) -> Path:
+    """The first scene's files hard-linked once a month (the 15th, from January 2023) under
+    ``data/ts<months>``: ``months`` distinct URLs per band at one place."""
+    import pandas as pd
+
+    folder = data / f"ts{months}"
+    folder.mkdir(exist_ok=True)
+    for month in range(months):
+        date = pd.Timestamp("2023-01-15") + pd.DateOffset(months=month)
+        for band in BANDS:
+            link = folder / f"m{date:%Y%m%d}_{band}.tif"
+            if not link.exists():
+                os.link(data / f"scene000_{band}.tif", link)
+    return folder
+
+
+def series_cases(args, base: str, folder: Path, steps: int) -> list[tuple]:
+    """``(reader, sampler name, dataset, make sampler, gdal)`` of one time series row
+    pair: rasteret's monthly bins with TileAlignedSampler, TorchGeo's own stacking."""
+    import datetime as dt
+
+    import pyarrow as pa
+    from torchgeo.samplers import RandomPatchSampler
+
+    import rasteret
+    from rasteret.torch import TileAlignedSampler
+
+    files = sorted(folder.glob("m*_B02.tif"))
+    stems = [f.name.split("_")[0] for f in files]
+    table = [{"id": stem, "datetime": dt.datetime.strptime(stem[1:], "%Y%m%d").replace(
+        hour=10, tzinfo=dt.UTC), **{b: f"{base}/{folder.name}/{stem}_{b}.tif" for b in BANDS}}
+        for stem in stems]
+    collection = rasteret.build_from_table(
+        pa.Table.from_pylist(table), name=f"series{steps}", href_columns=BANDS,
+        workspace_dir=tempfile.mkdtemp(prefix="bench-series-"), progress=False)
+    ours = collection.to_torchgeo_dataset(BANDS, chip_size=256, time_series=True,
+                                          time_bins="1MS")
+    gdal = SyntheticSeries(paths=[f"/vsicurl/{base}/{folder.name}/{f.name}" for f in files],
+                           bands=BANDS, cache=True, time_series=True)
+    chips = args.series_chips
+    return [
+        ('rasteret, time_bins="1MS"', "tile-aligned", ours,
+         lambda: TileAlignedSampler(ours, size=256, length=chips, seed=0), False),
+        ("torchgeo+GDAL, time_series=True", "RandomPatch", gdal,
+         lambda: RandomPatchSampler(gdal, size=256, length=chips, generator=0), True),
+    ]
+
+
+def series_table(args) -> None:
+    """Measure and print the time series rows: T monthly steps (``--steps``), 4 bands,
+    256-px chips, batch 8, ``--workers`` workers, ``--latency`` per request."""
+    data = Path(args.data) / f"{args.scenes}x{args.size}"
+    scene_set(data, scenes=args.scenes, size=args.size)
+    folders = {steps: series_links(data, steps) for steps in args.steps}
+    rows = []
+    with latency_server(data, args.latency, args.latency_by) as (nginx, base):
+        os.environ.update({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+                           "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
+                           "GDAL_HTTP_MULTIPLEX": "YES", "VSI_CACHE": "FALSE"})
+        for steps, folder in folders.items():
+            for reader, sampler_name, dataset, make_sampler, gdal in series_cases(
+                    args, base, folder, steps):
+                nginx.clear_log()
+                result = run_loader(dataset, make_sampler(), args.workers, args.series_chips,
+                                    gdal=gdal, batch_size=8)
+                records = nginx.requests()
+                rows.append((reader, sampler_name, steps, result, len(records),
+                             sum(r.body_bytes for r in records)))
+    print(f"\nTime series: T monthly steps at one place ({args.size} px scenes, 512-px "
+          f"tiles), 4 bands, 256-px chips, batch 8, {args.workers} workers, "
+          f"{args.series_chips} chips per row, +{args.latency * 1000:.0f} ms, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    header = ("reader", "sampler", "T", "batch shape", "samples/s", "req/sample",
+              "MB/sample", "first batch s", "worker RSS MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for reader, sampler_name, steps, result, requests, fetched in rows:
+        samples = result["samples"]
+        print("| " + " | ".join([
+            reader, sampler_name, str(steps), "x".join(map(str, result["shape"])),
+            f"{result['samples_per_s']:.2f}", f"{requests / samples:.1f}",
+            f"{fetched / samples / 1e6:.2f}", f"{result['startup_s']:.1f}",
+            f"{result['worker_rss']:.0f}"]) + " |")
+    print("(TorchGeo 0.10.1's own time series path: RasterDataset(time_series=True) stacks "
+          "every file in the chip's time slice, so T is the number of scenes there: no "
+          "fixed T, no padding, no dates or time mask; its temporal samplers choose the "
+          "slice. Requests from the nginx log, GDAL's header reads included.)")
+
+
 def main() -> None:
     args = parse_args()
     if args.quick:
         args.scenes, args.size, args.chips = 4, 2048, 96
+    if args.rows != "loader":
+        series_table(args)
+    if args.rows == "time-series":
+        return
     import torch  # noqa: F401 - fail early without the torch extra
     from torchgeo.samplers import RandomPatchSampler
 
@@ -260,6 +392,7 @@ def main() -> None:
 
 
 SyntheticS2 = _make_dataset_class()
+SyntheticSeries = _make_series_class()
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from rasteret.arrow import stream_schema, stream_table, table_from_arrow
 from rasteret.atomic import write_atomic
 from rasteret.band import BandView, band_grids
+from rasteret.coverage import CoverageGrid, valid_outline
 from rasteret.dates import DateRange, parse_date_range
 from rasteret.errors import (
     ConfigurationError,
@@ -40,6 +41,7 @@ from rasteret.read.cog import CogFile
 from rasteret.reopen import Origin
 from rasteret.scenes import PartsStore, SceneStore, TableStore
 from rasteret.schema import (
+    COVERAGE_COLUMN,
     SCHEMA_VERSION,
     is_band_struct,
     upgrade_band_columns,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
     import xarray as xr
+    from matplotlib.figure import Figure
     from pyproj import CRS
 
     from rasteret.points import PointValues
@@ -615,6 +618,16 @@ class Collection:
         return self.band_view(row, band).cog(backend_for_collection(self, backend),
                                              validate=validate)
 
+    def valid_geometries(self) -> list[Any] | None:
+        """Each scene's recorded valid data (its coverage cells at least half valid,
+        see :mod:`rasteret.coverage`) as a shapely geometry in degrees, None for a
+        scene without coverage; None when the collection records none (built before
+        coverage existed). Pictures of the collection shade it."""
+        if COVERAGE_COLUMN not in self.column_names:
+            return None
+        return [None if record is None else valid_outline(CoverageGrid.from_record(record))
+                for record in self.column(COVERAGE_COLUMN).to_pylist()]
+
     # -- pixels ----------------------------------------------------------------------
     # The readers live above the collection (they take a Collection): these methods
     # import them when called (as xarray's Dataset.to_zarr imports its backend), so
@@ -830,6 +843,37 @@ class Collection:
         target = local_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(target, lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTIONS))
+
+    # -- pictures (issue 21, item 6) ----------------------------------------------------
+    def plot(self, *, geometries: Any = None, geometry_crs: CRSLike = 4326,
+             target_crs: CRSLike | None = None, coverage: bool = True,
+             title: str | None = None) -> Figure:
+        """A map of the scenes: footprints coloured by date (with a date colorbar), the
+        valid data shaded where the collection records it, and an area of interest.
+        Nothing is read: footprints and dates come from the table.
+
+        Args:
+            geometries: An area of interest, outlined (any input
+                :meth:`get_numpy` takes: a bbox tuple, shapely geometries, GeoJSON...).
+            geometry_crs: The CRS of ``geometries`` (default EPSG:4326).
+            target_crs: The CRS the map is drawn in (default: the scenes' CRS when
+                they share one, else EPSG:4326).
+            coverage: Shade each scene's valid data when the collection records it
+                (see :func:`rasteret.plots.valid_coverage`).
+            title: The axes' title (default: the name, the scene count and the CRS).
+
+        Returns:
+            A matplotlib ``Figure``, built without pyplot (headless;
+            ``fig.savefig("map.png")`` writes it). Needs matplotlib
+            (``pip install 'rasteret[plot]'``).
+
+        Raises:
+            ConfigurationError: An empty collection, a bad CRS or unreadable geometries.
+        """
+        from rasteret.plots import plot_collection  # upward: see [tool.importlinter]
+
+        return plot_collection(self, geometries=geometries, geometry_crs=geometry_crs,
+                               target_crs=target_crs, coverage=coverage, title=title)
 
 
 def _subset_conditions(

@@ -107,6 +107,22 @@ class CoverageGrid:
                    valid.astype(np.float32) / _FULL, tuple(stored["sources"] or ()))
 
 
+def valid_outline(grid: CoverageGrid, threshold: float = 0.5) -> shapely.Geometry:
+    """The cells of ``grid`` at least ``threshold`` valid, as one geometry in degrees
+    (EPSG:4326; empty when no cell is): what pictures of a collection shade."""
+    rows, columns = np.nonzero(grid.valid >= threshold)
+    if not len(rows):
+        return shapely.Polygon()
+    left = grid.x0 + columns * grid.cell_x
+    top = grid.y0 - rows * grid.cell_y
+    union = shapely.union_all(shapely.box(left, top - grid.cell_y, left + grid.cell_x, top))
+    # Densified before projecting: a cell's straight edges bend in degrees.
+    dense = shapely.segmentize(union, max(grid.cell_x, grid.cell_y))
+    to_degrees = transformer(crs_of(grid.epsg), crs_of(4326))
+    return shapely.transform(
+        dense, lambda xy: np.column_stack(to_degrees.transform(xy[:, 0], xy[:, 1])))
+
+
 def cell_pixels(tile: int, extent: int = 0) -> int:
     """The side of a coverage cell in pixels for tiles of ``tile`` pixels and an image
     of ``extent`` pixels (its longer side): a tile holds up to

@@ -141,3 +141,23 @@ def test_build_scale_rows_report_per_asset_figures_and_slopes(build_scale):
     assert slopes["one process"][7:11] == ["+250", "+500", "+500", "+20"]
     assert slopes["dask 2 workers"][7:10] == ["+0", "+0", "+0"]
     assert slopes["dask 2 workers"][2] == "+10.00"
+
+
+def test_time_series_rows_read_distinct_links_one_a_month(tmp_path):
+    """The time series rows of torchgeo_loader.py: one hard link per month and band
+    (distinct URLs, so no cache sees a repeat), named as TorchGeo's regex expects."""
+    pytest.importorskip("torchgeo")
+    loader = _module("torchgeo_loader")
+    for band in loader.BANDS:
+        (tmp_path / f"scene000_{band}.tif").write_bytes(band.encode())
+    folder = loader.series_links(tmp_path, 14)
+    files = sorted(folder.glob("m*_B02.tif"))
+    assert [f.name[1:9] for f in files[:2]] == ["20230115", "20230215"]
+    assert files[-1].name == "m20240215_B02.tif" and len(files) == 14
+    assert len(list(folder.iterdir())) == 14 * len(loader.BANDS)
+    assert files[0].stat().st_ino == (tmp_path / "scene000_B02.tif").stat().st_ino
+    import re
+
+    pattern = re.compile(loader.SyntheticSeries.filename_regex, re.VERBOSE)
+    assert pattern.match(files[0].name).group("date") == "20230115"
+    assert loader.series_links(tmp_path, 14) == folder  # made once, reused

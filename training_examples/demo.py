@@ -6,7 +6,9 @@
 3. Train a small U-Net (TorchGeo's SemanticSegmentation task) with Lightning for a
    few steps on tile-aligned chips, through forkserver DataLoader workers.
 4. Measure samples/s, requests and bytes per chip; write a PNG of chips with
-   predictions (``RasteretDataset.plot``); stop every server.
+   predictions (``RasteretDataset.plot``), a map of the chips the sampler draws
+   (``rasteret.torch.plot_chips``) and a map of a block split
+   (``RasteretDataModule.plot_splits``); stop every server.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main() -> None:
     import lightning as L
     from torchgeo.tasks import SemanticSegmentation
 
-    from rasteret.torch import RasteretDataModule, TileAlignedSampler
+    from rasteret.torch import RasteretDataModule, TileAlignedSampler, plot_chips
     from testbed.demo_env import BANDS, LABEL, demo_world
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -123,6 +125,21 @@ def main() -> None:
         png.write_bytes(imagecodecs.png_encode(figure_rows(figures)))
         print(f"[demo] pixel accuracy on 6 validation chips: {accuracy:.2f}")
         print(f"[demo] wrote {png} (RasteretDataset.plot per chip: RGB | mask | prediction)")
+
+        # Pictures of where chips come from (no pixel is read): every chip the training
+        # sampler can draw over the footprints, and a block split of the whole area.
+        chip_map = out / "chip_map.png"
+        train = datamodule.datasets["train"]
+        plot_chips(TileAlignedSampler(train, size=args.chip_size, seed=0), train,
+                   title="training chips (TileAlignedSampler)").savefig(chip_map, dpi=80)
+        blocks = RasteretDataModule(
+            collection, BANDS, mask_bands=[LABEL], chip_size=args.chip_size,
+            batch_size=args.batch_size, sampler="tile_aligned", num_workers=0,
+            backend=world.backend, split_by="blocks", block_size=2560, buffer=640, seed=0)
+        split_map = out / "split_map.png"
+        blocks.plot_splits().savefig(split_map, dpi=80)
+        print(f"[demo] wrote {chip_map} (plot_chips) and {split_map} (plot_splits: "
+              f"{', '.join(f'{s} {n} chips' for s, n in blocks.split_report()['chips'].items())})")
     print(f"[demo] all servers stopped; total {time.perf_counter() - started:.1f} s")
 
 

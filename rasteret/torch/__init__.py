@@ -22,6 +22,7 @@ from rasteret.torch.content import ContentSampler  # noqa: E402
 from rasteret.torch.dataset import RasteretDataset  # noqa: E402
 from rasteret.torch.distributed import DistributedGeoSampler  # noqa: E402
 from rasteret.torch.loader import dataloader  # noqa: E402
+from rasteret.torch.plots import plot_chips  # noqa: E402
 from rasteret.torch.predict import predict  # noqa: E402
 from rasteret.torch.samplers import RegionSampler, TileAlignedSampler  # noqa: E402
 
@@ -34,6 +35,7 @@ __all__ = [
     "RegionSampler",
     "TileAlignedSampler",
     "dataloader",
+    "plot_chips",
     "predict",
 ]
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 import torch
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Sampler
 
 from rasteret.collection import Collection
@@ -604,6 +605,40 @@ class RasteretDataModule(L.LightningDataModule):
         ``roi`` and ``overlap``): what a
         :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` blends into a map."""
         return self._loader("predict")
+
+    # -- pictures (issue 21, item 6) ----------------------------------------------------
+    def plot_splits(self, *, chips: bool = True, title: str | None = None) -> Figure:
+        """A map of the block split (:meth:`split_blocks`): each stage's region in its
+        colour, the buffer strips between stages hatched, the blocks and the scene
+        footprints outlined, and the chips of each stage's sampler (every chip a
+        tile-aligned sampler can draw; one epoch of a TorchGeo sampler). Reads no
+        pixel.
+
+        Args:
+            chips: Draw each stage's chips (builds the stages' datasets and samplers,
+                as ``setup()`` does).
+            title: The axes' title.
+
+        Returns:
+            A matplotlib ``Figure`` (no pyplot state; ``fig.savefig(...)`` writes it);
+            its legend has one entry per stage, and one for the buffer.
+
+        Raises:
+            ConfigurationError: Not a block split (``split_by="blocks"``), or a split
+                :meth:`split_blocks` refuses.
+        """
+        from rasteret.plots import scene_footprints
+        from rasteret.torch.plots import plot_split
+
+        base = self._collection()
+        split, crs = self._split(base)
+        boxes: dict[str, np.ndarray] = {}
+        if chips:
+            self.setup()
+            for name in [n for n in self._stage_names() if n in self.datasets]:
+                boxes[name] = chip_boxes(self._sampler(name))
+        footprints, _ = scene_footprints(base, crs)
+        return plot_split(split, boxes, crs=crs, footprints=footprints, title=title)
 
 
 def check_blocks(block_size: float | None, buffer: float,
