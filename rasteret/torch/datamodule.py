@@ -45,6 +45,7 @@ from rasteret.splits import (
     nearest_other,
 )
 from rasteret.stats import mean_std, scenes_key, stored_records
+from rasteret.torch.content import ContentSampler, check_content_options
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.distributed import distributed_share, shared
 from rasteret.torch.loader import DEFAULT_CONTEXT, dataloader
@@ -179,6 +180,14 @@ class RasteretDataModule(L.LightningDataModule):
             :class:`~rasteret.torch.callbacks.RasteretPredictionWriter` to blend.
         geometry_crs: The roi's CRS (default EPSG:4326).
         overlap: Pixels neighbouring prediction chips share.
+        min_valid: Every stage's chips hold at least this share of valid pixels
+            (from the coverage the collection records; no request; see
+            :class:`TileAlignedSampler` and
+            :class:`~rasteret.torch.content.ContentSampler`).
+        positive_fraction: This share of training chips holds a label other than 0
+            in the first mask band, the rest none (random training samplers).
+        class_balance: ``{class: weight}``: training chips holding each class are
+            drawn in proportion to its weight (random training samplers).
 
     With ``time_steps`` or ``time_bins`` every chip takes the stage's whole time
     range: the tile-aligned sampler yields each location once, and TorchGeo's
@@ -230,21 +239,21 @@ class RasteretDataModule(L.LightningDataModule):
         roi: Any = None,
         geometry_crs: Any = 4326,
         overlap: int = 0,
+        min_valid: float | None = None,
+        positive_fraction: float | None = None,
+        class_balance: dict[float, float] | None = None,
     ) -> None:
         super().__init__()
         check_normalize(normalize, image_scale)
         check_option("sampler", sampler, SAMPLERS)
         splits = checked_splits(split_by, splits, block_size, buffer, holdout_dates)
-        self.collection = collection
-        self.bands = list(bands)
+        self.collection, self.bands = collection, list(bands)
         self.mask_bands = list(mask_bands or [])
         self.chip_size, self.batch_size = chip_size, batch_size
         self.sampler, self.length = sampler, length
-        self.split_by = split_by
-        self.splits = splits
-        self.split_column = split_column
+        self.split_by, self.splits, self.split_column = split_by, splits, split_column
         self.num_workers, self.multiprocessing_context = num_workers, multiprocessing_context
-        self.seed = seed
+        self.seed, self.roi, self.geometry_crs, self.overlap = seed, roi, geometry_crs, overlap
         self.backend, self.workspace_dir = backend, workspace_dir
         self.time_series, self.mosaic_order = time_series, mosaic_order
         self.cache_bytes, self.cache_dir = cache_bytes, cache_dir
@@ -252,14 +261,15 @@ class RasteretDataModule(L.LightningDataModule):
             options, target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, masked=masked, date_range=date_range,
             on_error=on_error, validate=validate)
-        self.image_scale = image_scale
         self.block_size, self.buffer, self.holdout_dates = block_size, buffer, holdout_dates
-        self.normalize = normalize
+        self.normalize, self.image_scale = normalize, image_scale
+        check_content_options(min_valid, positive_fraction, class_balance)
+        self.min_valid, self.positive_fraction, self.class_balance = (
+            min_valid, positive_fraction, class_balance)
         self._mean_std: tuple[list[float], list[float]] | None = None
         # Checked here (bad values raise before setup), kept for every stage's dataset.
         self.series = time_series_of(time_series, steps=time_steps, select=time_select,
                                      bins=time_bins, group_by=group_by, layout=layout)
-        self.roi, self.geometry_crs, self.overlap = roi, geometry_crs, overlap
         #: The chips ``predict_dataloader`` reads and the map's grid (after setup).
         self.predict_sweep: Sweep | None = None
         self.datasets: dict[str, RasteretDataset] = {}
@@ -362,6 +372,9 @@ class RasteretDataModule(L.LightningDataModule):
             return TileAlignedSampler(
                 dataset, size=self.chip_size, mode="random" if train else "grid",
                 length=self.length if train else None, roi=roi, seed=self.seed,
+                min_valid=self.min_valid,
+                positive_fraction=self.positive_fraction if train else None,
+                class_balance=self.class_balance if train else None,
             )
         # TorchGeo's samplers yield the same chips on every rank: under DDP each rank
         # keeps its share of them (a random order must then be seeded alike).
@@ -372,12 +385,24 @@ class RasteretDataModule(L.LightningDataModule):
                     'sampler="random" under DDP needs seed= (the same on every rank) so the '
                     "ranks share out one order of chips; or use sampler=\"tile_aligned\"")
             length = self.length * world_size if self.length else None
-            return shared(self._over_time(dataset, self._within(name, dataset, RandomPatchSampler(
-                dataset, size=self.chip_size, length=length,
-                roi=self._random_roi(dataset, roi), generator=self.seed,
+            return shared(self._over_time(dataset, self._within(name, dataset, self._by_content(
+                dataset, RandomPatchSampler(dataset, size=self.chip_size, length=length,
+                                            roi=self._random_roi(dataset, roi),
+                                            generator=self.seed), train=True,
             )), unique=False))
-        return shared(self._over_time(dataset, self._within(name, dataset, GriddedPatchSampler(
-            dataset, size=self.chip_size, roi=roi))))
+        return shared(self._over_time(dataset, self._within(name, dataset, self._by_content(
+            dataset, GriddedPatchSampler(dataset, size=self.chip_size, roi=roi),
+            train=False))))
+
+    def _by_content(self, dataset: RasteretDataset, sampler: Any, *, train: bool) -> Any:
+        """TorchGeo's ``sampler``, its chips kept by their valid data (every stage) and
+        drawn by their labels (random training chips), when the datamodule asks."""
+        labels = (self.positive_fraction, self.class_balance) if train else (None, None)
+        if self.min_valid is None and labels == (None, None):
+            return sampler
+        return ContentSampler(sampler, dataset, min_valid=self.min_valid,
+                              positive_fraction=labels[0], class_balance=labels[1],
+                              seed=self.seed)
 
     # -- time series (issue 21, item 1) ------------------------------------------------
     def _over_time(self, dataset: RasteretDataset, sampler: Sampler[Any], *,

@@ -208,3 +208,19 @@ def test_min_valid_with_an_roi_and_ranks(wedges, served):
     for x, y, t in chips:
         assert x.stop <= X0 + 512 * RES
         assert true_valid(wedges, (x, y, t)) >= 0.9
+
+
+@pytest.mark.parametrize("sampler", ["tile_aligned", "random", "grid"])
+def test_the_datamodule_keeps_min_valid_on_every_stage(wedges, served, sampler):
+    from rasteret.torch import RasteretDataModule
+
+    orbit = served.take_rows([0])  # one half-empty scene: chips of one time slice
+    module = RasteretDataModule(orbit, ["B04"], chip_size=128, batch_size=4, num_workers=0,
+                                sampler=sampler, length=40, seed=0, min_valid=0.9)
+    module.setup("fit")
+    for name, loader in (("train", module.train_dataloader()), ("val", module.val_dataloader())):
+        chips = list(loader.sampler)
+        assert chips, name
+        assert all(window(wedges[0].valid, *index).mean() >= 0.9 for index in chips), name
+    with pytest.raises(ConfigurationError, match="min_valid"):
+        RasteretDataModule(orbit, ["B04"], min_valid=1.5)
