@@ -234,25 +234,16 @@ class RasteretDataModule(L.LightningDataModule):
         check_normalize(normalize, image_scale)
         check_option("sampler", sampler, SAMPLERS)
         splits = checked_splits(split_by, splits, block_size, buffer, holdout_dates)
-        self.collection = collection
-        self.bands = list(bands)
+        self.collection, self.bands = collection, list(bands)
         self.mask_bands = list(mask_bands or [])
-        self.chip_size = chip_size
-        self.batch_size = batch_size
-        self.sampler = sampler
+        self.chip_size, self.batch_size, self.sampler = chip_size, batch_size, sampler
         self.length = length
-        self.split_by = split_by
-        self.splits = splits
-        self.split_column = split_column
-        self.num_workers = num_workers
+        self.split_by, self.splits, self.split_column = split_by, splits, split_column
+        self.num_workers, self.seed = num_workers, seed
         self.multiprocessing_context = multiprocessing_context
-        self.seed = seed
-        self.backend = backend
-        self.workspace_dir = workspace_dir
-        self.time_series = time_series
-        self.mosaic_order = mosaic_order
-        self.cache_bytes = cache_bytes
-        self.cache_dir = cache_dir
+        self.backend, self.workspace_dir = backend, workspace_dir
+        self.time_series, self.mosaic_order = time_series, mosaic_order
+        self.cache_bytes, self.cache_dir = cache_bytes, cache_dir
         self.options = read_options(
             options, target_crs=target_crs, resolution=resolution, resampling=resampling,
             apply_scale=apply_scale, masked=masked, date_range=date_range,
@@ -264,9 +255,7 @@ class RasteretDataModule(L.LightningDataModule):
         # Checked here (bad values raise before setup), kept for every stage's dataset.
         self.series = time_series_of(time_series, steps=time_steps, select=time_select,
                                      bins=time_bins, group_by=group_by, layout=layout)
-        self.roi = roi
-        self.geometry_crs = geometry_crs
-        self.overlap = overlap
+        self.roi, self.geometry_crs, self.overlap = roi, geometry_crs, overlap
         #: The chips ``predict_dataloader`` reads and the map's grid (after setup).
         self.predict_sweep: Sweep | None = None
         self.datasets: dict[str, RasteretDataset] = {}
