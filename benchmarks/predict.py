@@ -11,11 +11,15 @@ per request; a small CPU convolutional model (4 bands in, 4 class scores out) on
   ``RasterDataset`` through GDAL's ``/vsicurl/``, outputs pasted into one NumPy array
   of the whole area, then one rasterio write of a tiled GeoTIFF.
 
-Each runs in its own process, so its peak RSS is its own. Then ``--large`` (default
-5,000 px: 50 km) gives rasteret's row alone.
+Each runs in its own process, so its peak RSS (VmHWM) is its own: the imports, the
+model, and what the loop holds. Both run at every ``--sizes`` (default 200, 2,000
+and 5,000 px: 2, 20 and 50 km), side by side, so the table shows which one grows
+with the area: rasteret's rows of tiles in flight grow with the width only, the
+hand-written loop holds the whole map.
 
-    .venv/bin/python benchmarks/predict.py            # 20 km, then 50 km
-    .venv/bin/python benchmarks/predict.py --quick    # 1,024 px, no large row
+    .venv/bin/python benchmarks/predict.py                 # 2, 20 and 50 km
+    .venv/bin/python benchmarks/predict.py --quick         # 2 km and 10 km
+    .venv/bin/python benchmarks/predict.py --sizes 2000    # 20 km only
 """
 
 from __future__ import annotations
@@ -40,13 +44,14 @@ CHIP, OVERLAP, BATCH, CLASSES = 256, 64, 8, 4
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,024 px, no large row")
-    parser.add_argument("--size", type=int, default=2000, help="pixels a side (10 m)")
-    parser.add_argument("--large", type=int, default=5000, help="rasteret alone (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 px only")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000, 5000],
+                        help="pixels a side (10 m) of each area")
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--data", default=".cache/bench/predict", help="scene cache folder")
     # Internal: run one side in this process and print its JSON figures.
     parser.add_argument("--run", choices=("rasteret", "torchgeo"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -66,6 +71,14 @@ def small_model():
 def scaled(model):
     """``model`` on reflectance (the stored values times 1e-4)."""
     return lambda image: model(image.float() * 1e-4)
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
@@ -88,11 +101,12 @@ def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
         chips += len(image)
         return scaled(model)(image)
 
+    ready = rss_mb()
     start = time.perf_counter()
     with torch.no_grad():
         predict(counted, collection, bands=BANDS, out=out, chip_size=CHIP, overlap=OVERLAP,
                 batch_size=BATCH, output="scores", overwrite=True)
-    return {"seconds": time.perf_counter() - start, "chips": chips}
+    return {"seconds": time.perf_counter() - start, "chips": chips, "ready_mb": ready}
 
 
 def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
@@ -116,6 +130,7 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
 
     dataset = Scene(paths=[f"/vsicurl/{base}/scene000_B02.tif"], bands=BANDS)
     model = small_model().eval()
+    ready = rss_mb()
     start = time.perf_counter()
     sampler = GridGeoSampler(dataset, size=CHIP, stride=CHIP - OVERLAP)
     loader = DataLoader(dataset, sampler=sampler, batch_size=BATCH, collate_fn=stack_samples)
@@ -137,7 +152,7 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
                        dtype="float32", crs=dataset.crs, transform=transform, tiled=True,
                        blockxsize=512, blockysize=512, compress="deflate", predictor=3) as dst:
         dst.write(scores)
-    return {"seconds": time.perf_counter() - start, "chips": chips}
+    return {"seconds": time.perf_counter() - start, "chips": chips, "ready_mb": ready}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -158,7 +173,8 @@ def measure(side: str, base: str, size: int, out: Path) -> list[str]:
     seconds = figures["seconds"]
     name = "rasteret.torch.predict" if side == "rasteret" else "TorchGeo by hand"
     return [name, f"{size * 10 / 1000:g} km", f"{figures['chips'] / seconds:.1f}",
-            f"{figures['out_mb'] / seconds:.2f}", f"{seconds:.1f}", f"{figures['rss_mb']:.0f}"]
+            f"{figures['out_mb'] / seconds:.2f}", f"{seconds:.1f}", f"{figures['rss_mb']:.0f}",
+            f"{figures['rss_mb'] - figures['ready_mb']:.0f}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.run:
         child(args)
         return
-    if args.quick:
-        args.size, args.large = 1024, 0
-    sizes = [args.size] + ([args.large] if args.large else [])
+    sizes = [200, 1000] if args.quick else args.sizes
     rows = []
     for size in sizes:
         data = Path(args.data) / str(size)
@@ -176,11 +190,11 @@ def main(argv: list[str] | None = None) -> None:
         with latency_server(data, args.latency) as (_, base), \
                 tempfile.TemporaryDirectory() as folder:
             rows.append(measure("rasteret", base, size, Path(folder) / "ours.tif"))
-            if size == args.size:
-                rows.append(measure("torchgeo", base, size, Path(folder) / "theirs.tif"))
+            rows.append(measure("torchgeo", base, size, Path(folder) / "theirs.tif"))
     print_table(f"Prediction over a scene, {CHIP}-px chips, {OVERLAP}-px overlap, batch "
                 f"{BATCH}, +{args.latency * 1000:g} ms per request",
-                ["loop", "area", "chips/s", "output MB/s", "seconds", "peak RSS MB"], rows)
+                ["loop", "area", "chips/s", "output MB/s", "seconds", "peak RSS MB",
+                 "peak over ready MB"], rows)
 
 
 if __name__ == "__main__":
