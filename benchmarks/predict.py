@@ -132,7 +132,9 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
     model = small_model().eval()
     ready = rss_mb()
     start = time.perf_counter()
-    sampler = GridGeoSampler(dataset, size=CHIP, stride=CHIP - OVERLAP)
+    # An area smaller than a chip gets one chip of the area (GridGeoSampler yields none).
+    chip = min(CHIP, size)
+    sampler = GridGeoSampler(dataset, size=chip, stride=max(chip - OVERLAP, 1))
     loader = DataLoader(dataset, sampler=sampler, batch_size=BATCH, collate_fn=stack_samples)
     xmin, ymax = dataset.bounds[0].start, dataset.bounds[1].stop
     xres, yres = dataset.res
@@ -144,7 +146,7 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
             for sample, bounds in zip(output, batch["bounds"]):
                 col = round((float(bounds[0]) - xmin) / xres)
                 row = round((ymax - float(bounds[4])) / yres)
-                rows, cols = scores[:, row:row + CHIP, col:col + CHIP].shape[1:]
+                rows, cols = scores[:, row:row + chip, col:col + chip].shape[1:]
                 scores[:, row:row + rows, col:col + cols] = sample[:, :rows, :cols]
             chips += len(output)
     transform = rasterio.transform.from_origin(xmin, ymax, xres, yres)
