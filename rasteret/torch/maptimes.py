@@ -12,7 +12,7 @@ step's time span; steps without a scene get no map.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,15 @@ class MapStep:
         date: The step's date (naive UTC): the scene's time, the day's first scene's,
             or the bin's label; None for a mosaic of the whole time slice.
         label: The date as the map's name shows it (``""`` for a mosaic).
+        published: Published by the run a journal resumes (its map is not written
+            again).
     """
 
     out: str
     time: slice
     date: pd.Timestamp | None = None
     label: str = ""
+    published: bool = False
 
 
 def step_windows(planner: RasteretDataset, area: shapely.Geometry, time: slice
@@ -125,3 +128,43 @@ def series_name(out: str | os.PathLike[str]) -> str:
             return stem
         text = str(Path(text.rstrip("/")).parent)
     return Path(text.rstrip("/")).name or "prediction"
+
+
+def _marker(journal: str | os.PathLike[str], step: MapStep) -> Path:
+    """The file saying a time step's map was published (in the run's journal)."""
+    return Path(journal) / f"{step.label}.published"
+
+
+def resumed_steps(steps: list[MapStep], journal: str | os.PathLike[str] | None
+                  ) -> list[MapStep]:
+    """``steps``, those whose maps the run a journal resumes published marked so: its
+    marker names the same output."""
+    if journal is None:
+        return steps
+    done = []
+    for step in steps:
+        marker = _marker(journal, step)
+        published = marker.exists() and marker.read_text() == step.out
+        done.append(replace(step, published=published))
+    return done
+
+
+def mark_published(journal: str | os.PathLike[str] | None, step: MapStep) -> None:
+    """Note in the journal that a time step's map is published (nothing for a mosaic,
+    whose journal goes with its publishing)."""
+    if journal is not None and step.label:
+        Path(journal).mkdir(parents=True, exist_ok=True)
+        _marker(journal, step).write_text(step.out)
+
+
+def forget_published(journal: str | os.PathLike[str] | None, steps: list[MapStep]) -> None:
+    """Remove the journal's markers once every map is published (and the journal,
+    when nothing else is left in it)."""
+    if journal is None:
+        return
+    for step in steps:
+        if step.label:
+            _marker(journal, step).unlink(missing_ok=True)
+    folder = Path(journal)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -30,7 +30,15 @@ from rasteret.torch.blend import Blend, blend_window
 from rasteret.torch.dataset import RasteretDataset
 from rasteret.torch.loader import dataloader
 from rasteret.torch.mapping import MapSpec, Output, PredictionMap, input_nodata
-from rasteret.torch.maptimes import MapStep, map_steps, series_name, step_windows
+from rasteret.torch.maptimes import (
+    MapStep,
+    forget_published,
+    map_steps,
+    mark_published,
+    resumed_steps,
+    series_name,
+    step_windows,
+)
 from rasteret.torch.sweep import SweepSampler, plan_sweep, resumed, sweep_area, time_slice
 from rasteret.torch.timeseries import GroupBy, TimeSelect
 from rasteret.write import check_output, finished_rows
@@ -87,15 +95,18 @@ def _forward(model: Model, image: torch.Tensor, device: torch.device) -> Any:
     return model(image.to(device=device, dtype=torch.float32))
 
 
-def _steps(planner: RasteretDataset | None, area: shapely.Geometry, time: slice, out: str | os.PathLike[str], *, overwrite: bool,
-           backend: Backend | None) -> list[MapStep]:
-    """The maps to write, each checked for an existing output before any work."""
+def _steps(planner: RasteretDataset | None, area: shapely.Geometry, time: slice,
+           out: str | os.PathLike[str], *, overwrite: bool, backend: Backend | None,
+           journal: str | os.PathLike[str] | None) -> list[MapStep]:
+    """The maps to write, each checked for an existing output before any work (but
+    those the run a journal resumes published)."""
     if planner is None:
         steps = [MapStep(os.fspath(out), time)]
     else:
-        steps = map_steps(out, step_windows(planner, area, time))
+        steps = resumed_steps(map_steps(out, step_windows(planner, area, time)), journal)
     for step in steps:
-        check_output(step.out, overwrite=overwrite, backend=backend)
+        if not step.published:
+            check_output(step.out, overwrite=overwrite, backend=backend)
     return steps
 
 
@@ -223,7 +234,8 @@ def predict(
             killed or fails resumes, given the same folder and arguments, from the
             rows of tiles it finished, and writes the same file as a run that was never
             interrupted (a deterministic model). Removed once the map is published.
-            A time series keeps each step's tiles in a subfolder named by its date.
+            A time series keeps each step's tiles in a subfolder named by its date
+            and notes each published map: a rerun skips those.
         name: The name of the collection the maps are registered as (default: the
             output file's stem; for a time series, the pattern's without ``{date}``,
             or the folder's name): one scene per map, band ``prediction``, columns
@@ -251,7 +263,8 @@ def predict(
     Raises:
         ConfigurationError: An invalid option, a time series ``out`` naming one file,
             or the model returned another shape than ``[B, K, chip_size, chip_size]``
-            (nothing is written; the maps of earlier steps are removed).
+            (nothing is written; the maps of earlier steps are removed, unless a
+            ``journal`` keeps them for a rerun).
         NoCoverageError: No scene covers the roi.
         WriteConflictError: ``out`` exists (or another run published it first).
     """
@@ -262,15 +275,16 @@ def predict(
     reader, planner = _datasets(source, bands, backend, options, mosaic_order, series)
     area = sweep_area(reader, roi, geometry_crs)
     steps = _steps(planner, area, time_slice(reader, date_range), out, overwrite=overwrite,
-                   backend=backend)
+                   backend=backend, journal=journal)
     target = torch.device(device)
     if isinstance(model, torch.nn.Module):
         model.eval().to(target)
     written: list[str] = []
     try:
         for step in steps:
-            step_journal = (None if journal is None else
-                            Path(journal) / step.label if step.label else Path(journal))
+            if step.published:
+                continue  # by the run this one resumes
+            step_journal = None if journal is None else Path(journal, step.label)
             sweep = plan_sweep(reader, area, chip=chip_size, overlap=overlap, time=step.time,
                                tile=tile_size)
             prediction = PredictionMap(
@@ -279,9 +293,12 @@ def predict(
                 compression=compression, overwrite=overwrite, backend=backend)
             written.append(_run_map(model, reader, prediction, batch_size, num_workers,
                                     target))
+            mark_published(journal, step)
     except BaseException:
-        _remove(written, backend)
+        if journal is None:  # a journal keeps them for the run that resumes
+            _remove(written, backend)
         raise
+    forget_published(journal, steps)
     default = _map_name(steps[0].out) if planner is None else series_name(out)
     return _register(steps, name or default, reader, model, output, workspace_dir, backend,
                      overwrite)

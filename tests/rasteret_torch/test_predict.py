@@ -470,3 +470,33 @@ def test_bad_time_series_input_writes_nothing(collection, scenes, tmp_path):
         predict(fails_later, collection, out=tmp_path / "f-{date}.tif", time_series=True,
                 batch_size=64, **SWEEP)
     assert not list(tmp_path.glob("f-*.tif"))
+
+
+def test_a_time_series_run_resumes_from_its_journal(collection, scenes, tmp_path):
+    calls = []
+
+    def fails_on_the_second_date(image):
+        calls.append(1)
+        if len(calls) == 2:  # the first date is one batch
+            raise RuntimeError("killed")
+        return first_band(image)
+
+    journal = tmp_path / "journal"
+    with pytest.raises(RuntimeError):
+        predict(fails_on_the_second_date, collection, out=tmp_path / "r-{date}.tif",
+                time_series=True, batch_size=64, journal=journal, **SWEEP)
+    # The first date's map stays published for the run that resumes; it is not redone.
+    first = tmp_path / f"r-{day(scenes[0])}.tif"
+    assert first.exists() and not (tmp_path / f"r-{day(scenes[1])}.tif").exists()
+    before = first.stat().st_mtime_ns
+    maps = predict(fails_on_the_second_date, collection, out=tmp_path / "r-{date}.tif",
+                   time_series=True, batch_size=64, journal=journal,
+                   workspace_dir=tmp_path / "ws", **SWEEP)
+    assert len(calls) == 3 and first.stat().st_mtime_ns == before and len(maps) == 2
+    assert not journal.exists()
+    whole = predict(first_band, collection, out=tmp_path / "w-{date}.tif", time_series=True,
+                    workspace_dir=tmp_path / "ws", **SWEEP)
+    for scene in scenes:
+        np.testing.assert_array_equal(read_map(tmp_path / f"r-{day(scene)}.tif")[0],
+                                      read_map(tmp_path / f"w-{day(scene)}.tif")[0])
+    assert len(whole) == 2

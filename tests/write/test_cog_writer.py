@@ -257,8 +257,6 @@ def s3(moto_server):
 
 @pytest.mark.parametrize("size", [300, 3000], ids=["one-put", "multipart"])
 def test_publishes_to_an_object_store_once(s3, tmp_path, size, monkeypatch):
-    from rasteret.io import objects
-
     moto, backend = s3
     monkeypatch.setattr("rasteret.io.objects.MULTIPART_THRESHOLD", 5 * 1024 * 1024)
     image = np.random.default_rng(2).integers(0, 60_000, (1, size, size)).astype(np.uint16)
