@@ -6,7 +6,8 @@ per request; a small CPU convolutional model (4 bands in, 4 class scores out) on
 256-px chips:
 
 - rasteret: ``rasteret.torch.predict`` (cosine blend, 64-px overlap, class scores
-  written as a float32 COG, streamed row of tiles by row of tiles);
+  written as a float32 COG, streamed row of tiles by row of tiles), with the dataset's
+  default decoded-tile cache (up to 256 MB) and without one (``cache_bytes=0``);
 - TorchGeo by hand: ``GridGeoSampler`` (same chips and stride) over a
   ``RasterDataset`` through GDAL's ``/vsicurl/``, outputs pasted into one NumPy array
   of the whole area, then one rasterio write of a tiled GeoTIFF.
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--data", default=".cache/bench/predict", help="scene cache folder")
     # Internal: run one side in this process and print its JSON figures.
-    parser.add_argument("--run", choices=("rasteret", "torchgeo"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=("rasteret", "rasteret-nocache", "torchgeo"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -81,13 +83,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
-    """rasteret.torch.predict over the whole scene; its figures."""
+def run_rasteret(base: str, size: int, out: Path, cache: bool = True) -> dict[str, float]:
+    """rasteret.torch.predict over the whole scene; its figures. ``cache=False`` reads
+    through a dataset without a decoded-tile cache (``cache_bytes=0``)."""
     import pyarrow as pa
     import torch
 
     import rasteret
-    from rasteret.torch import predict
+    from rasteret.torch import RasteretDataset, predict
 
     table = pa.Table.from_pylist([{"id": "scene000",
                                    **{b: f"{base}/scene000_{b}.tif" for b in BANDS}}])
@@ -104,8 +107,9 @@ def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
     ready = rss_mb()
     start = time.perf_counter()
     with torch.no_grad():
-        predict(counted, collection, bands=BANDS, out=out, chip_size=CHIP, overlap=OVERLAP,
-                batch_size=BATCH, output="scores", overwrite=True)
+        source = collection if cache else RasteretDataset(collection, BANDS, cache_bytes=0)
+        predict(counted, source, bands=BANDS if cache else None, out=out, chip_size=CHIP,
+                overlap=OVERLAP, batch_size=BATCH, output="scores", overwrite=True)
     return {"seconds": time.perf_counter() - start, "chips": chips, "ready_mb": ready}
 
 
@@ -159,8 +163,11 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> None:
     """Run one side here and print its figures as JSON."""
-    run = run_rasteret if args.run == "rasteret" else run_torchgeo
-    figures = run(args.base, args.size, Path(args.out))
+    if args.run == "torchgeo":
+        figures = run_torchgeo(args.base, args.size, Path(args.out))
+    else:
+        figures = run_rasteret(args.base, args.size, Path(args.out),
+                               cache=args.run == "rasteret")
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["out_mb"] = Path(args.out).stat().st_size / 1e6
     print(json.dumps(figures))
@@ -173,7 +180,9 @@ def measure(side: str, base: str, size: int, out: Path) -> list[str]:
          "--out", str(out)], check=True, capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = figures["seconds"]
-    name = "rasteret.torch.predict" if side == "rasteret" else "TorchGeo by hand"
+    name = {"rasteret": "rasteret.torch.predict",
+            "rasteret-nocache": "rasteret.torch.predict, cache_bytes=0",
+            "torchgeo": "TorchGeo by hand"}[side]
     return [name, f"{size * 10 / 1000:g} km", f"{figures['chips'] / seconds:.1f}",
             f"{figures['out_mb'] / seconds:.2f}", f"{seconds:.1f}", f"{figures['rss_mb']:.0f}",
             f"{figures['rss_mb'] - figures['ready_mb']:.0f}"]
@@ -192,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         with latency_server(data, args.latency) as (_, base), \
                 tempfile.TemporaryDirectory() as folder:
             rows.append(measure("rasteret", base, size, Path(folder) / "ours.tif"))
+            rows.append(measure("rasteret-nocache", base, size, Path(folder) / "ours0.tif"))
             rows.append(measure("torchgeo", base, size, Path(folder) / "theirs.tif"))
     print_table(f"Prediction over a scene, {CHIP}-px chips, {OVERLAP}-px overlap, batch "
                 f"{BATCH}, +{args.latency * 1000:g} ms per request",
