@@ -6,16 +6,21 @@ per request; a small CPU convolutional model (4 bands in, 4 class scores out) on
 256-px chips:
 
 - rasteret: ``rasteret.torch.predict`` (cosine blend, 64-px overlap, class scores
-  written as a float32 COG, streamed row of tiles by row of tiles);
+  written as a float32 COG, streamed row of tiles by row of tiles), with the dataset's
+  default decoded-tile cache (up to 256 MB) and without one (``cache_bytes=0``);
 - TorchGeo by hand: ``GridGeoSampler`` (same chips and stride) over a
   ``RasterDataset`` through GDAL's ``/vsicurl/``, outputs pasted into one NumPy array
   of the whole area, then one rasterio write of a tiled GeoTIFF.
 
-Each runs in its own process, so its peak RSS is its own. Then ``--large`` (default
-5,000 px: 50 km) gives rasteret's row alone.
+Each runs in its own process, so its peak RSS (VmHWM) is its own: the imports, the
+model, and what the loop holds. Both run at every ``--sizes`` (default 200, 2,000
+and 5,000 px: 2, 20 and 50 km), side by side, so the table shows which one grows
+with the area: rasteret's rows of tiles in flight grow with the width only, the
+hand-written loop holds the whole map.
 
-    .venv/bin/python benchmarks/predict.py            # 20 km, then 50 km
-    .venv/bin/python benchmarks/predict.py --quick    # 1,024 px, no large row
+    .venv/bin/python benchmarks/predict.py                 # 2, 20 and 50 km
+    .venv/bin/python benchmarks/predict.py --quick         # 2 km and 10 km
+    .venv/bin/python benchmarks/predict.py --sizes 2000    # 20 km only
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ CHIP, OVERLAP, BATCH, CLASSES = 256, 64, 8, 4
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,024 px, no large row")
-    parser.add_argument("--size", type=int, default=2000, help="pixels a side (10 m)")
-    parser.add_argument("--large", type=int, default=5000, help="rasteret alone (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 px only")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000, 5000],
+                        help="pixels a side (10 m) of each area")
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--data", default=".cache/bench/predict", help="scene cache folder")
     # Internal: run one side in this process and print its JSON figures.
-    parser.add_argument("--run", choices=("rasteret", "torchgeo"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=("rasteret", "rasteret-nocache", "torchgeo"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -68,13 +75,22 @@ def scaled(model):
     return lambda image: model(image.float() * 1e-4)
 
 
-def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
-    """rasteret.torch.predict over the whole scene; its figures."""
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_rasteret(base: str, size: int, out: Path, cache: bool = True) -> dict[str, float]:
+    """rasteret.torch.predict over the whole scene; its figures. ``cache=False`` reads
+    through a dataset without a decoded-tile cache (``cache_bytes=0``)."""
     import pyarrow as pa
     import torch
 
     import rasteret
-    from rasteret.torch import predict
+    from rasteret.torch import RasteretDataset, predict
 
     table = pa.Table.from_pylist([{"id": "scene000",
                                    **{b: f"{base}/scene000_{b}.tif" for b in BANDS}}])
@@ -88,11 +104,13 @@ def run_rasteret(base: str, size: int, out: Path) -> dict[str, float]:
         chips += len(image)
         return scaled(model)(image)
 
+    ready = rss_mb()
     start = time.perf_counter()
     with torch.no_grad():
-        predict(counted, collection, bands=BANDS, out=out, chip_size=CHIP, overlap=OVERLAP,
-                batch_size=BATCH, output="scores", overwrite=True)
-    return {"seconds": time.perf_counter() - start, "chips": chips}
+        source = collection if cache else RasteretDataset(collection, BANDS, cache_bytes=0)
+        predict(counted, source, bands=BANDS if cache else None, out=out, chip_size=CHIP,
+                overlap=OVERLAP, batch_size=BATCH, output="scores", overwrite=True)
+    return {"seconds": time.perf_counter() - start, "chips": chips, "ready_mb": ready}
 
 
 def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
@@ -116,8 +134,11 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
 
     dataset = Scene(paths=[f"/vsicurl/{base}/scene000_B02.tif"], bands=BANDS)
     model = small_model().eval()
+    ready = rss_mb()
     start = time.perf_counter()
-    sampler = GridGeoSampler(dataset, size=CHIP, stride=CHIP - OVERLAP)
+    # An area smaller than a chip gets one chip of the area (GridGeoSampler yields none).
+    chip = min(CHIP, size)
+    sampler = GridGeoSampler(dataset, size=chip, stride=max(chip - OVERLAP, 1))
     loader = DataLoader(dataset, sampler=sampler, batch_size=BATCH, collate_fn=stack_samples)
     xmin, ymax = dataset.bounds[0].start, dataset.bounds[1].stop
     xres, yres = dataset.res
@@ -129,7 +150,7 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
             for sample, bounds in zip(output, batch["bounds"]):
                 col = round((float(bounds[0]) - xmin) / xres)
                 row = round((ymax - float(bounds[4])) / yres)
-                rows, cols = scores[:, row:row + CHIP, col:col + CHIP].shape[1:]
+                rows, cols = scores[:, row:row + chip, col:col + chip].shape[1:]
                 scores[:, row:row + rows, col:col + cols] = sample[:, :rows, :cols]
             chips += len(output)
     transform = rasterio.transform.from_origin(xmin, ymax, xres, yres)
@@ -137,13 +158,16 @@ def run_torchgeo(base: str, size: int, out: Path) -> dict[str, float]:
                        dtype="float32", crs=dataset.crs, transform=transform, tiled=True,
                        blockxsize=512, blockysize=512, compress="deflate", predictor=3) as dst:
         dst.write(scores)
-    return {"seconds": time.perf_counter() - start, "chips": chips}
+    return {"seconds": time.perf_counter() - start, "chips": chips, "ready_mb": ready}
 
 
 def child(args: argparse.Namespace) -> None:
     """Run one side here and print its figures as JSON."""
-    run = run_rasteret if args.run == "rasteret" else run_torchgeo
-    figures = run(args.base, args.size, Path(args.out))
+    if args.run == "torchgeo":
+        figures = run_torchgeo(args.base, args.size, Path(args.out))
+    else:
+        figures = run_rasteret(args.base, args.size, Path(args.out),
+                               cache=args.run == "rasteret")
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["out_mb"] = Path(args.out).stat().st_size / 1e6
     print(json.dumps(figures))
@@ -156,9 +180,12 @@ def measure(side: str, base: str, size: int, out: Path) -> list[str]:
          "--out", str(out)], check=True, capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = figures["seconds"]
-    name = "rasteret.torch.predict" if side == "rasteret" else "TorchGeo by hand"
+    name = {"rasteret": "rasteret.torch.predict",
+            "rasteret-nocache": "rasteret.torch.predict, cache_bytes=0",
+            "torchgeo": "TorchGeo by hand"}[side]
     return [name, f"{size * 10 / 1000:g} km", f"{figures['chips'] / seconds:.1f}",
-            f"{figures['out_mb'] / seconds:.2f}", f"{seconds:.1f}", f"{figures['rss_mb']:.0f}"]
+            f"{figures['out_mb'] / seconds:.2f}", f"{seconds:.1f}", f"{figures['rss_mb']:.0f}",
+            f"{figures['rss_mb'] - figures['ready_mb']:.0f}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.run:
         child(args)
         return
-    if args.quick:
-        args.size, args.large = 1024, 0
-    sizes = [args.size] + ([args.large] if args.large else [])
+    sizes = [200, 1000] if args.quick else args.sizes
     rows = []
     for size in sizes:
         data = Path(args.data) / str(size)
@@ -176,11 +201,12 @@ def main(argv: list[str] | None = None) -> None:
         with latency_server(data, args.latency) as (_, base), \
                 tempfile.TemporaryDirectory() as folder:
             rows.append(measure("rasteret", base, size, Path(folder) / "ours.tif"))
-            if size == args.size:
-                rows.append(measure("torchgeo", base, size, Path(folder) / "theirs.tif"))
+            rows.append(measure("rasteret-nocache", base, size, Path(folder) / "ours0.tif"))
+            rows.append(measure("torchgeo", base, size, Path(folder) / "theirs.tif"))
     print_table(f"Prediction over a scene, {CHIP}-px chips, {OVERLAP}-px overlap, batch "
                 f"{BATCH}, +{args.latency * 1000:g} ms per request",
-                ["loop", "area", "chips/s", "output MB/s", "seconds", "peak RSS MB"], rows)
+                ["loop", "area", "chips/s", "output MB/s", "seconds", "peak RSS MB",
+                 "peak over ready MB"], rows)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 4. Measure samples/s, requests and bytes per chip; write a PNG of chips with
    predictions (``RasteretDataset.plot``), a map of the chips the sampler draws
    (``rasteret.torch.plot_chips``) and a map of a block split
-   (``RasteretDataModule.plot_splits``); stop every server.
+   (``RasteretDataModule.plot_splits``).
+5. Predict the map of the demo area (``rasteret.torch.predict``): a class COG and a
+   PNG of it; stop every server.
 """
 
 from __future__ import annotations
@@ -49,6 +51,53 @@ def figure_rows(figures: list[Figure]) -> np.ndarray:
     padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
               for r in rows]
     return np.ascontiguousarray(np.concatenate(padded, axis=0))
+
+
+# -- the predicted map of the demo area (issue 22) -------------------------------------
+#: The demo's classes (its label band's quartiles of a smooth field) and their colours.
+CLASS_NAMES = ["water", "trees", "crops", "built"]
+CLASS_COLORS = {0: (31, 120, 180), 1: (51, 160, 44), 2: (255, 221, 87), 3: (227, 26, 28)}
+
+
+def render_classes(cog: Path, png: Path, *, max_size: int = 1024) -> tuple[int, int]:
+    """A class COG as an RGB PNG in its colours (nodata white), at most ``max_size``
+    pixels wide (read from its overviews); returns the PNG's ``(height, width)``."""
+    import rasterio
+
+    with rasterio.open(cog) as src:
+        factor = max(1, -(-src.width // max_size))
+        classes = src.read(1, out_shape=(src.height // factor, src.width // factor),
+                           resampling=rasterio.enums.Resampling.nearest)
+        colormap, nodata = src.colormap(1), src.nodata
+    palette = np.full((256, 3), 255, np.uint8)
+    for value, rgba in colormap.items():
+        if value < 256 and value != nodata:
+            palette[value] = rgba[:3]
+    png.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(palette[classes])))
+    return classes.shape
+
+
+def predict_map(task: torch.nn.Module, collection: object, bands: list[str], backend: object,
+                out: Path, chip_size: int) -> Path:
+    """Predict the demo area's classes with the trained ``task`` into
+    ``out/predicted_map.tif`` (a COG) and ``out/predicted_map.png``."""
+    from rasteret.torch import predict
+
+    cog = out / "predicted_map.tif"
+    started = time.perf_counter()
+    maps = predict(lambda image: task(image * 1e-4), collection, bands=bands,
+                   out=cog, backend=backend, chip_size=chip_size * 2, overlap=32,
+                   batch_size=8, output="classes", class_names=CLASS_NAMES,
+                   colors=CLASS_COLORS, overwrite=True, name="demo-map",
+                   workspace_dir=out / "workspace")
+    seconds = time.perf_counter() - started
+    height, width = render_classes(cog, out / "predicted_map.png")
+    print(f"[demo] predicted the demo area in {seconds:.1f} s: {cog} "
+          f"({cog.stat().st_size / 1e6:.2f} MB COG, registered as {maps.name!r}) and "
+          f"{out / 'predicted_map.png'} ({width} x {height} px)")
+    return cog
+
+# -- end of the predicted map ------------------------------------------------------------
 
 
 def main() -> None:
@@ -140,6 +189,7 @@ def main() -> None:
         blocks.plot_splits().savefig(split_map, dpi=80)
         print(f"[demo] wrote {chip_map} (plot_chips) and {split_map} (plot_splits: "
               f"{', '.join(f'{s} {n} chips' for s, n in blocks.split_report()['chips'].items())})")
+        predict_map(task, collection, BANDS, world.backend, out, args.chip_size)
     print(f"[demo] all servers stopped; total {time.perf_counter() - started:.1f} s")
 
 

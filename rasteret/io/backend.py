@@ -377,6 +377,9 @@ class Backend:
             region = boto3_session().region_name  # `aws configure` puts it in ~/.aws/config
         if region:
             config["region"] = region
+        # Publishing a large object (a multipart upload) only where none exists is a
+        # server-side copy that S3 completes with If-None-Match (see put_file_async).
+        config.setdefault("copy_if_not_exists", "multipart")
         has_provider = (
             self.credential_provider is not None
             and provider_kind(self.credential_provider) == "s3"

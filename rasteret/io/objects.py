@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,9 +141,14 @@ async def put_file_async(backend: Backend, url: str, path: str | os.PathLike[str
     """Upload the local file ``path`` to ``url``, in parts when it is large.
 
     Args:
-        create: Only if no object exists there. A small file is one conditional put
-            (``If-None-Match: *``); a multipart upload cannot be conditional, so the
-            object is looked for first (a writer racing in between would be replaced).
+        create: Only if no object exists there, decided by the store. A small file is
+            one conditional put (``If-None-Match: *``). A large one is looked for first
+            (one HEAD request, so a lost race costs no upload), uploaded in parts to a
+            staging object beside ``url``, then copied server-side only if ``url``
+            still holds nothing, and the staging object deleted: S3 completes the copy
+            with ``If-None-Match: *`` (a one-part multipart copy, so up to 5 GiB; an
+            S3-compatible store without it takes its own ``copy_if_not_exists`` in
+            ``default_s3_config``), Azure and GCS copy conditionally natively.
 
     Raises:
         WriteConflictError: ``create`` and an object exists at ``url``.
@@ -153,22 +159,57 @@ async def put_file_async(backend: Backend, url: str, path: str | os.PathLike[str
         with open(path, "rb") as file:
             await put_object_async(backend, url, file.read(), create=create)
         return
+    if not create:
+        await _put_parts(backend, url, path)
+        return
+    if await _exists(backend, url):
+        raise WriteConflictError(f"{strip_query(url)} already exists (another writer "
+                                 "created it)")
+    staging = f"{url}.{uuid.uuid4().hex}.part"
+    try:
+        await _put_parts(backend, staging, path)
+        await _copy_if_absent(backend, staging, url)
+    finally:
+        await delete_objects_async(backend, [staging])
+
+
+async def _exists(backend: Backend, url: str) -> bool:
+    """Whether an object exists at ``url`` (one HEAD request)."""
+    try:
+        await get_object_meta_async(backend, url)
+    except ObjectNotFoundError:
+        return False
+    return True
+
+
+async def _put_parts(backend: Backend, url: str, path: str | os.PathLike[str]) -> None:
+    """Upload a large local file to ``url`` in parts (a multipart upload)."""
     ensure_io_allowed()
     store, key = backend.store_for(url)
-    if create:
-        try:
-            await get_object_meta_async(backend, url)
-        except ObjectNotFoundError:
-            pass
-        else:
-            raise WriteConflictError(f"{strip_query(url)} already exists (another writer "
-                                     "created it)")
 
     async def once() -> None:
         try:
             async with request_slots(backend):
                 await obstore.put_async(store, key, Path(path), use_multipart=True,
                                         chunk_size=MULTIPART_THRESHOLD)
+        except Exception as exc:  # noqa: BLE001 - translated into a typed error
+            raise translate_error(exc, url, backend, "write") from None
+
+    await with_retries(backend, url, "write", once, None)
+
+
+async def _copy_if_absent(backend: Backend, source: str, url: str) -> None:
+    """Copy ``source`` to ``url`` server-side, only if no object is at ``url``."""
+    store, key = backend.store_for(url)
+    _, source_key = backend.store_for(source)
+
+    async def once() -> None:
+        try:
+            async with request_slots(backend):
+                await obstore.copy_async(store, source_key, key, overwrite=False)
+        except (AlreadyExistsError, PreconditionError):
+            raise WriteConflictError(f"{strip_query(url)} was created by another writer "
+                                     "while this one uploaded") from None
         except Exception as exc:  # noqa: BLE001 - translated into a typed error
             raise translate_error(exc, url, backend, "write") from None
 
@@ -202,15 +243,7 @@ async def get_object_meta_async(backend: Backend, url: str) -> dict[str, Any]:
 
 def object_exists(backend: Backend, url: str) -> bool:
     """Whether an object exists at ``url`` (one HEAD request)."""
-
-    async def look() -> bool:
-        try:
-            await get_object_meta_async(backend, url)
-        except ObjectNotFoundError:
-            return False
-        return True
-
-    return run_sync(look())
+    return run_sync(_exists(backend, url))
 
 
 async def put_objects_async(backend: Backend, objects: dict[str, bytes]) -> None:

@@ -211,6 +211,9 @@ class PredictionMap:
         writer, blender = self.open(values.shape[1])
         for chip_values, ok in zip(values, valid):
             top, left = self.sweep.chips[self.done]
+            # Rows this chip and the later ones cannot reach go before it starts a new
+            # row: the rows in flight are those one chip spans, never one more.
+            self.write(writer, blender.finished(top))
             blender.add(chip_values, self.window, ok, top, left)
             self.done += 1
         following = (self.sweep.chips[self.done][0] if self.done < len(self.sweep.chips)

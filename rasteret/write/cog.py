@@ -329,6 +329,7 @@ class CogWriter:
 
     def _publish(self, spool: TileSpool, head: CogHead) -> None:
         if not is_remote(self.out):
+            local_path(self.out).parent.mkdir(parents=True, exist_ok=True)
             write_atomic(local_path(self.out), lambda tmp: self._assemble(spool, head, tmp),
                          replace=self.overwrite)
             return

@@ -381,3 +381,113 @@ def test_writes_the_map_to_an_object_store(collection, scenes, moto_server, tmp_
     with pytest.raises(WriteConflictError):  # another run's map: found before any chip
         predict(second, collection, out=url, **options)
     assert second.calls == 0
+
+
+# -- the time dimension: one map per date, per bin, or one mosaic ---------------------
+SWEEP = {"bands": BANDS, "roi": ROI, "geometry_crs": 32633, "chip_size": 128, "overlap": 32}
+
+
+def day(scene):
+    return scene.datetime.strftime("%Y-%m-%d")
+
+
+def test_a_time_series_writes_one_map_per_date_equal_to_each_date_alone(collection, scenes,
+                                                                        tmp_path):
+    maps = predict(first_band, collection, out=tmp_path / "id-{date}.tif", time_series=True,
+                   workspace_dir=tmp_path / "ws", **SWEEP)
+    assert sorted(p.name for p in tmp_path.glob("id-*.tif")) == [
+        f"id-{day(s)}.tif" for s in scenes]
+    for scene in scenes:
+        alone = tmp_path / f"alone-{day(scene)}.tif"
+        predict(first_band, collection, out=alone, date_range=(scene.datetime, scene.datetime),
+                workspace_dir=tmp_path / "ws", **SWEEP)
+        data, transform, _ = read_map(tmp_path / f"id-{day(scene)}.tif")
+        expected, expected_transform, _ = read_map(alone)
+        assert transform == expected_transform
+        np.testing.assert_array_equal(data, expected)
+        assert validate_cog(tmp_path / f"id-{day(scene)}.tif") == []
+    # One scene per map, dated by its step; the name is the pattern's without {date}.
+    assert maps.name == "id" and len(maps) == 2
+    assert [d.date() for d in maps.column("datetime").to_pylist()] == [
+        s.datetime.date() for s in scenes]
+    assert sorted(maps.band_view(i, "prediction").href for i in range(2)) == [
+        str(tmp_path / f"id-{day(s)}.tif") for s in scenes]
+
+
+def test_time_bins_give_one_map_per_bin_and_a_folder_takes_dated_files(collection, tmp_path):
+    mosaic = tmp_path / "mosaic.tif"
+    predict(first_band, collection, out=mosaic, workspace_dir=tmp_path / "ws", **SWEEP)
+    monthly = tmp_path / "monthly"
+    monthly.mkdir()
+    maps = predict(first_band, collection, out=monthly, time_series=True, time_bins="1MS",
+                   workspace_dir=tmp_path / "ws", **SWEEP)
+    # Both scenes fall in May: one map, the mosaic of the month, named by the bin's label.
+    assert [p.name for p in monthly.iterdir()] == ["2024-05-01.tif"]
+    assert maps.name == "monthly" and len(maps) == 1
+    np.testing.assert_array_equal(read_map(monthly / "2024-05-01.tif")[0], read_map(mosaic)[0])
+    # Three-day bins split the two scenes (May 1 and May 6) into bins labelled by their
+    # first day; a time series dataset gives the same maps as the collection's keywords.
+    series = collection.to_torchgeo_dataset(BANDS, time_series=True, time_bins="3D")
+    predict(first_band, series, out=str(tmp_path / "bins") + "/",
+            workspace_dir=tmp_path / "ws", **{k: v for k, v in SWEEP.items() if k != "bands"})
+    assert sorted(p.name for p in (tmp_path / "bins").iterdir()) == [
+        "2024-05-01.tif", "2024-05-04.tif"]
+
+
+def test_bad_time_series_input_writes_nothing(collection, scenes, tmp_path):
+    with pytest.raises(ConfigurationError, match="names one file"):
+        predict(first_band, collection, out=tmp_path / "one.tif", time_series=True, **SWEEP)
+    with pytest.raises(ConfigurationError, match="time_series=True"):
+        predict(first_band, collection, out=tmp_path / "one.tif", time_bins="1MS", **SWEEP)
+    with pytest.raises(ConfigurationError, match="belong to a collection"):
+        predict(first_band, collection.to_torchgeo_dataset(BANDS), out=tmp_path / "one.tif",
+                time_series=True, roi=ROI, geometry_crs=32633)
+    # The second date's map exists: found before any map is written.
+    (tmp_path / f"m-{day(scenes[1])}.tif").write_bytes(b"another run")
+    with pytest.raises(WriteConflictError):
+        predict(first_band, collection, out=tmp_path / "m-{date}.tif", time_series=True,
+                **SWEEP)
+    assert not (tmp_path / f"m-{day(scenes[0])}.tif").exists()
+    # A model failing on the second date: the first date's map is removed again.
+    calls = []
+
+    def fails_later(image):
+        calls.append(1)
+        if len(calls) > 1:  # the first date is one batch
+            raise RuntimeError("out of memory")
+        return first_band(image)
+
+    with pytest.raises(RuntimeError):
+        predict(fails_later, collection, out=tmp_path / "f-{date}.tif", time_series=True,
+                batch_size=64, **SWEEP)
+    assert not list(tmp_path.glob("f-*.tif"))
+
+
+def test_a_time_series_run_resumes_from_its_journal(collection, scenes, tmp_path):
+    calls = []
+
+    def fails_on_the_second_date(image):
+        calls.append(1)
+        if len(calls) == 2:  # the first date is one batch
+            raise RuntimeError("killed")
+        return first_band(image)
+
+    journal = tmp_path / "journal"
+    with pytest.raises(RuntimeError):
+        predict(fails_on_the_second_date, collection, out=tmp_path / "r-{date}.tif",
+                time_series=True, batch_size=64, journal=journal, **SWEEP)
+    # The first date's map stays published for the run that resumes; it is not redone.
+    first = tmp_path / f"r-{day(scenes[0])}.tif"
+    assert first.exists() and not (tmp_path / f"r-{day(scenes[1])}.tif").exists()
+    before = first.stat().st_mtime_ns
+    maps = predict(fails_on_the_second_date, collection, out=tmp_path / "r-{date}.tif",
+                   time_series=True, batch_size=64, journal=journal,
+                   workspace_dir=tmp_path / "ws", **SWEEP)
+    assert len(calls) == 3 and first.stat().st_mtime_ns == before and len(maps) == 2
+    assert not journal.exists()
+    whole = predict(first_band, collection, out=tmp_path / "w-{date}.tif", time_series=True,
+                    workspace_dir=tmp_path / "ws", **SWEEP)
+    for scene in scenes:
+        np.testing.assert_array_equal(read_map(tmp_path / f"r-{day(scene)}.tif")[0],
+                                      read_map(tmp_path / f"w-{day(scene)}.tif")[0])
+    assert len(whole) == 2

@@ -307,3 +307,37 @@ def test_a_killed_run_resumes_from_its_journal_to_the_same_bytes(tmp_path):
         CogWriter(tmp_path / "other.tif", journal=tmp_path / "j2", **options).abort()
         CogWriter(tmp_path / "other.tif", journal=tmp_path / "j2",
                   **{**options, "nodata": 1})
+
+
+def test_a_multipart_publish_loses_a_race_after_its_head_request(s3, tmp_path, monkeypatch):
+    """The other run publishes after this one's HEAD request found nothing: the store
+    still refuses this one's large object (uploaded in parts to a staging object, then
+    copied only if the target is absent, which S3 completes with If-None-Match)."""
+    from rasteret.io import objects
+
+    moto, backend = s3
+    size = 3000
+    monkeypatch.setattr("rasteret.io.objects.MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    image = np.random.default_rng(2).integers(0, 60_000, (1, size, size)).astype(np.uint16)
+    raced = f"s3://{COG_BUCKET}/maps/raced-{size}.tif"
+    writer = CogWriter(raced, width=size, height=size, crs=32633, transform=TRANSFORM,
+                       dtype="uint16", tile_size=256, backend=backend, spool_dir=tmp_path)
+    for row, col in writer.tiles():
+        r, c, h, w = writer.tile_window(row, col)
+        writer.write_tile(row, col, image[:, r:r + h, c:c + w])
+    original = objects.get_object_meta_async
+
+    async def head_then_race(backend_, url):
+        try:
+            return await original(backend_, url)
+        finally:  # the other run publishes right after the HEAD request
+            moto.boto3_client().put_object(Bucket=COG_BUCKET, Key=f"maps/raced-{size}.tif",
+                                           Body=b"the racing run")
+
+    monkeypatch.setattr(objects, "get_object_meta_async", head_then_race)
+    with pytest.raises(WriteConflictError):
+        writer.close()
+    assert moto.boto3_client().get_object(Bucket=COG_BUCKET, Key=f"maps/raced-{size}.tif")[
+        "Body"].read() == b"the racing run"
+    listed = moto.boto3_client().list_objects_v2(Bucket=COG_BUCKET, Prefix="maps/raced")
+    assert [o["Key"] for o in listed["Contents"]] == [f"maps/raced-{size}.tif"]  # no staging
