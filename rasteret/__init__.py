@@ -14,6 +14,7 @@ from rasteret.io.fetch import FetchStats, process_stats
 from rasteret.loading import delete_collection, list_collections, load
 from rasteret.options import ReadOptions
 from rasteret.read.cog import CogFile, open_cog, open_cog_async
+from rasteret.write import CogWriter
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "Backend",
     "CloudConfig",
     "CogFile",
+    "CogWriter",
     "Collection",
     "FetchStats",
     "PlanetaryComputerSas",

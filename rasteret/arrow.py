@@ -26,7 +26,14 @@ from typing import Any
 import pyarrow as pa
 
 from rasteret.errors import ConfigurationError, CorruptCollectionError
-from rasteret.schema import BAND_TYPE, BASE_FIELDS, is_band_struct, upgrade_band_columns
+from rasteret.schema import (
+    BAND_TYPE,
+    BASE_FIELDS,
+    COVERAGE_COLUMN,
+    COVERAGE_TYPE,
+    is_band_struct,
+    upgrade_band_columns,
+)
 from rasteret.storage import geo_metadata, manifest_from_metadata, with_metadata
 
 #: Field metadata keys of an Arrow extension type (the C data interface carries
@@ -217,6 +224,11 @@ def table_from_arrow(
         if kind != field.type:
             table = table.set_column(index, pa.field(field.name, kind, field.nullable),
                                      table.column(index).cast(kind))
+    if COVERAGE_COLUMN in table.column_names:
+        # The stored coverage type back (Polars gives view and large types inside).
+        index = table.column_names.index(COVERAGE_COLUMN)
+        table = table.set_column(index, pa.field(COVERAGE_COLUMN, COVERAGE_TYPE),
+                                 table.column(index).cast(COVERAGE_TYPE))
     listed = manifest.get("bands")
     for band in listed if isinstance(listed, list) else ():
         if band in names and not is_band_struct(table.schema.field(band).type):

@@ -391,14 +391,14 @@ def mean_std(records: Sequence[Mapping[str, Any]], bands: Sequence[str], *,
     means: list[float] = []
     stds: list[float] = []
     for band in bands:
-        record = by_band.get(band)
-        if record is None or record.get("group") is not None:
+        summary = by_band.get(band)
+        if summary is None or summary.get("group") is not None:
             raise ConfigurationError(
                 f"no ungrouped statistics of band {band!r}: run collection.band_stats("
                 f"{list(bands)!r}) first")
-        mean, std = float(record["mean"]), float(record["std"])
+        mean, std = float(summary["mean"]), float(summary["std"])
         if apply_scale:
-            scale, offset = float(record["scale"]), float(record["offset"])
+            scale, offset = float(summary["scale"]), float(summary["offset"])
             if math.isnan(scale):
                 raise ConfigurationError(
                     f"band {band!r}'s files have different scales or offsets: compute "
