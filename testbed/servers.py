@@ -246,6 +246,17 @@ http {{
         _wait_for_port(port, self._process, "nginx")
         return self
 
+    def serve_scenes(self, scenes: Any, folder: str) -> Any:
+        """Copy each scene's files under ``folder/<scene id>/`` of the root and return
+        ``href(scene, path)``, the http URL nginx serves such a file at."""
+        root = Path(self.root) / folder
+        for scene in scenes:
+            for path in scene.files.values():
+                target = root / scene.id / Path(path).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        return lambda scene, path: f"{self.url}/{folder}/{scene.id}/{Path(path).name}"
+
     def requests(self, *, settled: bool = True) -> list[AccessRecord]:
         """Every request logged since the last :meth:`clear_log`.
 

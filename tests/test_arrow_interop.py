@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -40,13 +39,7 @@ def scenes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hrefs(scenes, nginx_server):
     """The scenes copied under nginx's root; maps (scene, path) to its http URL."""
-    root = Path(nginx_server.root) / "arrow-interop"
-    for scene in scenes:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return lambda scene, path: f"{nginx_server.url}/arrow-interop/{scene.id}/{path.name}"
+    return nginx_server.serve_scenes(scenes, "arrow-interop")
 
 
 def build(scenes, hrefs, workspace, name="arrow"):

@@ -3,7 +3,6 @@ smallest overview) and label histograms: bounds that hold, and what they cost.""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +55,7 @@ def true_cells(valid, grid, res=10.0):
 
 
 def served(scenes, nginx_server, folder):
-    root = Path(nginx_server.root) / folder
-    for scene in scenes:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return lambda scene, path: f"{nginx_server.url}/{folder}/{scene.id}/{path.name}"
+    return nginx_server.serve_scenes(scenes, folder)
 
 
 def test_geometry_and_sparse_tiles_bound_valid_data_from_below(wedges, tmp_path):

@@ -4,9 +4,6 @@ with no request to sample and one scan of the labels."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -48,15 +45,8 @@ def build(scenes, workspace, name, *, href=None, **options):
 @pytest.fixture(scope="module")
 def served(wedges, nginx_server, tmp_path_factory):
     """The scenes on nginx, built with the smallest overview read."""
-    folder = "content-sampling"
-    root = Path(nginx_server.root) / folder
-    for scene in wedges:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
     return build(wedges, tmp_path_factory.mktemp("ws"), "served",
-                 href=lambda s, p: f"{nginx_server.url}/{folder}/{s.id}/{p.name}",
+                 href=nginx_server.serve_scenes(wedges, "content-sampling"),
                  valid_coverage="overview")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -66,16 +64,9 @@ def collection(scenes, tmp_path_factory):
 
 def served_collection(scenes, nginx_server, workspace, folder):
     """The scenes copied under nginx's root, built into a collection of http hrefs."""
-    root = Path(nginx_server.root) / folder
-    for scene in scenes:
-        for path in scene.files.values():
-            target = root / scene.id / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return collection_of(
-        scenes, workspace, name=folder,
-        hrefs=lambda s, b, p: f"{nginx_server.url}/{folder}/{s.id}/{p.name}",
-    )
+    href = nginx_server.serve_scenes(scenes, folder)
+    return collection_of(scenes, workspace, name=folder,
+                         hrefs=lambda s, b, p: href(s, p))
 
 
 def rasterio_window(path, bounds, res=10.0):
