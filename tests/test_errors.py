@@ -5,6 +5,7 @@ exits with 2 for them."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import pkgutil
@@ -36,9 +37,17 @@ from testbed import HANG_GUARD
 ROOT = Path(__file__).parents[1]
 
 
+#: Core modules that need an optional extra, and the package it brings.
+OPTIONAL = {"rasteret.plots": "matplotlib"}
+
+
 def _core_modules():
-    """Every module of the package but the torch layer (which imports torch)."""
+    """Every module of the package but the torch layer (which imports torch), and the
+    modules whose extra is not installed (the 3.11 core venv has no matplotlib)."""
     for info in pkgutil.walk_packages(rasteret.__path__, "rasteret."):
+        needs = OPTIONAL.get(info.name)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            continue
         if not info.name.startswith("rasteret.torch"):
             yield importlib.import_module(info.name)
 
